@@ -1,0 +1,13 @@
+//! Domain types: parsed once at the edge, trusted everywhere after.
+
+pub mod event;
+pub mod level;
+pub mod service;
+pub mod tokens;
+pub mod window;
+
+pub use event::{LogEvent, ParseRules, Reject, RejectReason};
+pub use level::Level;
+pub use service::{NameError, ServiceName, UserId};
+pub use tokens::{tokenize, BadKeyword, Keyword};
+pub use window::{Window, WindowError};

@@ -1,0 +1,146 @@
+//! The one tokenizer: keyword counts in memory, the stored `tokens` column and SQL fallbacks all use it.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::Serialize;
+
+/// Shortest token that counts, in characters.
+pub const MIN_TOKEN_CHARS: usize = 2;
+/// Longest token that counts, in characters.
+pub const MAX_TOKEN_CHARS: usize = 64;
+
+fn is_token_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// The distinct tokens of `message`, in order of first appearance.
+///
+/// The message is lowercased; a token is a maximal run of Unicode alphanumerics and `_`; only tokens
+/// of 2..=64 characters count. Each token appears once: a keyword's count is the number of events
+/// whose message has the token at least once.
+pub fn tokenize(message: &str) -> Vec<String> {
+    let lower = message.to_lowercase();
+    let mut tokens: Vec<&str> = Vec::new();
+    // Short messages dedup by scanning; long ones switch to a set so it never turns quadratic.
+    let mut seen: Option<HashSet<&str>> = None;
+    for run in lower.split(|c: char| !is_token_char(c)) {
+        let chars = run.chars().count();
+        if !(MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&chars) {
+            continue;
+        }
+        let fresh = match &mut seen {
+            Some(set) => set.insert(run),
+            None => !tokens.contains(&run),
+        };
+        if fresh {
+            tokens.push(run);
+            if seen.is_none() && tokens.len() > 32 {
+                seen = Some(tokens.iter().copied().collect());
+            }
+        }
+    }
+    tokens.into_iter().map(str::to_owned).collect()
+}
+
+/// A keyword query: exactly one token, already lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Keyword(String);
+
+/// Why a keyword query was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a single keyword: use one run of {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} letters, digits or '_'")]
+pub struct BadKeyword(pub String);
+
+impl Keyword {
+    /// Accepts `q` when, lowercased, it is exactly one countable token.
+    pub fn parse(q: &str) -> Result<Keyword, BadKeyword> {
+        let lower = q.to_lowercase();
+        let chars = lower.chars().count();
+        let one_token = (MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&chars) && lower.chars().all(is_token_char);
+        if one_token {
+            Ok(Keyword(lower))
+        } else {
+            Err(BadKeyword(q.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Keyword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn splits_on_non_word_characters_and_lowercases() {
+        assert_eq!(
+            tokenize("Upstream TIMEOUT after 30s: connect_timeout=5 (db-01)"),
+            vec!["upstream", "timeout", "after", "30s", "connect_timeout", "db", "01"]
+        );
+    }
+
+    #[test]
+    fn short_long_and_repeated_tokens() {
+        assert_eq!(tokenize("a bb a bb"), vec!["bb"]);
+        let long = "x".repeat(65);
+        assert_eq!(tokenize(&format!("{long} ok")), vec!["ok"]);
+        assert_eq!(tokenize(&"y".repeat(64)), vec!["y".repeat(64)]);
+        assert!(tokenize("").is_empty());
+        assert!(tokenize("!!! ... ---").is_empty());
+    }
+
+    #[test]
+    fn unicode_letters_and_digits_are_token_characters() {
+        assert_eq!(tokenize("Zeitüberschreitung bei Ärger"), vec!["zeitüberschreitung", "bei", "ärger"]);
+        assert_eq!(tokenize("错误 超时"), vec!["错误", "超时"]);
+        assert_eq!(tokenize("٣٤ café🔥fail"), vec!["٣٤", "café", "fail"]);
+    }
+
+    #[test]
+    fn long_messages_dedup_like_short_ones() {
+        let words: Vec<String> = (0..200).map(|i| format!("w{}", i % 50)).collect();
+        let tokens = tokenize(&words.join(" "));
+        assert_eq!(tokens.len(), 50);
+        assert_eq!(tokens[0], "w0");
+        assert_eq!(tokens[49], "w49");
+    }
+
+    #[test]
+    fn keyword_is_exactly_one_token() {
+        assert_eq!(Keyword::parse("Timeout").unwrap().as_str(), "timeout");
+        assert_eq!(Keyword::parse("connect_timeout").unwrap().as_str(), "connect_timeout");
+        for bad in ["", "a", "two words", "time-out", "x'; DROP TABLE logs;--", &"k".repeat(65)] {
+            assert!(Keyword::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn tokens_are_lowercase_bounded_distinct_and_found_by_keyword(msg in "\\PC{0,200}") {
+            let tokens = tokenize(&msg);
+            let mut seen = HashSet::new();
+            for t in &tokens {
+                prop_assert!(seen.insert(t.clone()), "duplicate token {t}");
+                let n = t.chars().count();
+                prop_assert!((MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&n));
+                prop_assert!(t.chars().all(is_token_char));
+                // A token of a message is a valid keyword query naming itself.
+                let kw = Keyword::parse(t).unwrap();
+                prop_assert_eq!(kw.as_str(), t.as_str());
+            }
+            // Tokenizing is stable: the tokens of the joined tokens are the tokens.
+            prop_assert_eq!(tokenize(&tokens.join(" ")), tokens.clone());
+        }
+    }
+}

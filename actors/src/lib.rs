@@ -1,0 +1,6 @@
+//! The log-analyzer pipeline core: domain types, the actors, and the ports (traits) they talk to.
+//!
+//! This crate knows nothing of Kafka, PostgreSQL or Redis: the `log-analyzer` crate implements the
+//! ports with real adapters, and the unit tests here use in-memory ones.
+
+pub mod domain;

@@ -1,0 +1,373 @@
+//! Settings from the environment (envy); a `.env` file is loaded first when present (see main.rs).
+//! Every field is listed with its default in `.env.example`; a test keeps the two in step.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use actors::domain::Window;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// All settings of every role. Field `foo_bar` is read from the variable `FOO_BAR`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    /// Kafka bootstrap servers, comma-separated `host:port`.
+    #[serde(default = "defaults::kafka_brokers")]
+    pub kafka_brokers: String,
+    /// Topic the logs arrive on.
+    #[serde(default = "defaults::kafka_topic")]
+    pub kafka_topic: String,
+    /// Consumer group shared by every ingest process.
+    #[serde(default = "defaults::kafka_group")]
+    pub kafka_group: String,
+    /// Partitions given to the topic when `migrate` creates it.
+    #[serde(default = "defaults::kafka_partitions")]
+    pub kafka_partitions: i32,
+    /// PostgreSQL connection URL.
+    #[serde(default = "defaults::database_url")]
+    pub database_url: Secret,
+    /// Connections per process in the PostgreSQL pool used for queries.
+    #[serde(default = "defaults::database_pool_size")]
+    pub database_pool_size: u32,
+    /// Redis connection URL.
+    #[serde(default = "defaults::redis_url")]
+    pub redis_url: Secret,
+    /// Prefix of every Redis key, so several deployments or tests can share one Redis.
+    #[serde(default = "defaults::redis_prefix")]
+    pub redis_prefix: String,
+    /// Public HTTP listener (stats API, ingest).
+    #[serde(default = "defaults::http_addr", deserialize_with = "named::http_addr")]
+    pub http_addr: SocketAddr,
+    /// Admin listener (metrics, debug, profiles): keep it private.
+    #[serde(default = "defaults::admin_addr", deserialize_with = "named::admin_addr")]
+    pub admin_addr: SocketAddr,
+    /// `term` or `json`; unset means `term` on a terminal, else `json`.
+    #[serde(default, deserialize_with = "named::log_format")]
+    pub log_format: Option<LogFormat>,
+    /// trace, debug, info, warn, error or critical.
+    #[serde(default = "defaults::log_level", deserialize_with = "named::log_level")]
+    pub log_level: LogLevel,
+    /// How much recent history the in-memory windows hold.
+    #[serde(default = "defaults::window_horizon", deserialize_with = "named::window_horizon")]
+    pub window_horizon: Window,
+    /// Keywords counted exactly in memory, comma-separated.
+    #[serde(default = "defaults::tracked_keywords")]
+    pub tracked_keywords: Vec<String>,
+    /// Longest accepted `message`, in bytes.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Days of logs kept; older events are rejected and older partitions dropped.
+    #[serde(default = "defaults::retention_days")]
+    pub retention_days: u32,
+    /// A consumer sends its batch when it holds this many messages…
+    #[serde(default = "defaults::batch_max_events")]
+    pub batch_max_events: usize,
+    /// …or when its oldest message has waited this many milliseconds.
+    #[serde(default = "defaults::batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// Number of WriterActors (each holds one PostgreSQL connection for COPY).
+    #[serde(default = "defaults::writer_count")]
+    pub writer_count: usize,
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn kafka_brokers() -> String {
+        "127.0.0.1:9092".into()
+    }
+    pub fn kafka_topic() -> String {
+        "logs".into()
+    }
+    pub fn kafka_group() -> String {
+        "log-analyzer".into()
+    }
+    pub fn kafka_partitions() -> i32 {
+        6
+    }
+    pub fn database_url() -> Secret {
+        Secret("postgres://postgres@127.0.0.1:5432/log_analyzer".into())
+    }
+    pub fn database_pool_size() -> u32 {
+        8
+    }
+    pub fn redis_url() -> Secret {
+        Secret("redis://127.0.0.1:6379".into())
+    }
+    pub fn redis_prefix() -> String {
+        "la".into()
+    }
+    pub fn http_addr() -> SocketAddr {
+        ([0, 0, 0, 0], 8080).into()
+    }
+    pub fn admin_addr() -> SocketAddr {
+        ([127, 0, 0, 1], 9090).into()
+    }
+    pub fn log_level() -> LogLevel {
+        LogLevel(slog::Level::Info)
+    }
+    pub fn window_horizon() -> Window {
+        Window::from_seconds(3_600).expect("non-zero")
+    }
+    pub fn tracked_keywords() -> Vec<String> {
+        ["timeout", "refused", "denied", "exception", "panic", "failed", "unavailable", "deadline"]
+            .map(String::from)
+            .to_vec()
+    }
+    pub fn max_message_bytes() -> usize {
+        16 * 1024
+    }
+    pub fn retention_days() -> u32 {
+        30
+    }
+    pub fn batch_max_events() -> usize {
+        5_000
+    }
+    pub fn batch_max_wait_ms() -> u64 {
+        100
+    }
+    pub fn writer_count() -> usize {
+        2
+    }
+}
+
+/// Parsers for fields whose errors would otherwise not say which variable is wrong.
+mod named {
+    use super::*;
+    use serde::de::Error;
+
+    pub fn window_horizon<'de, D: Deserializer<'de>>(d: D) -> Result<Window, D::Error> {
+        let text = String::deserialize(d)?;
+        Window::parse_unbounded(&text).map_err(|e| D::Error::custom(format!("WINDOW_HORIZON: {e}")))
+    }
+
+    fn socket_addr<E: Error>(name: &str, text: &str) -> Result<SocketAddr, E> {
+        text.parse().map_err(|e| E::custom(format!("{name}: {text:?} is not host:port with an IP address ({e})")))
+    }
+
+    pub fn http_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        socket_addr("HTTP_ADDR", &String::deserialize(d)?)
+    }
+
+    pub fn admin_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        socket_addr("ADMIN_ADDR", &String::deserialize(d)?)
+    }
+
+    /// Empty means "choose by terminal".
+    pub fn log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogFormat>, D::Error> {
+        match String::deserialize(d)?.to_ascii_lowercase().as_str() {
+            "" => Ok(None),
+            "term" => Ok(Some(LogFormat::Term)),
+            "json" => Ok(Some(LogFormat::Json)),
+            other => Err(D::Error::custom(format!("LOG_FORMAT: {other:?} is neither term nor json"))),
+        }
+    }
+
+    pub fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<LogLevel, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_log_level(&text).map(LogLevel).map_err(|e| D::Error::custom(format!("LOG_LEVEL: {e}")))
+    }
+}
+
+/// A configuration problem, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid environment: {0}")]
+    Env(#[from] envy::Error),
+    #[error("{name}: {problem}")]
+    Invalid { name: &'static str, problem: String },
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_vars(std::env::vars())
+    }
+
+    /// Reads settings from `(NAME, value)` pairs (tests use this instead of the process environment).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+        let settings: Settings = envy::from_iter(vars)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Cross-field and range rules that serde cannot express.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |name, problem: &str| Err(ConfigError::Invalid { name, problem: problem.to_owned() });
+        if self.kafka_partitions < 1 {
+            return invalid("KAFKA_PARTITIONS", "must be at least 1");
+        }
+        if self.kafka_topic.is_empty() {
+            return invalid("KAFKA_TOPIC", "must not be empty");
+        }
+        if self.retention_days < 1 {
+            return invalid("RETENTION_DAYS", "must be at least 1");
+        }
+        if self.window_horizon.seconds() > u64::from(self.retention_days) * 86_400 {
+            return invalid("WINDOW_HORIZON", "must not be longer than RETENTION_DAYS");
+        }
+        if self.max_message_bytes == 0 {
+            return invalid("MAX_MESSAGE_BYTES", "must be at least 1");
+        }
+        if self.batch_max_events == 0 || self.writer_count == 0 || self.database_pool_size == 0 {
+            return invalid("BATCH_MAX_EVENTS/WRITER_COUNT/DATABASE_POOL_SIZE", "must be at least 1");
+        }
+        for keyword in &self.tracked_keywords {
+            if let Err(e) = actors::domain::Keyword::parse(keyword) {
+                return invalid("TRACKED_KEYWORDS", &e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules LogEvent::parse applies.
+    pub fn parse_rules(&self) -> actors::domain::ParseRules {
+        actors::domain::ParseRules { max_message_bytes: self.max_message_bytes, retention_days: self.retention_days }
+    }
+}
+
+/// A value that must not show up in logs (URLs may carry passwords).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself: only for handing to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Term,
+    Json,
+}
+
+/// A slog level read from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLevel(pub slog::Level);
+
+impl Serialize for LogLevel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// Parses `trace|debug|info|warn|warning|error|critical` (case-insensitive).
+pub fn parse_log_level(name: &str) -> Result<slog::Level, String> {
+    match name.to_ascii_lowercase().as_str() {
+        "trace" => Ok(slog::Level::Trace),
+        "debug" => Ok(slog::Level::Debug),
+        "info" => Ok(slog::Level::Info),
+        "warn" | "warning" => Ok(slog::Level::Warning),
+        "error" => Ok(slog::Level::Error),
+        "critical" | "crit" => Ok(slog::Level::Critical),
+        _ => Err(format!("unknown log level {name:?}: use trace, debug, info, warn, error or critical")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let s = Settings::from_vars(vec![]).unwrap();
+        assert_eq!(s.kafka_brokers, "127.0.0.1:9092");
+        assert_eq!(s.kafka_topic, "logs");
+        assert_eq!(s.kafka_partitions, 6);
+        assert_eq!(s.database_url.expose(), "postgres://postgres@127.0.0.1:5432/log_analyzer");
+        assert_eq!(s.http_addr.port(), 8080);
+        assert_eq!(s.admin_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(s.window_horizon.seconds(), 3_600);
+        assert_eq!(s.max_message_bytes, 16_384);
+        assert_eq!(s.retention_days, 30);
+        assert_eq!(s.batch_max_events, 5_000);
+        assert_eq!(s.writer_count, 2);
+        assert!(s.tracked_keywords.contains(&"timeout".to_string()));
+    }
+
+    #[test]
+    fn values_are_read_and_lists_split_on_commas() {
+        let s = Settings::from_vars(vars(&[
+            ("KAFKA_PARTITIONS", "3"),
+            ("TRACKED_KEYWORDS", "oom,Timeout"),
+            ("WINDOW_HORIZON", "2h"),
+            ("LOG_FORMAT", "json"),
+            ("LOG_LEVEL", "Warning"),
+        ]))
+        .unwrap();
+        assert_eq!(s.kafka_partitions, 3);
+        assert_eq!(s.tracked_keywords, vec!["oom", "Timeout"]);
+        assert_eq!(s.window_horizon.seconds(), 7_200);
+        assert_eq!(s.log_format, Some(LogFormat::Json));
+        assert_eq!(s.log_level.0, slog::Level::Warning);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            (("KAFKA_PARTITIONS", "0"), "KAFKA_PARTITIONS"),
+            (("KAFKA_PARTITIONS", "many"), "kafka_partitions"),
+            (("WINDOW_HORIZON", "1 hour"), "window_horizon"),
+            (("WINDOW_HORIZON", "31d"), "WINDOW_HORIZON"),
+            (("LOG_LEVEL", "loud"), "log_level"),
+            (("TRACKED_KEYWORDS", "two words"), "TRACKED_KEYWORDS"),
+            (("HTTP_ADDR", "localhost"), "http_addr"),
+            (("ADMIN_ADDR", "x:1"), "ADMIN_ADDR"),
+            (("LOG_FORMAT", "xml"), "LOG_FORMAT"),
+        ];
+        for ((name, value), expect) in cases {
+            let err = Settings::from_vars(vars(&[(name, value)])).unwrap_err().to_string();
+            let named = err.to_ascii_uppercase().contains(&expect.to_ascii_uppercase());
+            assert!(named, "{name}={value}: {err:?} should name {expect}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::from_vars(vars(&[("DATABASE_URL", "postgres://u:hunter2@db/x")])).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
+    }
+
+    /// `.env.example` lists exactly the variables Settings reads, and its values parse.
+    #[test]
+    fn env_example_and_settings_cannot_drift() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+        let mut example: Vec<(String, String)> = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (name, value) = line.split_once('=').unwrap_or_else(|| panic!("not NAME=value: {line}"));
+            example.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        let mut documented: Vec<String> = example.iter().map(|(k, _)| k.clone()).collect();
+        documented.sort();
+        let settings = Settings::from_vars(example.clone()).expect(".env.example values must parse");
+        let serde_json::Value::Object(fields) = serde_json::to_value(&settings).unwrap() else { unreachable!() };
+        let mut read: Vec<String> = fields.keys().map(|k| k.to_ascii_uppercase()).collect();
+        read.sort();
+        assert_eq!(documented, read, ".env.example and Settings disagree");
+    }
+}

@@ -1,0 +1,46 @@
+//! diesel's view of the tables created by `migrations/` (written by hand; keep in step with up.sql).
+
+diesel::table! {
+    /// Partitioned by day on `ts`; no primary key in SQL, the Kafka position identifies a row.
+    logs (topic, partition, offset) {
+        ts -> Timestamptz,
+        level -> SmallInt,
+        service -> Text,
+        user_id -> Nullable<Text>,
+        message -> Text,
+        tokens -> Array<Text>,
+        attrs -> Jsonb,
+        topic -> Text,
+        partition -> Integer,
+        offset -> BigInt,
+        ingested_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    kafka_offsets (topic, partition) {
+        topic -> Text,
+        partition -> Integer,
+        next_offset -> BigInt,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    log_rejects (id) {
+        id -> BigInt,
+        source -> Text,
+        topic -> Nullable<Text>,
+        partition -> Nullable<Integer>,
+        offset -> Nullable<BigInt>,
+        reason -> Text,
+        detail -> Text,
+        raw -> Bytea,
+        raw_len -> Integer,
+        kafka_ts -> Nullable<Timestamptz>,
+        rejected_at -> Timestamptz,
+        replayed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(logs, kafka_offsets, log_rejects);

@@ -1,0 +1,3 @@
+//! Kafka adapters (rdkafka).
+
+pub mod admin;

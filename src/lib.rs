@@ -1,0 +1,8 @@
+//! log-analyzer: the shell around the `actors` core — configuration, telemetry, and the Kafka,
+//! PostgreSQL and Redis adapters that implement the core's ports.
+
+pub mod config;
+pub mod db;
+pub mod kafka;
+pub mod startup;
+pub mod telemetry;

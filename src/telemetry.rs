@@ -1,0 +1,85 @@
+//! Structured logging (slog): JSON for machines, a terminal format for people, and a level that the
+//! admin listener can change while the process runs.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use slog::{o, Drain, Logger};
+
+use crate::config::{LogFormat, Settings};
+
+/// The process-wide log level, shared by the drain and whoever may change it.
+#[derive(Clone)]
+pub struct LogLevelHandle(Arc<AtomicUsize>);
+
+impl LogLevelHandle {
+    pub fn new(level: slog::Level) -> LogLevelHandle {
+        LogLevelHandle(Arc::new(AtomicUsize::new(level.as_usize())))
+    }
+
+    pub fn get(&self) -> slog::Level {
+        slog::Level::from_usize(self.0.load(Ordering::Relaxed)).unwrap_or(slog::Level::Info)
+    }
+
+    pub fn set(&self, level: slog::Level) {
+        self.0.store(level.as_usize(), Ordering::Relaxed);
+    }
+}
+
+/// Drops records less severe than the current level.
+struct DynamicLevel<D> {
+    drain: D,
+    level: LogLevelHandle,
+}
+
+impl<D: Drain> Drain for DynamicLevel<D> {
+    type Ok = Option<D::Ok>;
+    type Err = D::Err;
+
+    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<Self::Ok, Self::Err> {
+        if record.level().is_at_least(self.level.get()) {
+            self.drain.log(record, values).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Builds the root logger chosen by `LOG_FORMAT` / `LOG_LEVEL`; output goes to stderr.
+pub fn init_logger(settings: &Settings) -> (Logger, LogLevelHandle) {
+    let format =
+        settings.log_format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Term } else { LogFormat::Json });
+    let level = LogLevelHandle::new(settings.log_level.0);
+    let drain = match format {
+        LogFormat::Json => slog_async::Async::new(
+            DynamicLevel { drain: slog_json::Json::default(std::io::stderr()).fuse(), level: level.clone() }.fuse(),
+        )
+        .chan_size(8_192)
+        .build(),
+        LogFormat::Term => {
+            let decorator = slog_term::TermDecorator::new().stderr().build();
+            let term = slog_term::FullFormat::new(decorator).build().fuse();
+            slog_async::Async::new(DynamicLevel { drain: term, level: level.clone() }.fuse()).chan_size(8_192).build()
+        }
+    };
+    let logger = Logger::root(drain.fuse(), o!("app" => "log-analyzer", "version" => env!("CARGO_PKG_VERSION")));
+    (logger, level)
+}
+
+/// A logger that drops everything (tests that do not look at logs).
+pub fn discard() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+/// An error with its whole cause chain on one line, for logging it once.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

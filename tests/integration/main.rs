@@ -1,0 +1,5 @@
+//! Integration tests against the real stack (`scripts/stack.sh up`): Kafka, PostgreSQL, Redis.
+//! Each test makes its own topic, consumer group, database and Redis key prefix.
+
+mod helpers;
+mod smoke;
