@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod db;
+pub mod ingest;
 pub mod kafka;
 pub mod startup;
 pub mod telemetry;

@@ -1,9 +1,10 @@
 //! The `log-analyzer` binary: reads config, sets up telemetry, runs the chosen role.
 
 use clap::{Parser, Subcommand};
-use slog::error;
+use slog::{error, info};
 
 use log_analyzer::config::Settings;
+use log_analyzer::ingest::Ingest;
 use log_analyzer::{startup, telemetry};
 
 /// Turns a Kafka stream of application logs into exact, live answers.
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Apply database migrations, create the logs partitions ahead, and create the Kafka topic.
     Migrate,
+    /// Consume the topic and store every event in PostgreSQL exactly once (stops on SIGINT/SIGTERM).
+    Ingest,
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,10 +39,16 @@ fn main() -> std::process::ExitCode {
         }
     };
     let (log, _level) = telemetry::init_logger(&settings);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("building the tokio runtime");
-    let result = runtime.block_on(async {
+    let result = actix_rt::System::new().block_on(async {
         match cli.command {
             Command::Migrate => startup::migrate(&settings, &log).await.map(drop),
+            Command::Ingest => {
+                let ingest = Ingest::start(&settings, None, &log)?;
+                startup::shutdown_signal().await;
+                info!(log, "shutdown requested");
+                ingest.stop().await;
+                Ok(())
+            }
         }
     });
     match result {

@@ -40,3 +40,13 @@ pub async fn migrate(settings: &Settings, log: &Logger) -> anyhow::Result<Migrat
           "partitions" => settings.kafka_partitions);
     Ok(MigrationReport { applied, partitions_created, topic })
 }
+
+/// Resolves at the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

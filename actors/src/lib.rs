@@ -4,3 +4,5 @@
 //! ports with real adapters, and the unit tests here use in-memory ones.
 
 pub mod domain;
+pub mod ingest;
+pub mod ports;

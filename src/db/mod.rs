@@ -1,6 +1,8 @@
 //! PostgreSQL adapters: the diesel schema, migrations, partitions, and the pool used for queries.
 
+pub mod event_store;
 pub mod migrate;
+pub mod offset_store;
 pub mod schema;
 
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;

@@ -1,3 +1,4 @@
 //! Kafka adapters (rdkafka).
 
 pub mod admin;
+pub mod source;

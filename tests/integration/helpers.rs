@@ -107,3 +107,131 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A small deterministic random source (xorshift64*), so failing runs can be replayed by seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// A producer tuned for pushing many test messages quickly (acks=all).
+pub fn producer(brokers: &str) -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.max.bytes", "10485760")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .expect("producer")
+}
+
+/// One message to produce.
+pub struct Outgoing {
+    pub partition: i32,
+    pub timestamp_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+/// Produces every message and waits until all are acknowledged.
+pub async fn produce_all(producer: &rdkafka::producer::FutureProducer, topic: &str, messages: &[Outgoing]) {
+    use rdkafka::producer::FutureRecord;
+    for chunk in messages.chunks(20_000) {
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            let record: FutureRecord<'_, (), [u8]> =
+                FutureRecord::to(topic).partition(m.partition).timestamp(m.timestamp_ms).payload(&m.payload);
+            deliveries.push(producer.send(record, Duration::from_secs(60)));
+        }
+        for result in futures::future::join_all(deliveries).await {
+            result.map_err(|(e, _)| e).expect("produce");
+        }
+    }
+}
+
+/// A `log-analyzer` child process (the real binary), logging to a file under target/.
+pub struct ChildProcess {
+    pub child: std::process::Child,
+    pub log_path: std::path::PathBuf,
+}
+
+impl ChildProcess {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> ChildProcess {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let log_path = dir.join(format!("{}.log", unique("child")));
+        let log = std::fs::File::create(&log_path).expect("child log file");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_log-analyzer"));
+        command.args(args).env("LOG_FORMAT", "json").env("LOG_LEVEL", "info");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child =
+            command.stdout(log.try_clone().expect("log file")).stderr(log).spawn().expect("starting log-analyzer");
+        ChildProcess { child, log_path }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (or a failure after `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit within {timeout:?}; log: {:?}", self.log_path);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sum of stored next offsets of a topic's partitions: equals the messages produced once all are in.
+pub async fn stored_total(client: &tokio_postgres::Client, topic: &str) -> i64 {
+    client
+        .query_one("SELECT COALESCE(sum(next_offset), 0)::bigint FROM kafka_offsets WHERE topic = $1", &[&topic])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or(-1)
+}

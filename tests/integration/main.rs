@@ -2,4 +2,5 @@
 //! Each test makes its own topic, consumer group, database and Redis key prefix.
 
 mod helpers;
+mod ingest;
 mod smoke;

@@ -195,6 +195,16 @@ impl LogEvent {
                 format!("{} extra fields; at most {MAX_ATTRS} are kept in attrs", fields.len()),
             ));
         }
+        // PostgreSQL text and jsonb cannot hold U+0000: such an event could never be stored.
+        if message.contains('\0') {
+            return Err(Reject::new(BadField, "`message` contains U+0000, which cannot be stored"));
+        }
+        if user_id.as_ref().is_some_and(|u| u.as_str().contains('\0')) {
+            return Err(Reject::new(BadField, "`user_id` contains U+0000, which cannot be stored"));
+        }
+        if fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+            return Err(Reject::new(BadField, "an extra field contains U+0000, which cannot be stored"));
+        }
         let tokens = tokenize(&message);
         Ok(LogEvent { ts, level, service, message, user_id, attrs: fields, tokens })
     }
@@ -222,6 +232,15 @@ fn parse_ts(value: &Value) -> Result<DateTime<Utc>, Reject> {
             Utc.timestamp_millis_opt(ms).single().ok_or_else(|| bad(format!("`ts` {ms} is not a representable time")))
         }
         other => Err(bad(format!("`ts` must be an RFC 3339 string or epoch milliseconds, got {}", json_kind(other)))),
+    }
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -324,6 +343,9 @@ mod tests {
             (br#"{"level":"info","service":"s","message":7}"#.to_vec(), RejectReason::BadField),
             (br#"{"level":"info","service":"s","message":"m","user_id":""}"#.to_vec(), RejectReason::BadField),
             (br#"{"level":"info","service":"s","message":"m","user_id":5}"#.to_vec(), RejectReason::BadField),
+            (br#"{"level":"info","service":"s","message":"nul \u0000 here"}"#.to_vec(), RejectReason::BadField),
+            (br#"{"level":"info","service":"s","message":"m","user_id":"a\u0000"}"#.to_vec(), RejectReason::BadField),
+            (br#"{"level":"info","service":"s","message":"m","x":{"y":["\u0000"]}}"#.to_vec(), RejectReason::BadField),
         ];
         for (raw, want) in &cases {
             assert_eq!(reason(raw), *want, "payload {:?}", String::from_utf8_lossy(raw));

@@ -1,0 +1,196 @@
+//! Batches: a run of one partition's messages `[from, to)`, parsed into events and dead letters.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::event::REJECT_RAW_PREFIX_BYTES;
+use crate::domain::{LogEvent, ParseRules, RejectReason};
+
+/// A message as the source delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    pub offset: i64,
+    /// The message timestamp (producer create time or broker log-append time), if any.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// `None` for a message without a value (a tombstone).
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A valid event and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub offset: i64,
+    pub event: LogEvent,
+}
+
+/// A dead letter: why the message at `offset` is not an event, and the start of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectRecord {
+    pub offset: i64,
+    pub reason: RejectReason,
+    pub detail: String,
+    /// The first `REJECT_RAW_PREFIX_BYTES` of the payload.
+    pub raw: Vec<u8>,
+    /// The payload's full length.
+    pub raw_len: usize,
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// One partition's messages `[from, to)`, ready to be written in one transaction.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    /// The partition's stored next offset when the batch began (the fence).
+    pub from: i64,
+    /// One past the last message's offset: the stored next offset after this batch commits.
+    pub to: i64,
+    pub events: Vec<StoredEvent>,
+    pub rejects: Vec<RejectRecord>,
+    /// Set when the partition is revoked or the process stops: a writer drops the batch unwritten.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl Batch {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Messages in the batch (events and rejects).
+    pub fn len(&self) -> usize {
+        self.events.len() + self.rejects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Accumulates parsed messages for one partition.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    topic: Arc<str>,
+    partition: i32,
+    from: i64,
+    to: i64,
+    events: Vec<StoredEvent>,
+    rejects: Vec<RejectRecord>,
+    rules: ParseRules,
+}
+
+impl BatchBuilder {
+    /// Starts at the partition's stored next offset.
+    pub fn new(topic: Arc<str>, partition: i32, from: i64, rules: ParseRules) -> BatchBuilder {
+        BatchBuilder { topic, partition, from, to: from, events: Vec::new(), rejects: Vec::new(), rules }
+    }
+
+    /// The offset the next batch will start at.
+    pub fn next_offset(&self) -> i64 {
+        self.to
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len() + self.rejects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Parses and adds a message. Messages before the current position (a redelivery) are ignored
+    /// and `false` is returned.
+    pub fn push(&mut self, message: RawMessage, now: DateTime<Utc>) -> bool {
+        if message.offset < self.to {
+            return false;
+        }
+        self.to = message.offset + 1;
+        let payload = message.payload.unwrap_or_default();
+        match LogEvent::parse(&payload, message.timestamp, now, &self.rules) {
+            Ok(event) => self.events.push(StoredEvent { offset: message.offset, event }),
+            Err(reject) => {
+                let keep = payload.len().min(REJECT_RAW_PREFIX_BYTES);
+                let mut raw = payload;
+                let raw_len = raw.len();
+                raw.truncate(keep);
+                self.rejects.push(RejectRecord {
+                    offset: message.offset,
+                    reason: reject.reason,
+                    detail: reject.detail,
+                    raw,
+                    raw_len,
+                    timestamp: message.timestamp,
+                });
+            }
+        }
+        true
+    }
+
+    /// Takes the accumulated batch, leaving an empty builder that starts where it ended.
+    pub fn take(&mut self, cancelled: Arc<AtomicBool>) -> Batch {
+        let batch = Batch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            from: self.from,
+            to: self.to,
+            events: std::mem::take(&mut self.events),
+            rejects: std::mem::take(&mut self.rejects),
+            cancelled,
+        };
+        self.from = self.to;
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn msg(offset: i64, payload: &[u8]) -> RawMessage {
+        RawMessage { offset, timestamp: Some(now()), payload: Some(payload.to_vec()) }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn batches_cover_from_stored_offset_to_last_message_across_gaps() {
+        let mut b = BatchBuilder::new("t".into(), 3, 10, ParseRules::default());
+        assert!(b.push(msg(10, br#"{"level":"info","service":"s","message":"a"}"#), now()));
+        // 11 and 12 are transaction markers the consumer never sees.
+        assert!(b.push(msg(13, b"garbage"), now()));
+        let batch = b.take(Arc::default());
+        assert_eq!((batch.from, batch.to, batch.events.len(), batch.rejects.len()), (10, 14, 1, 1));
+        assert_eq!(batch.rejects[0].reason, RejectReason::NotJson);
+        assert_eq!(batch.rejects[0].offset, 13);
+        assert!(b.is_empty());
+        assert!(b.push(msg(14, br#"{"level":"warn","service":"s","message":"b"}"#), now()));
+        let next = b.take(Arc::default());
+        assert_eq!((next.from, next.to), (14, 15));
+    }
+
+    #[test]
+    fn redelivered_messages_are_ignored() {
+        let mut b = BatchBuilder::new("t".into(), 0, 5, ParseRules::default());
+        assert!(!b.push(msg(4, b"{}"), now()));
+        assert!(b.push(msg(5, b"{}"), now()));
+        assert!(!b.push(msg(5, b"{}"), now()));
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn rejects_keep_a_4_kib_prefix_and_the_full_length() {
+        let mut b = BatchBuilder::new("t".into(), 0, 0, ParseRules::default());
+        let big = vec![b'x'; 10_000];
+        b.push(msg(0, &big), now());
+        b.push(RawMessage { offset: 1, timestamp: None, payload: None }, now());
+        let batch = b.take(Arc::default());
+        assert_eq!(batch.rejects[0].raw.len(), REJECT_RAW_PREFIX_BYTES);
+        assert_eq!(batch.rejects[0].raw_len, 10_000);
+        assert_eq!(batch.rejects[1].reason, RejectReason::NotJson);
+        assert_eq!(batch.rejects[1].raw_len, 0);
+    }
+}

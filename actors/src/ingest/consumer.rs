@@ -1,0 +1,205 @@
+//! ConsumerActor: one per assigned partition. Parses the partition's messages into batches (by size
+//! and by age) and hands each to a writer, waiting for its commit before taking in more messages —
+//! so a slow or absent database stops this partition's intake and the source pauses it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{debug, info, warn, Logger};
+
+use super::batch::{Batch, BatchBuilder, RawMessage};
+use super::writer::{Backoff, WriteBatch, WriterPool};
+use crate::domain::ParseRules;
+use crate::ports::{PartitionControl, SharedClock, StoreError};
+
+/// How a consumer batches.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Send the batch when it holds this many messages…
+    pub batch_max_events: usize,
+    /// …or when its first message has waited this long.
+    pub batch_max_wait: Duration,
+    pub rules: ParseRules,
+    /// Pauses between attempts while the store is unavailable.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            batch_max_events: 5_000,
+            batch_max_wait: Duration::from_millis(100),
+            rules: ParseRules::default(),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of one consumer.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub messages: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    /// The partition's stored next offset, as last committed by this consumer.
+    pub stored_offset: AtomicU64,
+}
+
+/// Announces a committed batch (the window aggregator subscribes to it).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Committed(pub Arc<Batch>);
+
+/// The pipeline of one partition.
+pub struct ConsumerActor {
+    topic: Arc<str>,
+    partition: i32,
+    builder: BatchBuilder,
+    /// Increments at each flush; a batch-age timer only fires for the batch it was set for.
+    batch_seq: u64,
+    config: ConsumerConfig,
+    writers: Arc<WriterPool>,
+    control: Arc<dyn PartitionControl>,
+    clock: SharedClock,
+    cancelled: Arc<AtomicBool>,
+    committed: Option<Recipient<Committed>>,
+    stats: Arc<ConsumerStats>,
+    log: Logger,
+}
+
+/// Everything a ConsumerActor is built from.
+pub struct ConsumerParts {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    /// The partition's stored next offset: where this consumer starts.
+    pub start_offset: i64,
+    pub config: ConsumerConfig,
+    pub writers: Arc<WriterPool>,
+    pub control: Arc<dyn PartitionControl>,
+    pub clock: SharedClock,
+    /// Shared with the source, which sets it when the partition is revoked.
+    pub cancelled: Arc<AtomicBool>,
+    pub committed: Option<Recipient<Committed>>,
+    pub stats: Arc<ConsumerStats>,
+    pub log: Logger,
+}
+
+impl ConsumerActor {
+    pub fn new(parts: ConsumerParts) -> ConsumerActor {
+        let builder = BatchBuilder::new(parts.topic.clone(), parts.partition, parts.start_offset, parts.config.rules);
+        parts.stats.stored_offset.store(parts.start_offset.max(0) as u64, Ordering::Relaxed);
+        ConsumerActor {
+            log: parts.log.new(slog::o!("topic" => parts.topic.to_string(), "partition" => parts.partition)),
+            topic: parts.topic,
+            partition: parts.partition,
+            builder,
+            batch_seq: 0,
+            config: parts.config,
+            writers: parts.writers,
+            control: parts.control,
+            clock: parts.clock,
+            cancelled: parts.cancelled,
+            committed: parts.committed,
+            stats: parts.stats,
+        }
+    }
+
+    /// Sends the current batch and blocks this actor (its stream included) until it is committed.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.builder.is_empty() {
+            return;
+        }
+        self.batch_seq += 1;
+        let batch = Arc::new(self.builder.take(self.cancelled.clone()));
+        let writers = self.writers.clone();
+        let stats = self.stats.clone();
+        let log = self.log.clone();
+        let mut backoff = Backoff::new(self.config.retry_base, self.config.retry_max);
+        let write = async move {
+            loop {
+                if batch.is_cancelled() {
+                    return Err(StoreError::Cancelled);
+                }
+                let failure = match writers.pick().send(WriteBatch(batch.clone())).await {
+                    Ok(Ok(())) => return Ok(batch),
+                    Ok(Err(StoreError::Unavailable(reason))) => reason,
+                    Ok(Err(other)) => return Err(other),
+                    Err(mailbox) => mailbox.to_string(),
+                };
+                backoff.fail();
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                if backoff.failures() == 1 || backoff.failures().is_multiple_of(10) {
+                    warn!(log, "batch not stored yet; retrying"; "from" => batch.from, "to" => batch.to,
+                          "attempt" => backoff.failures(), "error" => failure);
+                }
+                actix::clock::sleep(backoff.delay()).await;
+            }
+        };
+        ctx.wait(write.into_actor(self).map(|result, act, ctx| match result {
+            Ok(batch) => {
+                act.stats.batches.fetch_add(1, Ordering::Relaxed);
+                act.stats.stored_offset.store(batch.to.max(0) as u64, Ordering::Relaxed);
+                act.control.stored(&act.topic, act.partition, batch.to);
+                if let Some(committed) = &act.committed {
+                    committed.do_send(Committed(batch));
+                }
+            }
+            Err(StoreError::Fenced { batch_from, stored }) => {
+                info!(act.log, "fenced: another writer moved this partition; restarting it from the store";
+                      "batch_from" => batch_from, "stored" => ?stored);
+                act.control.restart(&act.topic, act.partition);
+                ctx.stop();
+            }
+            Err(StoreError::Cancelled) => {
+                debug!(act.log, "partition revoked; in-flight batch dropped");
+                ctx.stop();
+            }
+            Err(StoreError::Unavailable(_)) => unreachable!("unavailable stores are retried"),
+        }));
+    }
+}
+
+impl Actor for ConsumerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        debug!(self.log, "consumer started"; "from" => self.builder.next_offset());
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        debug!(self.log, "consumer stopped"; "next_offset" => self.builder.next_offset());
+    }
+}
+
+impl StreamHandler<RawMessage> for ConsumerActor {
+    fn handle(&mut self, message: RawMessage, ctx: &mut Self::Context) {
+        if self.cancelled.load(Ordering::Relaxed) {
+            ctx.stop();
+            return;
+        }
+        let was_empty = self.builder.is_empty();
+        if !self.builder.push(message, self.clock.now()) {
+            return;
+        }
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        if self.builder.len() >= self.config.batch_max_events {
+            self.flush(ctx);
+        } else if was_empty {
+            let seq = self.batch_seq;
+            ctx.run_later(self.config.batch_max_wait, move |act, ctx| {
+                if act.batch_seq == seq {
+                    act.flush(ctx);
+                }
+            });
+        }
+    }
+
+    /// The source closed the stream (revocation or shutdown): what was not flushed is dropped.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,204 @@
+//! The ingest actors against in-memory ports: no Kafka, no database.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use futures::channel::mpsc;
+use futures::SinkExt;
+
+use super::consumer::{ConsumerParts, ConsumerStats};
+use super::writer::WriterStats;
+use super::*;
+use crate::ports::{EventStore, PartitionControl, StoreError, SystemClock};
+
+/// A store that keeps rows in memory, fences like the real one, and can be made to fail.
+#[derive(Clone, Default)]
+struct MemoryStore {
+    inner: Arc<Mutex<Stored>>,
+    fail_next: Arc<AtomicUsize>,
+}
+
+#[derive(Default)]
+struct Stored {
+    offsets: BTreeMap<i32, i64>,
+    event_offsets: Vec<(i32, i64)>,
+    reject_offsets: Vec<(i32, i64)>,
+    batches: Vec<(i64, i64, usize)>,
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        if self.fail_next.load(Ordering::SeqCst) > 0 {
+            self.fail_next.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("injected failure".into()));
+        }
+        let mut s = self.inner.lock().unwrap();
+        let stored = *s.offsets.get(&batch.partition).unwrap_or(&0);
+        if stored != batch.from {
+            return Err(StoreError::Fenced { batch_from: batch.from, stored: Some(stored) });
+        }
+        s.offsets.insert(batch.partition, batch.to);
+        s.event_offsets.extend(batch.events.iter().map(|e| (batch.partition, e.offset)));
+        s.reject_offsets.extend(batch.rejects.iter().map(|r| (batch.partition, r.offset)));
+        s.batches.push((batch.from, batch.to, batch.len()));
+        Ok(())
+    }
+
+    fn reset(&mut self) {}
+}
+
+#[derive(Default)]
+struct RecordingControl {
+    stored: Mutex<Vec<(i32, i64)>>,
+    restarts: Mutex<Vec<i32>>,
+}
+
+impl PartitionControl for RecordingControl {
+    fn stored(&self, _topic: &str, partition: i32, next_offset: i64) {
+        self.stored.lock().unwrap().push((partition, next_offset));
+    }
+    fn restart(&self, _topic: &str, partition: i32) {
+        self.restarts.lock().unwrap().push(partition);
+    }
+}
+
+fn event(offset: i64) -> RawMessage {
+    let payload = format!(r#"{{"level":"info","service":"svc","message":"event {offset}"}}"#);
+    RawMessage { offset, timestamp: Some(chrono::Utc::now()), payload: Some(payload.into_bytes()) }
+}
+
+struct Harness {
+    store: MemoryStore,
+    control: Arc<RecordingControl>,
+    writer_stats: Arc<WriterStats>,
+    consumer_stats: Arc<ConsumerStats>,
+    cancelled: Arc<AtomicBool>,
+    tx: mpsc::Sender<RawMessage>,
+    consumer: Addr<ConsumerActor>,
+}
+
+fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harness {
+    let writer_stats = Arc::new(WriterStats::default());
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let boxed: Box<dyn EventStore> = Box::new(store.clone());
+    let (stats2, log2) = (writer_stats.clone(), log.clone());
+    let writer = Supervisor::start(move |_| WriterActor::new(0, boxed, stats2, log2));
+    let pool = Arc::new(WriterPool::new(vec![(writer, writer_stats.clone())]));
+    let control = Arc::new(RecordingControl::default());
+    let consumer_stats = Arc::new(ConsumerStats::default());
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel(16);
+    let parts = ConsumerParts {
+        topic: "logs".into(),
+        partition: 2,
+        start_offset,
+        config,
+        writers: pool,
+        control: control.clone(),
+        clock: Arc::new(SystemClock),
+        cancelled: cancelled.clone(),
+        committed: None,
+        stats: consumer_stats.clone(),
+        log,
+    };
+    let consumer = ConsumerActor::create(move |ctx| {
+        ctx.add_stream(rx);
+        ConsumerActor::new(parts)
+    });
+    Harness { store, control, writer_stats, consumer_stats, cancelled, tx, consumer }
+}
+
+fn fast_config(batch_max_events: usize) -> ConsumerConfig {
+    ConsumerConfig {
+        batch_max_events,
+        batch_max_wait: Duration::from_millis(20),
+        retry_base: Duration::from_millis(5),
+        retry_max: Duration::from_millis(20),
+        ..ConsumerConfig::default()
+    }
+}
+
+/// Waits (bounded) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        actix::clock::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[actix_rt::test]
+async fn every_message_is_written_once_in_order_by_size_and_by_age() {
+    let mut h = start(0, fast_config(10), MemoryStore::default());
+    for offset in 0..25 {
+        h.tx.send(event(offset)).await.unwrap();
+    }
+    h.tx.send(RawMessage { offset: 25, timestamp: None, payload: Some(b"not json".to_vec()) }).await.unwrap();
+    let store = h.store.clone();
+    until("26 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&26)).await;
+    let s = h.store.inner.lock().unwrap();
+    let events: Vec<i64> = s.event_offsets.iter().map(|(_, o)| *o).collect();
+    assert_eq!(events, (0..25).collect::<Vec<_>>());
+    assert_eq!(s.reject_offsets, vec![(2, 25)]);
+    // Two full batches by size, the rest by age; batches are contiguous.
+    assert_eq!(s.batches[0], (0, 10, 10));
+    assert_eq!(s.batches[1], (10, 20, 10));
+    assert!(s.batches.windows(2).all(|w| w[0].1 == w[1].0));
+    assert_eq!(h.control.stored.lock().unwrap().last(), Some(&(2, 26)));
+    assert_eq!(h.consumer_stats.stored_offset.load(Ordering::Relaxed), 26);
+}
+
+#[actix_rt::test]
+async fn an_unavailable_store_is_retried_and_the_writer_restarted_without_loss() {
+    let store = MemoryStore::default();
+    store.fail_next.store(3, Ordering::SeqCst);
+    let mut h = start(0, fast_config(5), store);
+    for offset in 0..12 {
+        h.tx.send(event(offset)).await.unwrap();
+    }
+    let store = h.store.clone();
+    until("12 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&12)).await;
+    assert_eq!(h.store.inner.lock().unwrap().event_offsets.len(), 12, "nothing lost, nothing doubled");
+    assert_eq!(h.writer_stats.restarts.load(Ordering::Relaxed), 3);
+    assert_eq!(h.writer_stats.failures.load(Ordering::Relaxed), 3);
+    assert!(h.consumer_stats.retries.load(Ordering::Relaxed) >= 3);
+}
+
+#[actix_rt::test]
+async fn a_fenced_batch_writes_nothing_and_asks_for_a_restart() {
+    let store = MemoryStore::default();
+    store.inner.lock().unwrap().offsets.insert(2, 100); // another owner got further
+    let mut h = start(40, fast_config(3), store);
+    for offset in 40..43 {
+        h.tx.send(event(offset)).await.unwrap();
+    }
+    let control = h.control.clone();
+    until("restart requested", || !control.restarts.lock().unwrap().is_empty()).await;
+    assert_eq!(*h.control.restarts.lock().unwrap(), vec![2]);
+    assert!(h.store.inner.lock().unwrap().event_offsets.is_empty());
+    let consumer = h.consumer.clone();
+    until("consumer stopped", || !consumer.connected()).await;
+}
+
+#[actix_rt::test]
+async fn a_revoked_partition_drops_its_batches() {
+    let store = MemoryStore::default();
+    store.fail_next.store(1_000, Ordering::SeqCst); // the database is down…
+    let mut h = start(0, fast_config(2), store);
+    h.tx.send(event(0)).await.unwrap();
+    h.tx.send(event(1)).await.unwrap();
+    let stats = h.consumer_stats.clone();
+    until("a retry", || stats.retries.load(Ordering::Relaxed) > 0).await;
+    h.cancelled.store(true, Ordering::SeqCst); // …and the partition is revoked meanwhile
+    let consumer = h.consumer.clone();
+    until("consumer stopped", || !consumer.connected()).await;
+    assert!(h.store.inner.lock().unwrap().event_offsets.is_empty());
+    assert!(h.control.stored.lock().unwrap().is_empty());
+}

@@ -1,0 +1,215 @@
+//! WriterActor: writes batches to the EventStore, one transaction each; supervised, so a writer whose
+//! store failed is restarted (after a growing pause) with a fresh connection.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{warn, Logger};
+
+use super::batch::Batch;
+use crate::ports::{EventStore, StoreError};
+
+/// Exponential backoff: nothing after a success, then `base`, 2×`base`, … up to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff { base, max, failures: 0 }
+    }
+
+    pub fn fail(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    pub fn succeed(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The pause before the next attempt.
+    pub fn delay(&self) -> Duration {
+        if self.failures == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 2u32.saturating_pow(self.failures - 1);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
+/// Counters an operator or a test can read while the writer runs.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub rejects: AtomicU64,
+    pub failures: AtomicU64,
+    pub restarts: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Write this batch; answers once it is committed (or why not).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct WriteBatch(pub Arc<Batch>);
+
+/// Answered once every batch queued before it is handled (shutdown waits on it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Writes batches through its EventStore, one at a time.
+pub struct WriterActor {
+    id: usize,
+    store: Option<Box<dyn EventStore>>,
+    backoff: Backoff,
+    stats: Arc<WriterStats>,
+    log: Logger,
+}
+
+impl WriterActor {
+    pub fn new(id: usize, store: Box<dyn EventStore>, stats: Arc<WriterStats>, log: Logger) -> WriterActor {
+        WriterActor { id, store: Some(store), backoff: Backoff::default(), stats, log }
+    }
+}
+
+/// Batches a writer's mailbox holds before senders wait (each consumer has one batch in flight).
+pub const WRITER_MAILBOX: usize = 64;
+
+impl Actor for WriterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(WRITER_MAILBOX);
+        let delay = self.backoff.delay();
+        if !delay.is_zero() {
+            // Restarted after a failure: let the database recover before the next batch.
+            ctx.wait(actix::clock::sleep(delay).into_actor(self));
+        }
+    }
+}
+
+impl Supervised for WriterActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        self.backoff.fail();
+        if let Some(store) = self.store.as_mut() {
+            store.reset();
+        }
+    }
+}
+
+impl Handler<WriteBatch> for WriterActor {
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, WriteBatch(batch): WriteBatch, _ctx: &mut Self::Context) -> Self::Result {
+        if batch.is_cancelled() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return AtomicResponse::new(Box::pin(fut::ready(Err(StoreError::Cancelled))));
+        }
+        let Some(mut store) = self.store.take() else {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(StoreError::Unavailable(
+                "writer has no store".into(),
+            )))));
+        };
+        let work = async move {
+            let result = store.write(&batch).await;
+            (store, batch, result)
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(store, batch, result), act, ctx| {
+            act.store = Some(store);
+            match &result {
+                Ok(()) => {
+                    act.backoff.succeed();
+                    act.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    act.stats.events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    act.stats.rejects.fetch_add(batch.rejects.len() as u64, Ordering::Relaxed);
+                }
+                Err(StoreError::Unavailable(reason)) => {
+                    act.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    warn!(act.log, "batch write failed; restarting writer";
+                          "writer" => act.id, "topic" => &*batch.topic, "partition" => batch.partition,
+                          "from" => batch.from, "to" => batch.to, "error" => reason);
+                    // Stop: the supervisor restarts this writer with a fresh connection after a pause.
+                    ctx.stop();
+                }
+                Err(StoreError::Fenced { .. } | StoreError::Cancelled) => {}
+            }
+            result
+        })))
+    }
+}
+
+impl Handler<Drain> for WriterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _ctx: &mut Self::Context) {}
+}
+
+/// The supervised writers, shared by every consumer. Batches go round-robin: each consumer waits
+/// for its batch before sending the next, so one partition's batches stay in order.
+pub struct WriterPool {
+    writers: Vec<Addr<WriterActor>>,
+    stats: Vec<Arc<WriterStats>>,
+    next: AtomicUsize,
+}
+
+impl WriterPool {
+    pub fn new(writers: Vec<(Addr<WriterActor>, Arc<WriterStats>)>) -> WriterPool {
+        assert!(!writers.is_empty(), "a writer pool needs a writer");
+        let (writers, stats) = writers.into_iter().unzip();
+        WriterPool { writers, stats, next: AtomicUsize::new(0) }
+    }
+
+    /// The next writer in turn.
+    pub fn pick(&self) -> &Addr<WriterActor> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.writers.len();
+        &self.writers[i]
+    }
+
+    pub fn addrs(&self) -> &[Addr<WriterActor>] {
+        &self.writers
+    }
+
+    pub fn stats(&self) -> &[Arc<WriterStats>] {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        assert_eq!(b.delay(), Duration::ZERO);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            b.fail();
+            seen.push(b.delay().as_millis());
+        }
+        assert_eq!(seen, vec![100, 200, 400, 500, 500]);
+        b.succeed();
+        assert_eq!(b.delay(), Duration::ZERO);
+        for _ in 0..100 {
+            b.fail();
+        }
+        assert_eq!(b.delay(), Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,71 @@
+//! The ports: what the actors need from the outside world, as traits. The `log-analyzer` crate
+//! implements them with Kafka and PostgreSQL; tests implement them in memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::ingest::batch::Batch;
+
+/// Why a store could not take a batch. Callers branch on the kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The stored position of the partition is not where the batch starts: another writer (a zombie,
+    /// or a new owner after a rebalance) got there first. Nothing was written.
+    #[error("fenced: batch starts at offset {batch_from}, but the stored next offset is {stored:?}")]
+    Fenced { batch_from: i64, stored: Option<i64> },
+    /// The store cannot be reached or failed transiently; the same batch may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The batch was dropped because its partition was revoked or the process is stopping.
+    #[error("batch cancelled: its partition is no longer ours")]
+    Cancelled,
+}
+
+/// Durable storage of events, dead letters and partition positions, all in one transaction.
+#[async_trait]
+pub trait EventStore: Send + 'static {
+    /// Writes the batch's events and rejects and moves the partition's stored position from
+    /// `batch.from` to `batch.to`, atomically. Fails with `Fenced` (writing nothing) when the stored
+    /// position is not `batch.from`.
+    async fn write(&mut self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// Drops any connection so the next write starts afresh (after a failure).
+    fn reset(&mut self);
+}
+
+/// Where each partition's ingestion stands: the first offset not yet stored.
+#[async_trait]
+pub trait OffsetStore: Send + Sync + 'static {
+    /// The stored next offset of each partition; partitions never seen start at 0 (and get a row).
+    async fn load(&self, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, StoreError>;
+}
+
+/// What a ConsumerActor tells the source of its partition.
+pub trait PartitionControl: Send + Sync + 'static {
+    /// A batch ending before `next_offset` is durably stored (the source may record it for lag tools).
+    fn stored(&self, topic: &str, partition: i32, next_offset: i64);
+    /// The partition's position is not what this consumer believed (fenced): restart it from the
+    /// stored position. The consumer stops after asking.
+    fn restart(&self, topic: &str, partition: i32);
+}
+
+/// The time, injectable so tests control it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A shared clock handle.
+pub type SharedClock = Arc<dyn Clock>;

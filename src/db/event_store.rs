@@ -1,0 +1,172 @@
+//! The PostgreSQL EventStore: one transaction per batch — fence the partition's offset, binary COPY
+//! the events and the dead letters, commit.
+
+use std::collections::HashSet;
+
+use actors::ingest::Batch;
+use actors::ports::{EventStore, StoreError};
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use futures::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+const COPY_LOGS: &str =
+    "COPY logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\") \
+                         FROM STDIN (FORMAT binary)";
+const LOGS_TYPES: [Type; 10] = [
+    Type::TIMESTAMPTZ,
+    Type::INT2,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT_ARRAY,
+    Type::JSONB,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+];
+const COPY_REJECTS: &str =
+    "COPY log_rejects (source, topic, \"partition\", \"offset\", reason, detail, raw, raw_len, kafka_ts) \
+                            FROM STDIN (FORMAT binary)";
+const REJECTS_TYPES: [Type; 9] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BYTEA,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
+];
+const FENCE: &str = "UPDATE kafka_offsets SET next_offset = $4, updated_at = now() \
+                     WHERE topic = $1 AND \"partition\" = $2 AND next_offset = $3";
+
+/// Writes batches over its own connection (COPY needs one the pool cannot lend for long).
+pub struct PgEventStore {
+    url: String,
+    client: Option<Client>,
+    /// Days whose `logs` partition is known to exist.
+    known_days: HashSet<NaiveDate>,
+}
+
+impl PgEventStore {
+    pub fn new(url: impl Into<String>) -> PgEventStore {
+        PgEventStore { url: url.into(), client: None, known_days: HashSet::new() }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.map_err(unavailable)?;
+            tokio::spawn(async move {
+                // Errors surface on the client's next call; nothing to do here.
+                let _ = connection.await;
+            });
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Makes sure every day in the batch has its partition, outside the batch's transaction so that
+    /// the DDL's lock on `logs` is held only for an instant.
+    async fn ensure_days(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let missing: HashSet<NaiveDate> =
+            batch.events.iter().map(|e| e.event.ts.date_naive()).filter(|d| !self.known_days.contains(d)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        for day in &missing {
+            client.execute("SELECT ensure_logs_partition($1)", &[day]).await.map_err(unavailable)?;
+        }
+        self.known_days.extend(missing);
+        Ok(())
+    }
+}
+
+fn unavailable(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(crate::telemetry::error_chain(&e))
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        self.ensure_days(batch).await?;
+        let client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let topic: &str = &batch.topic;
+        // The fence first: its row lock also queues a racing writer of this partition behind us.
+        let moved =
+            tx.execute(FENCE, &[&topic, &batch.partition, &batch.from, &batch.to]).await.map_err(unavailable)?;
+        if moved != 1 {
+            let stored = tx
+                .query_opt(
+                    "SELECT next_offset FROM kafka_offsets WHERE topic = $1 AND \"partition\" = $2",
+                    &[&topic, &batch.partition],
+                )
+                .await
+                .map_err(unavailable)?
+                .map(|row| row.get::<_, i64>(0));
+            tx.rollback().await.map_err(unavailable)?;
+            return Err(StoreError::Fenced { batch_from: batch.from, stored });
+        }
+
+        if !batch.events.is_empty() {
+            let sink = tx.copy_in(COPY_LOGS).await.map_err(unavailable)?;
+            let writer = BinaryCopyInWriter::new(sink, &LOGS_TYPES);
+            pin_mut!(writer);
+            for stored in &batch.events {
+                let e = &stored.event;
+                let level = e.level.as_i16();
+                let user_id = e.user_id.as_ref().map(|u| u.as_str());
+                let attrs = Json(&e.attrs);
+                let row: [&(dyn ToSql + Sync); 10] = [
+                    &e.ts,
+                    &level,
+                    &e.service.as_str(),
+                    &user_id,
+                    &e.message,
+                    &e.tokens,
+                    &attrs,
+                    &topic,
+                    &batch.partition,
+                    &stored.offset,
+                ];
+                writer.as_mut().write(&row).await.map_err(unavailable)?;
+            }
+            writer.finish().await.map_err(unavailable)?;
+        }
+
+        if !batch.rejects.is_empty() {
+            let sink = tx.copy_in(COPY_REJECTS).await.map_err(unavailable)?;
+            let writer = BinaryCopyInWriter::new(sink, &REJECTS_TYPES);
+            pin_mut!(writer);
+            for r in &batch.rejects {
+                let raw_len = i32::try_from(r.raw_len).unwrap_or(i32::MAX);
+                let row: [&(dyn ToSql + Sync); 9] = [
+                    &"kafka",
+                    &topic,
+                    &batch.partition,
+                    &r.offset,
+                    &r.reason.code(),
+                    &r.detail,
+                    &r.raw,
+                    &raw_len,
+                    &r.timestamp,
+                ];
+                writer.as_mut().write(&row).await.map_err(unavailable)?;
+            }
+            writer.finish().await.map_err(unavailable)?;
+        }
+
+        tx.commit().await.map_err(unavailable)
+    }
+
+    fn reset(&mut self) {
+        self.client = None;
+        // A partition may have been dropped meanwhile; ask again.
+        self.known_days.clear();
+    }
+}

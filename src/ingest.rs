@@ -1,0 +1,103 @@
+//! The ingest role: Kafka source → ConsumerActors → supervised WriterActors → PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Arbiter, Supervisor};
+use actors::ingest::{Committed, ConsumerConfig, WriterActor, WriterPool, WriterStats};
+use actors::ports::{EventStore, SystemClock};
+use slog::{info, warn, Logger};
+
+use crate::config::Settings;
+use crate::db::event_store::PgEventStore;
+use crate::db::offset_store::PgOffsetStore;
+use crate::kafka::source::{ActorWiring, KafkaSource, SourceConfig, SourceState};
+
+/// How long shutdown waits for writers to finish the batches they hold.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// A running ingest pipeline. Must be started inside an actix System.
+pub struct Ingest {
+    source: KafkaSource,
+    writers: Arc<WriterPool>,
+    arbiters: Vec<Arbiter>,
+    log: Logger,
+}
+
+impl Ingest {
+    /// Starts writers (each on its own arbiter, under a supervisor), consumer arbiters, and the source.
+    pub fn start(
+        settings: &Settings,
+        committed: Option<actix::Recipient<Committed>>,
+        log: &Logger,
+    ) -> anyhow::Result<Ingest> {
+        let log = log.new(slog::o!("role" => "ingest"));
+        let mut arbiters = Vec::new();
+        let mut writers = Vec::new();
+        for id in 0..settings.writer_count {
+            let arbiter = Arbiter::new();
+            let stats = Arc::new(WriterStats::default());
+            let store: Box<dyn EventStore> = Box::new(PgEventStore::new(settings.database_url.expose()));
+            let (stats2, log2) = (stats.clone(), log.new(slog::o!("writer" => id)));
+            let addr =
+                Supervisor::start_in_arbiter(&arbiter.handle(), move |_| WriterActor::new(id, store, stats2, log2));
+            writers.push((addr, stats));
+            arbiters.push(arbiter);
+        }
+        let writers = Arc::new(WriterPool::new(writers));
+        // Parsing runs on the consumer arbiters: one per core keeps every core busy.
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let consumer_arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+        let wiring = ActorWiring {
+            writers: writers.clone(),
+            arbiters: consumer_arbiters.iter().map(Arbiter::handle).collect(),
+            clock: Arc::new(SystemClock),
+            committed,
+        };
+        arbiters.extend(consumer_arbiters);
+        let config = SourceConfig {
+            brokers: settings.kafka_brokers.clone(),
+            group: settings.kafka_group.clone(),
+            topic: settings.kafka_topic.clone(),
+            consumer: ConsumerConfig {
+                batch_max_events: settings.batch_max_events,
+                batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
+                rules: settings.parse_rules(),
+                ..ConsumerConfig::default()
+            },
+        };
+        let offsets = Arc::new(PgOffsetStore::new(settings.database_url.expose()));
+        let source = KafkaSource::start(config, offsets, wiring, log.clone())?;
+        info!(log, "ingest started"; "topic" => &settings.kafka_topic, "group" => &settings.kafka_group,
+              "writers" => settings.writer_count);
+        Ok(Ingest { source, writers, arbiters, log })
+    }
+
+    /// Partitions this process owns now, with their counters.
+    pub fn state(&self) -> Arc<SourceState> {
+        self.source.state.clone()
+    }
+
+    /// Writers' counters.
+    pub fn writer_stats(&self) -> Vec<Arc<WriterStats>> {
+        self.writers.stats().to_vec()
+    }
+
+    /// Stops fetching and leaves the group, lets writers finish what they hold (dropping batches of
+    /// partitions no longer ours), then stops the arbiters.
+    pub async fn stop(mut self) {
+        let mut source = std::mem::replace(&mut self.source, KafkaSource::stopped());
+        let _ = tokio::task::spawn_blocking(move || source.stop()).await;
+        for writer in self.writers.addrs() {
+            // A writer answers this only after every batch queued before it.
+            let drained = tokio::time::timeout(DRAIN_TIMEOUT, writer.send(actors::ingest::writer::Drain)).await;
+            if drained.is_err() {
+                warn!(self.log, "a writer did not drain in time");
+            }
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        info!(self.log, "ingest stopped");
+    }
+}

@@ -1,0 +1,460 @@
+//! The Kafka side of ingest: one poll thread owns the rdkafka consumer (blocking work stays off the
+//! actix arbiters), seeks each assigned partition to its offset stored in PostgreSQL, and feeds each
+//! partition's ConsumerActor through a bounded channel, pausing the partition while that channel is full.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::{Actor, ArbiterHandle, AsyncContext, Recipient};
+use actors::ingest::{Committed, ConsumerActor, ConsumerConfig, ConsumerParts, ConsumerStats, RawMessage, WriterPool};
+use actors::ports::{OffsetStore, PartitionControl, SharedClock};
+use anyhow::Context as _;
+use chrono::{TimeZone, Utc};
+use futures::channel::mpsc as chan;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use slog::{debug, error, info, warn, Logger};
+
+/// Messages buffered between the poll thread and one partition's ConsumerActor.
+const PARTITION_CHANNEL: usize = 4_096;
+/// How long one poll waits for a message; bounds how quickly commands and shutdown are noticed.
+const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// What the source needs to know.
+#[derive(Clone)]
+pub struct SourceConfig {
+    pub brokers: String,
+    pub group: String,
+    pub topic: String,
+    pub consumer: ConsumerConfig,
+}
+
+/// What the source shares with whoever runs it: the partitions it owns, their counters.
+#[derive(Default)]
+pub struct SourceState {
+    pub partitions: Mutex<BTreeMap<i32, Arc<ConsumerStats>>>,
+}
+
+impl SourceState {
+    pub fn owned(&self) -> BTreeSet<i32> {
+        self.partitions.lock().expect("source state").keys().copied().collect()
+    }
+}
+
+/// Everything the poll thread hands to the ConsumerActors it starts.
+pub struct ActorWiring {
+    pub writers: Arc<WriterPool>,
+    pub arbiters: Vec<ArbiterHandle>,
+    pub clock: SharedClock,
+    pub committed: Option<Recipient<Committed>>,
+}
+
+enum RebalanceEvent {
+    Assigned(BTreeMap<i32, i64>),
+    Revoked(Vec<i32>),
+}
+
+enum Command {
+    Restart(i32),
+}
+
+/// rdkafka callbacks: offsets come from the store at assignment, before any message is fetched.
+struct IngestContext {
+    topic: String,
+    offsets: Arc<dyn OffsetStore>,
+    /// Runs the offset store's futures inside rdkafka's callbacks, on the poll thread.
+    runtime: tokio::runtime::Runtime,
+    events: Mutex<Vec<RebalanceEvent>>,
+    cancels: Mutex<HashMap<i32, Arc<AtomicBool>>>,
+    stopping: Arc<AtomicBool>,
+    log: Logger,
+}
+
+impl IngestContext {
+    /// Loads stored offsets, retrying while the store is unavailable (the partitions wait).
+    fn load_offsets(&self, partitions: &[i32]) -> Option<BTreeMap<i32, i64>> {
+        let mut backoff = actors::ingest::Backoff::default();
+        loop {
+            match self.runtime.block_on(self.offsets.load(&self.topic, partitions)) {
+                Ok(offsets) => return Some(offsets),
+                Err(e) => {
+                    if self.stopping.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    backoff.fail();
+                    warn!(self.log, "cannot load stored offsets; partitions wait"; "error" => %e,
+                          "partitions" => ?partitions, "retry_in_ms" => backoff.delay().as_millis());
+                    std::thread::sleep(backoff.delay());
+                }
+            }
+        }
+    }
+
+    fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
+    }
+}
+
+impl ClientContext for IngestContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                error!(self.log, "librdkafka"; "facility" => fac, "message" => message)
+            }
+            RDKafkaLogLevel::Warning => warn!(self.log, "librdkafka"; "facility" => fac, "message" => message),
+            _ => debug!(self.log, "librdkafka"; "facility" => fac, "message" => message),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(self.log, "kafka client error"; "error" => %error, "reason" => reason);
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions = self.partitions_of(tpl);
+                let offsets =
+                    if partitions.is_empty() { Some(BTreeMap::new()) } else { self.load_offsets(&partitions) };
+                if let Some(offsets) = &offsets {
+                    for (partition, offset) in offsets {
+                        if let Err(e) = tpl.set_partition_offset(&self.topic, *partition, Offset::Offset(*offset)) {
+                            error!(self.log, "cannot set start offset"; "partition" => partition, "error" => %e);
+                        }
+                    }
+                }
+                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = result {
+                    error!(self.log, "assign failed"; "error" => %e);
+                }
+                info!(self.log, "partitions assigned"; "offsets" => ?offsets);
+                if let Some(offsets) = offsets {
+                    self.events.lock().expect("events").push(RebalanceEvent::Assigned(offsets));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let partitions = self.partitions_of(tpl);
+                self.revoke(&partitions);
+                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = result {
+                    error!(self.log, "unassign failed"; "error" => %e);
+                }
+                info!(self.log, "partitions revoked"; "partitions" => ?partitions);
+            }
+            other => {
+                error!(self.log, "rebalance error; dropping the assignment"; "error" => ?other);
+                let all: Vec<i32> = self.cancels.lock().expect("cancels").keys().copied().collect();
+                self.revoke(&all);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl IngestContext {
+    /// Cancels the partitions' in-flight batches at once, then lets the poll loop retire their actors.
+    fn revoke(&self, partitions: &[i32]) {
+        let cancels = self.cancels.lock().expect("cancels");
+        for p in partitions {
+            if let Some(flag) = cancels.get(p) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+        drop(cancels);
+        self.events.lock().expect("events").push(RebalanceEvent::Revoked(partitions.to_vec()));
+    }
+}
+
+type IngestConsumer = BaseConsumer<IngestContext>;
+
+/// The ConsumerActors' way back to Kafka.
+struct KafkaControl {
+    consumer: Weak<IngestConsumer>,
+    commands: Mutex<mpsc::Sender<Command>>,
+}
+
+impl PartitionControl for KafkaControl {
+    fn stored(&self, topic: &str, partition: i32, next_offset: i64) {
+        // Kafka's own committed offsets only feed lag dashboards; PostgreSQL holds the truth.
+        if let Some(consumer) = self.consumer.upgrade() {
+            let mut tpl = TopicPartitionList::new();
+            if tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)).is_ok() {
+                let _ = consumer.commit(&tpl, CommitMode::Async);
+            }
+        }
+    }
+
+    fn restart(&self, _topic: &str, partition: i32) {
+        let _ = self.commands.lock().expect("commands").send(Command::Restart(partition));
+    }
+}
+
+struct Slot {
+    tx: chan::Sender<RawMessage>,
+    pending: VecDeque<RawMessage>,
+    paused: bool,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// The poll thread's state besides the consumer itself.
+struct Router {
+    config: SourceConfig,
+    wiring: ActorWiring,
+    control: Arc<KafkaControl>,
+    state: Arc<SourceState>,
+    slots: HashMap<i32, Slot>,
+    next_arbiter: usize,
+    log: Logger,
+}
+
+impl Router {
+    fn start_partition(&mut self, consumer: &IngestConsumer, partition: i32, offset: i64) {
+        self.stop_partition(consumer, partition);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        consumer.context().cancels.lock().expect("cancels").insert(partition, cancelled.clone());
+        let (tx, rx) = chan::channel(PARTITION_CHANNEL);
+        let stats = Arc::new(ConsumerStats::default());
+        let parts = ConsumerParts {
+            topic: Arc::from(self.config.topic.as_str()),
+            partition,
+            start_offset: offset,
+            config: self.config.consumer.clone(),
+            writers: self.wiring.writers.clone(),
+            control: self.control.clone(),
+            clock: self.wiring.clock.clone(),
+            cancelled: cancelled.clone(),
+            committed: self.wiring.committed.clone(),
+            stats: stats.clone(),
+            log: self.log.clone(),
+        };
+        let arbiter = &self.wiring.arbiters[self.next_arbiter % self.wiring.arbiters.len()];
+        self.next_arbiter += 1;
+        ConsumerActor::start_in_arbiter(arbiter, move |ctx| {
+            ctx.add_stream(rx);
+            ConsumerActor::new(parts)
+        });
+        self.state.partitions.lock().expect("source state").insert(partition, stats);
+        self.slots.insert(partition, Slot { tx, pending: VecDeque::new(), paused: false, cancelled });
+    }
+
+    fn stop_partition(&mut self, consumer: &IngestConsumer, partition: i32) {
+        if let Some(slot) = self.slots.remove(&partition) {
+            slot.cancelled.store(true, Ordering::SeqCst);
+            if slot.paused {
+                self.set_paused(consumer, partition, false);
+            }
+            // Dropping the sender ends the actor's stream.
+        }
+        consumer.context().cancels.lock().expect("cancels").remove(&partition);
+        self.state.partitions.lock().expect("source state").remove(&partition);
+    }
+
+    fn set_paused(&self, consumer: &IngestConsumer, partition: i32, paused: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.config.topic, partition);
+        let result = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+        if let Err(e) = result {
+            warn!(self.log, "pause/resume failed"; "partition" => partition, "pause" => paused, "error" => %e);
+        }
+    }
+
+    fn apply_rebalance(&mut self, consumer: &IngestConsumer) {
+        let events = std::mem::take(&mut *consumer.context().events.lock().expect("events"));
+        for event in events {
+            match event {
+                RebalanceEvent::Assigned(offsets) => {
+                    for (partition, offset) in offsets {
+                        self.start_partition(consumer, partition, offset);
+                    }
+                }
+                RebalanceEvent::Revoked(partitions) => {
+                    for partition in partitions {
+                        self.stop_partition(consumer, partition);
+                    }
+                }
+            }
+        }
+    }
+
+    fn restart_partition(&mut self, consumer: &IngestConsumer, partition: i32) {
+        if !self.slots.contains_key(&partition) {
+            return; // revoked meanwhile
+        }
+        self.stop_partition(consumer, partition);
+        let Some(offsets) = consumer.context().load_offsets(&[partition]) else { return };
+        let Some(&offset) = offsets.get(&partition) else { return };
+        if let Err(e) = consumer.seek(&self.config.topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
+            error!(self.log, "seek failed; partition left idle until the next rebalance";
+                   "partition" => partition, "offset" => offset, "error" => %e);
+            return;
+        }
+        info!(self.log, "partition restarted from its stored offset"; "partition" => partition, "offset" => offset);
+        self.start_partition(consumer, partition, offset);
+    }
+
+    /// Hands buffered messages on; resumes a paused partition once its backlog is through.
+    fn drain_pending(&mut self, consumer: &IngestConsumer) {
+        let mut resume = Vec::new();
+        for (partition, slot) in self.slots.iter_mut().filter(|(_, s)| s.paused) {
+            while let Some(message) = slot.pending.pop_front() {
+                match slot.tx.try_send(message) {
+                    Ok(()) => {}
+                    Err(e) if e.is_full() => {
+                        slot.pending.push_front(e.into_inner());
+                        break;
+                    }
+                    Err(_) => {
+                        slot.pending.clear(); // the actor is gone (fenced or revoked)
+                    }
+                }
+            }
+            if slot.pending.is_empty() {
+                slot.paused = false;
+                resume.push(*partition);
+            }
+        }
+        for partition in resume {
+            self.set_paused(consumer, partition, false);
+        }
+    }
+
+    fn route(&mut self, consumer: &IngestConsumer, message: &BorrowedMessage<'_>) {
+        let partition = message.partition();
+        let Some(slot) = self.slots.get_mut(&partition) else { return };
+        let raw = RawMessage {
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis().and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+            payload: message.payload().map(<[u8]>::to_vec),
+        };
+        if slot.paused {
+            slot.pending.push_back(raw);
+            return;
+        }
+        match slot.tx.try_send(raw) {
+            Ok(()) => {}
+            Err(e) if e.is_full() => {
+                // The partition's actor is busy writing: stop fetching it until it catches up.
+                slot.pending.push_back(e.into_inner());
+                slot.paused = true;
+                self.set_paused(consumer, partition, true);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A running Kafka source.
+pub struct KafkaSource {
+    thread: Option<JoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
+    pub state: Arc<SourceState>,
+}
+
+impl KafkaSource {
+    /// Subscribes to the topic and starts the poll thread.
+    pub fn start(
+        config: SourceConfig,
+        offsets: Arc<dyn OffsetStore>,
+        wiring: ActorWiring,
+        log: Logger,
+    ) -> anyhow::Result<KafkaSource> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let context = IngestContext {
+            topic: config.topic.clone(),
+            offsets,
+            runtime: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+            events: Mutex::new(Vec::new()),
+            cancels: Mutex::new(HashMap::new()),
+            stopping: stopping.clone(),
+            log: log.new(slog::o!("component" => "kafka")),
+        };
+        let consumer: IngestConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group)
+            .set("client.id", "log-analyzer-ingest")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("queued.max.messages.kbytes", "65536")
+            .set("fetch.wait.max.ms", "50")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1500")
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            .set("enable.partition.eof", "false")
+            .create_with_context(context)
+            .context("creating the Kafka consumer")?;
+        consumer.subscribe(&[&config.topic]).context("subscribing to the topic")?;
+        let consumer = Arc::new(consumer);
+        let (commands_tx, commands) = mpsc::channel();
+        let control = Arc::new(KafkaControl { consumer: Arc::downgrade(&consumer), commands: Mutex::new(commands_tx) });
+        let state = Arc::new(SourceState::default());
+        let mut router = Router {
+            config,
+            wiring,
+            control,
+            state: state.clone(),
+            slots: HashMap::new(),
+            next_arbiter: 0,
+            log: log.clone(),
+        };
+        let stop = stopping.clone();
+        let thread = std::thread::Builder::new().name("kafka-poll".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                while let Ok(Command::Restart(partition)) = commands.try_recv() {
+                    router.restart_partition(&consumer, partition);
+                }
+                router.drain_pending(&consumer);
+                let polled = consumer.poll(POLL_TIMEOUT);
+                router.apply_rebalance(&consumer);
+                match polled {
+                    Some(Ok(message)) => router.route(&consumer, &message),
+                    Some(Err(e)) => warn!(router.log, "kafka poll error"; "error" => %e),
+                    None => {}
+                }
+            }
+            // Stop: cancel what is in flight, end every actor's stream, then leave the group.
+            let owned: Vec<i32> = router.slots.keys().copied().collect();
+            for partition in owned {
+                router.stop_partition(&consumer, partition);
+            }
+            drop(router);
+            match Arc::try_unwrap(consumer) {
+                Ok(consumer) => drop(consumer), // closes: revokes, commits nothing, leaves the group
+                Err(_) => warn!(log, "kafka consumer still shared at shutdown; the group notices by timeout"),
+            }
+            info!(log, "kafka source stopped");
+        })?;
+        Ok(KafkaSource { thread: Some(thread), stopping, state })
+    }
+
+    /// A source that runs nothing (what a stopped source leaves behind).
+    pub fn stopped() -> KafkaSource {
+        KafkaSource { thread: None, stopping: Arc::new(AtomicBool::new(true)), state: Arc::default() }
+    }
+
+    /// Stops fetching, leaves the group, and waits for the poll thread (blocking).
+    pub fn stop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
