@@ -39,7 +39,12 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create() -> TestDatabase {
-        let admin_url = stack().database_url;
+        TestDatabase::create_on(&stack().database_url).await
+    }
+
+    /// A fresh database on the server `admin_url` points at.
+    pub async fn create_on(admin_url: &str) -> TestDatabase {
+        let admin_url = admin_url.to_owned();
         let name = unique("la_test");
         let client = connect(&admin_url).await;
         client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
@@ -234,4 +239,91 @@ pub async fn stored_total(client: &tokio_postgres::Client, topic: &str) -> i64 {
         .await
         .map(|row| row.get(0))
         .unwrap_or(-1)
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temporary folder, its own port), for tests that
+/// stop the database: the shared stack's server stays up for every other test.
+pub struct OwnedPostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl OwnedPostgres {
+    pub fn start() -> OwnedPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb");
+        let dir = std::env::temp_dir().join(unique("la_pg"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pg = OwnedPostgres { port, dir, bin };
+        if is_root() {
+            // PostgreSQL refuses to run as root.
+            run(std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(&pg.dir));
+        }
+        let data = pg.dir.join("data");
+        run(pg.as_postgres("initdb").args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data));
+        pg.resume();
+        pg
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once, as a crash or an outage would.
+    pub fn halt(&self) {
+        run(self.as_postgres("pg_ctl").args(["stop", "-m", "immediate", "-w", "-D"]).arg(self.dir.join("data")));
+    }
+
+    /// Starts (again) and waits until it accepts connections.
+    pub fn resume(&self) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
+        run(self
+            .as_postgres("pg_ctl")
+            .args(["start", "-w", "-t", "60", "-o", &options, "-l"])
+            .arg(self.dir.join("server.log"))
+            .arg("-D")
+            .arg(self.dir.join("data")));
+    }
+
+    fn as_postgres(&self, tool: &str) -> std::process::Command {
+        let program = self.bin.join(tool);
+        if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+}
+
+impl Drop for OwnedPostgres {
+    fn drop(&mut self) {
+        let _ = self.as_postgres("pg_ctl").args(["stop", "-m", "immediate", "-D"]).arg(self.dir.join("data")).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn run(command: &mut std::process::Command) {
+    let output = command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -247,3 +247,207 @@ async fn ten_thousand_events_land_exactly_with_every_field_and_every_reject_reas
     drop(client);
     env.db.drop_db().await;
 }
+
+/// Produces `data` in slices with pauses, so that it flows while the test does things to ingest.
+fn produce_flowing(brokers: String, topic: String, messages: Vec<Outgoing>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let producer = producer(&brokers);
+        for slice in messages.chunks(10_000) {
+            produce_all(&producer, &topic, slice).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Checks the end state of a run: every valid event once, every reject once, nothing else.
+async fn assert_exactly_once(client: &tokio_postgres::Client, data: &Dataset) {
+    let ids = stored_ids(client).await;
+    let missing: Vec<&String> = data.events.keys().filter(|eid| !ids.contains(*eid)).take(5).collect();
+    assert!(missing.is_empty(), "events lost, e.g. {missing:?}");
+    assert_eq!(ids.len(), data.events.len(), "unexpected extra events");
+    let rejects = stored_rejects(client).await;
+    assert_eq!(rejects.len(), data.rejects.len(), "dead letters");
+}
+
+#[tokio::test]
+async fn kill_minus_nine_three_times_while_events_flow_loses_and_duplicates_nothing() {
+    let env = IngestEnv::create(4).await;
+    let data = dataset(11, 200_000, 4, 1_000);
+    let total = data.messages.len() as i64;
+    let messages: Vec<Outgoing> = data
+        .messages
+        .iter()
+        .map(|m| Outgoing { partition: m.partition, timestamp_ms: m.timestamp_ms, payload: m.payload.clone() })
+        .collect();
+    let producing = produce_flowing(env.brokers.clone(), env.topic.clone(), messages);
+    let client = env.db.client().await;
+    let mut rng = Rng::new(99);
+    let mut ingest = env.spawn_ingest();
+    for round in 0..3 {
+        // A random moment: once a random share of this round's stretch is stored.
+        let target = total * (round * 25 + 10 + rng.below(15) as i64) / 100;
+        env.wait_stored(&client, target, Duration::from_secs(180)).await;
+        ingest.kill9();
+        ingest = env.spawn_ingest();
+    }
+    producing.await.unwrap();
+    env.wait_stored(&client, total, Duration::from_secs(240)).await;
+    assert_exactly_once(&client, &data).await;
+    let status = ingest.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", ingest.log_tail());
+    drop(client);
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn scaling_the_group_up_and_down_loses_and_duplicates_nothing_and_sigterm_exits_fast() {
+    let env = IngestEnv::create(6).await;
+    let data = dataset(23, 120_000, 6, 500);
+    let total = data.messages.len() as i64;
+    let messages: Vec<Outgoing> = data
+        .messages
+        .iter()
+        .map(|m| Outgoing { partition: m.partition, timestamp_ms: m.timestamp_ms, payload: m.payload.clone() })
+        .collect();
+    let producing = produce_flowing(env.brokers.clone(), env.topic.clone(), messages);
+    let client = env.db.client().await;
+    let mut a = env.spawn_ingest();
+    let mut b = env.spawn_ingest();
+    env.wait_stored(&client, total / 4, Duration::from_secs(120)).await;
+    a.kill9();
+    env.wait_stored(&client, total / 2, Duration::from_secs(120)).await;
+    let mut c = env.spawn_ingest();
+    producing.await.unwrap();
+    env.wait_stored(&client, total, Duration::from_secs(180)).await;
+    assert_exactly_once(&client, &data).await;
+    for process in [&mut b, &mut c] {
+        let started = std::time::Instant::now();
+        let status = process.terminate(Duration::from_secs(10));
+        assert!(status.success(), "{}", process.log_tail());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    let b_log = std::fs::read_to_string(&b.log_path).unwrap();
+    assert!(b_log.contains("partitions assigned"), "b never owned partitions");
+    drop(client);
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn poison_and_oversize_messages_are_dead_lettered_and_the_partition_keeps_flowing() {
+    let env = IngestEnv::create(1).await;
+    let now = Utc::now().timestamp_millis();
+    let event = |i: usize| Outgoing {
+        partition: 0,
+        timestamp_ms: now,
+        payload: format!(r#"{{"level":"info","service":"s","message":"m{i}","eid":"p{i}"}}"#).into_bytes(),
+    };
+    let mut rng = Rng::new(5);
+    let random: Vec<u8> = (0..3_000).map(|_| rng.below(256) as u8).collect();
+    let huge = format!(r#"{{"level":"info","service":"s","message":"{}"}}"#, "z".repeat(5 * 1024 * 1024)).into_bytes();
+    let huge_len = huge.len() as i32;
+    let mut messages: Vec<Outgoing> = (0..10).map(event).collect();
+    messages.push(Outgoing { partition: 0, timestamp_ms: now, payload: huge });
+    messages.push(Outgoing { partition: 0, timestamp_ms: now, payload: random });
+    messages.extend((10..20).map(event));
+    produce_all(&producer(&env.brokers), &env.topic, &messages).await;
+    let mut ingest = env.spawn_ingest();
+    let client = env.db.client().await;
+    env.wait_stored(&client, messages.len() as i64, Duration::from_secs(60)).await;
+
+    let ids = stored_ids(&client).await;
+    assert_eq!(ids.len(), 20, "every valid event, before and after the poison, is stored");
+    let rows = client
+        .query("SELECT \"offset\", reason, raw_len, octet_length(raw) FROM log_rejects ORDER BY \"offset\"", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let first: (i64, String, i32, i32) = (rows[0].get(0), rows[0].get(1), rows[0].get(2), rows[0].get(3));
+    assert_eq!(first, (10, "too_large".to_string(), huge_len, 4096));
+    let second_reason: String = rows[1].get(1);
+    assert!(["not_utf8", "not_json"].contains(&second_reason.as_str()), "{second_reason}");
+    assert_eq!(rows[1].get::<_, i64>(0), 11);
+    let status = ingest.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", ingest.log_tail());
+    drop(client);
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_fence_rejects_a_batch_that_does_not_start_at_the_stored_offset() {
+    use actors::domain::ParseRules;
+    use actors::ingest::{BatchBuilder, RawMessage};
+    use actors::ports::{EventStore, OffsetStore, StoreError};
+    use log_analyzer::db::event_store::PgEventStore;
+    use log_analyzer::db::offset_store::PgOffsetStore;
+    use std::sync::Arc;
+
+    let env = IngestEnv::create(1).await;
+    let topic: Arc<str> = Arc::from(env.topic.as_str());
+    let offsets = PgOffsetStore::new(&env.db.url).load(&env.topic, &[0]).await.unwrap();
+    assert_eq!(offsets.get(&0), Some(&0));
+    let batch = |from: i64, to: i64| {
+        let mut b = BatchBuilder::new(topic.clone(), 0, from, ParseRules::default());
+        for offset in from..to {
+            let payload = format!(r#"{{"level":"info","service":"s","message":"m","eid":"f{offset}"}}"#);
+            b.push(RawMessage { offset, timestamp: Some(Utc::now()), payload: Some(payload.into_bytes()) }, Utc::now());
+        }
+        b.take(Arc::default())
+    };
+    let client = env.db.client().await;
+    let count = || async { client.query_one("SELECT count(*) FROM logs", &[]).await.unwrap().get::<_, i64>(0) };
+
+    let mut store = PgEventStore::new(&env.db.url);
+    store.write(&batch(0, 3)).await.unwrap();
+    assert_eq!(count().await, 3);
+    // A zombie replaying the same range, and a batch that skips ahead: both refused, nothing written.
+    assert_eq!(store.write(&batch(0, 3)).await, Err(StoreError::Fenced { batch_from: 0, stored: Some(3) }));
+    assert_eq!(store.write(&batch(5, 7)).await, Err(StoreError::Fenced { batch_from: 5, stored: Some(3) }));
+    assert_eq!(count().await, 3);
+
+    // Two writers racing on the same batch: exactly one wins.
+    let racing = batch(3, 6);
+    let mut other = PgEventStore::new(&env.db.url);
+    let (r1, r2) = tokio::join!(store.write(&racing), other.write(&racing));
+    assert_eq!([&r1, &r2].iter().filter(|r| r.is_ok()).count(), 1, "{r1:?} {r2:?}");
+    assert!([&r1, &r2].iter().any(|r| matches!(r, Err(StoreError::Fenced { .. }))));
+    assert_eq!(count().await, 6);
+    let next: i64 = client.query_one("SELECT next_offset FROM kafka_offsets", &[]).await.unwrap().get(0);
+    assert_eq!(next, 6);
+    drop(client);
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_postgres_outage_pauses_ingest_which_resumes_by_itself_without_loss() {
+    let pg = OwnedPostgres::start();
+    let env = IngestEnv::create_with_db(TestDatabase::create_on(&pg.admin_url()).await, 3).await;
+    let data = dataset(31, 60_000, 3, 400);
+    let total = data.messages.len() as i64;
+    let messages: Vec<Outgoing> = data
+        .messages
+        .iter()
+        .map(|m| Outgoing { partition: m.partition, timestamp_ms: m.timestamp_ms, payload: m.payload.clone() })
+        .collect();
+    let producing = produce_flowing(env.brokers.clone(), env.topic.clone(), messages);
+    let mut ingest = env.spawn_ingest();
+    {
+        let client = env.db.client().await;
+        env.wait_stored(&client, total / 5, Duration::from_secs(120)).await;
+    }
+    pg.halt();
+    // The database is gone for ~10 s while events keep arriving; ingest must neither die nor skip.
+    let outage_end = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < outage_end {
+        assert!(ingest.child.try_wait().unwrap().is_none(), "ingest died during the outage:\n{}", ingest.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pg.resume();
+    producing.await.unwrap();
+    let client = env.db.client().await;
+    env.wait_stored(&client, total, Duration::from_secs(120)).await;
+    assert_exactly_once(&client, &data).await;
+    let log = std::fs::read_to_string(&ingest.log_path).unwrap();
+    assert!(log.contains("batch not stored yet; retrying"), "the outage was not noticed");
+    let status = ingest.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", ingest.log_tail());
+}

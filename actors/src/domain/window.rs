@@ -70,7 +70,7 @@ impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.seconds;
         for (unit, scale) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if s % scale == 0 {
+            if s.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", s / scale);
             }
         }
