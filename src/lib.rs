@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod db;
+pub mod generate;
 pub mod ingest;
 pub mod kafka;
 pub mod startup;

@@ -3,7 +3,10 @@
 use clap::{Parser, Subcommand};
 use slog::{error, info};
 
+use actors::domain::Window;
+use actors::generator::{GeneratorConfig, RunLimit};
 use log_analyzer::config::Settings;
+use log_analyzer::generate::{self, GenerateOptions, Target};
 use log_analyzer::ingest::Ingest;
 use log_analyzer::{startup, telemetry};
 
@@ -21,6 +24,80 @@ enum Command {
     Migrate,
     /// Consume the topic and store every event in PostgreSQL exactly once (stops on SIGINT/SIGTERM).
     Ingest,
+    /// Produce synthetic log events (to Kafka, or to a file) at a steady rate.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Events per second; 0 means as fast as the target accepts them.
+    #[arg(long, default_value_t = 1000.0, value_parser = non_negative)]
+    rate: f64,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long (e.g. 30s, 10m); without --count or --duration, run until interrupted.
+    #[arg(long, value_parser = |s: &str| Window::parse_unbounded(s).map_err(|e| e.to_string()))]
+    duration: Option<Window>,
+    /// kafka (the KAFKA_TOPIC topic), ndjson:PATH, or csv:PATH (rows of the logs table, valid events only).
+    #[arg(long, default_value = "kafka")]
+    to: Target,
+    /// Same seed, same events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of distinct services.
+    #[arg(long, default_value_t = 12)]
+    services: usize,
+    /// Number of distinct users (Zipf-distributed: a few are very active).
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Share of events at level error or fatal.
+    #[arg(long, default_value_t = 0.05, value_parser = ratio)]
+    error_ratio: f64,
+    /// Share of deliberately malformed payloads (exactly floor(count × ratio)).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    malformed_ratio: f64,
+    /// Share of events stamped up to 2 minutes in the past (late, out of order).
+    #[arg(long, default_value_t = 0.02, value_parser = ratio)]
+    late_ratio: f64,
+    /// Share of non-error messages that carry a tracked keyword.
+    #[arg(long, default_value_t = 0.2, value_parser = ratio)]
+    keyword_ratio: f64,
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
+    }
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("{s:?} is not a rate (events per second, 0 for unlimited)")),
+    }
+}
+
+impl GenerateArgs {
+    fn options(&self, settings: &Settings) -> GenerateOptions {
+        GenerateOptions {
+            rate: (self.rate > 0.0).then_some(self.rate),
+            limit: RunLimit { count: self.count, duration: self.duration.map(Window::as_duration) },
+            target: self.to.clone(),
+            config: GeneratorConfig {
+                seed: self.seed,
+                services: self.services,
+                users: self.users,
+                error_ratio: self.error_ratio,
+                malformed_ratio: self.malformed_ratio,
+                late_ratio: self.late_ratio,
+                keyword_ratio: self.keyword_ratio,
+                keywords: settings.tracked_keywords.clone(),
+                ..GeneratorConfig::default()
+            },
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +125,12 @@ fn main() -> std::process::ExitCode {
                 info!(log, "shutdown requested");
                 ingest.stop().await;
                 Ok(())
+            }
+            Command::Generate(args) => {
+                tokio::select! {
+                    result = generate::run(&settings, args.options(&settings)) => result.map(drop),
+                    _ = startup::shutdown_signal() => Ok(()),
+                }
             }
         }
     });

@@ -4,5 +4,6 @@
 //! ports with real adapters, and the unit tests here use in-memory ones.
 
 pub mod domain;
+pub mod generator;
 pub mod ingest;
 pub mod ports;

@@ -1,4 +1,5 @@
 //! Kafka adapters (rdkafka).
 
 pub mod admin;
+pub mod sink;
 pub mod source;

@@ -1,0 +1,80 @@
+//! The generator's Kafka sink: a throughput-tuned producer (batching, lz4, acks=all, idempotent).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::generator::{EventSink, SinkError};
+use anyhow::Context as _;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
+
+/// Counts delivery reports.
+#[derive(Default, Clone)]
+pub struct DeliveryCounter {
+    acked: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => self.acked.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+pub struct KafkaSink {
+    producer: ThreadedProducer<DeliveryCounter>,
+    topic: String,
+    counter: DeliveryCounter,
+}
+
+impl KafkaSink {
+    pub fn new(brokers: &str, topic: &str) -> anyhow::Result<KafkaSink> {
+        let counter = DeliveryCounter::default();
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.messages", "500000")
+            .set("queue.buffering.max.kbytes", "524288")
+            .set("message.max.bytes", "10485760")
+            .create_with_context(counter.clone())
+            .context("creating the Kafka producer")?;
+        Ok(KafkaSink { producer, topic: topic.to_owned(), counter })
+    }
+}
+
+impl EventSink for KafkaSink {
+    fn send(&mut self, payload: Vec<u8>, timestamp_ms: i64) -> Result<(), SinkError> {
+        let record: BaseRecord<'_, (), [u8]> =
+            BaseRecord::to(&self.topic).payload(payload.as_slice()).timestamp(timestamp_ms);
+        match self.producer.send(record) {
+            Ok(()) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(SinkError::Full(payload)),
+            Err((e, _)) => Err(SinkError::Failed(e.to_string())),
+        }
+    }
+
+    fn acked(&self) -> u64 {
+        self.counter.acked.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self) -> u64 {
+        self.counter.failed.load(Ordering::Relaxed)
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<(), String> {
+        self.producer.flush(timeout).map_err(|e| e.to_string())
+    }
+}
