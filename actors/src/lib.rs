@@ -7,3 +7,4 @@ pub mod domain;
 pub mod generator;
 pub mod ingest;
 pub mod ports;
+pub mod windows;

@@ -14,6 +14,8 @@ use super::writer::{Backoff, WriteBatch, WriterPool};
 use crate::domain::ParseRules;
 use crate::ports::{PartitionControl, SharedClock, StoreError};
 
+// The write task runs beside the actor (not inside its context), so the actor can wait on it.
+
 /// How a consumer batches.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -68,6 +70,8 @@ pub struct ConsumerActor {
     cancelled: Arc<AtomicBool>,
     committed: Option<Recipient<Committed>>,
     stats: Arc<ConsumerStats>,
+    /// The batch being written, if any: resolves to whether the partition may go on.
+    in_flight: Option<actix_rt::task::JoinHandle<bool>>,
     log: Logger,
 }
 
@@ -105,29 +109,51 @@ impl ConsumerActor {
             cancelled: parts.cancelled,
             committed: parts.committed,
             stats: parts.stats,
+            in_flight: None,
         }
     }
 
-    /// Sends the current batch and blocks this actor (its stream included) until it is committed.
+    /// Hands the current batch to a writer. One batch per partition is written at a time while the
+    /// next one fills; if the next is complete before the previous is stored, this actor (its stream
+    /// included) waits — so a slow or absent database stops the partition's intake.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.builder.is_empty() {
             return;
         }
         self.batch_seq += 1;
         let batch = Arc::new(self.builder.take(self.cancelled.clone()));
+        let write = self.write_task(batch, ctx.address());
+        match self.in_flight.take() {
+            None => self.in_flight = Some(actix_rt::spawn(write)),
+            Some(previous) => {
+                ctx.wait(previous.into_actor(self).map(move |outcome, act, ctx| match outcome {
+                    Ok(true) => act.in_flight = Some(actix_rt::spawn(write)),
+                    _ => ctx.stop(),
+                }));
+            }
+        }
+    }
+
+    /// Writes one batch (retrying while the store is unavailable) and announces it once stored.
+    /// Resolves to whether the partition may go on.
+    fn write_task(&self, batch: Arc<Batch>, me: Addr<Self>) -> impl std::future::Future<Output = bool> + 'static {
         let writers = self.writers.clone();
         let stats = self.stats.clone();
+        let control = self.control.clone();
+        let committed = self.committed.clone();
         let log = self.log.clone();
+        let topic = self.topic.clone();
+        let partition = self.partition;
         let mut backoff = Backoff::new(self.config.retry_base, self.config.retry_max);
-        let write = async move {
-            loop {
+        async move {
+            let result = loop {
                 if batch.is_cancelled() {
-                    return Err(StoreError::Cancelled);
+                    break Err(StoreError::Cancelled);
                 }
                 let failure = match writers.pick().send(WriteBatch(batch.clone())).await {
-                    Ok(Ok(())) => return Ok(batch),
+                    Ok(Ok(())) => break Ok(()),
                     Ok(Err(StoreError::Unavailable(reason))) => reason,
-                    Ok(Err(other)) => return Err(other),
+                    Ok(Err(other)) => break Err(other),
                     Err(mailbox) => mailbox.to_string(),
                 };
                 backoff.fail();
@@ -137,29 +163,45 @@ impl ConsumerActor {
                           "attempt" => backoff.failures(), "error" => failure);
                 }
                 actix::clock::sleep(backoff.delay()).await;
-            }
-        };
-        ctx.wait(write.into_actor(self).map(|result, act, ctx| match result {
-            Ok(batch) => {
-                act.stats.batches.fetch_add(1, Ordering::Relaxed);
-                act.stats.stored_offset.store(batch.to.max(0) as u64, Ordering::Relaxed);
-                act.control.stored(&act.topic, act.partition, batch.to);
-                if let Some(committed) = &act.committed {
-                    committed.do_send(Committed(batch));
+            };
+            match result {
+                Ok(()) => {
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    stats.stored_offset.store(batch.to.max(0) as u64, Ordering::Relaxed);
+                    control.stored(&topic, partition, batch.to);
+                    if let Some(committed) = committed {
+                        // Bounded: the aggregator's mailbox applies backpressure here, not memory.
+                        let _ = committed.send(Committed(batch)).await;
+                    }
+                    true
+                }
+                Err(StoreError::Fenced { batch_from, stored }) => {
+                    info!(log, "fenced: another writer moved this partition; restarting it from the store";
+                          "batch_from" => batch_from, "stored" => ?stored);
+                    control.restart(&topic, partition);
+                    me.do_send(Halt);
+                    false
+                }
+                Err(_) => {
+                    debug!(log, "partition revoked; in-flight batch dropped");
+                    me.do_send(Halt);
+                    false
                 }
             }
-            Err(StoreError::Fenced { batch_from, stored }) => {
-                info!(act.log, "fenced: another writer moved this partition; restarting it from the store";
-                      "batch_from" => batch_from, "stored" => ?stored);
-                act.control.restart(&act.topic, act.partition);
-                ctx.stop();
-            }
-            Err(StoreError::Cancelled) => {
-                debug!(act.log, "partition revoked; in-flight batch dropped");
-                ctx.stop();
-            }
-            Err(StoreError::Unavailable(_)) => unreachable!("unavailable stores are retried"),
-        }));
+        }
+    }
+}
+
+/// Stop this consumer (its partition was fenced or revoked).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Halt;
+
+impl Handler<Halt> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

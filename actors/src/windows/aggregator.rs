@@ -1,0 +1,379 @@
+//! WindowAggregatorActor: folds committed batches into per-second buckets over the horizon and
+//! answers window queries from memory — exactly, or not at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use slog::{info, warn, Logger};
+
+use super::buckets::{BucketDelta, Buckets, KeywordSet, SecondCounts};
+use super::stats::{top_keywords, ErrorStats, KeywordCount, WindowRange};
+use crate::domain::Keyword;
+use crate::ingest::{Batch, Committed};
+use crate::ports::{SharedClock, StoreError};
+
+/// How the aggregator buckets.
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    pub topic: String,
+    /// Seconds of history held.
+    pub horizon: i64,
+    /// Seconds ahead of the clock that are still bucketed.
+    pub skew: i64,
+    pub keywords: Arc<KeywordSet>,
+}
+
+/// Counts from the authoritative store, consistent with the partitions' stored offsets.
+#[derive(Debug, Clone, Default)]
+pub struct Rebuilt {
+    pub seconds: BTreeMap<i64, SecondCounts>,
+    /// Stored next offset of each partition at the snapshot.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Newest event time stored (epoch ms).
+    pub newest_ms: Option<i64>,
+    /// Latest second of a stored event beyond the rebuilt range, if any.
+    pub beyond_last: Option<i64>,
+}
+
+/// Where buckets are rebuilt from (PostgreSQL in production).
+#[async_trait]
+pub trait BucketSource: Send + Sync + 'static {
+    /// Counts for seconds `[first, last]` with the stored offsets, from one consistent snapshot.
+    async fn snapshot(&self, topic: &str, first: i64, last: i64, keywords: &KeywordSet) -> Result<Rebuilt, StoreError>;
+}
+
+/// Where each committed batch's delta is also sent (Redis in production), best effort.
+pub trait DeltaSink: Send + Sync + 'static {
+    fn offer(&self, delta: Arc<BucketDelta>);
+}
+
+/// Why memory does not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unanswerable {
+    #[error("the in-memory windows are being rebuilt")]
+    NotReady,
+    #[error("this process does not own every partition of the topic")]
+    NotOwner,
+    #[error("the window reaches beyond the in-memory horizon")]
+    OutsideHorizon,
+    #[error("keyword is not tracked in memory")]
+    NotTracked,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<ErrorStats, Unanswerable>")]
+pub struct QueryErrors {
+    pub range: WindowRange,
+    pub service: Option<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<u64, Unanswerable>")]
+pub struct QueryKeyword {
+    pub range: WindowRange,
+    pub keyword: Keyword,
+    pub service: Option<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<KeywordCount>, Unanswerable>")]
+pub struct QueryTopKeywords {
+    pub range: WindowRange,
+    pub limit: usize,
+}
+
+/// The aggregator's state, for freshness fields and health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AggregatorStatus {
+    pub ready: bool,
+    pub owns_all: bool,
+    /// Newest committed event time (epoch ms).
+    pub watermark_ms: Option<i64>,
+    pub seconds_held: usize,
+    pub rebuilds: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "AggregatorStatus")]
+pub struct QueryStatus;
+
+/// The partitions this process owns changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ownership {
+    pub owns_all: bool,
+}
+
+/// Start over from the authoritative store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Rebuild;
+
+enum Phase {
+    Rebuilding { buffered: Vec<Arc<Batch>> },
+    Ready,
+}
+
+pub struct WindowAggregatorActor {
+    config: WindowConfig,
+    buckets: Buckets,
+    /// Per partition, the offset up to which batches are folded in.
+    applied: BTreeMap<i32, i64>,
+    phase: Phase,
+    owns_all: bool,
+    watermark_ms: Option<i64>,
+    /// Seconds (inclusive ranges) holding stored events that memory did not bucket (too far ahead).
+    unbucketed: BTreeSet<(i64, i64)>,
+    source: Arc<dyn BucketSource>,
+    deltas: Option<Arc<dyn DeltaSink>>,
+    clock: SharedClock,
+    rebuild_seq: u64,
+    rebuilds: u64,
+    /// Set by fold() when it met a gap while replaying buffered batches.
+    needs_rebuild: bool,
+    log: Logger,
+}
+
+impl WindowAggregatorActor {
+    pub fn new(
+        config: WindowConfig,
+        source: Arc<dyn BucketSource>,
+        deltas: Option<Arc<dyn DeltaSink>>,
+        clock: SharedClock,
+        log: Logger,
+    ) -> WindowAggregatorActor {
+        WindowAggregatorActor {
+            buckets: Buckets::new(config.horizon + config.skew + 1),
+            config,
+            applied: BTreeMap::new(),
+            phase: Phase::Rebuilding { buffered: Vec::new() },
+            owns_all: false,
+            watermark_ms: None,
+            unbucketed: BTreeSet::new(),
+            source,
+            deltas,
+            clock,
+            rebuild_seq: 0,
+            rebuilds: 0,
+            needs_rebuild: false,
+            log: log.new(slog::o!("actor" => "window_aggregator")),
+        }
+    }
+
+    fn now_second(&self) -> i64 {
+        self.clock.now().timestamp()
+    }
+
+    /// The seconds memory buckets now: `[now − horizon, now + skew]`.
+    fn bucketed_span(&self) -> (i64, i64) {
+        let now = self.now_second();
+        (now - self.config.horizon, now + self.config.skew)
+    }
+
+    fn start_rebuild(&mut self, ctx: &mut Context<Self>) {
+        self.rebuild_seq += 1;
+        let seq = self.rebuild_seq;
+        if !matches!(self.phase, Phase::Rebuilding { .. }) {
+            self.phase = Phase::Rebuilding { buffered: Vec::new() };
+        }
+        let (first, last) = self.bucketed_span();
+        let source = self.source.clone();
+        let topic = self.config.topic.clone();
+        let keywords = self.config.keywords.clone();
+        let fetch = async move { (source.snapshot(&topic, first, last, &keywords).await, first, last) };
+        ctx.spawn(fetch.into_actor(self).map(move |(result, first, last), act, ctx| {
+            if act.rebuild_seq != seq {
+                return; // a newer rebuild superseded this one
+            }
+            match result {
+                Ok(rebuilt) => {
+                    act.install(rebuilt, first, last);
+                    if act.needs_rebuild {
+                        act.needs_rebuild = false;
+                        act.start_rebuild(ctx);
+                    }
+                }
+                Err(e) => {
+                    warn!(act.log, "rebuild failed; retrying"; "error" => %e);
+                    ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| act.start_rebuild(ctx));
+                }
+            }
+        }));
+    }
+
+    fn install(&mut self, rebuilt: Rebuilt, first: i64, last: i64) {
+        self.buckets.clear();
+        self.unbucketed.clear();
+        for (second, counts) in &rebuilt.seconds {
+            self.buckets.add(*second, counts);
+        }
+        if let Some(beyond) = rebuilt.beyond_last {
+            self.unbucketed.insert((last + 1, beyond));
+        }
+        self.applied = rebuilt.offsets;
+        self.watermark_ms = rebuilt.newest_ms;
+        self.rebuilds += 1;
+        let buffered = match std::mem::replace(&mut self.phase, Phase::Ready) {
+            Phase::Rebuilding { buffered } => buffered,
+            Phase::Ready => Vec::new(),
+        };
+        info!(self.log, "windows rebuilt"; "first" => first, "last" => last,
+              "seconds" => self.buckets.occupied_seconds(), "buffered_batches" => buffered.len());
+        for batch in buffered {
+            if !self.fold(&batch) {
+                break; // fold() started another rebuild
+            }
+        }
+    }
+
+    /// Folds a committed batch in; returns false if a gap forced a rebuild instead.
+    fn fold(&mut self, batch: &Arc<Batch>) -> bool {
+        let applied = self.applied.get(&batch.partition).copied();
+        match applied {
+            Some(at) if batch.to <= at => return true, // already in the snapshot
+            Some(at) if batch.from == at => {}
+            // First sight of a partition from offset 0 is continuous; anything else is a gap:
+            // another process stored batches we never saw, so memory cannot be exact any more.
+            None if batch.from == 0 => {}
+            _ => {
+                warn!(self.log, "gap in a partition's batches; rebuilding"; "partition" => batch.partition,
+                      "applied" => ?applied, "batch_from" => batch.from);
+                self.phase = Phase::Rebuilding { buffered: Vec::new() };
+                self.needs_rebuild = true;
+                return false;
+            }
+        }
+        let (first, last) = self.bucketed_span();
+        let delta = BucketDelta::from_batch(batch, &self.config.keywords, first, last);
+        self.apply(&delta, last);
+        self.applied.insert(batch.partition, batch.to);
+        if let Some(sink) = &self.deltas {
+            sink.offer(Arc::new(delta));
+        }
+        true
+    }
+
+    fn apply(&mut self, delta: &BucketDelta, last: i64) {
+        for (second, counts) in &delta.seconds {
+            self.buckets.add(*second, counts);
+        }
+        for &second in &delta.skipped_seconds {
+            if second > last {
+                self.unbucketed.insert((second, second));
+            }
+        }
+        if let Some(ms) = delta.newest_ms {
+            self.watermark_ms = Some(self.watermark_ms.map_or(ms, |w| w.max(ms)));
+        }
+    }
+
+    /// Checks that memory holds the whole window exactly.
+    fn answerable(&mut self, range: WindowRange) -> Result<(), Unanswerable> {
+        if !matches!(self.phase, Phase::Ready) {
+            return Err(Unanswerable::NotReady);
+        }
+        if !self.owns_all {
+            return Err(Unanswerable::NotOwner);
+        }
+        let (first, last) = self.bucketed_span();
+        if range.from < first || range.to > last + 1 {
+            return Err(Unanswerable::OutsideHorizon);
+        }
+        // Forget unbucketed seconds that fell out of the horizon; refuse windows touching the rest.
+        self.unbucketed.retain(|&(_, hi)| hi >= first);
+        if self.unbucketed.iter().any(|&(lo, hi)| lo < range.to && hi >= range.from) {
+            return Err(Unanswerable::OutsideHorizon);
+        }
+        Ok(())
+    }
+}
+
+impl Actor for WindowAggregatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_rebuild(ctx);
+    }
+}
+
+impl Handler<Committed> for WindowAggregatorActor {
+    type Result = ();
+
+    fn handle(&mut self, Committed(batch): Committed, ctx: &mut Self::Context) {
+        match &mut self.phase {
+            Phase::Rebuilding { buffered } => buffered.push(batch),
+            Phase::Ready => {
+                self.fold(&batch);
+            }
+        }
+        if self.needs_rebuild {
+            self.needs_rebuild = false;
+            self.start_rebuild(ctx);
+        }
+    }
+}
+
+impl Handler<Ownership> for WindowAggregatorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ownership, ctx: &mut Self::Context) {
+        let gained = msg.owns_all && !self.owns_all;
+        self.owns_all = msg.owns_all;
+        if gained && matches!(self.phase, Phase::Ready) {
+            // Partitions came back: what others stored meanwhile is only in the store.
+            self.start_rebuild(ctx);
+        }
+    }
+}
+
+impl Handler<Rebuild> for WindowAggregatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Rebuild, ctx: &mut Self::Context) {
+        self.start_rebuild(ctx);
+    }
+}
+
+impl Handler<QueryErrors> for WindowAggregatorActor {
+    type Result = Result<ErrorStats, Unanswerable>;
+
+    fn handle(&mut self, q: QueryErrors, _ctx: &mut Self::Context) -> Self::Result {
+        self.answerable(q.range)?;
+        Ok(self.buckets.errors(q.range, q.service.as_deref()))
+    }
+}
+
+impl Handler<QueryKeyword> for WindowAggregatorActor {
+    type Result = Result<u64, Unanswerable>;
+
+    fn handle(&mut self, q: QueryKeyword, _ctx: &mut Self::Context) -> Self::Result {
+        let index = self.config.keywords.position(q.keyword.as_str()).ok_or(Unanswerable::NotTracked)?;
+        self.answerable(q.range)?;
+        Ok(self.buckets.keyword(q.range, index, q.service.as_deref()))
+    }
+}
+
+impl Handler<QueryTopKeywords> for WindowAggregatorActor {
+    type Result = Result<Vec<KeywordCount>, Unanswerable>;
+
+    fn handle(&mut self, q: QueryTopKeywords, _ctx: &mut Self::Context) -> Self::Result {
+        self.answerable(q.range)?;
+        Ok(top_keywords(self.buckets.keywords(q.range, &self.config.keywords), q.limit))
+    }
+}
+
+impl Handler<QueryStatus> for WindowAggregatorActor {
+    type Result = MessageResult<QueryStatus>;
+
+    fn handle(&mut self, _: QueryStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(AggregatorStatus {
+            ready: matches!(self.phase, Phase::Ready),
+            owns_all: self.owns_all,
+            watermark_ms: self.watermark_ms,
+            seconds_held: self.buckets.occupied_seconds(),
+            rebuilds: self.rebuilds,
+        })
+    }
+}

@@ -1,0 +1,12 @@
+//! Live windows: per-second buckets of event time, kept by the WindowAggregatorActor.
+
+pub mod aggregator;
+pub mod buckets;
+pub mod stats;
+
+pub use aggregator::{
+    AggregatorStatus, BucketSource, DeltaSink, Ownership, QueryErrors, QueryKeyword, QueryStatus, QueryTopKeywords,
+    Rebuild, Rebuilt, Unanswerable, WindowAggregatorActor, WindowConfig,
+};
+pub use buckets::{BucketDelta, BucketRing, Buckets, Counts, KeywordSet, SecondCounts};
+pub use stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
