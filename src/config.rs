@@ -67,6 +67,18 @@ pub struct Settings {
     /// Number of WriterActors (each holds one PostgreSQL connection for COPY).
     #[serde(default = "defaults::writer_count")]
     pub writer_count: usize,
+    /// Seconds ahead of the clock that the live windows still bucket (clock skew of producers).
+    #[serde(default = "defaults::window_skew_seconds")]
+    pub window_skew_seconds: i64,
+    /// A Redis call gives up after this many milliseconds (the answer then comes from PostgreSQL).
+    #[serde(default = "defaults::redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// A PostgreSQL stats query gives up after this many milliseconds.
+    #[serde(default = "defaults::database_timeout_ms")]
+    pub database_timeout_ms: u64,
+    /// Largest accepted POST /ingest body, in bytes.
+    #[serde(default = "defaults::ingest_max_body_bytes")]
+    pub ingest_max_body_bytes: usize,
 }
 
 mod defaults {
@@ -127,6 +139,18 @@ mod defaults {
     }
     pub fn writer_count() -> usize {
         2
+    }
+    pub fn window_skew_seconds() -> i64 {
+        60
+    }
+    pub fn redis_timeout_ms() -> u64 {
+        50
+    }
+    pub fn database_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn ingest_max_body_bytes() -> usize {
+        8 * 1024 * 1024
     }
 }
 
@@ -211,12 +235,23 @@ impl Settings {
         if self.batch_max_events == 0 || self.writer_count == 0 || self.database_pool_size == 0 {
             return invalid("BATCH_MAX_EVENTS/WRITER_COUNT/DATABASE_POOL_SIZE", "must be at least 1");
         }
+        if self.window_skew_seconds < 0 {
+            return invalid("WINDOW_SKEW_SECONDS", "must not be negative");
+        }
+        if self.redis_timeout_ms == 0 || self.database_timeout_ms == 0 || self.ingest_max_body_bytes == 0 {
+            return invalid("REDIS_TIMEOUT_MS/DATABASE_TIMEOUT_MS/INGEST_MAX_BODY_BYTES", "must be at least 1");
+        }
         for keyword in &self.tracked_keywords {
             if let Err(e) = actors::domain::Keyword::parse(keyword) {
                 return invalid("TRACKED_KEYWORDS", &e.to_string());
             }
         }
         Ok(())
+    }
+
+    /// The tracked keywords, parsed.
+    pub fn keywords(&self) -> Vec<actors::domain::Keyword> {
+        self.tracked_keywords.iter().filter_map(|k| actors::domain::Keyword::parse(k).ok()).collect()
     }
 
     /// The rules LogEvent::parse applies.

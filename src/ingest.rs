@@ -29,6 +29,7 @@ impl Ingest {
     pub fn start(
         settings: &Settings,
         committed: Option<actix::Recipient<Committed>>,
+        ownership: Option<actix::Recipient<actors::windows::Ownership>>,
         log: &Logger,
     ) -> anyhow::Result<Ingest> {
         let log = log.new(slog::o!("role" => "ingest"));
@@ -53,6 +54,7 @@ impl Ingest {
             arbiters: consumer_arbiters.iter().map(Arbiter::handle).collect(),
             clock: Arc::new(SystemClock),
             committed,
+            ownership,
         };
         arbiters.extend(consumer_arbiters);
         let config = SourceConfig {

@@ -1,9 +1,11 @@
 //! log-analyzer: the shell around the `actors` core — configuration, telemetry, and the Kafka,
 //! PostgreSQL and Redis adapters that implement the core's ports.
 
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod generate;
+pub mod http;
 pub mod ingest;
 pub mod kafka;
 pub mod startup;

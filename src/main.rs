@@ -29,11 +29,19 @@ enum Command {
     Migrate,
     /// Consume the topic and store every event in PostgreSQL exactly once (stops on SIGINT/SIGTERM).
     Ingest,
+    /// Ingest, live windows and the HTTP API in one process.
+    Run {
+        /// Also generate this many synthetic events per second into the topic.
+        #[arg(long, value_parser = non_negative)]
+        generate: Option<f64>,
+    },
+    /// The HTTP API only (answers from Redis, then PostgreSQL); scale it independently of ingest.
+    Api,
     /// Produce synthetic log events (to Kafka, or to a file) at a steady rate.
     Generate(GenerateArgs),
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Parser)]
 struct GenerateArgs {
     /// Events per second; 0 means as fast as the target accepts them.
     #[arg(long, default_value_t = 1000.0, value_parser = non_negative)]
@@ -125,11 +133,24 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Migrate => startup::migrate(&settings, &log).await.map(drop),
             Command::Ingest => {
-                let ingest = Ingest::start(&settings, None, &log)?;
+                let ingest = Ingest::start(&settings, None, None, &log)?;
                 startup::shutdown_signal().await;
                 info!(log, "shutdown requested");
                 ingest.stop().await;
                 Ok(())
+            }
+            Command::Run { generate } => {
+                let app = startup::Application::build(&settings, startup::Role::Run, &log).await?;
+                if let Some(rate) = generate.filter(|r| *r > 0.0) {
+                    let args = GenerateArgs::parse_from(["generate", "--rate", &rate.to_string()]);
+                    let options = args.options(&settings);
+                    let settings = settings.clone();
+                    actix_rt::spawn(async move { generate::run(&settings, options).await });
+                }
+                app.run_until_stopped().await
+            }
+            Command::Api => {
+                startup::Application::build(&settings, startup::Role::Api, &log).await?.run_until_stopped().await
             }
             Command::Generate(args) => {
                 tokio::select! {

@@ -50,3 +50,134 @@ pub async fn shutdown_signal() {
         _ = terminate.recv() => {}
     }
 }
+
+/// Which parts a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Ingest, windows and the HTTP API in one process.
+    Run,
+    /// The HTTP API only: answers from Redis, then PostgreSQL.
+    Api,
+}
+
+/// A running process: its HTTP server and, for `run`, its ingest pipeline and windows.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    ingest: Option<crate::ingest::Ingest>,
+    arbiters: Vec<actix::Arbiter>,
+    log: Logger,
+}
+
+impl Application {
+    /// Builds every part of `role` and binds the public listener (`HTTP_ADDR`; port 0 picks one).
+    /// Must run inside an actix System.
+    pub async fn build(settings: &Settings, role: Role, log: &Logger) -> anyhow::Result<Application> {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use actix::Actor;
+        use actors::ports::SystemClock;
+        use actors::windows::{KeywordSet, WindowAggregatorActor, WindowConfig};
+
+        use crate::cache::delta_writer::RedisDeltaSink;
+        use crate::cache::RedisCache;
+        use crate::db::stats::{PgBucketSource, PgStats};
+        use crate::http::read_path::StatsReader;
+        use crate::http::routes::{LagProbe, Probe};
+        use crate::http::AppState;
+
+        let log = log.new(slog::o!("role" => format!("{role:?}").to_lowercase()));
+        let keywords = Arc::new(KeywordSet::new(settings.keywords()));
+        let horizon = settings.window_horizon.seconds() as i64;
+        let redis = RedisCache::new(
+            settings.redis_url.expose(),
+            &settings.redis_prefix,
+            &settings.kafka_topic,
+            Duration::from_millis(settings.redis_timeout_ms),
+            horizon,
+            settings.window_skew_seconds,
+        )?;
+        let db_timeout = Duration::from_millis(settings.database_timeout_ms);
+        let pool = db::pool(settings.database_url.expose(), settings.database_pool_size, db_timeout);
+        let pg = PgStats::new(pool.clone(), &settings.kafka_topic, db_timeout);
+
+        let mut arbiters = Vec::new();
+        let (aggregator, ingest, lag, kafka_ready): (_, _, Option<LagProbe>, Option<Probe>) = match role {
+            Role::Run => {
+                let deltas = RedisDeltaSink::start(redis.clone(), keywords.clone(), &log);
+                let config = WindowConfig {
+                    topic: settings.kafka_topic.clone(),
+                    horizon,
+                    skew: settings.window_skew_seconds,
+                    keywords: keywords.clone(),
+                };
+                let source = Arc::new(PgBucketSource::new(settings.database_url.expose()));
+                let agg_log = log.clone();
+                // Its own thread: queries never wait behind parsing.
+                let arbiter = actix::Arbiter::new();
+                let aggregator = WindowAggregatorActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    WindowAggregatorActor::new(config, source, Some(Arc::new(deltas)), Arc::new(SystemClock), agg_log)
+                });
+                arbiters.push(arbiter);
+                let ingest = crate::ingest::Ingest::start(
+                    settings,
+                    Some(aggregator.clone().recipient()),
+                    Some(aggregator.clone().recipient()),
+                    &log,
+                )?;
+                let state = ingest.state();
+                let lag: LagProbe = Arc::new(move || state.lag());
+                let state = ingest.state();
+                let ready: Probe = Arc::new(move || !state.owned().is_empty());
+                (Some(aggregator), Some(ingest), Some(lag), Some(ready))
+            }
+            Role::Api => (None, None, None, None),
+        };
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka_brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set("compression.type", "lz4")
+            .create()
+            .context("creating the Kafka producer for POST /ingest")?;
+        let state = actix_web::web::Data::new(AppState {
+            reader: StatsReader { aggregator, redis: Some(redis), pg, keywords },
+            max_window: actors::domain::Window::from_seconds(u64::from(settings.retention_days) * 86_400)
+                .expect("retention is at least a day"),
+            topic: settings.kafka_topic.clone(),
+            producer: Some(producer),
+            pool,
+            parse_rules: settings.parse_rules(),
+            ingest_max_body_bytes: settings.ingest_max_body_bytes,
+            lag,
+            kafka_ready,
+            log: log.clone(),
+        });
+        let listener = std::net::TcpListener::bind(settings.http_addr)
+            .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
+        let port = listener.local_addr()?.port();
+        let server = crate::http::serve(state, listener)?;
+        info!(log, "listening"; "addr" => %settings.http_addr, "port" => port);
+        Ok(Application { port, server, ingest, arbiters, log })
+    }
+
+    /// The public listener's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, then stops the server, then ingest (within 10 s together).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await?;
+        info!(self.log, "http server stopped");
+        if let Some(ingest) = self.ingest {
+            ingest.stop().await;
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        Ok(())
+    }
+}

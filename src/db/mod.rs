@@ -4,6 +4,7 @@ pub mod event_store;
 pub mod migrate;
 pub mod offset_store;
 pub mod schema;
+pub mod stats;
 
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::AsyncPgConnection;
@@ -11,14 +12,11 @@ use diesel_async::AsyncPgConnection;
 /// The diesel-async connection pool.
 pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 
-/// Builds the query pool. Connections are made lazily, so a database that is down at start is not fatal.
-pub async fn pool(url: &str, size: u32) -> anyhow::Result<PgPool> {
+/// Builds the query pool; every statement on it stops after `timeout`. Connections are made lazily,
+/// so a database that is down at start is not fatal.
+pub fn pool(url: &str, size: u32, timeout: std::time::Duration) -> PgPool {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}options=-c%20statement_timeout%3D{}", timeout.as_millis());
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-    let pool = bb8::Pool::builder()
-        .max_size(size)
-        .min_idle(Some(0))
-        .connection_timeout(std::time::Duration::from_secs(2))
-        .build(manager)
-        .await?;
-    Ok(pool)
+    bb8::Pool::builder().max_size(size).min_idle(Some(0)).connection_timeout(timeout).build_unchecked(manager)
 }

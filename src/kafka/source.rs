@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix::{Actor, ArbiterHandle, AsyncContext, Recipient};
 use actors::ingest::{Committed, ConsumerActor, ConsumerConfig, ConsumerParts, ConsumerStats, RawMessage, WriterPool};
 use actors::ports::{OffsetStore, PartitionControl, SharedClock};
+use actors::windows::Ownership;
 use anyhow::Context as _;
 use chrono::{TimeZone, Utc};
 use futures::channel::mpsc as chan;
@@ -40,11 +41,25 @@ pub struct SourceConfig {
 #[derive(Default)]
 pub struct SourceState {
     pub partitions: Mutex<BTreeMap<i32, Arc<ConsumerStats>>>,
+    /// Each owned partition's high watermark (next offset the broker will assign), refreshed each second.
+    pub high_watermarks: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl SourceState {
     pub fn owned(&self) -> BTreeSet<i32> {
         self.partitions.lock().expect("source state").keys().copied().collect()
+    }
+
+    /// Events in the owned partitions not yet stored, as far as this process knows.
+    pub fn lag(&self) -> Option<i64> {
+        let partitions = self.partitions.lock().expect("source state");
+        let highs = self.high_watermarks.lock().expect("source state");
+        let mut lag = 0;
+        for (p, stats) in partitions.iter() {
+            let high = *highs.get(p)?;
+            lag += (high - stats.stored_offset.load(Ordering::Relaxed) as i64).max(0);
+        }
+        Some(lag)
     }
 }
 
@@ -54,6 +69,8 @@ pub struct ActorWiring {
     pub arbiters: Vec<ArbiterHandle>,
     pub clock: SharedClock,
     pub committed: Option<Recipient<Committed>>,
+    /// Told whether this process owns every partition of the topic, after each rebalance.
+    pub ownership: Option<Recipient<Ownership>>,
 }
 
 enum RebalanceEvent {
@@ -270,6 +287,9 @@ impl Router {
 
     fn apply_rebalance(&mut self, consumer: &IngestConsumer) {
         let events = std::mem::take(&mut *consumer.context().events.lock().expect("events"));
+        if events.is_empty() {
+            return;
+        }
         for event in events {
             match event {
                 RebalanceEvent::Assigned(offsets) => {
@@ -284,6 +304,30 @@ impl Router {
                 }
             }
         }
+        self.announce_ownership(consumer);
+    }
+
+    fn announce_ownership(&mut self, consumer: &IngestConsumer) {
+        let Some(ownership) = &self.wiring.ownership else { return };
+        let total = consumer
+            .fetch_metadata(Some(&self.config.topic), Duration::from_secs(2))
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+            .unwrap_or(0);
+        let owns_all = total > 0 && self.slots.len() == total;
+        ownership.do_send(Ownership { owns_all });
+    }
+
+    /// Refreshes the owned partitions' high watermarks (for lag).
+    fn refresh_watermarks(&mut self, consumer: &IngestConsumer) {
+        let mut highs = BTreeMap::new();
+        for &partition in self.slots.keys() {
+            if let Ok((_, high)) = consumer.fetch_watermarks(&self.config.topic, partition, Duration::from_millis(200))
+            {
+                highs.insert(partition, high);
+            }
+        }
+        *self.state.high_watermarks.lock().expect("source state") = highs;
     }
 
     fn restart_partition(&mut self, consumer: &IngestConsumer, partition: i32) {
@@ -411,7 +455,12 @@ impl KafkaSource {
         };
         let stop = stopping.clone();
         let thread = std::thread::Builder::new().name("kafka-poll".into()).spawn(move || {
+            let mut last_refresh = std::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if last_refresh.elapsed() >= Duration::from_secs(1) {
+                    router.refresh_watermarks(&consumer);
+                    last_refresh = std::time::Instant::now();
+                }
                 while let Ok(Command::Restart(partition)) = commands.try_recv() {
                     router.restart_partition(&consumer, partition);
                 }

@@ -47,6 +47,8 @@ pub trait BucketSource: Send + Sync + 'static {
 /// Where each committed batch's delta is also sent (Redis in production), best effort.
 pub trait DeltaSink: Send + Sync + 'static {
     fn offer(&self, delta: Arc<BucketDelta>);
+    /// Memory was rebuilt from the store at these partition offsets (a chance to check the sink).
+    fn rebuilt(&self, _offsets: &BTreeMap<i32, i64>) {}
 }
 
 /// Why memory does not answer.
@@ -211,6 +213,9 @@ impl WindowAggregatorActor {
         }
         if let Some(beyond) = rebuilt.beyond_last {
             self.unbucketed.insert((last + 1, beyond));
+        }
+        if let Some(sink) = &self.deltas {
+            sink.rebuilt(&rebuilt.offsets);
         }
         self.applied = rebuilt.offsets;
         self.watermark_ms = rebuilt.newest_ms;

@@ -1,0 +1,171 @@
+//! The Redis adapter (bb8-redis): per-second and per-minute bucket hashes fed idempotently by every
+//! ingest process, read by any process, plus PostgreSQL answers cached for reuse. Every call is
+//! bounded by `REDIS_TIMEOUT_MS`.
+//!
+//! Keys, under `<REDIS_PREFIX>:<topic>`: `:s:<second>` and `:m:<minute>` hashes with fields
+//! `<service>\x1ft` (events), `<service>\x1fe` (errors), `<service>\x1fk\x1f<keyword>`; `:applied`
+//! (partition → next offset folded in); `:incomplete` (set, with a TTL, when Redis missed batches);
+//! `:future` (seconds of events too far ahead to bucket); `:watermark`; `:ans:…` cached answers.
+
+pub mod delta_writer;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actors::ports::StoreError;
+use actors::windows::{BucketDelta, KeywordSet, WindowRange};
+use bb8_redis::redis::{self, AsyncCommands, Script};
+use bb8_redis::RedisConnectionManager;
+
+/// Separates the parts of a bucket field; services cannot contain control characters.
+pub const SEP: char = '\u{1f}';
+
+/// A handle on the Redis side of the windows; cheap to clone.
+#[derive(Clone)]
+pub struct RedisCache {
+    pool: bb8::Pool<RedisConnectionManager>,
+    base: String,
+    timeout: Duration,
+    horizon: i64,
+    skew: i64,
+    apply_script: std::sync::Arc<Script>,
+    read_script: std::sync::Arc<Script>,
+    audit_script: std::sync::Arc<Script>,
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisCache {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        topic: &str,
+        timeout: Duration,
+        horizon: i64,
+        skew: i64,
+    ) -> anyhow::Result<RedisCache> {
+        let manager = RedisConnectionManager::new(url)?;
+        let pool =
+            bb8::Pool::builder().max_size(8).min_idle(Some(0)).connection_timeout(timeout).build_unchecked(manager);
+        Ok(RedisCache {
+            pool,
+            base: format!("{prefix}:{topic}"),
+            timeout,
+            horizon,
+            skew,
+            apply_script: std::sync::Arc::new(Script::new(include_str!("apply_delta.lua"))),
+            read_script: std::sync::Arc::new(Script::new(include_str!("read_window.lua"))),
+            audit_script: std::sync::Arc::new(Script::new(include_str!("audit.lua"))),
+        })
+    }
+
+    /// Runs `f` on a pooled connection within the timeout.
+    async fn bounded<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let run = async {
+            let mut conn = self.pool.get().await.map_err(failed)?;
+            f(&mut conn).await.map_err(failed)
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("redis did not answer within {:?}", self.timeout)))?
+    }
+
+    /// How long incomplete data can linger in buckets: past it, every affected key has expired.
+    fn incomplete_ttl(&self) -> i64 {
+        self.horizon + self.skew + 120
+    }
+
+    /// Folds a committed batch's delta in, at most once. Returns false if it was already there.
+    pub async fn apply(&self, delta: &BucketDelta, keywords: &KeywordSet) -> Result<bool, StoreError> {
+        let mut invocation = self.apply_script.prepare_invoke();
+        invocation
+            .arg(&self.base)
+            .arg(delta.partition)
+            .arg(delta.from)
+            .arg(delta.to)
+            .arg(self.incomplete_ttl())
+            .arg(delta.newest_ms.unwrap_or(-1))
+            .arg(self.horizon + 60);
+        let now = chrono::Utc::now().timestamp();
+        let future: Vec<i64> = delta.skipped_seconds.iter().copied().filter(|s| *s > now).collect();
+        invocation.arg(future.len());
+        for s in &future {
+            invocation.arg(*s);
+        }
+        for (second, counts) in &delta.seconds {
+            let mut fields: Vec<(String, u64)> = Vec::new();
+            for (service, c) in &counts.by_service {
+                fields.push((format!("{service}{SEP}t"), c.total));
+                if c.errors > 0 {
+                    fields.push((format!("{service}{SEP}e"), c.errors));
+                }
+                for (i, hits) in c.keywords.iter().enumerate() {
+                    if *hits > 0 {
+                        fields.push((format!("{service}{SEP}k{SEP}{}", keywords.get(i)), *hits));
+                    }
+                }
+            }
+            invocation.arg(*second).arg(fields.len());
+            for (field, n) in fields {
+                invocation.arg(field).arg(n);
+            }
+        }
+        let applied: i64 = self.bounded(async |conn| invocation.invoke_async(conn).await).await?;
+        Ok(applied == 1)
+    }
+
+    /// Marks Redis incomplete if a partition with stored events was never fed to it.
+    pub async fn audit(&self, offsets: &std::collections::BTreeMap<i32, i64>) -> Result<bool, StoreError> {
+        let mut invocation = self.audit_script.prepare_invoke();
+        invocation.arg(&self.base).arg(self.incomplete_ttl());
+        for (p, o) in offsets {
+            invocation.arg(*p).arg(*o);
+        }
+        let complete: i64 = self.bounded(async |conn| invocation.invoke_async(conn).await).await?;
+        Ok(complete == 1)
+    }
+
+    /// The summed bucket fields of the window, or `None` when Redis cannot answer it exactly.
+    pub async fn window(&self, range: WindowRange) -> Result<Option<HashMap<String, u64>>, StoreError> {
+        let now = chrono::Utc::now().timestamp();
+        if range.from < now - self.horizon || range.to > now + self.skew + 1 {
+            return Ok(None); // buckets outside the horizon have expired or were never written
+        }
+        let mut invocation = self.read_script.prepare_invoke();
+        invocation.arg(&self.base).arg(range.from).arg(range.to);
+        let flat: Option<Vec<String>> = self.bounded(async |conn| invocation.invoke_async(conn).await).await?;
+        Ok(flat.map(|flat| flat.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].parse::<u64>().unwrap_or(0))).collect()))
+    }
+
+    fn answer_key(&self, key: &str) -> String {
+        format!("{}:ans:{key}", self.base)
+    }
+
+    /// A cached answer (JSON), if one is there.
+    pub async fn cached(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = self.answer_key(key);
+        self.bounded(async |conn| conn.get(key).await).await
+    }
+
+    /// Caches an answer for `ttl`.
+    pub async fn cache(&self, key: &str, json: &str, ttl: Duration) -> Result<(), StoreError> {
+        let key = self.answer_key(key);
+        let secs = ttl.as_secs().max(1);
+        self.bounded(async |conn| conn.set_ex(key, json, secs).await).await
+    }
+
+    /// Newest committed event time any ingest process reported (epoch ms).
+    pub async fn watermark(&self) -> Result<Option<i64>, StoreError> {
+        let key = format!("{}:watermark", self.base);
+        self.bounded(async |conn| conn.get(key).await).await
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.bounded(async |conn| redis::cmd("PING").query_async::<String>(conn).await).await.is_ok()
+    }
+}

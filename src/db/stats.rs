@@ -1,0 +1,300 @@
+//! Window statistics computed by PostgreSQL (the authoritative answer), and the consistent snapshot
+//! the WindowAggregatorActor rebuilds from. Every user value is a bound parameter.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::ports::StoreError;
+use actors::windows::{BucketSource, Counts, ErrorStats, KeywordCount, KeywordSet, Rebuilt, ServiceStats, WindowRange};
+use async_trait::async_trait;
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use super::PgPool;
+
+#[derive(QueryableByName)]
+struct ServiceRow {
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+    #[diesel(sql_type = BigInt)]
+    errors: i64,
+}
+
+#[derive(QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[derive(QueryableByName)]
+struct KeywordRow {
+    #[diesel(sql_type = Text)]
+    keyword: String,
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[derive(QueryableByName)]
+struct SecondRow {
+    #[diesel(sql_type = BigInt)]
+    second: i64,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+    #[diesel(sql_type = BigInt)]
+    errors: i64,
+    #[diesel(sql_type = BigInt)]
+    newest_ms: i64,
+}
+
+#[derive(QueryableByName)]
+struct SecondKeywordRow {
+    #[diesel(sql_type = BigInt)]
+    second: i64,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = Text)]
+    keyword: String,
+    #[diesel(sql_type = BigInt)]
+    hits: i64,
+}
+
+#[derive(QueryableByName)]
+struct OffsetRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    partition: i32,
+    #[diesel(sql_type = BigInt)]
+    next_offset: i64,
+}
+
+#[derive(QueryableByName)]
+struct MaybeSecond {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    second: Option<i64>,
+}
+
+/// Stats queries against `logs`, bounded by a timeout.
+#[derive(Clone)]
+pub struct PgStats {
+    pool: PgPool,
+    topic: String,
+    timeout: Duration,
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl PgStats {
+    pub fn new(pool: PgPool, topic: impl Into<String>, timeout: Duration) -> PgStats {
+        PgStats { pool, topic: topic.into(), timeout }
+    }
+
+    /// Runs `work` on a pooled connection, giving up on the whole (pool wait included) at the timeout;
+    /// the pool's connections also carry it as `statement_timeout` (see `db::pool`).
+    async fn bounded<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, diesel::result::Error>,
+    {
+        let ms = self.timeout.as_millis();
+        let run = async {
+            let mut conn = self.pool.get().await.map_err(failed)?;
+            work(&mut conn).await.map_err(failed)
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("PostgreSQL did not answer within {ms} ms")))?
+    }
+
+    pub async fn errors(&self, range: WindowRange, service: Option<String>) -> Result<ErrorStats, StoreError> {
+        let topic = self.topic.clone();
+        let only = service.clone();
+        let rows: Vec<ServiceRow> = self
+            .bounded(async move |conn| {
+                diesel::sql_query(
+                    "SELECT service, count(*)::bigint AS total, count(*) FILTER (WHERE level >= 4)::bigint AS errors \
+                         FROM logs WHERE topic = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                         AND ($4::text IS NULL OR service = $4) GROUP BY service",
+                )
+                .bind::<Text, _>(topic)
+                .bind::<BigInt, _>(range.from)
+                .bind::<BigInt, _>(range.to)
+                .bind::<Nullable<Text>, _>(only)
+                .load(conn)
+                .await
+            })
+            .await?;
+        Ok(ErrorStats::from_services(
+            rows.into_iter().map(|r| ServiceStats {
+                service: r.service,
+                total: r.total as u64,
+                errors: r.errors as u64,
+            }),
+            service.as_deref(),
+        ))
+    }
+
+    pub async fn keyword(
+        &self,
+        range: WindowRange,
+        keyword: String,
+        service: Option<String>,
+    ) -> Result<u64, StoreError> {
+        let topic = self.topic.clone();
+        let row: CountRow = self
+            .bounded(async move |conn| {
+                    diesel::sql_query(
+                        "SELECT count(*)::bigint AS count FROM logs WHERE topic = $1 AND ts >= to_timestamp($2) \
+                         AND ts < to_timestamp($3) AND tokens @> ARRAY[$4]::text[] AND ($5::text IS NULL OR service = $5)",
+                    )
+                    .bind::<Text, _>(topic)
+                    .bind::<BigInt, _>(range.from)
+                    .bind::<BigInt, _>(range.to)
+                    .bind::<Text, _>(keyword)
+                    .bind::<Nullable<Text>, _>(service)
+                    .get_result(conn)
+                    .await
+            })
+            .await?;
+        Ok(row.count as u64)
+    }
+
+    /// The most frequent of `keywords` in the window.
+    pub async fn top_keywords(
+        &self,
+        range: WindowRange,
+        keywords: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<KeywordCount>, StoreError> {
+        let topic = self.topic.clone();
+        let rows: Vec<KeywordRow> = self
+            .bounded(async move |conn| {
+                diesel::sql_query(
+                    "SELECT kw AS keyword, count(*)::bigint AS count FROM logs, unnest(tokens) AS kw \
+                         WHERE topic = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                         AND tokens && $4 AND kw = ANY($4) GROUP BY kw ORDER BY count DESC, kw LIMIT $5",
+                )
+                .bind::<Text, _>(topic)
+                .bind::<BigInt, _>(range.from)
+                .bind::<BigInt, _>(range.to)
+                .bind::<Array<Text>, _>(keywords)
+                .bind::<BigInt, _>(limit as i64)
+                .load(conn)
+                .await
+            })
+            .await?;
+        Ok(rows.into_iter().map(|r| KeywordCount { keyword: r.keyword, count: r.count as u64 }).collect())
+    }
+
+    /// True when PostgreSQL answers a trivial query in time.
+    pub async fn ping(&self) -> bool {
+        self.bounded(async |conn| diesel::sql_query("SELECT 1").execute(conn).await).await.is_ok()
+    }
+}
+
+/// Rebuilds windows from one REPEATABLE READ snapshot: counts and offsets agree with each other.
+pub struct PgBucketSource {
+    url: String,
+}
+
+impl PgBucketSource {
+    pub fn new(url: impl Into<String>) -> PgBucketSource {
+        PgBucketSource { url: url.into() }
+    }
+}
+
+#[async_trait]
+impl BucketSource for PgBucketSource {
+    async fn snapshot(&self, topic: &str, first: i64, last: i64, keywords: &KeywordSet) -> Result<Rebuilt, StoreError> {
+        let mut conn = AsyncPgConnection::establish(&self.url).await.map_err(failed)?;
+        let topic = topic.to_owned();
+        let tracked: Vec<String> = keywords.iter().map(|k| k.as_str().to_owned()).collect();
+        let keywords = Arc::new(keywords.clone());
+        conn.build_transaction()
+            .repeatable_read()
+            .read_only()
+            .run(async move |conn| {
+                let offsets: Vec<OffsetRow> =
+                    diesel::sql_query("SELECT \"partition\", next_offset FROM kafka_offsets WHERE topic = $1")
+                        .bind::<Text, _>(&topic)
+                        .load(conn)
+                        .await?;
+                let seconds: Vec<SecondRow> = diesel::sql_query(
+                    "SELECT floor(extract(epoch FROM ts))::bigint AS second, service, count(*)::bigint AS total, \
+                         count(*) FILTER (WHERE level >= 4)::bigint AS errors, \
+                         floor(extract(epoch FROM max(ts)) * 1000)::bigint AS newest_ms \
+                         FROM logs WHERE topic = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                         GROUP BY 1, 2",
+                )
+                .bind::<Text, _>(&topic)
+                .bind::<BigInt, _>(first)
+                .bind::<BigInt, _>(last + 1)
+                .load(conn)
+                .await?;
+                let hits: Vec<SecondKeywordRow> = if tracked.is_empty() {
+                    Vec::new()
+                } else {
+                    diesel::sql_query(
+                        "SELECT floor(extract(epoch FROM ts))::bigint AS second, service, kw AS keyword, \
+                             count(*)::bigint AS hits FROM logs, unnest(tokens) AS kw \
+                             WHERE topic = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                             AND tokens && $4 AND kw = ANY($4) GROUP BY 1, 2, 3",
+                    )
+                    .bind::<Text, _>(&topic)
+                    .bind::<BigInt, _>(first)
+                    .bind::<BigInt, _>(last + 1)
+                    .bind::<Array<Text>, _>(&tracked)
+                    .load(conn)
+                    .await?
+                };
+                let beyond: MaybeSecond = diesel::sql_query(
+                    "SELECT floor(extract(epoch FROM max(ts)))::bigint AS second FROM logs \
+                         WHERE topic = $1 AND ts >= to_timestamp($2)",
+                )
+                .bind::<Text, _>(&topic)
+                .bind::<BigInt, _>(last + 1)
+                .get_result(conn)
+                .await?;
+
+                let mut rebuilt = Rebuilt {
+                    offsets: offsets.into_iter().map(|o| (o.partition, o.next_offset)).collect(),
+                    beyond_last: beyond.second,
+                    ..Rebuilt::default()
+                };
+                let mut names: BTreeMap<String, Arc<str>> = BTreeMap::new();
+                let mut intern = |s: String| names.entry(s.clone()).or_insert_with(|| Arc::from(s.as_str())).clone();
+                for row in seconds {
+                    rebuilt.newest_ms = Some(rebuilt.newest_ms.map_or(row.newest_ms, |n| n.max(row.newest_ms)));
+                    let counts = rebuilt
+                        .seconds
+                        .entry(row.second)
+                        .or_default()
+                        .by_service
+                        .entry(intern(row.service))
+                        .or_default();
+                    counts.total = row.total as u64;
+                    counts.errors = row.errors as u64;
+                }
+                for row in hits {
+                    let Some(i) = keywords.position(&row.keyword) else { continue };
+                    let counts: &mut Counts = rebuilt
+                        .seconds
+                        .entry(row.second)
+                        .or_default()
+                        .by_service
+                        .entry(intern(row.service))
+                        .or_default();
+                    counts.keywords.resize(keywords.len(), 0);
+                    counts.keywords[i] = row.hits as u64;
+                }
+                Ok::<_, diesel::result::Error>(rebuilt)
+            })
+            .await
+            .map_err(failed)
+    }
+}

@@ -1,0 +1,58 @@
+//! HTTP errors: a status, a stable code, and a message the client can act on.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input: 400.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// Missing or invalid credentials: 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Body over the limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// No source could answer (or the forced one could not): 503.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+}
+
+impl ApiError {
+    pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Unavailable { code, message: message.into() }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } | ApiError::Unavailable { code, .. } => code,
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::TooLarge(_) => "body_too_large",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(json!({ "error": self.code(), "message": self.to_string() }))
+    }
+}

@@ -1,0 +1,160 @@
+//! Query parameters, parsed into domain types with a 400 that says what to fix.
+
+use std::collections::HashMap;
+
+use actors::domain::{Keyword, ServiceName, Window};
+use chrono::{DateTime, Utc};
+
+use super::errors::ApiError;
+use super::read_path::Source;
+
+/// The query string of one request, checked against the parameters its route takes.
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn parse(query: &str, allowed: &[&str]) -> Result<Params, ApiError> {
+        let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
+            .map_err(|e| ApiError::bad("bad_query", format!("the query string is not valid: {e}")))?
+            .into_inner();
+        let mut map = HashMap::new();
+        for (name, value) in pairs {
+            if !allowed.contains(&name.as_str()) {
+                return Err(ApiError::bad(
+                    "unknown_parameter",
+                    format!("unknown parameter {name:?}; this route takes {}", allowed.join(", ")),
+                ));
+            }
+            if map.insert(name.clone(), value).is_some() {
+                return Err(ApiError::bad("repeated_parameter", format!("parameter {name:?} is given more than once")));
+            }
+        }
+        Ok(Params(map))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// `window`: `<integer><s|m|h|d>`, from 1 s to `max`.
+    pub fn window(&self, default: &str, max: Window) -> Result<Window, ApiError> {
+        let text = self.get("window").unwrap_or(default);
+        Window::parse(text, max).map_err(|e| ApiError::bad("bad_window", format!("window: {e}")))
+    }
+
+    /// `at`: RFC 3339 or epoch seconds, floored to the second; default now. Returns epoch seconds.
+    pub fn at(&self, now: DateTime<Utc>) -> Result<i64, ApiError> {
+        let Some(text) = self.get("at") else { return Ok(now.timestamp()) };
+        let bad = || {
+            ApiError::bad(
+                "bad_at",
+                format!("at: {text:?} is neither an RFC 3339 time (2026-01-02T03:04:05Z) nor epoch seconds"),
+            )
+        };
+        if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+            return Ok(t.timestamp());
+        }
+        let seconds: f64 = text.parse().map_err(|_| bad())?;
+        // Years 1970..=9999: anything else is a typo, not a question.
+        if !(0.0..=253_402_300_799.0).contains(&seconds) {
+            return Err(bad());
+        }
+        Ok(seconds.floor() as i64)
+    }
+
+    pub fn service(&self) -> Result<Option<String>, ApiError> {
+        self.get("service")
+            .map(|s| {
+                ServiceName::parse(s)
+                    .map(ServiceName::into_inner)
+                    .map_err(|e| ApiError::bad("bad_service", format!("service {e}")))
+            })
+            .transpose()
+    }
+
+    /// `q`: exactly one keyword token.
+    pub fn keyword(&self) -> Result<Keyword, ApiError> {
+        let q =
+            self.get("q").ok_or_else(|| ApiError::bad("missing_parameter", "q is required: the keyword to count"))?;
+        Keyword::parse(q).map_err(|e| ApiError::bad("bad_keyword", format!("q: {e}")))
+    }
+
+    /// `limit`: 1..=100, default 10.
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        let Some(text) = self.get("limit") else { return Ok(10) };
+        match text.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad("bad_limit", format!("limit: {text:?} is not a whole number from 1 to 100"))),
+        }
+    }
+
+    /// `source`: force one path (memory, redis, postgres).
+    pub fn source(&self) -> Result<Option<Source>, ApiError> {
+        self.get("source")
+            .map(|s| match s {
+                "memory" => Ok(Source::Memory),
+                "redis" => Ok(Source::Redis),
+                "postgres" => Ok(Source::Postgres),
+                other => {
+                    Err(ApiError::bad("bad_source", format!("source: {other:?} is not memory, redis or postgres")))
+                }
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max() -> Window {
+        Window::from_seconds(30 * 86_400).unwrap()
+    }
+
+    fn code(r: Result<impl std::fmt::Debug, ApiError>) -> &'static str {
+        match r.unwrap_err() {
+            ApiError::BadRequest { code, .. } => code,
+            other => panic!("not a 400: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_parameters_parse() {
+        let p = Params::parse(
+            "window=5m&at=2026-11-26T10:00:00.900Z&service=api&q=Timeout&limit=7&source=redis",
+            &["window", "at", "service", "q", "limit", "source"],
+        )
+        .unwrap();
+        assert_eq!(p.window("60s", max()).unwrap().seconds(), 300);
+        assert_eq!(p.at(Utc::now()).unwrap(), 1_795_140_000);
+        assert_eq!(p.service().unwrap().as_deref(), Some("api"));
+        assert_eq!(p.keyword().unwrap().as_str(), "timeout");
+        assert_eq!(p.limit().unwrap(), 7);
+        assert_eq!(p.source().unwrap(), Some(Source::Redis));
+        let epoch = Params::parse("at=1795140000.7", &["at"]).unwrap();
+        assert_eq!(epoch.at(Utc::now()).unwrap(), 1_795_140_000);
+    }
+
+    #[test]
+    fn bad_parameters_name_the_problem() {
+        let all = ["window", "at", "service", "q", "limit", "source"];
+        let p = |q: &str| Params::parse(q, &all).unwrap();
+        assert_eq!(code(Params::parse("bogus=1", &all).map(|_| ())), "unknown_parameter");
+        assert_eq!(code(Params::parse("window=1s&window=2s", &all).map(|_| ())), "repeated_parameter");
+        for w in ["0s", "10", "1w", "31d", "-5s", "1.5h", ""] {
+            assert_eq!(code(p(&format!("window={w}")).window("60s", max())), "bad_window", "{w}");
+        }
+        for at in ["yesterday", "-1", "1e30", "2026-13-01T00:00:00Z"] {
+            assert_eq!(code(p(&format!("at={at}")).at(Utc::now())), "bad_at", "{at}");
+        }
+        assert_eq!(code(p(&format!("service={}", "s".repeat(129))).service()), "bad_service");
+        assert_eq!(code(p("service=").service()), "bad_service");
+        assert_eq!(code(p("").keyword()), "missing_parameter");
+        for q in ["a", "two%20words", "x%27%3B%20DROP%20TABLE%20logs"] {
+            assert_eq!(code(p(&format!("q={q}")).keyword()), "bad_keyword", "{q}");
+        }
+        for limit in ["0", "101", "ten", "-1"] {
+            assert_eq!(code(p(&format!("limit={limit}")).limit()), "bad_limit");
+        }
+        assert_eq!(code(p("source=disk").source()), "bad_source");
+    }
+}

@@ -1,0 +1,135 @@
+//! Stats, health and readiness handlers.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actors::domain::Window;
+use actors::windows::aggregator::QueryStatus;
+use actors::windows::WindowRange;
+use chrono::{SecondsFormat, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use super::errors::ApiError;
+use super::params::Params;
+use super::AppState;
+
+fn rfc3339(second: i64) -> Value {
+    Utc.timestamp_opt(second, 0).single().map_or(Value::Null, |t| json!(t.to_rfc3339_opts(SecondsFormat::Secs, true)))
+}
+
+/// The window fields every stats answer starts with.
+fn window_fields(window: Window, range: WindowRange) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("window".into(), json!(window.to_string()));
+    m.insert("window_seconds".into(), json!(window.seconds()));
+    m.insert("from".into(), rfc3339(range.from));
+    m.insert("to".into(), rfc3339(range.to));
+    m
+}
+
+/// `{watermark, lag_events}`: the newest committed event time, and the consumer lag this process knows.
+async fn freshness(state: &AppState) -> Value {
+    let mut watermark_ms = None;
+    if let Some(agg) = &state.reader.aggregator {
+        if let Ok(status) = agg.send(QueryStatus).await {
+            watermark_ms = status.watermark_ms;
+        }
+    } else if let Some(redis) = &state.reader.redis {
+        watermark_ms = redis.watermark().await.ok().flatten();
+    }
+    let watermark = watermark_ms
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        .map_or(Value::Null, |t| json!(t.to_rfc3339_opts(SecondsFormat::Millis, true)));
+    let lag = state.lag.as_ref().and_then(|lag| lag()).map_or(Value::Null, |n| json!(n));
+    json!({ "watermark": watermark, "lag_events": lag })
+}
+
+fn range_of(params: &Params, window: Window) -> Result<WindowRange, ApiError> {
+    Ok(WindowRange::ending_at(params.at(Utc::now())?, window.seconds()))
+}
+
+pub async fn errors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let params = Params::parse(req.query_string(), &["window", "service", "at", "source"])?;
+    let window = params.window("60s", state.max_window)?;
+    let range = range_of(&params, window)?;
+    let service = params.service()?;
+    let (stats, source) = state.reader.errors(range, service, params.source()?).await?;
+    let mut body = window_fields(window, range);
+    body.insert("total".into(), json!(stats.total));
+    body.insert("errors".into(), json!(stats.errors));
+    body.insert("error_rate".into(), json!(stats.error_rate()));
+    body.insert("by_service".into(), json!(stats.by_service));
+    body.insert("source".into(), json!(source));
+    body.insert("freshness".into(), freshness(&state).await);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let params = Params::parse(req.query_string(), &["q", "window", "service", "at", "source"])?;
+    let keyword = params.keyword()?;
+    let window = params.window("1h", state.max_window)?;
+    let range = range_of(&params, window)?;
+    let service = params.service()?;
+    let (count, source) = state.reader.keyword(range, keyword.clone(), service, params.source()?).await?;
+    let mut body = serde_json::Map::new();
+    body.insert("keyword".into(), json!(keyword));
+    body.extend(window_fields(window, range));
+    body.insert("count".into(), json!(count));
+    body.insert("source".into(), json!(source));
+    body.insert("freshness".into(), freshness(&state).await);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn top_keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let params = Params::parse(req.query_string(), &["window", "limit", "at", "source"])?;
+    let window = params.window("5m", state.max_window)?;
+    let range = range_of(&params, window)?;
+    let limit = params.limit()?;
+    let (top, source) = state.reader.top_keywords(range, limit, params.source()?).await?;
+    let mut body = window_fields(window, range);
+    body.insert("keywords".into(), json!(top));
+    body.insert("source".into(), json!(source));
+    body.insert("freshness".into(), freshness(&state).await);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Ready when PostgreSQL (the authority) answers; names each dependency's state.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let postgres = state.reader.pg.ping().await;
+    let redis = match &state.reader.redis {
+        Some(r) => json!(if r.ping().await { "up" } else { "down" }),
+        None => json!("disabled"),
+    };
+    let memory = match &state.reader.aggregator {
+        Some(agg) => match agg.send(QueryStatus).await {
+            Ok(s) if s.ready && s.owns_all => json!("ready"),
+            Ok(s) if s.ready => json!("not_owner"),
+            Ok(_) => json!("rebuilding"),
+            Err(_) => json!("down"),
+        },
+        None => json!("disabled"),
+    };
+    let kafka = match &state.kafka_ready {
+        Some(check) => json!(if check() { "up" } else { "down" }),
+        None => json!("unknown"),
+    };
+    let body = json!({
+        "status": if postgres { "ready" } else { "not_ready" },
+        "dependencies": { "postgres": if postgres { "up" } else { "down" }, "redis": redis, "kafka": kafka },
+        "memory": memory,
+    });
+    if postgres {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// A probe the readiness check calls (kept abstract so roles can plug in what they know).
+pub type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Consumer lag known to this process, if any.
+pub type LagProbe = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
