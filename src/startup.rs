@@ -98,6 +98,7 @@ impl Application {
             horizon,
             settings.window_skew_seconds,
         )?;
+        redis.warm_up().await;
         let db_timeout = Duration::from_millis(settings.database_timeout_ms);
         let pool = db::pool(settings.database_url.expose(), settings.database_pool_size, db_timeout);
         let pg = PgStats::new(pool.clone(), &settings.kafka_topic, db_timeout);

@@ -11,7 +11,7 @@ use slog::{warn, Logger};
 use super::RedisCache;
 
 /// Deltas queued before new ones are dropped (Redis then marks itself incomplete by the fence).
-const MAILBOX: usize = 1_024;
+const MAILBOX: usize = 8_192;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -50,6 +50,8 @@ pub struct BucketCacheActor {
     cache: RedisCache,
     keywords: Arc<KeywordSet>,
     stats: Arc<DeltaStats>,
+    /// A delta was dropped (mailbox full): Redis must be marked incomplete.
+    lost: Arc<std::sync::atomic::AtomicBool>,
     log: Logger,
 }
 
@@ -70,25 +72,43 @@ impl Handler<Apply> for BucketCacheActor {
         AtomicResponse::new(Box::pin(
             async move {
                 // The fence makes a retry harmless: a delta that did land is refused the second time.
-                let mut last = None;
-                for _ in 0..3 {
+                // Giving up leaves a gap, which the fence turns into "incomplete" on the next delta.
+                let mut backoff = ::actors::ingest::Backoff::new(
+                    std::time::Duration::from_millis(50),
+                    std::time::Duration::from_secs(2),
+                );
+                loop {
                     match cache.apply(&delta, &keywords).await {
                         Ok(applied) => return Ok(applied),
-                        Err(e) => last = Some(e),
+                        Err(e) if backoff.failures() >= 8 => return Err(e),
+                        Err(_) => {
+                            backoff.fail();
+                            actix::clock::sleep(backoff.delay()).await;
+                        }
                     }
                 }
-                Err(last.expect("tried"))
             }
             .into_actor(self)
-            .map(|result, act, _| match result {
+            .map(|result, act, ctx| match result {
                 Ok(true) => {
                     act.stats.applied.fetch_add(1, Ordering::Relaxed);
+                    if act.lost.swap(false, Ordering::AcqRel) {
+                        let cache = act.cache.clone();
+                        ctx.wait(async move { cache.mark_incomplete("dropped-delta").await }.into_actor(act).map(
+                            |r, act, _| {
+                                if let Err(e) = r {
+                                    warn!(act.log, "could not mark redis incomplete"; "error" => %e);
+                                }
+                            },
+                        ));
+                    }
                 }
                 Ok(false) => {
                     act.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     act.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    act.lost.store(true, Ordering::Release);
                     warn!(act.log, "bucket delta not applied to redis"; "error" => %e);
                 }
             }),
@@ -100,18 +120,21 @@ impl Handler<Apply> for BucketCacheActor {
 pub struct RedisDeltaSink {
     addr: Addr<BucketCacheActor>,
     stats: Arc<DeltaStats>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RedisDeltaSink {
     pub fn start(cache: RedisCache, keywords: Arc<KeywordSet>, log: &Logger) -> RedisDeltaSink {
         let stats = Arc::new(DeltaStats::default());
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let actor = BucketCacheActor {
             cache,
             keywords,
             stats: stats.clone(),
+            lost: lost.clone(),
             log: log.new(slog::o!("actor" => "bucket_cache")),
         };
-        RedisDeltaSink { addr: actor.start(), stats }
+        RedisDeltaSink { addr: actor.start(), stats, lost }
     }
 
     pub fn stats(&self) -> Arc<DeltaStats> {
@@ -123,6 +146,7 @@ impl DeltaSink for RedisDeltaSink {
     fn offer(&self, delta: Arc<BucketDelta>) {
         if self.addr.try_send(Apply(delta)).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lost.store(true, Ordering::Release);
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Keys, under `<REDIS_PREFIX>:<topic>`: `:s:<second>` and `:m:<minute>` hashes with fields
 //! `<service>\x1ft` (events), `<service>\x1fe` (errors), `<service>\x1fk\x1f<keyword>`; `:applied`
-//! (partition → next offset folded in); `:incomplete` (set, with a TTL, when Redis missed batches);
+//! (partition → next offset folded in); `:expect` (offsets a rebuild saw in PostgreSQL: Redis answers
+//! only once `:applied` reaches them); `:incomplete` (set, with a TTL, when Redis missed batches);
 //! `:future` (seconds of events too far ahead to bucket); `:watermark`; `:ans:…` cached answers.
 
 pub mod delta_writer;
@@ -31,7 +32,21 @@ pub struct RedisCache {
     apply_script: std::sync::Arc<Script>,
     read_script: std::sync::Arc<Script>,
     audit_script: std::sync::Arc<Script>,
+    breaker: std::sync::Arc<Breaker>,
 }
+
+/// After a failure, calls fail fast for a while instead of each waiting out the timeout; a single
+/// background probe closes the breaker again once Redis answers.
+#[derive(Default)]
+struct Breaker {
+    /// Epoch ms until which calls fail fast; 0 when closed.
+    open_until: std::sync::atomic::AtomicI64,
+    probing: std::sync::atomic::AtomicBool,
+}
+
+const BREAKER_OPEN_MS: i64 = 1_000;
+/// Timeout of writes (bucket deltas), which are off the request path.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
@@ -58,11 +73,47 @@ impl RedisCache {
             apply_script: std::sync::Arc::new(Script::new(include_str!("apply_delta.lua"))),
             read_script: std::sync::Arc::new(Script::new(include_str!("read_window.lua"))),
             audit_script: std::sync::Arc::new(Script::new(include_str!("audit.lua"))),
+            breaker: std::sync::Arc::default(),
         })
     }
 
-    /// Runs `f` on a pooled connection within the timeout.
-    async fn bounded<T>(
+    fn trip(&self) {
+        let until = chrono::Utc::now().timestamp_millis() + BREAKER_OPEN_MS;
+        self.breaker.open_until.store(until, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether calls should fail fast now; starts the probe that may close the breaker.
+    fn short_circuit(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let until = self.breaker.open_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if chrono::Utc::now().timestamp_millis() >= until && !self.breaker.probing.swap(true, Ordering::AcqRel) {
+            let probe = self.clone();
+            actix_rt::spawn(async move {
+                let healthy = probe.ping_direct().await;
+                if healthy {
+                    probe.breaker.open_until.store(0, Ordering::Relaxed);
+                } else {
+                    probe.trip();
+                }
+                probe.breaker.probing.store(false, Ordering::Release);
+            });
+        }
+        true
+    }
+
+    async fn ping_direct(&self) -> bool {
+        let run = async {
+            let mut conn = self.pool.get().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut *conn).await.ok()
+        };
+        matches!(tokio::time::timeout(self.timeout, run).await, Ok(Some(_)))
+    }
+
+    /// A write (delta, audit): reliability over latency, so a longer timeout and no breaker.
+    async fn bounded_write<T>(
         &self,
         f: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
@@ -70,9 +121,45 @@ impl RedisCache {
             let mut conn = self.pool.get().await.map_err(failed)?;
             f(&mut conn).await.map_err(failed)
         };
-        tokio::time::timeout(self.timeout, run)
+        tokio::time::timeout(WRITE_TIMEOUT, run)
             .await
-            .map_err(|_| StoreError::Unavailable(format!("redis did not answer within {:?}", self.timeout)))?
+            .map_err(|_| StoreError::Unavailable(format!("redis did not answer within {WRITE_TIMEOUT:?}")))?
+    }
+
+    /// A read on the request path: within `REDIS_TIMEOUT_MS`, and failing fast while Redis is known
+    /// to be failing.
+    async fn bounded<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        if self.short_circuit() {
+            return Err(StoreError::Unavailable("redis failed recently; not waiting on it".into()));
+        }
+        // Trip on anything that says Redis is unreachable or slow; a reply error is Redis answering.
+        let run = async {
+            let mut conn = match self.pool.get().await {
+                Ok(conn) => conn,
+                Err(e) => return Err((true, failed(e))),
+            };
+            f(&mut conn).await.map_err(|e| {
+                let unreachable =
+                    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal();
+                (unreachable, failed(e))
+            })
+        };
+        match tokio::time::timeout(self.timeout, run).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err((unreachable, e))) => {
+                if unreachable {
+                    self.trip();
+                }
+                Err(e)
+            }
+            Err(_) => {
+                self.trip();
+                Err(StoreError::Unavailable(format!("redis did not answer within {:?}", self.timeout)))
+            }
+        }
     }
 
     /// How long incomplete data can linger in buckets: past it, every affected key has expired.
@@ -115,18 +202,18 @@ impl RedisCache {
                 invocation.arg(field).arg(n);
             }
         }
-        let applied: i64 = self.bounded(async |conn| invocation.invoke_async(conn).await).await?;
+        let applied: i64 = self.bounded_write(async |conn| invocation.invoke_async(conn).await).await?;
         Ok(applied == 1)
     }
 
-    /// Marks Redis incomplete if a partition with stored events was never fed to it.
+    /// Records the offsets a rebuild saw in PostgreSQL: Redis answers only once it has caught up.
     pub async fn audit(&self, offsets: &std::collections::BTreeMap<i32, i64>) -> Result<bool, StoreError> {
         let mut invocation = self.audit_script.prepare_invoke();
         invocation.arg(&self.base).arg(self.incomplete_ttl());
         for (p, o) in offsets {
             invocation.arg(*p).arg(*o);
         }
-        let complete: i64 = self.bounded(async |conn| invocation.invoke_async(conn).await).await?;
+        let complete: i64 = self.bounded_write(async |conn| invocation.invoke_async(conn).await).await?;
         Ok(complete == 1)
     }
 
@@ -159,13 +246,26 @@ impl RedisCache {
         self.bounded(async |conn| conn.set_ex(key, json, secs).await).await
     }
 
+    /// Some delta was dropped on the way: Redis cannot answer until the affected buckets expire.
+    pub async fn mark_incomplete(&self, why: &str) -> Result<(), StoreError> {
+        let key = format!("{}:incomplete", self.base);
+        let ttl = self.incomplete_ttl() as u64;
+        self.bounded_write(async |conn| conn.set_ex(key, why, ttl).await).await
+    }
+
+    /// Makes the first connection now, so the first request does not pay for it.
+    pub async fn warm_up(&self) {
+        let _ = self.ping_direct().await;
+    }
+
     /// Newest committed event time any ingest process reported (epoch ms).
     pub async fn watermark(&self) -> Result<Option<i64>, StoreError> {
         let key = format!("{}:watermark", self.base);
         self.bounded(async |conn| conn.get(key).await).await
     }
 
+    /// Asks Redis itself (breaker or not): for readiness checks.
     pub async fn ping(&self) -> bool {
-        self.bounded(async |conn| redis::cmd("PING").query_async::<String>(conn).await).await.is_ok()
+        self.ping_direct().await
     }
 }

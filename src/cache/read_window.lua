@@ -1,5 +1,6 @@
 -- Sums the buckets of [from, to): whole minutes from minute hashes, the edges from second hashes.
--- Returns nil when Redis cannot answer exactly (never fed, a gap, or unbucketed events in range).
+-- Returns nil when Redis cannot answer exactly (never fed, a gap, behind what a rebuild saw in
+-- PostgreSQL, or unbucketed events in range).
 -- ARGV: base, from, to
 local base = ARGV[1]
 local from = tonumber(ARGV[2])
@@ -9,6 +10,14 @@ if redis.call('EXISTS', base .. ':applied') == 0 then
 end
 if redis.call('EXISTS', base .. ':incomplete') == 1 then
   return false
+end
+-- Not caught up with what a rebuild saw in PostgreSQL yet (a delta still on its way, or lost).
+local expect = redis.call('HGETALL', base .. ':expect')
+for j = 1, #expect, 2 do
+  local applied = tonumber(redis.call('HGET', base .. ':applied', expect[j]) or '-1')
+  if applied < tonumber(expect[j + 1]) then
+    return false
+  end
 end
 if redis.call('ZCOUNT', base .. ':future', from, '(' .. to) > 0 then
   return false

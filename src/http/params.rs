@@ -125,7 +125,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.window("60s", max()).unwrap().seconds(), 300);
-        assert_eq!(p.at(Utc::now()).unwrap(), 1_795_140_000);
+        assert_eq!(p.at(Utc::now()).unwrap(), 1_795_687_200);
         assert_eq!(p.service().unwrap().as_deref(), Some("api"));
         assert_eq!(p.keyword().unwrap().as_str(), "timeout");
         assert_eq!(p.limit().unwrap(), 7);

@@ -89,8 +89,9 @@ impl StatsReader {
         }
         let key = format!("errors:{}:{}:{}", range.from, range.to, service.as_deref().unwrap_or(""));
         if allowed(forced, Source::Redis) {
-            if let Some(stats) =
-                self.from_redis(&key, range, &mut misses, |fields| errors_from_fields(fields, service.as_deref())).await
+            if let Some(stats) = self
+                .redis_answer(&key, range, &mut misses, |fields| errors_from_fields(fields, service.as_deref()))
+                .await
             {
                 return Ok((stats, Source::Redis));
             }
@@ -131,7 +132,7 @@ impl StatsReader {
         if allowed(forced, Source::Redis) {
             let tracked = self.keywords.position(keyword.as_str()).is_some();
             let found = self
-                .from_redis(&key, range, &mut misses, |fields| {
+                .redis_answer(&key, range, &mut misses, |fields| {
                     tracked.then(|| keyword_from_fields(fields, keyword.as_str(), service.as_deref()))
                 })
                 .await;
@@ -171,7 +172,7 @@ impl StatsReader {
         let key = format!("top:{}:{}:{limit}", range.from, range.to);
         if allowed(forced, Source::Redis) {
             let found = self
-                .from_redis(&key, range, &mut misses, |fields| Some(top_from_fields(fields, &self.keywords, limit)))
+                .redis_answer(&key, range, &mut misses, |fields| Some(top_from_fields(fields, &self.keywords, limit)))
                 .await;
             if let Some(top) = found {
                 return Ok((top, Source::Redis));
@@ -191,7 +192,7 @@ impl StatsReader {
     }
 
     /// A cached answer, else the sum of the window's buckets mapped by `from_fields`.
-    async fn from_redis<T: DeserializeOwned>(
+    async fn redis_answer<T: DeserializeOwned>(
         &self,
         key: &str,
         range: WindowRange,

@@ -1,6 +1,7 @@
 //! Integration tests against the real stack (`scripts/stack.sh up`): Kafka, PostgreSQL, Redis.
 //! Each test makes its own topic, consumer group, database and Redis key prefix.
 
+mod api;
 mod helpers;
 mod ingest;
 mod smoke;

@@ -11,7 +11,7 @@ use slog::{info, warn, Logger};
 use super::buckets::{BucketDelta, Buckets, KeywordSet, SecondCounts};
 use super::stats::{top_keywords, ErrorStats, KeywordCount, WindowRange};
 use crate::domain::Keyword;
-use crate::ingest::{Batch, Committed};
+use crate::ingest::Committed;
 use crate::ports::{SharedClock, StoreError};
 
 /// How the aggregator buckets.
@@ -114,7 +114,7 @@ pub struct Ownership {
 pub struct Rebuild;
 
 enum Phase {
-    Rebuilding { buffered: Vec<Arc<Batch>> },
+    Rebuilding { buffered: Vec<Arc<BucketDelta>> },
     Ready,
 }
 
@@ -226,37 +226,33 @@ impl WindowAggregatorActor {
         };
         info!(self.log, "windows rebuilt"; "first" => first, "last" => last,
               "seconds" => self.buckets.occupied_seconds(), "buffered_batches" => buffered.len());
-        for batch in buffered {
-            if !self.fold(&batch) {
-                break; // fold() started another rebuild
+        for delta in buffered {
+            if !self.fold(&delta) {
+                break; // fold() asked for another rebuild
             }
         }
     }
 
-    /// Folds a committed batch in; returns false if a gap forced a rebuild instead.
-    fn fold(&mut self, batch: &Arc<Batch>) -> bool {
-        let applied = self.applied.get(&batch.partition).copied();
+    /// Folds a batch's delta into memory; returns false if a gap calls for a rebuild instead.
+    fn fold(&mut self, delta: &BucketDelta) -> bool {
+        let applied = self.applied.get(&delta.partition).copied();
         match applied {
-            Some(at) if batch.to <= at => return true, // already in the snapshot
-            Some(at) if batch.from == at => {}
+            Some(at) if delta.to <= at => return true, // already in the snapshot
+            Some(at) if delta.from == at => {}
             // First sight of a partition from offset 0 is continuous; anything else is a gap:
             // another process stored batches we never saw, so memory cannot be exact any more.
-            None if batch.from == 0 => {}
+            None if delta.from == 0 => {}
             _ => {
-                warn!(self.log, "gap in a partition's batches; rebuilding"; "partition" => batch.partition,
-                      "applied" => ?applied, "batch_from" => batch.from);
+                warn!(self.log, "gap in a partition's batches; rebuilding"; "partition" => delta.partition,
+                      "applied" => ?applied, "batch_from" => delta.from);
                 self.phase = Phase::Rebuilding { buffered: Vec::new() };
                 self.needs_rebuild = true;
                 return false;
             }
         }
-        let (first, last) = self.bucketed_span();
-        let delta = BucketDelta::from_batch(batch, &self.config.keywords, first, last);
-        self.apply(&delta, last);
-        self.applied.insert(batch.partition, batch.to);
-        if let Some(sink) = &self.deltas {
-            sink.offer(Arc::new(delta));
-        }
+        let (_, last) = self.bucketed_span();
+        self.apply(delta, last);
+        self.applied.insert(delta.partition, delta.to);
         true
     }
 
@@ -307,10 +303,16 @@ impl Handler<Committed> for WindowAggregatorActor {
     type Result = ();
 
     fn handle(&mut self, Committed(batch): Committed, ctx: &mut Self::Context) {
+        let (first, last) = self.bucketed_span();
+        let delta = Arc::new(BucketDelta::from_batch(&batch, &self.config.keywords, first, last));
+        // Redis has its own per-partition fence: it gets every delta, whatever memory's state.
+        if let Some(sink) = &self.deltas {
+            sink.offer(delta.clone());
+        }
         match &mut self.phase {
-            Phase::Rebuilding { buffered } => buffered.push(batch),
+            Phase::Rebuilding { buffered } => buffered.push(delta),
             Phase::Ready => {
-                self.fold(&batch);
+                self.fold(&delta);
             }
         }
         if self.needs_rebuild {

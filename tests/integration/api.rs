@@ -1,0 +1,464 @@
+//! The stats API against the real stack: every source (memory, Redis, PostgreSQL) gives the exact
+//! answer computed here from the data sent, through restarts, scale-out and outages.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::ingest::{dataset, Dataset, IngestEnv};
+
+const TRACKED: [&str; 3] = ["timeout", "refused", "panic"];
+
+/// What the test sent, in the shape of the answers.
+struct Truth {
+    /// (second, service, is_error, tokens)
+    events: Vec<(i64, String, bool, Vec<String>)>,
+}
+
+impl Truth {
+    fn of(data: &Dataset) -> Truth {
+        let events = data
+            .events
+            .values()
+            .map(|e| (e.ts.timestamp(), e.service.clone(), e.level >= 4, actors::domain::tokenize(&e.message)))
+            .collect();
+        Truth { events }
+    }
+
+    fn in_range<'a>(
+        &'a self,
+        to: i64,
+        window: i64,
+        service: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a (i64, String, bool, Vec<String>)> + 'a {
+        self.events.iter().filter(move |e| e.0 >= to - window && e.0 < to && service.is_none_or(|s| s == e.1))
+    }
+
+    fn errors(&self, to: i64, window: i64, service: Option<&str>) -> Value {
+        let mut per: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for e in self.in_range(to, window, service) {
+            let entry = per.entry(&e.1).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(e.2);
+        }
+        let by_service: Vec<Value> =
+            per.iter().map(|(s, (t, e))| json!({"service": s, "total": t, "errors": e})).collect();
+        json!({
+            "total": per.values().map(|v| v.0).sum::<u64>(),
+            "errors": per.values().map(|v| v.1).sum::<u64>(),
+            "by_service": by_service,
+        })
+    }
+
+    fn keyword(&self, to: i64, window: i64, keyword: &str, service: Option<&str>) -> u64 {
+        self.in_range(to, window, service).filter(|e| e.3.iter().any(|t| t == keyword)).count() as u64
+    }
+}
+
+fn pick(answer: &Value, fields: &[&str]) -> Value {
+    Value::Object(fields.iter().map(|f| (f.to_string(), answer[*f].clone())).collect())
+}
+
+/// A `log-analyzer run` or `api` child on its own port.
+struct App {
+    process: ChildProcess,
+    port: u16,
+}
+
+fn spawn_role(env: &IngestEnv, role: &str, redis_url: &str, prefix: &str) -> App {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let process = ChildProcess::spawn(
+        &[role],
+        &[
+            ("DATABASE_URL", &env.db.url),
+            ("KAFKA_BROKERS", &env.brokers),
+            ("KAFKA_TOPIC", &env.topic),
+            ("KAFKA_GROUP", &env.group),
+            ("REDIS_URL", redis_url),
+            ("REDIS_PREFIX", prefix),
+            ("HTTP_ADDR", &addr),
+            ("ADMIN_ADDR", &admin),
+        ],
+    );
+    App { process, port }
+}
+
+impl App {
+    async fn wait_memory_ready(&self) {
+        let port = self.port;
+        eventually("memory ready", Duration::from_secs(60), || async move {
+            let (_, body) = http(port, "GET", "/readyz", b"", &[]).await?;
+            let v: Value = serde_json::from_slice(&body).ok()?;
+            (v["memory"] == "ready").then_some(())
+        })
+        .await;
+    }
+
+    async fn wait_listening(&self) {
+        let port = self.port;
+        eventually("HTTP listening", Duration::from_secs(30), || async move {
+            http(port, "GET", "/healthz", b"", &[]).await.filter(|(s, _)| *s == 200).map(|_| ())
+        })
+        .await;
+    }
+}
+
+fn owned(messages: &[Outgoing]) -> Vec<Outgoing> {
+    messages
+        .iter()
+        .map(|m| Outgoing { partition: m.partition, timestamp_ms: m.timestamp_ms, payload: m.payload.clone() })
+        .collect()
+}
+
+/// Asks every source for the grid of windows × `at` × services × keywords and compares with the truth.
+async fn assert_grid(port: u16, truth: &Truth, sources: &[&str], at_values: &[i64]) {
+    let services = [None, Some("payments"), Some("认证服务")];
+    for &at in at_values {
+        for window in [("10s", 10), ("1m", 60), ("5m", 300), ("30m", 1_800)] {
+            for service in services {
+                let want = truth.errors(at, window.1, service);
+                let service_param = service.map(|s| format!("&service={}", urlencode(s))).unwrap_or_default();
+                for source in sources {
+                    let path = format!("/stats/errors?window={}&at={at}{service_param}&source={source}", window.0);
+                    let (status, answer) = get_json(port, &path).await;
+                    assert_eq!(status, 200, "{path}: {answer}");
+                    assert_eq!(answer["source"], *source, "{path}");
+                    assert_eq!(pick(&answer, &["total", "errors", "by_service"]), want, "{path}");
+                }
+                for keyword in TRACKED {
+                    let want = truth.keyword(at, window.1, keyword, service);
+                    for source in sources {
+                        let path = format!(
+                            "/stats/keywords?q={keyword}&window={}&at={at}{service_param}&source={source}",
+                            window.0
+                        );
+                        let (status, answer) = get_json(port, &path).await;
+                        assert_eq!(status, 200, "{path}: {answer}");
+                        assert_eq!(answer["count"], want, "{path}");
+                    }
+                }
+            }
+            let mut top: Vec<(u64, &str)> =
+                TRACKED.iter().map(|k| (truth.keyword(at, window.1, k, None), *k)).filter(|c| c.0 > 0).collect();
+            top.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+            let want: Vec<Value> = top.iter().take(2).map(|(c, k)| json!({"keyword": k, "count": c})).collect();
+            for source in sources {
+                let path = format!("/stats/keywords/top?window={}&at={at}&limit=2&source={source}", window.0);
+                let (status, answer) = get_json(port, &path).await;
+                assert_eq!(status, 200, "{path}: {answer}");
+                assert_eq!(answer["keywords"], json!(want), "{path}");
+            }
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn memory_redis_and_postgres_all_give_the_exact_answer_even_after_a_restart() {
+    let env = IngestEnv::create(3).await;
+    let data = dataset(41, 20_000, 3, 0);
+    let generated_at = chrono::Utc::now().timestamp();
+    let truth = Truth::of(&data);
+    let prefix = unique("la_api");
+    let mut app = spawn_role(&env, "run", &stack().redis_url, &prefix);
+    produce_all(&producer(&env.brokers), &env.topic, &owned(&data.messages)).await;
+    let client = env.db.client().await;
+    env.wait_stored(&client, data.messages.len() as i64, Duration::from_secs(120)).await;
+    app.wait_memory_ready().await;
+    // Stored is not yet folded in: wait until memory has the whole last hour.
+    let port = app.port;
+    // Windows end at `generated_at + 1` and reach back at most 30 minutes: inside the horizon even
+    // if the test runs slowly.
+    let total_hour = truth.errors(generated_at + 1, 1_800, None)["total"].clone();
+    eventually("memory caught up", Duration::from_secs(30), || {
+        let total_hour = total_hour.clone();
+        async move {
+            let (_, a) =
+                get_json(port, &format!("/stats/errors?window=30m&at={}&source=memory", generated_at + 1)).await;
+            (a["total"] == total_hour).then_some(())
+        }
+    })
+    .await;
+    // Redis is fed behind memory (deltas go out after the fold): wait for it too.
+    let total_half_hour = truth.errors(generated_at + 1, 1_800, None)["total"].clone();
+    eventually("redis caught up", Duration::from_secs(30), || {
+        let want = total_half_hour.clone();
+        async move {
+            let (_, a) =
+                get_json(port, &format!("/stats/errors?window=30m&at={}&source=redis", generated_at + 1)).await;
+            (a["total"] == want).then_some(())
+        }
+    })
+    .await;
+    let at_values = [generated_at + 1, generated_at - 300, generated_at - 1_500];
+    assert_grid(app.port, &truth, &["memory", "redis", "postgres"], &at_values).await;
+
+    // An untracked keyword is counted by PostgreSQL; memory says it cannot, with a reason.
+    let at = generated_at + 1;
+    let (status, answer) = get_json(app.port, &format!("/stats/keywords?q=user&window=30m&at={at}")).await;
+    assert_eq!((status, answer["source"].clone()), (200, json!("postgres")));
+    assert_eq!(answer["count"], truth.keyword(at, 1_800, "user", None));
+    let (status, answer) =
+        get_json(app.port, &format!("/stats/keywords?q=user&window=30m&at={at}&source=memory")).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "source_unavailable");
+
+    // Restart: the first memory answer after ready is already exact.
+    let status = app.process.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", app.process.log_tail());
+    let app = spawn_role(&env, "run", &stack().redis_url, &prefix);
+    app.wait_memory_ready().await;
+    let (status, answer) = get_json(app.port, &format!("/stats/errors?window=30m&at={at}&source=memory")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(pick(&answer, &["total", "errors", "by_service"]), truth.errors(at, 1_800, None));
+    assert!(answer["freshness"]["watermark"].is_string(), "{answer}");
+    drop(client);
+    drop(app);
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn two_ingest_processes_and_an_api_process_answer_exactly_from_redis() {
+    let env = IngestEnv::create(4).await;
+    let data = dataset(43, 12_000, 4, 0);
+    let generated_at = chrono::Utc::now().timestamp();
+    let truth = Truth::of(&data);
+    let prefix = unique("la_scale");
+    let redis = stack().redis_url;
+    let ingest_a = spawn_role(&env, "run", &redis, &prefix);
+    let ingest_b = spawn_role(&env, "run", &redis, &prefix);
+    let api = spawn_role(&env, "api", &redis, &prefix);
+    // Both must own partitions before the data flows, or one could take it all.
+    for app in [&ingest_a, &ingest_b] {
+        let port = app.port;
+        eventually("owning partitions", Duration::from_secs(60), || async move {
+            let (_, body) = http(port, "GET", "/readyz", b"", &[]).await?;
+            let v: Value = serde_json::from_slice(&body).ok()?;
+            (v["dependencies"]["kafka"] == "up").then_some(())
+        })
+        .await;
+    }
+    produce_all(&producer(&env.brokers), &env.topic, &owned(&data.messages)).await;
+    let client = env.db.client().await;
+    env.wait_stored(&client, data.messages.len() as i64, Duration::from_secs(120)).await;
+    api.wait_listening().await;
+    let at = generated_at + 1;
+    let want = truth.errors(at, 1_800, None);
+    let port = api.port;
+    // Redis holds the sum of both processes' deltas once each has folded its last batch in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, a) = get_json(port, &format!("/stats/errors?window=30m&at={at}&source=redis")).await;
+        if s == 200 && pick(&a, &["total", "errors", "by_service"]) == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "redis never caught up: {s} {a}\nwant {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_grid(api.port, &truth, &["redis"], &[at, generated_at - 600]).await;
+    // Without a forced source the api process answers from Redis (it keeps no windows).
+    let (_, answer) = get_json(api.port, &format!("/stats/errors?window=5m&at={}", generated_at - 900)).await;
+    assert_eq!(answer["source"], "redis");
+    let (status, _) = get_json(api.port, &format!("/stats/errors?window=5m&at={at}&source=memory")).await;
+    assert_eq!(status, 503);
+    for app in [&ingest_a, &ingest_b] {
+        let log = std::fs::read_to_string(&app.process.log_path).unwrap();
+        assert!(log.contains("partitions assigned"), "each ingest process took part");
+    }
+    drop(client);
+    drop((ingest_a, ingest_b, api));
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn outages_of_redis_or_postgres_change_the_source_not_the_answer() {
+    let pg = OwnedPostgres::start();
+    let redis = OwnedRedis::start();
+    let env = IngestEnv::create_with_db(TestDatabase::create_on(&pg.admin_url()).await, 2).await;
+    let data = dataset(47, 6_000, 2, 0);
+    let generated_at = chrono::Utc::now().timestamp();
+    let truth = Truth::of(&data);
+    let prefix = unique("la_outage");
+    let run = spawn_role(&env, "run", &redis.url(), &prefix);
+    let api = spawn_role(&env, "api", &redis.url(), &prefix);
+    produce_all(&producer(&env.brokers), &env.topic, &owned(&data.messages)).await;
+    {
+        let client = env.db.client().await;
+        env.wait_stored(&client, data.messages.len() as i64, Duration::from_secs(120)).await;
+    }
+    run.wait_memory_ready().await;
+    api.wait_listening().await;
+    let at = generated_at + 1;
+    let want = truth.errors(at, 600, None);
+    let (port, want2) = (api.port, want.clone());
+    eventually("redis caught up", Duration::from_secs(30), || {
+        let want = want2.clone();
+        async move {
+            let (s, a) = get_json(port, &format!("/stats/errors?window=10m&at={at}&source=redis")).await;
+            (s == 200 && pick(&a, &["total", "errors", "by_service"]) == want).then_some(())
+        }
+    })
+    .await;
+
+    // Redis stops answering: the api process answers from PostgreSQL, exactly and quickly.
+    redis.freeze();
+    let mut latencies = Vec::new();
+    for i in 0..100 {
+        let to = at - (i % 20);
+        let started = Instant::now();
+        let (status, answer) = get_json(api.port, &format!("/stats/errors?window=10s&at={to}")).await;
+        latencies.push(started.elapsed());
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["source"], "postgres");
+        assert_eq!(pick(&answer, &["total", "errors", "by_service"]), truth.errors(to, 10, None));
+    }
+    latencies.sort();
+    let p99 = latencies[98];
+    assert!(p99 < Duration::from_millis(50), "p99 with Redis down: {p99:?}; slowest: {:?}", &latencies[90..]);
+    let (_, answer) = get_json(run.port, &format!("/stats/errors?window=10m&at={at}")).await;
+    assert_eq!(
+        (answer["source"].clone(), pick(&answer, &["total", "errors", "by_service"])),
+        (json!("memory"), want.clone())
+    );
+    redis.thaw();
+    let port = api.port;
+    eventually("redis answering again", Duration::from_secs(10), || async move {
+        let (s, _) = get_json(port, &format!("/stats/errors?window=10m&at={at}&source=redis")).await;
+        (s == 200).then_some(())
+    })
+    .await;
+
+    // PostgreSQL goes away: memory and Redis still answer, exactly.
+    pg.halt();
+    let (status, answer) = get_json(run.port, &format!("/stats/errors?window=10m&at={at}")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["source"].clone(), pick(&answer, &["total", "errors", "by_service"])),
+        (json!("memory"), want.clone())
+    );
+    let (status, answer) = get_json(api.port, &format!("/stats/errors?window=10m&at={at}")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["source"].clone(), pick(&answer, &["total", "errors", "by_service"])), (json!("redis"), want));
+    let (status, answer) = get_json(api.port, &format!("/stats/errors?window=10m&at={at}&source=postgres")).await;
+    assert_eq!(status, 503, "{answer}");
+    let (status, ready) = get_json(api.port, "/readyz").await;
+    assert_eq!((status, ready["dependencies"]["postgres"].clone()), (503, json!("down")));
+    pg.resume();
+    drop((run, api));
+}
+
+#[tokio::test]
+async fn post_ingest_queues_good_lines_and_reports_and_dead_letters_bad_ones() {
+    let env = IngestEnv::create(1).await;
+    let prefix = unique("la_post");
+    let app = spawn_role(&env, "run", &stack().redis_url, &prefix);
+    app.wait_listening().await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let body = format!(
+        "{{\"level\":\"info\",\"service\":\"web\",\"message\":\"hello\",\"eid\":\"h1\",\"ts\":{now_ms}}}\n\
+         not json at all\n\
+         \n\
+         {{\"level\":\"error\",\"service\":\"web\",\"message\":\"upstream timeout\",\"eid\":\"h2\"}}\n\
+         {{\"level\":\"nope\",\"service\":\"web\",\"message\":\"x\"}}\n\
+         {{\"level\":\"warn\",\"service\":\"web\",\"message\":\"last, no newline\",\"eid\":\"h3\"}}"
+    );
+    let (status, raw) =
+        http(app.port, "POST", "/ingest", body.as_bytes(), &[("Content-Type", "application/x-ndjson")]).await.unwrap();
+    let answer: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 3);
+    assert_eq!(answer["rejected"], 2);
+    let lines: Vec<(u64, String)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["reason"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(lines, vec![(2, "not_json".to_owned()), (5, "bad_level".to_owned())]);
+
+    let client = env.db.client().await;
+    env.wait_stored(&client, 3, Duration::from_secs(30)).await;
+    let ids: Vec<String> = client
+        .query("SELECT attrs->>'eid' FROM logs ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec!["h1", "h2", "h3"]);
+    let dead: Vec<(String, String)> = client
+        .query("SELECT reason, detail FROM log_rejects WHERE source = 'http' ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].0, "not_json");
+    assert!(dead[0].1.starts_with("line 2:"), "{:?}", dead[0]);
+    assert_eq!(dead[1].0, "bad_level");
+
+    // A body over the cap is refused whole.
+    let big = vec![b'x'; 9 * 1024 * 1024];
+    let (status, _) = http(app.port, "POST", "/ingest", &big, &[]).await.unwrap();
+    assert_eq!(status, 413);
+    drop(client);
+    drop(app);
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn bad_inputs_get_a_400_with_a_message_never_a_500() {
+    let env = IngestEnv::create(1).await;
+    let app = spawn_role(&env, "api", &stack().redis_url, &unique("la_bad"));
+    app.wait_listening().await;
+    let long_service = "s".repeat(129);
+    let cases: Vec<(String, &str)> = vec![
+        ("/stats/errors?window=0s".into(), "bad_window"),
+        ("/stats/errors?window=10".into(), "bad_window"),
+        ("/stats/errors?window=1w".into(), "bad_window"),
+        ("/stats/errors?window=31d".into(), "bad_window"),
+        ("/stats/errors?window=-5s".into(), "bad_window"),
+        ("/stats/errors?window=99999999999999999999s".into(), "bad_window"),
+        ("/stats/errors?at=yesterday".into(), "bad_at"),
+        ("/stats/errors?at=-3".into(), "bad_at"),
+        (format!("/stats/errors?service={long_service}"), "bad_service"),
+        ("/stats/errors?service=".into(), "bad_service"),
+        ("/stats/errors?source=disk".into(), "bad_source"),
+        ("/stats/errors?windw=10s".into(), "unknown_parameter"),
+        ("/stats/errors?window=1s&window=2s".into(), "repeated_parameter"),
+        ("/stats/keywords".into(), "missing_parameter"),
+        ("/stats/keywords?q=a".into(), "bad_keyword"),
+        ("/stats/keywords?q=two%20words".into(), "bad_keyword"),
+        ("/stats/keywords?q=x%27%3BDROP%20TABLE%20logs".into(), "bad_keyword"),
+        ("/stats/keywords/top?limit=0".into(), "bad_limit"),
+        ("/stats/keywords/top?limit=101".into(), "bad_limit"),
+        ("/stats/keywords/top?limit=many".into(), "bad_limit"),
+        ("/stats/errors?window=%ZZ".into(), "bad_window"),
+    ];
+    for (path, code) in cases {
+        let (status, answer) = get_json(app.port, &path).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(answer["error"], code, "{path}: {answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}");
+    }
+    let (status, answer) = get_json(app.port, "/nowhere").await;
+    assert_eq!((status, answer["error"].clone()), (404, json!("not_found")));
+    drop(app);
+    env.db.drop_db().await;
+}
