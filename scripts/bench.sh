@@ -3,6 +3,10 @@
 #
 #   scripts/bench.sh ingest [--quick]   events/s of `log-analyzer ingest` from pre-produced events to
 #                                       zero lag, vs psql COPY of the same rows into an identical table
+#   scripts/bench.sh query [--quick]    /stats/errors latency (wrk) for 10s, 5m and 1h windows from the
+#                                       `run` process while it ingests at BENCH_RATE, with an hour of
+#                                       history in PostgreSQL, vs the same answers computed by SQL;
+#                                       then produce→visible latency through POST /ingest
 #
 # Figures are printed and appended to docs/BENCHMARKS.md (not with --quick, which only proves the
 # harness works end to end with tiny sizes and a debug build).
@@ -144,10 +148,114 @@ record_ingest() {
   log "appended to $file"
 }
 
+# wrk's latency line value in milliseconds ("123.45us", "1.20ms", "2.00s").
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else printf "nan" }'
+}
+
+# Runs wrk; prints "req/s p50_ms p99_ms non2xx".
+load() {
+  local out
+  out=$(wrk -t"$1" -c"$2" -d"$3" --latency "$4")
+  local rps p50 p99 bad
+  rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  echo "$rps $p50 $p99 ${bad:-0}"
+}
+
+bench_query() {
+  command -v wrk >/dev/null || { log "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
+  setup
+  local rate="${BENCH_RATE:-2000}" history_s=3600 duration=15s probes=50
+  if [ "$QUICK" = 1 ]; then rate=200 history_s=120 duration=2s probes=3; fi
+  local history=$((rate * history_s))
+  log "history: $history events spread over the last $history_s s, straight into PostgreSQL"
+  "$BIN" generate --rate 0 --count "$history" --seed 3 --late-ratio 1 --late-max "${history_s}s" \
+    --to csv:"$WORK/history.csv" 2>/dev/null
+  psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" \
+    -c "\\copy logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\") FROM '$WORK/history.csv' CSV"
+  rm -f "$WORK/history.csv"
+  local port admin
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  log "log-analyzer run --generate $rate (ingesting while measured)"
+  HTTP_ADDR="127.0.0.1:$port" ADMIN_ADDR="127.0.0.1:$admin" DATABASE_TIMEOUT_MS=120000 REDIS_PREFIX="bench_$RUN_ID" \
+    "$BIN" run --generate "$rate" 2>"$WORK/run.log" &
+  INGEST_PID=$!
+  local url="http://127.0.0.1:$port" ready=0
+  for _ in $(seq 600); do
+    if curl -fs "$url/readyz" 2>/dev/null | grep -q '"memory":"ready"'; then ready=1; break; fi
+    kill -0 "$INGEST_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  [ "$ready" = 1 ] || { tail -n 20 "$WORK/run.log" >&2; log "ERROR: run never became ready"; exit 1; }
+  sleep 2
+
+  printf '\n%-7s | %-32s | %-32s | %s\n' window "memory (run): req/s p50 p99 ms" "SQL (source=postgres): req/s p50 p99" "p50 ratio"
+  local rows=""
+  for w in 10s 5m 1h; do
+    read -r m_rps m_p50 m_p99 m_bad < <(load 2 32 "$duration" "$url/stats/errors?window=$w")
+    read -r s_rps s_p50 s_p99 s_bad < <(load 1 2 "$duration" "$url/stats/errors?window=$w&source=postgres")
+    local ratio
+    ratio=$(awk -v a="$s_p50" -v b="$m_p50" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
+    printf '%-7s | %8s %10s %10s (non-2xx %s) | %8s %10s %10s (non-2xx %s) | %sx\n' \
+      "$w" "$m_rps" "$m_p50" "$m_p99" "$m_bad" "$s_rps" "$s_p50" "$s_p99" "$s_bad" "$ratio"
+    rows+="| $w | $m_rps | $m_p50 | $m_p99 | $s_rps | $s_p50 | $s_p99 | ${ratio}x |"$'\n'
+  done
+
+  log "freshness: $probes probes through POST /ingest, polled until visible"
+  local lat=()
+  for i in $(seq "$probes"); do
+    local svc="probe-$RUN_ID-$i" t0 t1 ts
+    ts=$(date +%s%3N)
+    t0=$(date +%s%N)
+    curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" "$url/ingest" >/dev/null
+    local at=$((ts / 1000 + 1))
+    until curl -fs "$url/stats/errors?window=10s&service=$svc&at=$at" | grep -q '"total":1'; do :; done
+    t1=$(date +%s%N)
+    lat+=($(((t1 - t0) / 1000000)))
+    sleep 0.05
+  done
+  local f_p50 f_p99
+  f_p50=$(printf '%s\n' "${lat[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)*0.5)]}')
+  f_p99=$(printf '%s\n' "${lat[@]}" | sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99+0.999); if (i>NR) i=NR; print a[i]}')
+  printf '\nfreshness (POST /ingest → visible in /stats/errors): p50 %s ms, p99 %s ms over %s probes\n' "$f_p50" "$f_p99" "$probes"
+  kill -TERM "$INGEST_PID"
+  wait "$INGEST_PID" || true
+  INGEST_PID=
+  cleanup_db
+  if [ "$QUICK" = 0 ]; then
+    local file=docs/BENCHMARKS.md
+    {
+      echo
+      echo "## query and freshness — $(date -u +%Y-%m-%dT%H:%MZ)"
+      echo
+      machine
+      echo "- \`scripts/bench.sh query\`: \`log-analyzer run --generate $rate\` ingesting $rate events/s while measured;"
+      echo "  $history events of history (one hour at that rate) in PostgreSQL; wrk on loopback, $duration per"
+      echo "  row (2 threads, 32 connections for memory; 1 thread, 2 connections for SQL); latencies in ms"
+      echo
+      echo "| window | memory req/s | p50 | p99 | SQL req/s | p50 | p99 | SQL p50 / memory p50 |"
+      echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+      printf '%s' "$rows"
+      echo
+      echo "Freshness, POST /ingest → visible in \`/stats/errors\` ($probes probes): p50 $f_p50 ms, p99 $f_p99 ms."
+    } >>"$file"
+    log "appended to $file"
+  fi
+}
+
 case "${1:-}" in
 ingest) bench_ingest ;;
+query) bench_query ;;
 *)
-  echo "usage: $0 ingest [--quick]" >&2
+  echo "usage: $0 ingest|query [--quick]" >&2
   exit 2
   ;;
 esac

@@ -79,6 +79,21 @@ pub struct Settings {
     /// Largest accepted POST /ingest body, in bytes.
     #[serde(default = "defaults::ingest_max_body_bytes")]
     pub ingest_max_body_bytes: usize,
+    /// HS256 secret: when set, /stats/* and /ingest require a Bearer token signed with it.
+    #[serde(default, deserialize_with = "named::optional_secret")]
+    pub jwt_secret: Option<Secret>,
+    /// RS256/ES256 public key (PEM text, or the path of a PEM file): the alternative to JWT_SECRET.
+    #[serde(default, deserialize_with = "named::optional_text")]
+    pub jwt_public_key: Option<String>,
+    /// HS256, RS256 or ES256; empty: HS256 with JWT_SECRET, RS256 with JWT_PUBLIC_KEY.
+    #[serde(default, deserialize_with = "named::optional_text")]
+    pub jwt_algorithm: Option<String>,
+    /// Required `iss` of tokens, when set.
+    #[serde(default, deserialize_with = "named::optional_text")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of tokens, when set.
+    #[serde(default, deserialize_with = "named::optional_text")]
+    pub jwt_audience: Option<String>,
 }
 
 mod defaults {
@@ -186,6 +201,16 @@ mod named {
         }
     }
 
+    /// Empty means unset.
+    pub fn optional_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok((!text.trim().is_empty()).then_some(text))
+    }
+
+    pub fn optional_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        Ok(optional_text(d)?.map(Secret))
+    }
+
     pub fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<LogLevel, D::Error> {
         let text = String::deserialize(d)?;
         parse_log_level(&text).map(LogLevel).map_err(|e| D::Error::custom(format!("LOG_LEVEL: {e}")))
@@ -241,6 +266,20 @@ impl Settings {
         if self.redis_timeout_ms == 0 || self.database_timeout_ms == 0 || self.ingest_max_body_bytes == 0 {
             return invalid("REDIS_TIMEOUT_MS/DATABASE_TIMEOUT_MS/INGEST_MAX_BODY_BYTES", "must be at least 1");
         }
+        if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
+            return invalid("JWT_SECRET/JWT_PUBLIC_KEY", "set one, not both");
+        }
+        if let Some(alg) = &self.jwt_algorithm {
+            let fits = match (alg.as_str(), self.jwt_secret.is_some(), self.jwt_public_key.is_some()) {
+                ("HS256", true, _) => true,
+                ("RS256" | "ES256", _, true) => true,
+                (_, false, false) => return invalid("JWT_ALGORITHM", "set JWT_SECRET or JWT_PUBLIC_KEY too"),
+                _ => false,
+            };
+            if !fits {
+                return invalid("JWT_ALGORITHM", "use HS256 with JWT_SECRET, RS256 or ES256 with JWT_PUBLIC_KEY");
+            }
+        }
         for keyword in &self.tracked_keywords {
             if let Err(e) = actors::domain::Keyword::parse(keyword) {
                 return invalid("TRACKED_KEYWORDS", &e.to_string());
@@ -285,6 +324,12 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("<redacted>")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
     }
 }
 

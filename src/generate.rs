@@ -63,8 +63,8 @@ pub struct GenerateSummary {
 pub async fn run(settings: &Settings, options: GenerateOptions) -> anyhow::Result<GenerateSummary> {
     let sink: Box<dyn EventSink> = match &options.target {
         Target::Kafka => Box::new(KafkaSink::new(&settings.kafka_brokers, &settings.kafka_topic)?),
-        Target::Ndjson(path) => Box::new(FileSink::create(path, false, settings.parse_rules())?),
-        Target::Csv(path) => Box::new(FileSink::create(path, true, settings.parse_rules())?),
+        Target::Ndjson(path) => Box::new(FileSink::create(path, false, settings.parse_rules(), &settings.kafka_topic)?),
+        Target::Csv(path) => Box::new(FileSink::create(path, true, settings.parse_rules(), &settings.kafka_topic)?),
     };
     let stats = Arc::new(GeneratorStats::default());
     let (done_tx, mut done) = tokio::sync::oneshot::channel();
@@ -126,14 +126,22 @@ struct FileSink {
     out: BufWriter<std::fs::File>,
     csv: bool,
     rules: ParseRules,
+    topic: String,
     written: u64,
     error: Option<String>,
 }
 
 impl FileSink {
-    fn create(path: &std::path::Path, csv: bool, rules: ParseRules) -> anyhow::Result<FileSink> {
+    fn create(path: &std::path::Path, csv: bool, rules: ParseRules, topic: &str) -> anyhow::Result<FileSink> {
         let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
-        Ok(FileSink { out: BufWriter::with_capacity(1 << 20, file), csv, rules, written: 0, error: None })
+        Ok(FileSink {
+            out: BufWriter::with_capacity(1 << 20, file),
+            csv,
+            rules,
+            topic: topic.to_owned(),
+            written: 0,
+            error: None,
+        })
     }
 
     fn write_csv_row(&mut self, payload: &[u8], timestamp_ms: i64) -> std::io::Result<()> {
@@ -152,7 +160,7 @@ impl FileSink {
             event.message,
             tokens,
             attrs,
-            "bench".to_owned(),
+            self.topic.clone(),
             (n % 6).to_string(),
             n.to_string(),
         ];

@@ -70,9 +70,12 @@ struct GenerateArgs {
     /// Share of deliberately malformed payloads (exactly floor(count × ratio)).
     #[arg(long, default_value_t = 0.0, value_parser = ratio)]
     malformed_ratio: f64,
-    /// Share of events stamped up to 2 minutes in the past (late, out of order).
+    /// Share of events stamped up to --late-max in the past (late, out of order).
     #[arg(long, default_value_t = 0.02, value_parser = ratio)]
     late_ratio: f64,
+    /// How far in the past late events go (e.g. 2m; with --late-ratio 1 and 1h: backfill an hour).
+    #[arg(long, default_value = "2m", value_parser = |s: &str| Window::parse_unbounded(s).map_err(|e| e.to_string()))]
+    late_max: Window,
     /// Share of non-error messages that carry a tracked keyword.
     #[arg(long, default_value_t = 0.2, value_parser = ratio)]
     keyword_ratio: f64,
@@ -105,6 +108,7 @@ impl GenerateArgs {
                 error_ratio: self.error_ratio,
                 malformed_ratio: self.malformed_ratio,
                 late_ratio: self.late_ratio,
+                late_max_ms: self.late_max.seconds() as i64 * 1_000,
                 keyword_ratio: self.keyword_ratio,
                 keywords: settings.tracked_keywords.clone(),
                 ..GeneratorConfig::default()

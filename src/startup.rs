@@ -154,6 +154,7 @@ impl Application {
             ingest_max_body_bytes: settings.ingest_max_body_bytes,
             lag,
             kafka_ready,
+            auth: crate::http::auth::Auth::from_settings(settings)?,
             log: log.clone(),
         });
         let listener = std::net::TcpListener::bind(settings.http_addr)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use actors::domain::event::REJECT_RAW_PREFIX_BYTES;
 use actors::domain::LogEvent;
 use chrono::Utc;
@@ -27,7 +27,12 @@ struct NewReject {
     raw_len: i32,
 }
 
-pub async fn ingest(mut body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn ingest(
+    req: HttpRequest,
+    mut body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.check(&req)?;
     let limit = state.ingest_max_body_bytes;
     let mut bytes = web::BytesMut::new();
     while let Some(chunk) = body.next().await {

@@ -1,5 +1,6 @@
 //! The public HTTP API (actix-web): stats, ingest, health.
 
+pub mod auth;
 pub mod errors;
 pub mod ingest;
 pub mod params;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub ingest_max_body_bytes: usize,
     pub lag: Option<LagProbe>,
     pub kafka_ready: Option<Probe>,
+    pub auth: auth::Auth,
     pub log: Logger,
 }
 

@@ -49,6 +49,7 @@ fn range_of(params: &Params, window: Window) -> Result<WindowRange, ApiError> {
 }
 
 pub async fn errors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.auth.check(&req)?;
     let params = Params::parse(req.query_string(), &["window", "service", "at", "source"])?;
     let window = params.window("60s", state.max_window)?;
     let range = range_of(&params, window)?;
@@ -65,6 +66,7 @@ pub async fn errors(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
 }
 
 pub async fn keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.auth.check(&req)?;
     let params = Params::parse(req.query_string(), &["q", "window", "service", "at", "source"])?;
     let keyword = params.keyword()?;
     let window = params.window("1h", state.max_window)?;
@@ -81,6 +83,7 @@ pub async fn keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
 }
 
 pub async fn top_keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.auth.check(&req)?;
     let params = Params::parse(req.query_string(), &["window", "limit", "at", "source"])?;
     let window = params.window("5m", state.max_window)?;
     let range = range_of(&params, window)?;

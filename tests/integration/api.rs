@@ -68,23 +68,25 @@ struct App {
 }
 
 fn spawn_role(env: &IngestEnv, role: &str, redis_url: &str, prefix: &str) -> App {
+    spawn_role_with(env, role, redis_url, prefix, &[])
+}
+
+fn spawn_role_with(env: &IngestEnv, role: &str, redis_url: &str, prefix: &str, extra: &[(&str, &str)]) -> App {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let admin = format!("127.0.0.1:{}", free_port());
-    let process = ChildProcess::spawn(
-        &[role],
-        &[
-            ("DATABASE_URL", &env.db.url),
-            ("KAFKA_BROKERS", &env.brokers),
-            ("KAFKA_TOPIC", &env.topic),
-            ("KAFKA_GROUP", &env.group),
-            ("REDIS_URL", redis_url),
-            ("REDIS_PREFIX", prefix),
-            ("HTTP_ADDR", &addr),
-            ("ADMIN_ADDR", &admin),
-        ],
-    );
-    App { process, port }
+    let mut vars = vec![
+        ("DATABASE_URL", env.db.url.as_str()),
+        ("KAFKA_BROKERS", &env.brokers),
+        ("KAFKA_TOPIC", &env.topic),
+        ("KAFKA_GROUP", &env.group),
+        ("REDIS_URL", redis_url),
+        ("REDIS_PREFIX", prefix),
+        ("HTTP_ADDR", &addr),
+        ("ADMIN_ADDR", &admin),
+    ];
+    vars.extend_from_slice(extra);
+    App { process: ChildProcess::spawn(&[role], &vars), port }
 }
 
 impl App {
@@ -459,6 +461,40 @@ async fn bad_inputs_get_a_400_with_a_message_never_a_500() {
     }
     let (status, answer) = get_json(app.port, "/nowhere").await;
     assert_eq!((status, answer["error"].clone()), (404, json!("not_found")));
+    drop(app);
+    env.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn with_a_jwt_secret_stats_and_ingest_need_a_valid_token_and_health_stays_open() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let env = IngestEnv::create(1).await;
+    let app = spawn_role_with(
+        &env,
+        "api",
+        &stack().redis_url,
+        &unique("la_jwt"),
+        &[("JWT_SECRET", "integration-secret"), ("JWT_AUDIENCE", "log-analyzer")],
+    );
+    let port = app.port;
+    app.wait_listening().await;
+    let token = |secret: &str, alg: Algorithm, exp_in: i64| {
+        let claims = json!({"exp": chrono::Utc::now().timestamp() + exp_in, "aud": "log-analyzer"});
+        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    };
+    let get = |bearer: Option<String>| async move {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        http(port, "GET", "/stats/errors?window=10s&source=postgres", b"", &headers).await.unwrap().0
+    };
+    assert_eq!(get(None).await, 401, "missing");
+    assert_eq!(get(Some(token("integration-secret", Algorithm::HS256, -600))).await, 401, "expired");
+    assert_eq!(get(Some(token("integration-secret", Algorithm::HS512, 600))).await, 401, "wrong alg");
+    assert_eq!(get(Some(token("wrong-secret", Algorithm::HS256, 600))).await, 401, "wrong key");
+    assert_eq!(get(Some(token("integration-secret", Algorithm::HS256, 600))).await, 200, "valid");
+    let (status, _) = http(port, "POST", "/ingest", b"{}", &[]).await.unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(http(port, "GET", "/healthz", b"", &[]).await.unwrap().0, 200);
     drop(app);
     env.db.drop_db().await;
 }
