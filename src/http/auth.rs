@@ -10,7 +10,13 @@ use crate::config::Settings;
 /// How requests are authenticated.
 pub enum Auth {
     Open,
-    Jwt { key: DecodingKey, validation: Validation },
+    Jwt(Box<JwtCheck>),
+}
+
+/// The key and the rules a token must pass.
+pub struct JwtCheck {
+    key: DecodingKey,
+    validation: Validation,
 }
 
 impl Auth {
@@ -48,12 +54,13 @@ impl Auth {
             validation.set_audience(&[audience]);
             validation.validate_aud = true;
         }
-        Ok(Auth::Jwt { key, validation })
+        Ok(Auth::Jwt(Box::new(JwtCheck { key, validation })))
     }
 
     /// Lets the request through, or says why not (401).
     pub fn check(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let Auth::Jwt { key, validation } = self else { return Ok(()) };
+        let Auth::Jwt(check) = self else { return Ok(()) };
+        let JwtCheck { key, validation } = &**check;
         let header = req
             .headers()
             .get("Authorization")
