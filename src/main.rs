@@ -111,7 +111,6 @@ impl GenerateArgs {
                 late_max_ms: self.late_max.seconds() as i64 * 1_000,
                 keyword_ratio: self.keyword_ratio,
                 keywords: settings.tracked_keywords.clone(),
-                ..GeneratorConfig::default()
             },
         }
     }
