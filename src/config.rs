@@ -150,7 +150,7 @@ mod defaults {
         5_000
     }
     pub fn batch_max_wait_ms() -> u64 {
-        100
+        50
     }
     pub fn writer_count() -> usize {
         2

@@ -220,7 +220,8 @@ impl RedisCache {
     /// The summed bucket fields of the window, or `None` when Redis cannot answer it exactly.
     pub async fn window(&self, range: WindowRange) -> Result<Option<HashMap<String, u64>>, StoreError> {
         let now = chrono::Utc::now().timestamp();
-        if range.from < now - self.horizon || range.to > now + self.skew + 1 {
+        let grace = actors::windows::aggregator::HORIZON_GRACE;
+        if range.from < now - self.horizon - grace || range.to > now + self.skew + 1 {
             return Ok(None); // buckets outside the horizon have expired or were never written
         }
         let mut invocation = self.read_script.prepare_invoke();

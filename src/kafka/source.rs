@@ -432,7 +432,7 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("queued.max.messages.kbytes", "65536")
-            .set("fetch.wait.max.ms", "50")
+            .set("fetch.wait.max.ms", "20")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1500")
             .set("topic.metadata.refresh.interval.ms", "10000")

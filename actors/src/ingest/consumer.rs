@@ -33,7 +33,7 @@ impl Default for ConsumerConfig {
     fn default() -> Self {
         ConsumerConfig {
             batch_max_events: 5_000,
-            batch_max_wait: Duration::from_millis(100),
+            batch_max_wait: Duration::from_millis(50),
             rules: ParseRules::default(),
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
