@@ -109,13 +109,6 @@ impl App {
     }
 }
 
-fn owned(messages: &[Outgoing]) -> Vec<Outgoing> {
-    messages
-        .iter()
-        .map(|m| Outgoing { partition: m.partition, timestamp_ms: m.timestamp_ms, payload: m.payload.clone() })
-        .collect()
-}
-
 /// Asks every source for the grid of windows × `at` × services × keywords and compares with the truth.
 async fn assert_grid(port: u16, truth: &Truth, sources: &[&str], at_values: &[i64]) {
     let services = [None, Some("payments"), Some("认证服务")];
@@ -178,7 +171,7 @@ async fn memory_redis_and_postgres_all_give_the_exact_answer_even_after_a_restar
     let truth = Truth::of(&data);
     let prefix = unique("la_api");
     let mut app = spawn_role(&env, "run", &stack().redis_url, &prefix);
-    produce_all(&producer(&env.brokers), &env.topic, &owned(&data.messages)).await;
+    produce_all(&producer(&env.brokers), &env.topic, &data.messages).await;
     let client = env.db.client().await;
     env.wait_stored(&client, data.messages.len() as i64, Duration::from_secs(120)).await;
     app.wait_memory_ready().await;
@@ -255,7 +248,7 @@ async fn two_ingest_processes_and_an_api_process_answer_exactly_from_redis() {
         })
         .await;
     }
-    produce_all(&producer(&env.brokers), &env.topic, &owned(&data.messages)).await;
+    produce_all(&producer(&env.brokers), &env.topic, &data.messages).await;
     let client = env.db.client().await;
     env.wait_stored(&client, data.messages.len() as i64, Duration::from_secs(120)).await;
     api.wait_listening().await;
@@ -298,7 +291,7 @@ async fn outages_of_redis_or_postgres_change_the_source_not_the_answer() {
     let prefix = unique("la_outage");
     let run = spawn_role(&env, "run", &redis.url(), &prefix);
     let api = spawn_role(&env, "api", &redis.url(), &prefix);
-    produce_all(&producer(&env.brokers), &env.topic, &owned(&data.messages)).await;
+    produce_all(&producer(&env.brokers), &env.topic, &data.messages).await;
     {
         let client = env.db.client().await;
         env.wait_stored(&client, data.messages.len() as i64, Duration::from_secs(120)).await;

@@ -113,28 +113,8 @@ where
     }
 }
 
-/// A small deterministic random source (xorshift64*), so failing runs can be replayed by seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The generator's deterministic random source, reused so failing runs replay by seed.
+pub use actors::generator::events::Rng;
 
 /// A producer tuned for pushing many test messages quickly (acks=all).
 pub fn producer(brokers: &str) -> rdkafka::producer::FutureProducer {
@@ -152,6 +132,7 @@ pub fn producer(brokers: &str) -> rdkafka::producer::FutureProducer {
 }
 
 /// One message to produce.
+#[derive(Clone)]
 pub struct Outgoing {
     pub partition: i32,
     pub timestamp_ms: i64,

@@ -274,11 +274,7 @@ async fn kill_minus_nine_three_times_while_events_flow_loses_and_duplicates_noth
     let env = IngestEnv::create(4).await;
     let data = dataset(11, 200_000, 4, 1_000);
     let total = data.messages.len() as i64;
-    let messages: Vec<Outgoing> = data
-        .messages
-        .iter()
-        .map(|m| Outgoing { partition: m.partition, timestamp_ms: m.timestamp_ms, payload: m.payload.clone() })
-        .collect();
+    let messages = data.messages.clone();
     let producing = produce_flowing(env.brokers.clone(), env.topic.clone(), messages);
     let client = env.db.client().await;
     let mut rng = Rng::new(99);
@@ -304,11 +300,7 @@ async fn scaling_the_group_up_and_down_loses_and_duplicates_nothing_and_sigterm_
     let env = IngestEnv::create(6).await;
     let data = dataset(23, 120_000, 6, 500);
     let total = data.messages.len() as i64;
-    let messages: Vec<Outgoing> = data
-        .messages
-        .iter()
-        .map(|m| Outgoing { partition: m.partition, timestamp_ms: m.timestamp_ms, payload: m.payload.clone() })
-        .collect();
+    let messages = data.messages.clone();
     let producing = produce_flowing(env.brokers.clone(), env.topic.clone(), messages);
     let client = env.db.client().await;
     let mut a = env.spawn_ingest();
@@ -423,11 +415,7 @@ async fn a_postgres_outage_pauses_ingest_which_resumes_by_itself_without_loss() 
     let env = IngestEnv::create_with_db(TestDatabase::create_on(&pg.admin_url()).await, 3).await;
     let data = dataset(31, 60_000, 3, 400);
     let total = data.messages.len() as i64;
-    let messages: Vec<Outgoing> = data
-        .messages
-        .iter()
-        .map(|m| Outgoing { partition: m.partition, timestamp_ms: m.timestamp_ms, payload: m.payload.clone() })
-        .collect();
+    let messages = data.messages.clone();
     let producing = produce_flowing(env.brokers.clone(), env.topic.clone(), messages);
     let mut ingest = env.spawn_ingest();
     {
