@@ -46,7 +46,7 @@ setup() {
   psql -X -q "$ADMIN_URL" -c "CREATE DATABASE $DB"
   export DATABASE_URL="${ADMIN_URL%/*}/$DB"
   export KAFKA_TOPIC="bench_$RUN_ID" KAFKA_GROUP="bench_$RUN_ID" KAFKA_PARTITIONS="$PARTITIONS"
-  export LOG_FORMAT=json LOG_LEVEL=warn
+  export LOG_FORMAT=json LOG_LEVEL=warn ADMIN_ADDR=127.0.0.1:0
   "$BIN" migrate
 }
 

@@ -1,6 +1,7 @@
 //! log-analyzer: the shell around the `actors` core — configuration, telemetry, and the Kafka,
 //! PostgreSQL and Redis adapters that implement the core's ports.
 
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod db;

@@ -137,7 +137,15 @@ fn main() -> std::process::ExitCode {
             Command::Migrate => startup::migrate(&settings, &log).await.map(drop),
             Command::Ingest => {
                 let ingest = Ingest::start(&settings, None, None, &log)?;
+                let admin = log_analyzer::admin::AdminState {
+                    metrics: std::sync::Arc::new(log_analyzer::admin::Metrics::new()),
+                    writers: ingest.writer_stats(),
+                    source: Some(ingest.state()),
+                    aggregator: None,
+                };
+                let (admin, _) = startup::start_admin(&settings, admin, &log)?;
                 startup::shutdown_signal().await;
+                admin.stop(true).await;
                 info!(log, "shutdown requested");
                 ingest.stop().await;
                 Ok(())

@@ -60,9 +60,27 @@ pub enum Role {
     Api,
 }
 
+/// Starts the admin listener (`ADMIN_ADDR`) in the background; returns its handle and port.
+pub fn start_admin(
+    settings: &Settings,
+    state: crate::admin::AdminState,
+    log: &Logger,
+) -> anyhow::Result<(actix_web::dev::ServerHandle, u16)> {
+    let listener = std::net::TcpListener::bind(settings.admin_addr)
+        .with_context(|| format!("binding ADMIN_ADDR {}", settings.admin_addr))?;
+    let port = listener.local_addr()?.port();
+    let server = crate::admin::serve(state, listener)?;
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    info!(log, "admin listening"; "addr" => %settings.admin_addr, "port" => port);
+    Ok((handle, port))
+}
+
 /// A running process: its HTTP server and, for `run`, its ingest pipeline and windows.
 pub struct Application {
     port: u16,
+    admin_port: u16,
+    admin: actix_web::dev::ServerHandle,
     server: actix_web::dev::Server,
     ingest: Option<crate::ingest::Ingest>,
     arbiters: Vec<actix::Arbiter>,
@@ -143,6 +161,14 @@ impl Application {
             .set("compression.type", "lz4")
             .create()
             .context("creating the Kafka producer for POST /ingest")?;
+        let metrics = Arc::new(crate::admin::Metrics::new());
+        let admin_state = crate::admin::AdminState {
+            metrics: metrics.clone(),
+            writers: ingest.as_ref().map(|i| i.writer_stats()).unwrap_or_default(),
+            source: ingest.as_ref().map(|i| i.state()),
+            aggregator: aggregator.clone(),
+        };
+        let (admin, admin_port) = start_admin(settings, admin_state, &log)?;
         let state = actix_web::web::Data::new(AppState {
             reader: StatsReader { aggregator, redis: Some(redis), pg, keywords },
             max_window: actors::domain::Window::from_seconds(u64::from(settings.retention_days) * 86_400)
@@ -155,6 +181,7 @@ impl Application {
             lag,
             kafka_ready,
             auth: crate::http::auth::Auth::from_settings(settings)?,
+            metrics,
             log: log.clone(),
         });
         let listener = std::net::TcpListener::bind(settings.http_addr)
@@ -162,7 +189,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = crate::http::serve(state, listener)?;
         info!(log, "listening"; "addr" => %settings.http_addr, "port" => port);
-        Ok(Application { port, server, ingest, arbiters, log })
+        Ok(Application { port, admin_port, admin, server, ingest, arbiters, log })
     }
 
     /// The public listener's port.
@@ -170,9 +197,15 @@ impl Application {
         self.port
     }
 
+    /// The admin listener's port.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
     /// Serves until SIGINT/SIGTERM, then stops the server, then ingest (within 10 s together).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
+        self.admin.stop(true).await;
         info!(self.log, "http server stopped");
         if let Some(ingest) = self.ingest {
             ingest.stop().await;

@@ -30,6 +30,7 @@ pub struct AppState {
     pub lag: Option<LagProbe>,
     pub kafka_ready: Option<Probe>,
     pub auth: auth::Auth,
+    pub metrics: std::sync::Arc<crate::admin::Metrics>,
     pub log: Logger,
 }
 

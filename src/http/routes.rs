@@ -44,6 +44,15 @@ async fn freshness(state: &AppState) -> Value {
     json!({ "watermark": watermark, "lag_events": lag })
 }
 
+fn count(state: &AppState, route: &str, source: super::read_path::Source) {
+    let source = match source {
+        super::read_path::Source::Memory => "memory",
+        super::read_path::Source::Redis => "redis",
+        super::read_path::Source::Postgres => "postgres",
+    };
+    state.metrics.answers.with_label_values(&[route, source]).inc();
+}
+
 fn range_of(params: &Params, window: Window) -> Result<WindowRange, ApiError> {
     Ok(WindowRange::ending_at(params.at(Utc::now())?, window.seconds()))
 }
@@ -55,6 +64,7 @@ pub async fn errors(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     let range = range_of(&params, window)?;
     let service = params.service()?;
     let (stats, source) = state.reader.errors(range, service, params.source()?).await?;
+    count(&state, "errors", source);
     let mut body = window_fields(window, range);
     body.insert("total".into(), json!(stats.total));
     body.insert("errors".into(), json!(stats.errors));
@@ -72,11 +82,12 @@ pub async fn keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     let window = params.window("1h", state.max_window)?;
     let range = range_of(&params, window)?;
     let service = params.service()?;
-    let (count, source) = state.reader.keyword(range, keyword.clone(), service, params.source()?).await?;
+    let (found, source) = state.reader.keyword(range, keyword.clone(), service, params.source()?).await?;
+    count(&state, "keywords", source);
     let mut body = serde_json::Map::new();
     body.insert("keyword".into(), json!(keyword));
     body.extend(window_fields(window, range));
-    body.insert("count".into(), json!(count));
+    body.insert("count".into(), json!(found));
     body.insert("source".into(), json!(source));
     body.insert("freshness".into(), freshness(&state).await);
     Ok(HttpResponse::Ok().json(body))
@@ -89,6 +100,7 @@ pub async fn top_keywords(req: HttpRequest, state: web::Data<AppState>) -> Resul
     let range = range_of(&params, window)?;
     let limit = params.limit()?;
     let (top, source) = state.reader.top_keywords(range, limit, params.source()?).await?;
+    count(&state, "keywords_top", source);
     let mut body = window_fields(window, range);
     body.insert("keywords".into(), json!(top));
     body.insert("source".into(), json!(source));

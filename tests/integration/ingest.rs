@@ -43,6 +43,7 @@ impl IngestEnv {
                 ("KAFKA_TOPIC", &self.topic),
                 ("KAFKA_GROUP", &self.group),
                 ("BATCH_MAX_EVENTS", "2000"),
+                ("ADMIN_ADDR", "127.0.0.1:0"),
             ],
         )
     }
