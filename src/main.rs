@@ -136,7 +136,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Migrate => startup::migrate(&settings, &log).await.map(drop),
             Command::Ingest => {
-                let ingest = Ingest::start(&settings, None, None, &log)?;
+                let forwarder = startup::redis_delta_forwarder(&settings, &log).await?;
+                let ingest = Ingest::start(&settings, Some(forwarder), None, &log)?;
                 let admin = log_analyzer::admin::AdminState {
                     metrics: std::sync::Arc::new(log_analyzer::admin::Metrics::new()),
                     writers: ingest.writer_stats(),

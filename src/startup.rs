@@ -60,6 +60,35 @@ pub enum Role {
     Api,
 }
 
+/// For the `ingest` role: an actor that feeds each committed batch's bucket delta to Redis.
+pub async fn redis_delta_forwarder(
+    settings: &Settings,
+    log: &Logger,
+) -> anyhow::Result<actix::Recipient<actors::ingest::Committed>> {
+    use actix::Actor;
+    use std::sync::Arc;
+
+    let redis = crate::cache::RedisCache::new(
+        settings.redis_url.expose(),
+        &settings.redis_prefix,
+        &settings.kafka_topic,
+        std::time::Duration::from_millis(settings.redis_timeout_ms),
+        settings.window_horizon.seconds() as i64,
+        settings.window_skew_seconds,
+    )?;
+    redis.warm_up().await;
+    let keywords = Arc::new(actors::windows::KeywordSet::new(settings.keywords()));
+    let sink = crate::cache::delta_writer::RedisDeltaSink::start(redis, keywords.clone(), log);
+    let forwarder = actors::windows::forwarder::DeltaForwarder::new(
+        keywords,
+        settings.window_horizon.seconds() as i64,
+        settings.window_skew_seconds,
+        Arc::new(sink),
+        Arc::new(actors::ports::SystemClock),
+    );
+    Ok(forwarder.start().recipient())
+}
+
 /// Starts the admin listener (`ADMIN_ADDR`) in the background; returns its handle and port.
 pub fn start_admin(
     settings: &Settings,

@@ -237,16 +237,16 @@ async fn two_ingest_processes_and_an_api_process_answer_exactly_from_redis() {
     let truth = Truth::of(&data);
     let prefix = unique("la_scale");
     let redis = stack().redis_url;
-    let ingest_a = spawn_role(&env, "run", &redis, &prefix);
-    let ingest_b = spawn_role(&env, "run", &redis, &prefix);
+    let ingest_a = spawn_role(&env, "ingest", &redis, &prefix);
+    let ingest_b = spawn_role(&env, "ingest", &redis, &prefix);
     let api = spawn_role(&env, "api", &redis, &prefix);
     // Both must own partitions before the data flows, or one could take it all.
     for app in [&ingest_a, &ingest_b] {
-        let port = app.port;
+        let admin = app.admin_port;
         eventually("owning partitions", Duration::from_secs(60), || async move {
-            let (_, body) = http(port, "GET", "/readyz", b"", &[]).await?;
+            let (_, body) = http(admin, "GET", "/debug/actors", b"", &[]).await?;
             let v: Value = serde_json::from_slice(&body).ok()?;
-            (v["dependencies"]["kafka"] == "up").then_some(())
+            (!v["consumers"].as_array()?.is_empty()).then_some(())
         })
         .await;
     }

@@ -2,6 +2,7 @@
 
 pub mod aggregator;
 pub mod buckets;
+pub mod forwarder;
 pub mod stats;
 
 pub use aggregator::{
