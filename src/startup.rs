@@ -68,14 +68,7 @@ pub async fn redis_delta_forwarder(
     use actix::Actor;
     use std::sync::Arc;
 
-    let redis = crate::cache::RedisCache::new(
-        settings.redis_url.expose(),
-        &settings.redis_prefix,
-        &settings.kafka_topic,
-        std::time::Duration::from_millis(settings.redis_timeout_ms),
-        settings.window_horizon.seconds() as i64,
-        settings.window_skew_seconds,
-    )?;
+    let redis = crate::cache::RedisCache::from_settings(settings)?;
     redis.warm_up().await;
     let keywords = Arc::new(actors::windows::KeywordSet::new(settings.keywords()));
     let sink = crate::cache::delta_writer::RedisDeltaSink::start(redis, keywords.clone(), log);
@@ -137,14 +130,7 @@ impl Application {
         let log = log.new(slog::o!("role" => format!("{role:?}").to_lowercase()));
         let keywords = Arc::new(KeywordSet::new(settings.keywords()));
         let horizon = settings.window_horizon.seconds() as i64;
-        let redis = RedisCache::new(
-            settings.redis_url.expose(),
-            &settings.redis_prefix,
-            &settings.kafka_topic,
-            Duration::from_millis(settings.redis_timeout_ms),
-            horizon,
-            settings.window_skew_seconds,
-        )?;
+        let redis = RedisCache::from_settings(settings)?;
         redis.warm_up().await;
         let db_timeout = Duration::from_millis(settings.database_timeout_ms);
         let pool = db::pool(settings.database_url.expose(), settings.database_pool_size, db_timeout);

@@ -53,6 +53,18 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisCache {
+    /// The cache of `settings`' topic, with its timeout, horizon and skew.
+    pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<RedisCache> {
+        RedisCache::new(
+            settings.redis_url.expose(),
+            &settings.redis_prefix,
+            &settings.kafka_topic,
+            Duration::from_millis(settings.redis_timeout_ms),
+            settings.window_horizon.seconds() as i64,
+            settings.window_skew_seconds,
+        )
+    }
+
     pub fn new(
         url: &str,
         prefix: &str,

@@ -54,13 +54,20 @@ impl Misses {
         match forced {
             Some(source) => ApiError::unavailable(
                 "source_unavailable",
-                format!(
-                    "the {} source cannot answer this: {}",
-                    serde_json::to_string(&source).unwrap_or_default().trim_matches('"'),
-                    self.0.join("; ")
-                ),
+                format!("the {} source cannot answer this: {}", source.as_str(), self.0.join("; ")),
             ),
             None => ApiError::unavailable("no_source", format!("no source could answer: {}", self.0.join("; "))),
+        }
+    }
+}
+
+impl Source {
+    /// The name used in answers, errors and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Redis => "redis",
+            Source::Postgres => "postgres",
         }
     }
 }
@@ -90,7 +97,7 @@ impl StatsReader {
         let key = format!("errors:{}:{}:{}", range.from, range.to, service.as_deref().unwrap_or(""));
         if allowed(forced, Source::Redis) {
             if let Some(stats) = self
-                .redis_answer(&key, range, &mut misses, |fields| errors_from_fields(fields, service.as_deref()))
+                .redis_answer(&key, range, &mut misses, |fields| Some(errors_from_fields(fields, service.as_deref())))
                 .await
             {
                 return Ok((stats, Source::Redis));
@@ -245,7 +252,7 @@ impl StatsReader {
     }
 }
 
-fn errors_from_fields(fields: &HashMap<String, u64>, only: Option<&str>) -> Option<ErrorStats> {
+fn errors_from_fields(fields: &HashMap<String, u64>, only: Option<&str>) -> ErrorStats {
     let mut per: HashMap<&str, (u64, u64)> = HashMap::new();
     for (field, n) in fields {
         let mut parts = field.split(SEP);
@@ -257,10 +264,10 @@ fn errors_from_fields(fields: &HashMap<String, u64>, only: Option<&str>) -> Opti
             _ => {}
         }
     }
-    Some(ErrorStats::from_services(
+    ErrorStats::from_services(
         per.into_iter().map(|(service, (total, errors))| ServiceStats { service: service.to_owned(), total, errors }),
         only,
-    ))
+    )
 }
 
 fn keyword_from_fields(fields: &HashMap<String, u64>, keyword: &str, only: Option<&str>) -> u64 {

@@ -45,12 +45,7 @@ async fn freshness(state: &AppState) -> Value {
 }
 
 fn count(state: &AppState, route: &str, source: super::read_path::Source) {
-    let source = match source {
-        super::read_path::Source::Memory => "memory",
-        super::read_path::Source::Redis => "redis",
-        super::read_path::Source::Postgres => "postgres",
-    };
-    state.metrics.answers.with_label_values(&[route, source]).inc();
+    state.metrics.answers.with_label_values(&[route, source.as_str()]).inc();
 }
 
 fn range_of(params: &Params, window: Window) -> Result<WindowRange, ApiError> {

@@ -112,11 +112,6 @@ pub struct Ownership {
     pub owns_all: bool,
 }
 
-/// Start over from the authoritative store.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Rebuild;
-
 enum Phase {
     Rebuilding { buffered: Vec<Arc<BucketDelta>> },
     Ready,
@@ -342,14 +337,6 @@ impl Handler<Ownership> for WindowAggregatorActor {
             // Partitions came back: what others stored meanwhile is only in the store.
             self.start_rebuild(ctx);
         }
-    }
-}
-
-impl Handler<Rebuild> for WindowAggregatorActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Rebuild, ctx: &mut Self::Context) {
-        self.start_rebuild(ctx);
     }
 }
 

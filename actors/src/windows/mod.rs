@@ -7,7 +7,7 @@ pub mod stats;
 
 pub use aggregator::{
     AggregatorStatus, BucketSource, DeltaSink, Ownership, QueryErrors, QueryKeyword, QueryStatus, QueryTopKeywords,
-    Rebuild, Rebuilt, Unanswerable, WindowAggregatorActor, WindowConfig,
+    Rebuilt, Unanswerable, WindowAggregatorActor, WindowConfig,
 };
 pub use buckets::{BucketDelta, BucketRing, Buckets, Counts, KeywordSet, SecondCounts};
 pub use stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
