@@ -260,11 +260,17 @@ pg_down() {
 
 # ---------------------------------------------------------------- Redis
 
-redis_ok() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+# PING over bash's /dev/tcp: a Redis that already answers (CI's service container) needs no
+# redis-cli on this machine.
+redis_ok() (
+  exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || exit 1
+  printf 'PING\r\n' >&3
+  read -r -t 2 reply <&3 && [ "$reply" = $'+PONG\r' ]
+) 2>/dev/null
 
 redis_up() {
-  command -v redis-server >/dev/null || apt_install redis-server
   if redis_ok; then return; fi
+  command -v redis-server >/dev/null || apt_install redis-server
   mkdir -p "$REDIS_DIR"
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
