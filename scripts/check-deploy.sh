@@ -43,7 +43,10 @@ step() {
 
 python_tools() {
   local stamp="$VENV/.installed"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${PY_TOOLS[*]}" ]; then return; fi
+  # Reuse the venv while it holds these versions and its interpreter still runs.
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${PY_TOOLS[*]}" ] && "$VENV/bin/python" -c '' 2>/dev/null; then
+    return
+  fi
   local python
   python="$(command -v python3)" || die "python3 is needed"
   "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
