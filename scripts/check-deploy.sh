@@ -13,7 +13,8 @@
 #   dockerfile  hadolint, then the structure: pinned builder and matching slim runtime, non-root
 #               USER, HEALTHCHECK, ENTRYPOINT, COPY sources present and not dockerignored, every
 #               workspace manifest in the dependency layer, whose stub layout must resolve with
-#               Cargo.lock (`cargo metadata --locked`, no compiling).
+#               Cargo.lock (`cargo metadata --locked`, no compiling); the image's healthcheck script
+#               against a local HTTP server (200 passes; 404 and a closed port fail).
 #   shell       shellcheck (warnings and errors) on scripts/*.sh and deploy/*.sh.
 #
 # Tools install themselves into $LA_TOOLS_DIR (default ~/.cache/log-analyzer) on the first run,

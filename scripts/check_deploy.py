@@ -5,14 +5,20 @@ config` validate the compose file against the Compose specification).
     check_deploy.py dockerfile            deploy/Dockerfile's structure and build context
     check_deploy.py monitoring CONFIG_JSON  prometheus.yml and Grafana against compose and README
     check_deploy.py workflow              .github/workflows/ci.yml runs what .ci/run runs
+    check_deploy.py healthcheck           deploy/healthcheck.sh against a local HTTP server
     check_deploy.py config-table          prints README's configuration table from .env.example
 
 Each check prints what it found wrong and exits 1; it prints nothing else when all is well.
 """
 
+import http.server
 import json
+import os
 import re
+import socket
+import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -282,6 +288,37 @@ def check_workflow():
             problem(f"ci.yml: the test job has no {service} service container")
 
 
+def check_healthcheck():
+    """The image's healthcheck passes on 200, fails on another status and on a closed port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path in ("/healthz", "/metrics") else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+    cases = [
+        ({"HTTP_ADDR": f"0.0.0.0:{port}"}, [], 0),
+        ({"ADMIN_ADDR": f"127.0.0.1:{port}"}, ["ADMIN_ADDR", "/metrics"], 0),
+        ({"HTTP_ADDR": f"0.0.0.0:{port}"}, ["HTTP_ADDR", "/missing"], 1),
+        ({"HTTP_ADDR": f"0.0.0.0:{closed_port}"}, [], 1),
+    ]
+    for env, args, expected in cases:
+        result = subprocess.run(["bash", str(ROOT / "deploy/healthcheck.sh"), *args], env={**os.environ, **env},
+                                capture_output=True, timeout=10)
+        if (result.returncode == 0) != (expected == 0):
+            problem(f"healthcheck.sh {' '.join(args)} with {env}: exit {result.returncode}, expected {expected}")
+    server.shutdown()
+
+
 def config_table():
     print("| variable | default | meaning |")
     print("|---|---|---|")
@@ -305,6 +342,7 @@ def main(argv):
         check_compose(argv[2])
     elif what == "dockerfile":
         check_dockerfile()
+        check_healthcheck()
     elif what == "monitoring":
         check_monitoring(argv[2])
         check_readme_config()
