@@ -7,8 +7,8 @@
 #               depends_on targets exist and can become healthy/complete, every variable passed to
 #               the app is in .env.example, ingest is scalable, the admin port stays private.
 #   monitoring  prometheus.yml scrapes every role's admin port; Grafana's provisioning matches the
-#               compose mounts; the dashboard uses only metrics README documents; README's config
-#               table lists every variable of .env.example.
+#               compose mounts; the dashboard shows exactly the metrics README documents; README's
+#               config table lists every variable of .env.example.
 #   workflow    actionlint (with shellcheck) on .github/workflows/ci.yml; it runs what .ci/run runs.
 #   dockerfile  hadolint, then the structure: pinned builder and matching slim runtime, non-root
 #               USER, HEALTHCHECK, ENTRYPOINT, COPY sources present and not dockerignored, every

@@ -243,6 +243,7 @@ def check_monitoring(config_json):
     known = documented_metrics()
     if not known:
         problem("README.md: the Operations section lists no log_analyzer_ metric")
+    shown = set()
     for path in sorted((graf / "dashboards").glob("*.json")):
         dashboard = json.loads(path.read_text())
         ids = [p["id"] for p in dashboard["panels"]]
@@ -258,6 +259,9 @@ def check_monitoring(config_json):
                     base = re.sub(r"_(bucket|sum|count)$", "", metric)
                     if metric not in known and base not in known:
                         problem(f"{path.name}: panel {panel['title']!r} uses {metric}, not in README's metrics")
+                    shown.add(base)
+    for metric in sorted(known - shown):
+        problem(f"grafana: README documents {metric}, but no dashboard panel shows it")
 
 
 def run_lines(text):
