@@ -15,7 +15,8 @@
 #               workspace manifest in the dependency layer, whose stub layout must resolve with
 #               Cargo.lock (`cargo metadata --locked`, no compiling); the image's healthcheck script
 #               against a local HTTP server (200 passes; 404 and a closed port fail).
-#   shell       shellcheck (warnings and errors) on scripts/*.sh and deploy/*.sh.
+#   shell       shellcheck (warnings and errors) on scripts/*.sh, deploy/*.sh and .ci/run; every
+#               Makefile target the README names exists (`make -n`).
 #
 # Tools install themselves into $LA_TOOLS_DIR (default ~/.cache/log-analyzer) on the first run,
 # from PyPI and the Go module proxy through pip and `go install`; later runs reuse them.
@@ -109,6 +110,9 @@ fi
 step dockerfile
 
 "$VENV/bin/shellcheck" --severity=warning scripts/*.sh deploy/*.sh .ci/run
-step shell
+if command -v make >/dev/null; then
+  make -n build test stack-up stack-down run bench compose-up compose-down fmt lint docs >/dev/null
+fi
+step "shell and Makefile"
 
 log "all deploy checks passed in $((SECONDS - started)) s"
