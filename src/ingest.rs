@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actix::{Arbiter, Supervisor};
 use actors::ingest::{Committed, ConsumerConfig, WriterActor, WriterPool, WriterStats};
+use actors::mailbox::{Inbox, TrackedRecipient};
 use actors::ports::{EventStore, SystemClock};
 use slog::{info, warn, Logger};
 
@@ -28,8 +29,9 @@ impl Ingest {
     /// Starts writers (each on its own arbiter, under a supervisor), consumer arbiters, and the source.
     pub fn start(
         settings: &Settings,
-        committed: Option<actix::Recipient<Committed>>,
-        ownership: Option<actix::Recipient<actors::windows::Ownership>>,
+        committed: Option<TrackedRecipient<Committed>>,
+        ownership: Option<TrackedRecipient<actors::windows::Ownership>>,
+        metrics: &crate::admin::Metrics,
         log: &Logger,
     ) -> anyhow::Result<Ingest> {
         let log = log.new(slog::o!("role" => "ingest"));
@@ -37,12 +39,14 @@ impl Ingest {
         let mut writers = Vec::new();
         for id in 0..settings.writer_count {
             let arbiter = Arbiter::new();
-            let stats = Arc::new(WriterStats::default());
+            let stats = Arc::new(metrics.writer_stats(id));
+            let probe = metrics.actors.probe("writer", id.to_string());
             let store: Box<dyn EventStore> = Box::new(PgEventStore::new(settings.database_url.expose()));
-            let (stats2, log2) = (stats.clone(), log.new(slog::o!("writer" => id)));
-            let addr =
-                Supervisor::start_in_arbiter(&arbiter.handle(), move |_| WriterActor::new(id, store, stats2, log2));
-            writers.push((addr, stats));
+            let (stats2, probe2, log2) = (stats.clone(), probe.clone(), log.new(slog::o!("writer" => id)));
+            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                WriterActor::new(id, store, stats2, probe2, log2)
+            });
+            writers.push((Inbox::new(addr, probe), stats));
             arbiters.push(arbiter);
         }
         let writers = Arc::new(WriterPool::new(writers));
@@ -55,6 +59,7 @@ impl Ingest {
             clock: Arc::new(SystemClock),
             committed,
             ownership,
+            actors: metrics.actors.clone(),
         };
         arbiters.extend(consumer_arbiters);
         let config = SourceConfig {
@@ -90,7 +95,7 @@ impl Ingest {
     pub async fn stop(mut self) {
         let mut source = std::mem::replace(&mut self.source, KafkaSource::stopped());
         let _ = tokio::task::spawn_blocking(move || source.stop()).await;
-        for writer in self.writers.addrs() {
+        for writer in self.writers.inboxes() {
             // A writer answers this only after every batch queued before it.
             let drained = tokio::time::timeout(DRAIN_TIMEOUT, writer.send(actors::ingest::writer::Drain)).await;
             if drained.is_err() {

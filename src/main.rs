@@ -6,13 +6,12 @@ use clap::{Parser, Subcommand};
 // measured ~15% of the process's CPU in a profile of `bench.sh ingest`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use slog::{error, info};
+use slog::error;
 
 use actors::domain::Window;
 use actors::generator::{GeneratorConfig, RunLimit};
 use log_analyzer::config::Settings;
 use log_analyzer::generate::{self, GenerateOptions, Target};
-use log_analyzer::ingest::Ingest;
 use log_analyzer::{startup, telemetry};
 
 /// Turns a Kafka stream of application logs into exact, live answers.
@@ -131,28 +130,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let (log, _level) = telemetry::init_logger(&settings);
+    let (log, level) = telemetry::init_logger(&settings);
     let result = actix_rt::System::new().block_on(async {
         match cli.command {
             Command::Migrate => startup::migrate(&settings, &log).await.map(drop),
-            Command::Ingest => {
-                let forwarder = startup::redis_delta_forwarder(&settings, &log).await?;
-                let ingest = Ingest::start(&settings, Some(forwarder), None, &log)?;
-                let admin = log_analyzer::admin::AdminState {
-                    metrics: std::sync::Arc::new(log_analyzer::admin::Metrics::new()),
-                    writers: ingest.writer_stats(),
-                    source: Some(ingest.state()),
-                    aggregator: None,
-                };
-                let (admin, _) = startup::start_admin(&settings, admin, &log)?;
-                startup::shutdown_signal().await;
-                admin.stop(true).await;
-                info!(log, "shutdown requested");
-                ingest.stop().await;
-                Ok(())
-            }
+            Command::Ingest => startup::run_ingest(&settings, level, &log).await,
             Command::Run { generate } => {
-                let app = startup::Application::build(&settings, startup::Role::Run, &log).await?;
+                let app = startup::Application::build(&settings, startup::Role::Run, level, &log).await?;
                 if let Some(rate) = generate.filter(|r| *r > 0.0) {
                     let args = GenerateArgs::parse_from(["generate", "--rate", &rate.to_string()]);
                     let options = args.options(&settings);
@@ -162,7 +146,7 @@ fn main() -> std::process::ExitCode {
                 app.run_until_stopped().await
             }
             Command::Api => {
-                startup::Application::build(&settings, startup::Role::Api, &log).await?.run_until_stopped().await
+                startup::Application::build(&settings, startup::Role::Api, level, &log).await?.run_until_stopped().await
             }
             Command::Generate(args) => {
                 tokio::select! {

@@ -7,6 +7,7 @@ use slog::{info, Logger};
 use crate::config::Settings;
 use crate::db;
 use crate::kafka::admin::{ensure_topic, TopicState};
+use crate::telemetry::LogLevelHandle;
 
 /// Days of `logs` partitions made ahead of today by `migrate` and by maintenance.
 pub const PARTITIONS_AHEAD_DAYS: u64 = 7;
@@ -60,18 +61,19 @@ pub enum Role {
     Api,
 }
 
-/// For the `ingest` role: an actor that feeds each committed batch's bucket delta to Redis.
-pub async fn redis_delta_forwarder(
-    settings: &Settings,
-    log: &Logger,
-) -> anyhow::Result<actix::Recipient<actors::ingest::Committed>> {
+/// The `ingest` role: the pipeline into PostgreSQL, each committed batch's bucket delta forwarded
+/// to Redis (no windows of its own), and the admin listener; until SIGINT/SIGTERM.
+pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Logger) -> anyhow::Result<()> {
     use actix::Actor;
     use std::sync::Arc;
 
+    let metrics = Arc::new(crate::admin::Metrics::new());
     let redis = crate::cache::RedisCache::from_settings(settings)?;
     redis.warm_up().await;
     let keywords = Arc::new(actors::windows::KeywordSet::new(settings.keywords()));
-    let sink = crate::cache::delta_writer::RedisDeltaSink::start(redis, keywords.clone(), log);
+    let cache_probe = metrics.actors.probe("bucket_cache", "0");
+    let sink = crate::cache::delta_writer::RedisDeltaSink::start(redis, keywords.clone(), cache_probe, log);
+    let deltas = sink.stats();
     let forwarder = actors::windows::forwarder::DeltaForwarder::new(
         keywords,
         settings.window_horizon.seconds() as i64,
@@ -79,7 +81,23 @@ pub async fn redis_delta_forwarder(
         Arc::new(sink),
         Arc::new(actors::ports::SystemClock),
     );
-    Ok(forwarder.start().recipient())
+    let forwarder = actors::mailbox::Inbox::new(forwarder.start(), metrics.actors.probe("delta_forwarder", "0"));
+    let ingest = crate::ingest::Ingest::start(settings, Some(forwarder.recipient()), None, &metrics, log)?;
+    let admin = crate::admin::AdminState {
+        metrics,
+        writers: ingest.writer_stats(),
+        source: Some(ingest.state()),
+        topic: settings.kafka_topic.clone(),
+        aggregator: None,
+        deltas: Some(deltas),
+        log_level,
+    };
+    let (admin, _) = start_admin(settings, admin, log)?;
+    shutdown_signal().await;
+    admin.stop(true).await;
+    info!(log, "shutdown requested");
+    ingest.stop().await;
+    Ok(())
 }
 
 /// Starts the admin listener (`ADMIN_ADDR`) in the background; returns its handle and port.
@@ -112,7 +130,12 @@ pub struct Application {
 impl Application {
     /// Builds every part of `role` and binds the public listener (`HTTP_ADDR`; port 0 picks one).
     /// Must run inside an actix System.
-    pub async fn build(settings: &Settings, role: Role, log: &Logger) -> anyhow::Result<Application> {
+    pub async fn build(
+        settings: &Settings,
+        role: Role,
+        log_level: LogLevelHandle,
+        log: &Logger,
+    ) -> anyhow::Result<Application> {
         use std::sync::Arc;
         use std::time::Duration;
 
@@ -136,10 +159,14 @@ impl Application {
         let pool = db::pool(settings.database_url.expose(), settings.database_pool_size, db_timeout);
         let pg = PgStats::new(pool.clone(), &settings.kafka_topic, db_timeout);
 
+        let metrics = Arc::new(crate::admin::Metrics::new());
         let mut arbiters = Vec::new();
+        let mut delta_stats = None;
         let (aggregator, ingest, lag, kafka_ready): (_, _, Option<LagProbe>, Option<Probe>) = match role {
             Role::Run => {
-                let deltas = RedisDeltaSink::start(redis.clone(), keywords.clone(), &log);
+                let cache_probe = metrics.actors.probe("bucket_cache", "0");
+                let deltas = RedisDeltaSink::start(redis.clone(), keywords.clone(), cache_probe, &log);
+                delta_stats = Some(deltas.stats());
                 let config = WindowConfig {
                     topic: settings.kafka_topic.clone(),
                     horizon,
@@ -148,16 +175,21 @@ impl Application {
                 };
                 let source = Arc::new(PgBucketSource::new(settings.database_url.expose()));
                 let agg_log = log.clone();
+                let agg_probe = metrics.actors.probe("window_aggregator", "0");
+                let probe = agg_probe.clone();
                 // Its own thread: queries never wait behind parsing.
                 let arbiter = actix::Arbiter::new();
                 let aggregator = WindowAggregatorActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    WindowAggregatorActor::new(config, source, Some(Arc::new(deltas)), Arc::new(SystemClock), agg_log)
+                    let deltas = Some(Arc::new(deltas) as Arc<dyn actors::windows::DeltaSink>);
+                    WindowAggregatorActor::new(config, source, deltas, Arc::new(SystemClock), probe, agg_log)
                 });
+                let aggregator = actors::mailbox::Inbox::new(aggregator, agg_probe);
                 arbiters.push(arbiter);
                 let ingest = crate::ingest::Ingest::start(
                     settings,
-                    Some(aggregator.clone().recipient()),
-                    Some(aggregator.clone().recipient()),
+                    Some(aggregator.recipient()),
+                    Some(aggregator.recipient()),
+                    &metrics,
                     &log,
                 )?;
                 let state = ingest.state();
@@ -176,16 +208,24 @@ impl Application {
             .set("compression.type", "lz4")
             .create()
             .context("creating the Kafka producer for POST /ingest")?;
-        let metrics = Arc::new(crate::admin::Metrics::new());
         let admin_state = crate::admin::AdminState {
             metrics: metrics.clone(),
             writers: ingest.as_ref().map(|i| i.writer_stats()).unwrap_or_default(),
             source: ingest.as_ref().map(|i| i.state()),
+            topic: settings.kafka_topic.clone(),
             aggregator: aggregator.clone(),
+            deltas: delta_stats,
+            log_level,
         };
         let (admin, admin_port) = start_admin(settings, admin_state, &log)?;
         let state = actix_web::web::Data::new(AppState {
-            reader: StatsReader { aggregator, redis: Some(redis), pg, keywords },
+            reader: StatsReader {
+                aggregator,
+                redis: Some(redis),
+                pg,
+                keywords,
+                cache_results: Some(metrics.cache.clone()),
+            },
             max_window: actors::domain::Window::from_seconds(u64::from(settings.retention_days) * 86_400)
                 .expect("retention is at least a day"),
             topic: settings.kafka_topic.clone(),

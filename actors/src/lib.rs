@@ -6,5 +6,6 @@
 pub mod domain;
 pub mod generator;
 pub mod ingest;
+pub mod mailbox;
 pub mod ports;
 pub mod windows;

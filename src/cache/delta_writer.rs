@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use ::actors::mailbox::{ActorProbe, Inbox};
 use ::actors::windows::{BucketDelta, DeltaSink, KeywordSet};
 use actix::prelude::*;
 use slog::{warn, Logger};
@@ -38,6 +39,9 @@ impl Handler<Audit> for BucketCacheActor {
     }
 }
 
+::actors::tracked!(BucketCacheActor => Apply, Audit);
+
+/// What became of the bucket deltas offered to Redis.
 #[derive(Debug, Default)]
 pub struct DeltaStats {
     pub applied: AtomicU64,
@@ -52,6 +56,7 @@ pub struct BucketCacheActor {
     stats: Arc<DeltaStats>,
     /// A delta was dropped (mailbox full): Redis must be marked incomplete.
     lost: Arc<std::sync::atomic::AtomicBool>,
+    probe: Arc<ActorProbe>,
     log: Logger,
 }
 
@@ -109,6 +114,7 @@ impl Handler<Apply> for BucketCacheActor {
                 Err(e) => {
                     act.stats.failed.fetch_add(1, Ordering::Relaxed);
                     act.lost.store(true, Ordering::Release);
+                    act.probe.error(format_args!("delta not applied: {e}"));
                     warn!(act.log, "bucket delta not applied to redis"; "error" => %e);
                 }
             }),
@@ -118,13 +124,13 @@ impl Handler<Apply> for BucketCacheActor {
 
 /// The aggregator's way to Redis: never blocks it.
 pub struct RedisDeltaSink {
-    addr: Addr<BucketCacheActor>,
+    inbox: Inbox<BucketCacheActor>,
     stats: Arc<DeltaStats>,
     lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RedisDeltaSink {
-    pub fn start(cache: RedisCache, keywords: Arc<KeywordSet>, log: &Logger) -> RedisDeltaSink {
+    pub fn start(cache: RedisCache, keywords: Arc<KeywordSet>, probe: Arc<ActorProbe>, log: &Logger) -> RedisDeltaSink {
         let stats = Arc::new(DeltaStats::default());
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let actor = BucketCacheActor {
@@ -132,9 +138,10 @@ impl RedisDeltaSink {
             keywords,
             stats: stats.clone(),
             lost: lost.clone(),
+            probe: probe.clone(),
             log: log.new(slog::o!("actor" => "bucket_cache")),
         };
-        RedisDeltaSink { addr: actor.start(), stats, lost }
+        RedisDeltaSink { inbox: Inbox::new(actor.start(), probe), stats, lost }
     }
 
     pub fn stats(&self) -> Arc<DeltaStats> {
@@ -144,13 +151,13 @@ impl RedisDeltaSink {
 
 impl DeltaSink for RedisDeltaSink {
     fn offer(&self, delta: Arc<BucketDelta>) {
-        if self.addr.try_send(Apply(delta)).is_err() {
+        if self.inbox.try_send(Apply(delta)).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             self.lost.store(true, Ordering::Release);
         }
     }
 
     fn rebuilt(&self, offsets: &std::collections::BTreeMap<i32, i64>) {
-        let _ = self.addr.try_send(Audit(offsets.clone()));
+        let _ = self.inbox.try_send(Audit(offsets.clone()));
     }
 }

@@ -89,7 +89,7 @@ pub async fn ingest(
         .await;
         if let Err(e) = stored {
             // The client still has every rejected line in the answer.
-            warn!(state.log, "dead letters of POST /ingest not stored"; "count" => rejected, "error" => e);
+            warn!(super::request_log(&req, &state.log), "dead letters of POST /ingest not stored"; "count" => rejected, "error" => e);
         }
     }
     if accepted == 0 && errors.iter().any(|e| e["reason"] == "not_queued") {

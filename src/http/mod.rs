@@ -9,7 +9,11 @@ pub mod routes;
 
 use std::net::TcpListener;
 
-use actix_web::{web, App, HttpServer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpServer};
 use actors::domain::{ParseRules, Window};
 use rdkafka::producer::FutureProducer;
 use slog::Logger;
@@ -44,17 +48,89 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(routes::readyz));
 }
 
+/// The id of one request: the caller's `X-Request-Id` when it is a sane token, else a new one.
+/// Every log line about the request carries it, and the response echoes it.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    fn of(req: &actix_web::dev::ServiceRequest) -> RequestId {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        static PREFIX: OnceLock<String> = OnceLock::new();
+        let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+        match given {
+            Some(id) => RequestId(id.to_owned()),
+            None => {
+                // Unique across restarts: the process start time, then a counter.
+                let prefix = PREFIX.get_or_init(|| format!("{:x}", chrono::Utc::now().timestamp_micros()));
+                RequestId(format!("{prefix}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed)))
+            }
+        }
+    }
+}
+
+/// A logger for lines about this request (with its id).
+pub fn request_log(req: &HttpRequest, log: &Logger) -> Logger {
+    match req.extensions().get::<RequestId>() {
+        Some(id) => log.new(slog::o!("request_id" => id.0.clone())),
+        None => log.clone(),
+    }
+}
+
+/// Per request: an id, the latency and status counted per route, and one log line (debug when it
+/// went well, info for a client error, error with the cause chain for a server error).
+async fn observe(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = RequestId::of(&req);
+    req.extensions_mut().insert(id.clone());
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let mut res = next.call(req).await?;
+    let elapsed = started.elapsed();
+    let status = res.status();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id.0) {
+        res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+    }
+    if let Some(state) = state {
+        state.metrics.http_requests.with_label_values(&[&route, status.as_str()]).inc();
+        state.metrics.http_seconds.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
+        let log = state.log.new(slog::o!("request_id" => id.0));
+        let micros = elapsed.as_micros() as u64;
+        if status.is_server_error() {
+            let error = res.response().error().map(|e| e.to_string()).unwrap_or_default();
+            slog::error!(log, "request failed"; "method" => %method, "route" => &route, "status" => status.as_u16(),
+                         "micros" => micros, "error" => error);
+        } else if status.is_client_error() {
+            slog::info!(log, "request refused"; "method" => %method, "route" => &route, "status" => status.as_u16(),
+                        "micros" => micros);
+        } else {
+            slog::debug!(log, "request"; "method" => %method, "route" => &route, "status" => status.as_u16(),
+                         "micros" => micros);
+        }
+    }
+    Ok(res)
+}
+
 /// The public server on an already bound listener (port 0 works: read the port off the listener).
 pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
-        App::new().app_data(state.clone()).app_data(web::QueryConfig::default()).configure(configure).default_service(
-            web::to(|| async {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::QueryConfig::default())
+            .wrap(actix_web::middleware::from_fn(observe))
+            .configure(configure)
+            .default_service(web::to(|| async {
                 actix_web::HttpResponse::NotFound().json(serde_json::json!({
                     "error": "not_found",
                     "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /ingest",
                 }))
-            }),
-        )
+            }))
     })
     .shutdown_timeout(5)
     .listen(listener)?

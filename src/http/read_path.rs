@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
 use actors::domain::Keyword;
+use actors::mailbox::Inbox;
 use actors::windows::{
     aggregator::{QueryErrors, QueryKeyword, QueryTopKeywords},
     stats::top_keywords,
@@ -36,10 +36,12 @@ const CLOSED_ANSWER_TTL: Duration = Duration::from_secs(3_600);
 /// Every source a process can read from.
 #[derive(Clone)]
 pub struct StatsReader {
-    pub aggregator: Option<Addr<WindowAggregatorActor>>,
+    pub aggregator: Option<Inbox<WindowAggregatorActor>>,
     pub redis: Option<RedisCache>,
     pub pg: PgStats,
     pub keywords: Arc<KeywordSet>,
+    /// Counts Redis reads by result (`hit`, `miss`, `error`).
+    pub cache_results: Option<prometheus::IntCounterVec>,
 }
 
 /// Why one source gave no answer (kept for the 503 message when none does).
@@ -210,33 +212,47 @@ impl StatsReader {
             misses.note("redis", "not configured");
             return None;
         };
+        let (answer, result) = Self::read_redis(redis, key, range, misses, from_fields).await;
+        if let Some(counter) = &self.cache_results {
+            counter.with_label_values(&[result]).inc();
+        }
+        answer
+    }
+
+    async fn read_redis<T: DeserializeOwned>(
+        redis: &RedisCache,
+        key: &str,
+        range: WindowRange,
+        misses: &mut Misses,
+        from_fields: impl FnOnce(&HashMap<String, u64>) -> Option<T>,
+    ) -> (Option<T>, &'static str) {
         match redis.cached(key).await {
             Ok(Some(json)) => {
                 if let Ok(value) = serde_json::from_str(&json) {
-                    return Some(value);
+                    return (Some(value), "hit");
                 }
             }
             Ok(None) => {}
             Err(e) => {
                 misses.note("redis", e);
-                return None; // down or slow: do not wait on it twice
+                return (None, "error"); // down or slow: do not wait on it twice
             }
         }
         match redis.window(range).await {
             Ok(Some(fields)) => match from_fields(&fields) {
-                Some(value) => Some(value),
+                Some(value) => (Some(value), "hit"),
                 None => {
                     misses.note("redis", "keyword is not tracked in the buckets");
-                    None
+                    (None, "miss")
                 }
             },
             Ok(None) => {
                 misses.note("redis", "the buckets do not hold this window completely");
-                None
+                (None, "miss")
             }
             Err(e) => {
                 misses.note("redis", e);
-                None
+                (None, "error")
             }
         }
     }

@@ -8,8 +8,9 @@ use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use actix::{Actor, ArbiterHandle, AsyncContext, Recipient};
+use actix::{Actor, ArbiterHandle, AsyncContext};
 use actors::ingest::{Committed, ConsumerActor, ConsumerConfig, ConsumerParts, ConsumerStats, RawMessage, WriterPool};
+use actors::mailbox::{ActorProbe, ActorRegistry, Tracked, TrackedRecipient};
 use actors::ports::{OffsetStore, PartitionControl, SharedClock};
 use actors::windows::Ownership;
 use anyhow::Context as _;
@@ -40,7 +41,11 @@ pub struct SourceConfig {
 /// What the source shares with whoever runs it: the partitions it owns, their counters.
 #[derive(Default)]
 pub struct SourceState {
+    /// The partitions owned now.
     pub partitions: Mutex<BTreeMap<i32, Arc<ConsumerStats>>>,
+    /// Every partition this process has owned: a partition owned again keeps counting where it
+    /// left off, so exported counters never go back.
+    ever: Mutex<BTreeMap<i32, Arc<ConsumerStats>>>,
     /// Each owned partition's high watermark (next offset the broker will assign), refreshed each second.
     pub high_watermarks: Mutex<BTreeMap<i32, i64>>,
 }
@@ -48,6 +53,20 @@ pub struct SourceState {
 impl SourceState {
     pub fn owned(&self) -> BTreeSet<i32> {
         self.partitions.lock().expect("source state").keys().copied().collect()
+    }
+
+    pub fn owns(&self, partition: i32) -> bool {
+        self.partitions.lock().expect("source state").contains_key(&partition)
+    }
+
+    /// Every partition ever owned, with its counters.
+    pub fn all_partitions(&self) -> Vec<(i32, Arc<ConsumerStats>)> {
+        self.ever.lock().expect("source state").iter().map(|(p, s)| (*p, s.clone())).collect()
+    }
+
+    /// The counters of `partition`, kept across the times it is owned.
+    fn stats_for(&self, partition: i32) -> Arc<ConsumerStats> {
+        self.ever.lock().expect("source state").entry(partition).or_default().clone()
     }
 
     /// Events in the owned partitions not yet stored, as far as this process knows.
@@ -68,9 +87,11 @@ pub struct ActorWiring {
     pub writers: Arc<WriterPool>,
     pub arbiters: Vec<ArbiterHandle>,
     pub clock: SharedClock,
-    pub committed: Option<Recipient<Committed>>,
+    pub committed: Option<TrackedRecipient<Committed>>,
     /// Told whether this process owns every partition of the topic, after each rebalance.
-    pub ownership: Option<Recipient<Ownership>>,
+    pub ownership: Option<TrackedRecipient<Ownership>>,
+    /// Where each consumer's probe comes from (instance = partition).
+    pub actors: ActorRegistry,
 }
 
 enum RebalanceEvent {
@@ -217,8 +238,10 @@ impl PartitionControl for KafkaControl {
 }
 
 struct Slot {
-    tx: chan::Sender<RawMessage>,
-    pending: VecDeque<RawMessage>,
+    tx: chan::Sender<Tracked<RawMessage>>,
+    /// Messages fetched while the partition's actor was full: still counted in its mailbox.
+    pending: VecDeque<Tracked<RawMessage>>,
+    probe: Arc<ActorProbe>,
     paused: bool,
     cancelled: Arc<AtomicBool>,
 }
@@ -240,7 +263,8 @@ impl Router {
         let cancelled = Arc::new(AtomicBool::new(false));
         consumer.context().cancels.lock().expect("cancels").insert(partition, cancelled.clone());
         let (tx, rx) = chan::channel(PARTITION_CHANNEL);
-        let stats = Arc::new(ConsumerStats::default());
+        let stats = self.state.stats_for(partition);
+        let probe = self.wiring.actors.probe("consumer", partition.to_string());
         let parts = ConsumerParts {
             topic: Arc::from(self.config.topic.as_str()),
             partition,
@@ -252,6 +276,7 @@ impl Router {
             cancelled: cancelled.clone(),
             committed: self.wiring.committed.clone(),
             stats: stats.clone(),
+            probe: probe.clone(),
             log: self.log.clone(),
         };
         let arbiter = &self.wiring.arbiters[self.next_arbiter % self.wiring.arbiters.len()];
@@ -261,7 +286,7 @@ impl Router {
             ConsumerActor::new(parts)
         });
         self.state.partitions.lock().expect("source state").insert(partition, stats);
-        self.slots.insert(partition, Slot { tx, pending: VecDeque::new(), paused: false, cancelled });
+        self.slots.insert(partition, Slot { tx, pending: VecDeque::new(), probe, paused: false, cancelled });
     }
 
     fn stop_partition(&mut self, consumer: &IngestConsumer, partition: i32) {
@@ -343,6 +368,7 @@ impl Router {
             return;
         }
         info!(self.log, "partition restarted from its stored offset"; "partition" => partition, "offset" => offset);
+        self.wiring.actors.probe("consumer", partition.to_string()).restarted();
         self.start_partition(consumer, partition, offset);
     }
 
@@ -380,6 +406,7 @@ impl Router {
             timestamp: message.timestamp().to_millis().and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
             payload: message.payload().map(<[u8]>::to_vec),
         };
+        let raw = Tracked::queued(raw, &slot.probe);
         if slot.paused {
             slot.pending.push_back(raw);
             return;

@@ -4,4 +4,5 @@
 mod api;
 mod helpers;
 mod ingest;
+mod observability;
 mod smoke;

@@ -56,6 +56,11 @@ impl RejectReason {
         }
     }
 
+    /// Its position in [`RejectReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The reason whose code is `code`.
     pub fn from_code(code: &str) -> Option<RejectReason> {
         RejectReason::ALL.into_iter().find(|r| r.code() == code)

@@ -67,6 +67,7 @@ pub struct GeneratorActor {
     clock: SharedClock,
     stats: Arc<GeneratorStats>,
     done: Option<tokio::sync::oneshot::Sender<Box<dyn EventSink>>>,
+    probe: Option<Arc<crate::mailbox::ActorProbe>>,
 }
 
 impl GeneratorActor {
@@ -93,7 +94,14 @@ impl GeneratorActor {
             clock,
             stats,
             done: Some(done),
+            probe: None,
         }
+    }
+
+    /// Counts each tick as a handled message of this probe (the generator drives itself by timer).
+    pub fn with_probe(mut self, probe: Arc<crate::mailbox::ActorProbe>) -> GeneratorActor {
+        self.probe = Some(probe);
+        self
     }
 
     fn finished(&self) -> bool {
@@ -157,10 +165,19 @@ impl Actor for GeneratorActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.started = Instant::now();
-        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+        if let Some(probe) = &self.probe {
+            probe.started();
+        }
+        ctx.run_interval(TICK, |act, ctx| match act.probe.clone() {
+            Some(probe) => probe.time(|| act.tick(ctx)),
+            None => act.tick(ctx),
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(probe) = &self.probe {
+            probe.stopped();
+        }
         if let (Some(sink), Some(done)) = (self.sink.take(), self.done.take()) {
             let _ = done.send(sink);
         }

@@ -49,6 +49,8 @@ pub struct Batch {
     pub to: i64,
     pub events: Vec<StoredEvent>,
     pub rejects: Vec<RejectRecord>,
+    /// Payload bytes of every message in the batch (events and rejects).
+    pub payload_bytes: u64,
     /// Set when the partition is revoked or the process stops: a writer drops the batch unwritten.
     pub cancelled: Arc<AtomicBool>,
 }
@@ -77,13 +79,23 @@ pub struct BatchBuilder {
     to: i64,
     events: Vec<StoredEvent>,
     rejects: Vec<RejectRecord>,
+    payload_bytes: u64,
     rules: ParseRules,
 }
 
 impl BatchBuilder {
     /// Starts at the partition's stored next offset.
     pub fn new(topic: Arc<str>, partition: i32, from: i64, rules: ParseRules) -> BatchBuilder {
-        BatchBuilder { topic, partition, from, to: from, events: Vec::new(), rejects: Vec::new(), rules }
+        BatchBuilder {
+            topic,
+            partition,
+            from,
+            to: from,
+            events: Vec::new(),
+            rejects: Vec::new(),
+            payload_bytes: 0,
+            rules,
+        }
     }
 
     /// The offset the next batch will start at.
@@ -107,6 +119,7 @@ impl BatchBuilder {
         }
         self.to = message.offset + 1;
         let payload = message.payload.unwrap_or_default();
+        self.payload_bytes += payload.len() as u64;
         match LogEvent::parse(&payload, message.timestamp, now, &self.rules) {
             Ok(event) => self.events.push(StoredEvent { offset: message.offset, event }),
             Err(reject) => {
@@ -136,6 +149,7 @@ impl BatchBuilder {
             to: self.to,
             events: std::mem::take(&mut self.events),
             rejects: std::mem::take(&mut self.rejects),
+            payload_bytes: std::mem::take(&mut self.payload_bytes),
             cancelled,
         };
         self.from = self.to;

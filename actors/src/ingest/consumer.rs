@@ -12,6 +12,7 @@ use slog::{debug, info, warn, Logger};
 use super::batch::{Batch, BatchBuilder, RawMessage};
 use super::writer::{Backoff, WriteBatch, WriterPool};
 use crate::domain::ParseRules;
+use crate::mailbox::{ActorProbe, Tracked, TrackedRecipient};
 use crate::ports::{PartitionControl, SharedClock, StoreError};
 
 // The write task runs beside the actor (not inside its context), so the actor can wait on it.
@@ -49,6 +50,11 @@ pub struct ConsumerStats {
     pub retries: AtomicU64,
     /// The partition's stored next offset, as last committed by this consumer.
     pub stored_offset: AtomicU64,
+    /// Events and their payload bytes stored by this consumer's batches.
+    pub stored_events: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    /// Dead letters stored, per reason (indexed like [`RejectReason::ALL`](crate::domain::RejectReason::ALL)).
+    pub rejects: [AtomicU64; crate::domain::RejectReason::ALL.len()],
 }
 
 /// Announces a committed batch (the window aggregator subscribes to it).
@@ -68,8 +74,9 @@ pub struct ConsumerActor {
     control: Arc<dyn PartitionControl>,
     clock: SharedClock,
     cancelled: Arc<AtomicBool>,
-    committed: Option<Recipient<Committed>>,
+    committed: Option<TrackedRecipient<Committed>>,
     stats: Arc<ConsumerStats>,
+    probe: Arc<ActorProbe>,
     /// The batch being written, if any: resolves to whether the partition may go on.
     in_flight: Option<actix_rt::task::JoinHandle<bool>>,
     log: Logger,
@@ -87,8 +94,10 @@ pub struct ConsumerParts {
     pub clock: SharedClock,
     /// Shared with the source, which sets it when the partition is revoked.
     pub cancelled: Arc<AtomicBool>,
-    pub committed: Option<Recipient<Committed>>,
+    pub committed: Option<TrackedRecipient<Committed>>,
     pub stats: Arc<ConsumerStats>,
+    /// This consumer's probe: the source queues its messages as `Tracked::queued(message, &probe)`.
+    pub probe: Arc<ActorProbe>,
     pub log: Logger,
 }
 
@@ -109,6 +118,7 @@ impl ConsumerActor {
             cancelled: parts.cancelled,
             committed: parts.committed,
             stats: parts.stats,
+            probe: parts.probe,
             in_flight: None,
         }
     }
@@ -139,6 +149,7 @@ impl ConsumerActor {
     fn write_task(&self, batch: Arc<Batch>, me: Addr<Self>) -> impl std::future::Future<Output = bool> + 'static {
         let writers = self.writers.clone();
         let stats = self.stats.clone();
+        let probe = self.probe.clone();
         let control = self.control.clone();
         let committed = self.committed.clone();
         let log = self.log.clone();
@@ -158,6 +169,7 @@ impl ConsumerActor {
                 };
                 backoff.fail();
                 stats.retries.fetch_add(1, Ordering::Relaxed);
+                probe.error(format_args!("batch {}..{} not stored: {failure}", batch.from, batch.to));
                 if backoff.failures() == 1 || backoff.failures().is_multiple_of(10) {
                     warn!(log, "batch not stored yet; retrying"; "from" => batch.from, "to" => batch.to,
                           "attempt" => backoff.failures(), "error" => failure);
@@ -168,6 +180,13 @@ impl ConsumerActor {
                 Ok(()) => {
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     stats.stored_offset.store(batch.to.max(0) as u64, Ordering::Relaxed);
+                    stats.stored_events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    stats.stored_bytes.fetch_add(batch.payload_bytes, Ordering::Relaxed);
+                    for reject in &batch.rejects {
+                        stats.rejects[reject.reason.index()].fetch_add(1, Ordering::Relaxed);
+                    }
+                    debug!(log, "batch stored"; "from" => batch.from, "to" => batch.to,
+                           "events" => batch.events.len(), "rejects" => batch.rejects.len());
                     control.stored(&topic, partition, batch.to);
                     if let Some(committed) = committed {
                         // Bounded: the aggregator's mailbox applies backpressure here, not memory.
@@ -209,16 +228,32 @@ impl Actor for ConsumerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
+        self.probe.started();
         debug!(self.log, "consumer started"; "from" => self.builder.next_offset());
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.probe.stopped();
         debug!(self.log, "consumer stopped"; "next_offset" => self.builder.next_offset());
     }
 }
 
-impl StreamHandler<RawMessage> for ConsumerActor {
-    fn handle(&mut self, message: RawMessage, ctx: &mut Self::Context) {
+impl StreamHandler<Tracked<RawMessage>> for ConsumerActor {
+    fn handle(&mut self, message: Tracked<RawMessage>, ctx: &mut Self::Context) {
+        // The stream is this actor's mailbox: its messages come in the same envelope.
+        let (message, timer) = message.open();
+        self.take(message, ctx);
+        timer.finish();
+    }
+
+    /// The source closed the stream (revocation or shutdown): what was not flushed is dropped.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl ConsumerActor {
+    fn take(&mut self, message: RawMessage, ctx: &mut Context<Self>) {
         if self.cancelled.load(Ordering::Relaxed) {
             ctx.stop();
             return;
@@ -238,10 +273,5 @@ impl StreamHandler<RawMessage> for ConsumerActor {
                 }
             });
         }
-    }
-
-    /// The source closed the stream (revocation or shutdown): what was not flushed is dropped.
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }

@@ -13,6 +13,7 @@ use futures::SinkExt;
 use super::consumer::{ConsumerParts, ConsumerStats};
 use super::writer::WriterStats;
 use super::*;
+use crate::mailbox::{ActorProbe, Inbox, Tracked};
 use crate::ports::{EventStore, PartitionControl, StoreError, SystemClock};
 
 /// A store that keeps rows in memory, fences like the real one, and can be made to fail.
@@ -78,8 +79,17 @@ struct Harness {
     writer_stats: Arc<WriterStats>,
     consumer_stats: Arc<ConsumerStats>,
     cancelled: Arc<AtomicBool>,
-    tx: mpsc::Sender<RawMessage>,
+    tx: mpsc::Sender<Tracked<RawMessage>>,
     consumer: Addr<ConsumerActor>,
+    writer_probe: Arc<ActorProbe>,
+    probe: Arc<ActorProbe>,
+}
+
+impl Harness {
+    /// Queues a message for the consumer, counted in its mailbox like the source does.
+    async fn push(&mut self, message: RawMessage) {
+        self.tx.send(Tracked::queued(message, &self.probe)).await.unwrap();
+    }
 }
 
 fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harness {
@@ -87,8 +97,11 @@ fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harne
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let boxed: Box<dyn EventStore> = Box::new(store.clone());
     let (stats2, log2) = (writer_stats.clone(), log.clone());
-    let writer = Supervisor::start(move |_| WriterActor::new(0, boxed, stats2, log2));
-    let pool = Arc::new(WriterPool::new(vec![(writer, writer_stats.clone())]));
+    let writer_probe = ActorProbe::detached("writer", "0");
+    let probe2 = writer_probe.clone();
+    let writer = Supervisor::start(move |_| WriterActor::new(0, boxed, stats2, probe2, log2));
+    let pool = Arc::new(WriterPool::new(vec![(Inbox::new(writer, writer_probe.clone()), writer_stats.clone())]));
+    let probe = ActorProbe::detached("consumer", "2");
     let control = Arc::new(RecordingControl::default());
     let consumer_stats = Arc::new(ConsumerStats::default());
     let cancelled = Arc::new(AtomicBool::new(false));
@@ -104,13 +117,14 @@ fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harne
         cancelled: cancelled.clone(),
         committed: None,
         stats: consumer_stats.clone(),
+        probe: probe.clone(),
         log,
     };
     let consumer = ConsumerActor::create(move |ctx| {
         ctx.add_stream(rx);
         ConsumerActor::new(parts)
     });
-    Harness { store, control, writer_stats, consumer_stats, cancelled, tx, consumer }
+    Harness { store, control, writer_stats, writer_probe, consumer_stats, probe, cancelled, tx, consumer }
 }
 
 fn fast_config(batch_max_events: usize) -> ConsumerConfig {
@@ -138,9 +152,9 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 async fn every_message_is_written_once_in_order_by_size_and_by_age() {
     let mut h = start(0, fast_config(10), MemoryStore::default());
     for offset in 0..25 {
-        h.tx.send(event(offset)).await.unwrap();
+        h.push(event(offset)).await;
     }
-    h.tx.send(RawMessage { offset: 25, timestamp: None, payload: Some(b"not json".to_vec()) }).await.unwrap();
+    h.push(RawMessage { offset: 25, timestamp: None, payload: Some(b"not json".to_vec()) }).await;
     let store = h.store.clone();
     until("26 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&26)).await;
     let s = h.store.inner.lock().unwrap();
@@ -153,6 +167,12 @@ async fn every_message_is_written_once_in_order_by_size_and_by_age() {
     assert!(s.batches.windows(2).all(|w| w[0].1 == w[1].0));
     assert_eq!(h.control.stored.lock().unwrap().last(), Some(&(2, 26)));
     assert_eq!(h.consumer_stats.stored_offset.load(Ordering::Relaxed), 26);
+    assert_eq!(h.consumer_stats.stored_events.load(Ordering::Relaxed), 25);
+    assert_eq!(h.consumer_stats.rejects[crate::domain::RejectReason::NotJson.index()].load(Ordering::Relaxed), 1);
+    // Both mailboxes counted every message in and out.
+    assert_eq!((h.probe.handled(), h.probe.mailbox_depth()), (26, 0));
+    let batches = s.batches.len() as u64;
+    assert_eq!((h.writer_probe.handled(), h.writer_probe.mailbox_depth()), (batches, 0));
 }
 
 #[actix_rt::test]
@@ -161,13 +181,15 @@ async fn an_unavailable_store_is_retried_and_the_writer_restarted_without_loss()
     store.fail_next.store(3, Ordering::SeqCst);
     let mut h = start(0, fast_config(5), store);
     for offset in 0..12 {
-        h.tx.send(event(offset)).await.unwrap();
+        h.push(event(offset)).await;
     }
     let store = h.store.clone();
     until("12 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&12)).await;
     assert_eq!(h.store.inner.lock().unwrap().event_offsets.len(), 12, "nothing lost, nothing doubled");
     assert_eq!(h.writer_stats.restarts.load(Ordering::Relaxed), 3);
     assert_eq!(h.writer_stats.failures.load(Ordering::Relaxed), 3);
+    assert_eq!(h.writer_probe.restarts(), 3);
+    assert!(h.writer_probe.snapshot().last_error.is_some_and(|e| e.contains("batch logs/2")));
     assert!(h.consumer_stats.retries.load(Ordering::Relaxed) >= 3);
 }
 
@@ -177,7 +199,7 @@ async fn a_fenced_batch_writes_nothing_and_asks_for_a_restart() {
     store.inner.lock().unwrap().offsets.insert(2, 100); // another owner got further
     let mut h = start(40, fast_config(3), store);
     for offset in 40..43 {
-        h.tx.send(event(offset)).await.unwrap();
+        h.push(event(offset)).await;
     }
     let control = h.control.clone();
     until("restart requested", || !control.restarts.lock().unwrap().is_empty()).await;
@@ -192,8 +214,8 @@ async fn a_revoked_partition_drops_its_batches() {
     let store = MemoryStore::default();
     store.fail_next.store(1_000, Ordering::SeqCst); // the database is down…
     let mut h = start(0, fast_config(2), store);
-    h.tx.send(event(0)).await.unwrap();
-    h.tx.send(event(1)).await.unwrap();
+    h.push(event(0)).await;
+    h.push(event(1)).await;
     let stats = h.consumer_stats.clone();
     until("a retry", || stats.retries.load(Ordering::Relaxed) > 0).await;
     h.cancelled.store(true, Ordering::SeqCst); // …and the partition is revoked meanwhile

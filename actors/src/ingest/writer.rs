@@ -9,6 +9,7 @@ use actix::prelude::*;
 use slog::{warn, Logger};
 
 use super::batch::Batch;
+use crate::mailbox::{ActorProbe, Inbox};
 use crate::ports::{EventStore, StoreError};
 
 /// Exponential backoff: nothing after a success, then `base`, 2×`base`, … up to `max`.
@@ -58,9 +59,15 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     pub events: AtomicU64,
     pub rejects: AtomicU64,
+    /// Writes that failed because the store was unavailable (the writer restarts).
     pub failures: AtomicU64,
+    /// Writes refused by the fence (another writer moved the partition).
+    pub fenced: AtomicU64,
     pub restarts: AtomicU64,
     pub dropped: AtomicU64,
+    /// Batch sizes (events + rejects) and commit latency, when the process exports them.
+    pub batch_events: Option<prometheus::Histogram>,
+    pub batch_seconds: Option<prometheus::Histogram>,
 }
 
 /// Write this batch; answers once it is committed (or why not).
@@ -79,12 +86,19 @@ pub struct WriterActor {
     store: Option<Box<dyn EventStore>>,
     backoff: Backoff,
     stats: Arc<WriterStats>,
+    probe: Arc<ActorProbe>,
     log: Logger,
 }
 
 impl WriterActor {
-    pub fn new(id: usize, store: Box<dyn EventStore>, stats: Arc<WriterStats>, log: Logger) -> WriterActor {
-        WriterActor { id, store: Some(store), backoff: Backoff::default(), stats, log }
+    pub fn new(
+        id: usize,
+        store: Box<dyn EventStore>,
+        stats: Arc<WriterStats>,
+        probe: Arc<ActorProbe>,
+        log: Logger,
+    ) -> WriterActor {
+        WriterActor { id, store: Some(store), backoff: Backoff::default(), stats, probe, log }
     }
 }
 
@@ -95,6 +109,7 @@ impl Actor for WriterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.probe.started();
         ctx.set_mailbox_capacity(WRITER_MAILBOX);
         let delay = self.backoff.delay();
         if !delay.is_zero() {
@@ -102,11 +117,16 @@ impl Actor for WriterActor {
             ctx.wait(actix::clock::sleep(delay).into_actor(self));
         }
     }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.probe.stopped();
+    }
 }
 
 impl Supervised for WriterActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        self.probe.restarted();
         self.backoff.fail();
         if let Some(store) = self.store.as_mut() {
             store.reset();
@@ -128,32 +148,48 @@ impl Handler<WriteBatch> for WriterActor {
             )))));
         };
         let work = async move {
+            let started = std::time::Instant::now();
             let result = store.write(&batch).await;
-            (store, batch, result)
+            (store, batch, result, started.elapsed())
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(store, batch, result), act, ctx| {
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(store, batch, result, took), act, ctx| {
             act.store = Some(store);
             match &result {
                 Ok(()) => {
                     act.backoff.succeed();
+                    if let Some(h) = &act.stats.batch_seconds {
+                        h.observe(took.as_secs_f64());
+                    }
+                    if let Some(h) = &act.stats.batch_events {
+                        h.observe((batch.events.len() + batch.rejects.len()) as f64);
+                    }
                     act.stats.batches.fetch_add(1, Ordering::Relaxed);
                     act.stats.events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
                     act.stats.rejects.fetch_add(batch.rejects.len() as u64, Ordering::Relaxed);
                 }
                 Err(StoreError::Unavailable(reason)) => {
                     act.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    act.probe.error(format_args!(
+                        "batch {}/{} {}..{}: {reason}",
+                        batch.topic, batch.partition, batch.from, batch.to
+                    ));
                     warn!(act.log, "batch write failed; restarting writer";
                           "writer" => act.id, "topic" => &*batch.topic, "partition" => batch.partition,
                           "from" => batch.from, "to" => batch.to, "error" => reason);
                     // Stop: the supervisor restarts this writer with a fresh connection after a pause.
                     ctx.stop();
                 }
-                Err(StoreError::Fenced { .. } | StoreError::Cancelled) => {}
+                Err(StoreError::Fenced { .. }) => {
+                    act.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(StoreError::Cancelled) => {}
             }
             result
         })))
     }
 }
+
+crate::tracked!(WriterActor => WriteBatch, Drain);
 
 impl Handler<Drain> for WriterActor {
     type Result = ();
@@ -164,25 +200,25 @@ impl Handler<Drain> for WriterActor {
 /// The supervised writers, shared by every consumer. Batches go round-robin: each consumer waits
 /// for its batch before sending the next, so one partition's batches stay in order.
 pub struct WriterPool {
-    writers: Vec<Addr<WriterActor>>,
+    writers: Vec<Inbox<WriterActor>>,
     stats: Vec<Arc<WriterStats>>,
     next: AtomicUsize,
 }
 
 impl WriterPool {
-    pub fn new(writers: Vec<(Addr<WriterActor>, Arc<WriterStats>)>) -> WriterPool {
+    pub fn new(writers: Vec<(Inbox<WriterActor>, Arc<WriterStats>)>) -> WriterPool {
         assert!(!writers.is_empty(), "a writer pool needs a writer");
         let (writers, stats) = writers.into_iter().unzip();
         WriterPool { writers, stats, next: AtomicUsize::new(0) }
     }
 
     /// The next writer in turn.
-    pub fn pick(&self) -> &Addr<WriterActor> {
+    pub fn pick(&self) -> &Inbox<WriterActor> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.writers.len();
         &self.writers[i]
     }
 
-    pub fn addrs(&self) -> &[Addr<WriterActor>] {
+    pub fn inboxes(&self) -> &[Inbox<WriterActor>] {
         &self.writers
     }
 

@@ -12,6 +12,7 @@ use super::buckets::{BucketDelta, Buckets, KeywordSet, SecondCounts};
 use super::stats::{top_keywords, ErrorStats, KeywordCount, WindowRange};
 use crate::domain::Keyword;
 use crate::ingest::Committed;
+use crate::mailbox::ActorProbe;
 use crate::ports::{SharedClock, StoreError};
 
 /// Seconds kept beyond the horizon, so that a window of exactly the horizon, whose end was read off
@@ -91,7 +92,7 @@ pub struct QueryTopKeywords {
 }
 
 /// The aggregator's state, for freshness fields and health checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, MessageResponse)]
 pub struct AggregatorStatus {
     pub ready: bool,
     pub owns_all: bool,
@@ -137,6 +138,7 @@ pub struct WindowAggregatorActor {
     /// Answers given since the buckets last changed: a dashboard or a load test asks the same
     /// window many times a second, and summing an hour of buckets each time is the expensive part.
     memo: std::collections::HashMap<(WindowRange, Option<String>), ErrorStats>,
+    probe: Arc<ActorProbe>,
     log: Logger,
 }
 
@@ -146,6 +148,7 @@ impl WindowAggregatorActor {
         source: Arc<dyn BucketSource>,
         deltas: Option<Arc<dyn DeltaSink>>,
         clock: SharedClock,
+        probe: Arc<ActorProbe>,
         log: Logger,
     ) -> WindowAggregatorActor {
         WindowAggregatorActor {
@@ -163,6 +166,7 @@ impl WindowAggregatorActor {
             rebuilds: 0,
             needs_rebuild: false,
             memo: std::collections::HashMap::new(),
+            probe,
             log: log.new(slog::o!("actor" => "window_aggregator")),
         }
     }
@@ -201,6 +205,7 @@ impl WindowAggregatorActor {
                     }
                 }
                 Err(e) => {
+                    act.probe.error(format_args!("rebuild failed: {e}"));
                     warn!(act.log, "rebuild failed; retrying"; "error" => %e);
                     ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| act.start_rebuild(ctx));
                 }
@@ -300,9 +305,16 @@ impl Actor for WindowAggregatorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.probe.started();
         self.start_rebuild(ctx);
     }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.probe.stopped();
+    }
 }
+
+crate::tracked!(WindowAggregatorActor => Committed, Ownership, QueryErrors, QueryKeyword, QueryTopKeywords, QueryStatus);
 
 impl Handler<Committed> for WindowAggregatorActor {
     type Result = ();
@@ -378,15 +390,15 @@ impl Handler<QueryTopKeywords> for WindowAggregatorActor {
 }
 
 impl Handler<QueryStatus> for WindowAggregatorActor {
-    type Result = MessageResult<QueryStatus>;
+    type Result = AggregatorStatus;
 
     fn handle(&mut self, _: QueryStatus, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(AggregatorStatus {
+        AggregatorStatus {
             ready: matches!(self.phase, Phase::Ready),
             owns_all: self.owns_all,
             watermark_ms: self.watermark_ms,
             seconds_held: self.buckets.occupied_seconds(),
             rebuilds: self.rebuilds,
-        })
+        }
     }
 }

@@ -47,6 +47,8 @@ impl Handler<Committed> for DeltaForwarder {
     }
 }
 
+crate::tracked!(DeltaForwarder => Committed);
+
 #[cfg(test)]
 mod tests {
     use super::*;
