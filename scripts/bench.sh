@@ -261,9 +261,10 @@ bench_query() {
     local svc="probe-$RUN_ID-$i" t0 t1 ts
     ts=$(date +%s%3N)
     t0=$(date +%s%N)
-    curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" "$URL/ingest" >/dev/null
+    curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" "$URL/ingest" >/dev/null ||
+      die "POST /ingest failed"
     local at=$((ts / 1000 + 1))
-    until curl -fs "$URL/stats/errors?window=10s&service=$svc&at=$at" | grep -q '"total":1'; do :; done
+    poll_until 30 api_counts "$svc" "$at" || die "probe $svc not visible in /stats/errors after 30 s"
     t1=$(date +%s%N)
     lat+=($(((t1 - t0) / 1000000)))
     sleep 0.05
