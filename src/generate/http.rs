@@ -518,6 +518,89 @@ mod tests {
         }
     }
 
+    /// A scripted server on a thread: answers the n-th request with `answers[n]`; hands back the
+    /// bodies it got.
+    fn scripted_server(answers: Vec<String>) -> (u16, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            let mut answers = answers.into_iter();
+            'connections: for stream in listener.incoming() {
+                let mut stream = std::io::BufReader::new(stream.unwrap());
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).unwrap() == 0 {
+                            continue 'connections;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).unwrap();
+                    bodies.push(body);
+                    let Some(answer) = answers.next() else { return bodies };
+                    stream.get_mut().write_all(answer.as_bytes()).unwrap();
+                    if answer.contains("Connection: close") {
+                        continue 'connections;
+                    }
+                    if answers.len() == 0 {
+                        return bodies;
+                    }
+                }
+            }
+            bodies
+        });
+        (port, server)
+    }
+
+    fn answer(status: &str, body: &str, close: bool) -> String {
+        let close = if close { "Connection: close\r\n" } else { "" };
+        format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n{close}\r\n{body}", body.len())
+    }
+
+    #[test]
+    fn a_503_is_retried_and_only_lines_not_queued_are_sent_again() {
+        let (port, server) = scripted_server(vec![
+            answer("503 Service Unavailable", "", true),
+            answer(
+                "202 Accepted",
+                r#"{"accepted":1,"rejected":1,"errors":[{"line":2,"reason":"bad_level"},{"line":3,"reason":"not_queued"}]}"#,
+                false,
+            ),
+            answer("202 Accepted", r#"{"accepted":1,"rejected":0,"errors":[]}"#, false),
+        ]);
+        let target = HttpTarget { host: "127.0.0.1".into(), port, path: "/ingest".into() };
+        let options = HttpSinkOptions { batch_events: 3, in_flight: 1, ..HttpSinkOptions::default() };
+        let mut sink = HttpSink::new(target, options).unwrap();
+        for payload in ["a", "b", "c"] {
+            sink.send(payload.as_bytes().to_vec(), 0).unwrap();
+        }
+        sink.flush(Duration::from_secs(20)).unwrap();
+        assert_eq!((sink.acked(), sink.rejected(), sink.failed(), sink.retries()), (2, 1, 0, 2));
+        assert_eq!(server.join().unwrap(), vec![b"a\nb\nc\n".to_vec(), b"a\nb\nc\n".to_vec(), b"c\n".to_vec()]);
+    }
+
+    #[test]
+    fn a_refusal_is_counted_as_failed_with_its_reason_not_retried() {
+        let (port, server) = scripted_server(vec![answer("401 Unauthorized", r#"{"error":"unauthorized"}"#, false)]);
+        let target = HttpTarget { host: "127.0.0.1".into(), port, path: "/ingest".into() };
+        let mut sink = HttpSink::new(target, HttpSinkOptions::default()).unwrap();
+        sink.send(b"x".to_vec(), 0).unwrap();
+        sink.send(b"y".to_vec(), 0).unwrap();
+        sink.flush(Duration::from_secs(20)).unwrap();
+        assert_eq!((sink.acked(), sink.failed(), sink.retries()), (0, 2, 0));
+        assert!(sink.first_error().unwrap().contains("401"), "{:?}", sink.first_error());
+        assert_eq!(server.join().unwrap().len(), 1);
+    }
+
     #[test]
     fn only_the_numbered_lines_are_sent_again() {
         assert_eq!(lines(b"a\nb\nc\nd\n", &[2, 4]), b"b\nd\n");
