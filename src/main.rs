@@ -184,12 +184,7 @@ fn main() -> std::process::ExitCode {
             Command::Api => {
                 startup::Application::build(&settings, startup::Role::Api, &log).await?.run_until_stopped().await
             }
-            Command::Generate(args) => {
-                tokio::select! {
-                    result = generate::run(&settings, args.options(&settings)) => result.map(drop),
-                    _ = startup::shutdown_signal() => Ok(()),
-                }
-            }
+            Command::Generate(args) => generate::run(&settings, args.options(&settings)).await.map(drop),
         }
     });
     match result {

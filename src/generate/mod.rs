@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use actors::domain::{LogEvent, ParseRules};
 use actors::generator::{
-    EventSink, GeneratorActor, GeneratorConfig, GeneratorStats, LogGenerator, RunLimit, SinkError,
+    EventSink, GeneratorActor, GeneratorConfig, GeneratorStats, LogGenerator, RunLimit, SinkError, StopGenerator,
 };
 use actors::ports::{SharedClock, SystemClock};
 use chrono::{TimeZone, Utc};
@@ -75,7 +75,8 @@ pub struct GenerateSummary {
     pub seconds: f64,
 }
 
-/// Runs the generator to its limit inside the current actix System, reporting progress on stderr.
+/// Runs the generator to its limit (or SIGINT/SIGTERM) inside the current actix System, reporting
+/// progress on stderr; an interrupted run still flushes and prints its summary.
 pub async fn run(settings: &Settings, options: GenerateOptions) -> anyhow::Result<GenerateSummary> {
     let sink: Box<dyn EventSink> = match &options.target {
         Target::Kafka => Box::new(KafkaSink::new(&settings.kafka_brokers, &settings.kafka_topic)?),
@@ -87,7 +88,11 @@ pub async fn run(settings: &Settings, options: GenerateOptions) -> anyhow::Resul
     let (done_tx, mut done) = tokio::sync::oneshot::channel();
     let clock: SharedClock = Arc::new(SystemClock);
     let generator = LogGenerator::new(options.config.clone());
-    GeneratorActor::new(generator, options.rate, sink, options.limit, clock, stats.clone(), done_tx).start();
+    let actor =
+        GeneratorActor::new(generator, options.rate, sink, options.limit, clock, stats.clone(), done_tx).start();
+    let interrupted = crate::startup::shutdown_signal();
+    tokio::pin!(interrupted);
+    let mut stopping = false;
 
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
@@ -105,6 +110,10 @@ pub async fn run(settings: &Settings, options: GenerateOptions) -> anyhow::Resul
     let sink = loop {
         tokio::select! {
             sink = &mut done => break sink?,
+            _ = &mut interrupted, if !stopping => {
+                stopping = true;
+                actor.do_send(StopGenerator);
+            }
             _ = ticker.tick() => {
                 let now = snapshot(0);
                 let now = Snapshot { rate: now.sent - last_sent, ..now };

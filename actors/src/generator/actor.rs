@@ -157,6 +157,11 @@ impl GeneratorRun {
     }
 }
 
+/// Ends a run early (an interrupt): the sink is handed back as when the run reaches its limit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopGenerator;
+
 /// Generates events and offers them to the sink every few milliseconds.
 pub struct GeneratorActor {
     run: Option<GeneratorRun>,
@@ -201,6 +206,14 @@ impl Actor for GeneratorActor {
         if let (Some(run), Some(done)) = (self.run.take(), self.done.take()) {
             let _ = done.send(run.into_sink());
         }
+    }
+}
+
+impl Handler<StopGenerator> for GeneratorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopGenerator, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -284,6 +297,31 @@ mod tests {
         assert_eq!(stats.sent.load(Ordering::Relaxed), 12_345);
         assert_eq!(stats.malformed.load(Ordering::Relaxed), 123);
         assert_eq!(sink.got.lock().unwrap().len(), 12_345);
+    }
+
+    #[actix_rt::test]
+    async fn a_stopped_run_hands_the_sink_back_with_what_it_sent() {
+        let sink = VecSink::default();
+        let stats = Arc::new(GeneratorStats::default());
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let generator = LogGenerator::new(GeneratorConfig::default());
+        let limit = RunLimit { count: None, duration: None };
+        let addr = GeneratorActor::new(
+            generator,
+            Some(1_000.0),
+            Box::new(sink.clone()),
+            limit,
+            Arc::new(SystemClock),
+            stats.clone(),
+            tx,
+        )
+        .start();
+        while stats.sent.load(Ordering::Relaxed) == 0 {
+            actix_rt::task::yield_now().await;
+        }
+        addr.send(StopGenerator).await.unwrap();
+        let back = done.await.expect("sink handed back");
+        assert_eq!(back.acked(), stats.sent.load(Ordering::Relaxed));
     }
 
     #[actix_rt::test]
