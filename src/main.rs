@@ -176,8 +176,12 @@ fn main() -> std::process::ExitCode {
                 if let Some(rate) = generate.filter(|r| *r > 0.0) {
                     let args = GenerateArgs::parse_from(["generate", "--rate", &rate.to_string()]);
                     let options = args.options(&settings);
-                    let settings = settings.clone();
-                    actix_rt::spawn(async move { generate::run(&settings, options).await });
+                    let (settings, log) = (settings.clone(), log.clone());
+                    actix_rt::spawn(async move {
+                        if let Err(e) = generate::run(&settings, options).await {
+                            error!(log, "the generator stopped"; "error" => format!("{e:#}"));
+                        }
+                    });
                 }
                 app.run_until_stopped().await
             }

@@ -96,13 +96,17 @@ pub async fn run(settings: &Settings, options: GenerateOptions) -> anyhow::Resul
 
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
-    let snapshot = |rate| Snapshot {
-        elapsed: started.elapsed(),
-        sent: stats.sent.load(Ordering::Relaxed),
-        acked: stats.acked.load(Ordering::Relaxed),
-        rejected: stats.rejected.load(Ordering::Relaxed),
-        errors: stats.failed.load(Ordering::Relaxed) + stats.send_errors.load(Ordering::Relaxed),
-        rate,
+    // The counters now, with the rate since `last_sent` was read a second ago.
+    let snapshot = |last_sent: u64| {
+        let sent = stats.sent.load(Ordering::Relaxed);
+        Snapshot {
+            elapsed: started.elapsed(),
+            sent,
+            acked: stats.acked.load(Ordering::Relaxed),
+            rejected: stats.rejected.load(Ordering::Relaxed),
+            errors: stats.failed.load(Ordering::Relaxed) + stats.send_errors.load(Ordering::Relaxed),
+            rate: sent.saturating_sub(last_sent),
+        }
     };
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -115,8 +119,7 @@ pub async fn run(settings: &Settings, options: GenerateOptions) -> anyhow::Resul
                 actor.do_send(StopGenerator);
             }
             _ = ticker.tick() => {
-                let now = snapshot(0);
-                let now = Snapshot { rate: now.sent - last_sent, ..now };
+                let now = snapshot(last_sent);
                 last_sent = now.sent;
                 if terminal {
                     let done = progress::fraction(options.limit.count, options.limit.duration, now.sent, now.elapsed);
