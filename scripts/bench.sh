@@ -389,7 +389,7 @@ bench_freshness() {
     echo "## freshness — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     machine
-    echo "- \`scripts/bench.sh freshness\`: \`log-analyzer run --generate $rate\` ingesting $rate events/s ($stored rows"
+    echo "- \`${BENCH_RATE:+BENCH_RATE=$BENCH_RATE }${BENCH_PROBES:+BENCH_PROBES=$BENCH_PROBES }scripts/bench.sh freshness\`: \`log-analyzer run --generate $rate\` ingesting $rate events/s ($stored rows"
     echo "  stored during the run); $probes probes, one after the other, each an error event of its own service"
     echo "  POSTed to /ingest (answered once Kafka acked it); the clock starts before the POST. Visible:"
     echo "  \`/stats/errors?window=10s&service=…\` counts it (polled back to back with curl). Baseline, polled"
@@ -448,7 +448,7 @@ bench_memory() {
     echo "## memory — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     machine
-    echo "- \`scripts/bench.sh memory\`: VmRSS of \`log-analyzer run --generate $rate\` (WINDOW_HORIZON=$horizon) from"
+    echo "- \`${BENCH_HORIZON:+BENCH_HORIZON=$BENCH_HORIZON }${BENCH_RATE:+BENCH_RATE=$BENCH_RATE }scripts/bench.sh memory\`: VmRSS of \`log-analyzer run --generate $rate\` (WINDOW_HORIZON=$horizon) from"
     echo "  /proc/PID/status every $every s for $total s, from the moment it answered ready; $stored rows stored"
     echo
     echo "| RSS | MiB |"
