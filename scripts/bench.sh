@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Benchmarks, each with its baseline measured in the same run on the same machine.
 #
-#   scripts/bench.sh ingest [--quick]   events/s of `log-analyzer ingest` from pre-produced events to
-#                                       zero lag, vs psql COPY of the same rows into an identical table
-#   scripts/bench.sh query [--quick]    /stats/errors latency (wrk) for 10s, 5m and 1h windows from the
-#                                       `run` process while it ingests at BENCH_RATE, with an hour of
-#                                       history in PostgreSQL, vs the same answers computed by SQL;
-#                                       then produce→visible latency through POST /ingest
+#   scripts/bench.sh ingest [--quick]    events/s of `log-analyzer ingest` from pre-produced events to
+#                                        zero lag, vs psql COPY of the same rows into an identical table
+#   scripts/bench.sh query [--quick]     /stats/errors latency (wrk) for 10s, 5m and 1h windows from the
+#                                        `run` process while it ingests at BENCH_RATE, with an hour of
+#                                        history in PostgreSQL, vs the same answers computed by SQL;
+#                                        then produce→visible latency through POST /ingest
+#   scripts/bench.sh freshness [--quick] produce→visible: probes with a unique service each, POSTed to
+#                                        /ingest (which answers once Kafka acked them) while `run` ingests
+#                                        BENCH_RATE events/s; the time until /stats/errors counts the
+#                                        probe, vs the time until a direct SQL count sees its row
+#   scripts/bench.sh memory [--quick]    RSS (VmRSS) of `run --generate BENCH_RATE` every 10 s for 10 min
+#                                        (--quick: every 5 s for 30 s): start, end, max, slope; flat or growing
+#   scripts/bench.sh all [--quick]       every one of them in sequence
 #
-# Figures are printed and appended to docs/BENCHMARKS.md (not with --quick, which only proves the
-# harness works end to end with tiny sizes and a debug build).
+# Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
+# harness works end to end (tiny sizes, debug build, docs untouched; CI runs `all --quick`).
+# BENCH_PROFILE=debug|release overrides the build (default: release, debug with --quick).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -18,16 +26,24 @@ QUICK=0
 for arg in "$@"; do [ "$arg" = --quick ] && QUICK=1; done
 if [ "$QUICK" = 1 ]; then
   EVENTS="${BENCH_EVENTS:-20000}"
-  PROFILE=debug
+  PROFILE="${BENCH_PROFILE:-debug}"
 else
   EVENTS="${BENCH_EVENTS:-2000000}"
-  PROFILE=release
+  PROFILE="${BENCH_PROFILE:-release}"
 fi
 PARTITIONS="${BENCH_PARTITIONS:-6}"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
 
-setup() {
+# Once per invocation: the stack, the build, a scratch folder, and cleanup on any exit.
+PREPARED=0
+prepare() {
+  [ "$PREPARED" = 1 ] && return
+  PREPARED=1
   scripts/stack.sh up
   set -a
   eval "$(scripts/stack.sh env)"
@@ -38,25 +54,84 @@ setup() {
     cargo build --quiet
   fi
   BIN="$ROOT/target/$PROFILE/log-analyzer"
-  RUN_ID="$(date +%s)_$$"
   WORK="$(mktemp -d)"
-  trap 'cp "$WORK"/*.log /tmp/ 2>/dev/null; rm -rf "$WORK"; [ -n "${INGEST_PID:-}" ] && kill "$INGEST_PID" 2>/dev/null || true' EXIT
   ADMIN_URL="$DATABASE_URL"
+  DB=
+  trap 'stop_run; if [ -n "$DB" ]; then cleanup_db; fi; cp "$WORK"/*.log /tmp/ 2>/dev/null; rm -rf "$WORK"' EXIT
+}
+
+# Per benchmark: its own database, topic, consumer group and Redis prefix.
+setup() {
+  prepare
+  RUN_ID="$(date +%s)_$$_$((++SETUPS))"
   DB="la_bench_$RUN_ID"
   psql -X -q "$ADMIN_URL" -c "CREATE DATABASE $DB"
   export DATABASE_URL="${ADMIN_URL%/*}/$DB"
   export KAFKA_TOPIC="bench_$RUN_ID" KAFKA_GROUP="bench_$RUN_ID" KAFKA_PARTITIONS="$PARTITIONS"
+  export REDIS_PREFIX="bench_$RUN_ID"
   export LOG_FORMAT=json LOG_LEVEL=warn ADMIN_ADDR=127.0.0.1:0
   "$BIN" migrate
 }
+SETUPS=0
 
 cleanup_db() {
   psql -X -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
+  DB=
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts `run --generate RATE` (extra environment in the caller's exports) and waits until memory
+# answers; sets RUN_PID and URL.
+RUN_PID=
+start_run() {
+  local rate=$1 port admin
+  port=$(free_port)
+  admin=$(free_port)
+  log "log-analyzer run --generate $rate"
+  HTTP_ADDR="127.0.0.1:$port" ADMIN_ADDR="127.0.0.1:$admin" DATABASE_TIMEOUT_MS=120000 \
+    "$BIN" run --generate "$rate" 2>"$WORK/run.log" &
+  RUN_PID=$!
+  URL="http://127.0.0.1:$port"
+  local deadline=$((SECONDS + 120))
+  until curl -fs "$URL/readyz" 2>/dev/null | grep -q '"memory":"ready"'; do
+    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/run.log" >&2; die "run exited before it was ready"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$WORK/run.log" >&2; die "run not ready after 120 s"; }
+    sleep 0.2
+  done
+}
+
+stop_run() {
+  if [ -n "$RUN_PID" ]; then
+    kill -TERM "$RUN_PID" 2>/dev/null || true
+    wait "$RUN_PID" || true
+    RUN_PID=
+  fi
 }
 
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+# Percentile $1 (0..100) of the numbers on stdin (nearest rank).
+pct() { sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if (i<1) i=1; if (i>NR) i=NR; print a[i]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+machine() {
+  echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)"
+  echo "- $(psql -X -qtA "$ADMIN_URL" -c 'SHOW server_version' | sed 's/^/PostgreSQL /'), Kafka $(grep -o '<kafka.version>[^<]*' deploy/kafka/pom.xml | cut -d'>' -f2) (KRaft, one node, same machine), $(rustc --version)"
+}
+
+# Appends stdin to docs/BENCHMARKS.md (full runs only: --quick leaves the tree clean).
+record() {
+  local file=docs/BENCHMARKS.md
+  if [ "$QUICK" = 1 ]; then
+    cat >/dev/null
+    return
+  fi
+  [ -f "$file" ] || printf '# Benchmarks\n\nProduced by `scripts/bench.sh`; each figure is measured with its baseline in the same run.\n' >"$file"
+  cat >>"$file"
+  log "appended to $file"
+}
 
 bench_ingest() {
   setup
@@ -94,17 +169,17 @@ SQL
   log "log-analyzer ingest: from start to zero lag"
   t0=$(now)
   "$BIN" ingest 2>"$WORK/ingest.log" &
-  INGEST_PID=$!
+  RUN_PID=$!
   local stored=0
   while [ "$stored" -lt "$EVENTS" ]; do
     sleep 0.1
     stored=$(psql -X -qtA "$DATABASE_URL" -c "SELECT COALESCE(sum(next_offset), 0) FROM kafka_offsets WHERE topic = '$KAFKA_TOPIC'")
-    kill -0 "$INGEST_PID" 2>/dev/null || { tail -n 20 "$WORK/ingest.log" >&2; exit 1; }
+    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/ingest.log" >&2; exit 1; }
   done
   t1=$(now)
-  kill -TERM "$INGEST_PID"
-  wait "$INGEST_PID" || true
-  INGEST_PID=
+  kill -TERM "$RUN_PID"
+  wait "$RUN_PID" || true
+  RUN_PID=
   local ingest_s rows
   ingest_s=$(secs "$t0" "$t1")
   rows=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
@@ -113,25 +188,12 @@ SQL
   local ingest_rate copy_rate ratio
   ingest_rate=$(rate "$EVENTS" "$ingest_s")
   copy_rate=$(rate "$EVENTS" "$copy_s")
-  ratio=$(awk -v a="$ingest_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }')
+  ratio=$(ratio "$ingest_rate" "$copy_rate")
   printf '\n%-34s %12s %10s\n' "ingest of $EVENTS events" "events/s" "seconds"
   printf '%-34s %12s %10s\n' "log-analyzer ingest (to zero lag)" "$ingest_rate" "$ingest_s"
   printf '%-34s %12s %10s\n' "psql COPY, same rows (baseline)" "$copy_rate" "$copy_s"
   printf '%-34s %12s\n' "ratio ingest / COPY" "$ratio"
   cleanup_db
-  if [ "$QUICK" = 0 ]; then
-    record_ingest "$ingest_rate" "$ingest_s" "$copy_rate" "$copy_s" "$ratio"
-  fi
-}
-
-machine() {
-  echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)"
-  echo "- $(psql -X -qtA "$ADMIN_URL" -c 'SHOW server_version' | sed 's/^/PostgreSQL /'), Kafka $(grep -o '<kafka.version>[^<]*' deploy/kafka/pom.xml | cut -d'>' -f2) (KRaft, one node, same machine), $(rustc --version)"
-}
-
-record_ingest() {
-  local file=docs/BENCHMARKS.md
-  [ -f "$file" ] || printf '# Benchmarks\n\nProduced by `scripts/bench.sh`; each figure is measured with its baseline in the same run.\n' >"$file"
   {
     echo
     echo "## ingest — $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -141,11 +203,10 @@ record_ingest() {
     echo
     echo "| path | events/s | seconds |"
     echo "|---|---:|---:|"
-    echo "| log-analyzer ingest, start to zero lag | $1 | $2 |"
-    echo "| psql \`COPY\` of the same rows (baseline) | $3 | $4 |"
-    echo "| ratio | $5 | |"
-  } >>"$file"
-  log "appended to $file"
+    echo "| log-analyzer ingest, start to zero lag | $ingest_rate | $ingest_s |"
+    echo "| psql \`COPY\` of the same rows (baseline) | $copy_rate | $copy_s |"
+    echo "| ratio | $ratio | |"
+  } | record
 }
 
 # wrk's latency line value in milliseconds ("123.45us", "1.20ms", "2.00s").
@@ -185,26 +246,13 @@ bench_query() {
     -c "\\copy logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\") FROM '$WORK/history.csv' CSV"
   psql -X -q "$DATABASE_URL" -c "ANALYZE logs"
   rm -f "$WORK/history.csv"
-  local port admin
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  log "log-analyzer run --generate $rate (ingesting while measured)"
-  HTTP_ADDR="127.0.0.1:$port" ADMIN_ADDR="127.0.0.1:$admin" DATABASE_TIMEOUT_MS=120000 REDIS_PREFIX="bench_$RUN_ID" \
-    "$BIN" run --generate "$rate" 2>"$WORK/run.log" &
-  INGEST_PID=$!
-  local url="http://127.0.0.1:$port" ready=0
-  for _ in $(seq 600); do
-    if curl -fs "$url/readyz" 2>/dev/null | grep -q '"memory":"ready"'; then ready=1; break; fi
-    kill -0 "$INGEST_PID" 2>/dev/null || break
-    sleep 0.2
-  done
-  [ "$ready" = 1 ] || { tail -n 20 "$WORK/run.log" >&2; log "ERROR: run never became ready"; exit 1; }
+  start_run "$rate"
   sleep 2
 
   # Memory first, then freshness, then SQL: long SQL scans would otherwise steal the CPU from both.
   declare -A m_rps m_p50 m_p99
   for w in 10s 5m 1h; do
-    read -r m_rps[$w] m_p50[$w] m_p99[$w] _ < <(load 2 8 "$duration" "$url/stats/errors?window=$w")
+    read -r m_rps[$w] m_p50[$w] m_p99[$w] _ < <(load 2 8 "$duration" "$URL/stats/errors?window=$w")
   done
 
   log "freshness: $probes probes through POST /ingest, polled until visible"
@@ -213,9 +261,10 @@ bench_query() {
     local svc="probe-$RUN_ID-$i" t0 t1 ts
     ts=$(date +%s%3N)
     t0=$(date +%s%N)
-    curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" "$url/ingest" >/dev/null
+    curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" "$URL/ingest" >/dev/null ||
+      die "POST /ingest failed"
     local at=$((ts / 1000 + 1))
-    until curl -fs "$url/stats/errors?window=10s&service=$svc&at=$at" | grep -q '"total":1'; do :; done
+    poll_until 30 api_counts "$svc" "$at" || die "probe $svc not visible in /stats/errors after 30 s"
     t1=$(date +%s%N)
     lat+=($(((t1 - t0) / 1000000)))
     sleep 0.05
@@ -246,13 +295,9 @@ bench_query() {
     rows+="| $w | ${m_rps[$w]} | ${m_p50[$w]} | ${m_p99[$w]} | $sql_ms | ${ratio}x |"$'\n'
   done
   printf '\nfreshness (POST /ingest → visible in /stats/errors): p50 %s ms, p99 %s ms over %s probes\n' "$f_p50" "$f_p99" "$probes"
-  kill -TERM "$INGEST_PID"
-  wait "$INGEST_PID" || true
-  INGEST_PID=
+  stop_run
   cleanup_db
-  if [ "$QUICK" = 0 ]; then
-    local file=docs/BENCHMARKS.md
-    {
+  {
       echo
       echo "## query and freshness — $(date -u +%Y-%m-%dT%H:%MZ)"
       echo
@@ -268,16 +313,179 @@ bench_query() {
       printf '%s' "$rows"
       echo
       echo "Freshness, POST /ingest → visible in \`/stats/errors\` ($probes probes): p50 $f_p50 ms, p99 $f_p99 ms."
-    } >>"$file"
-    log "appended to $file"
-  fi
+  } | record
+}
+
+# Runs "$@" (a polling command) until it succeeds; fails the benchmark after $1 seconds.
+poll_until() {
+  local limit=$1
+  shift
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+  done
+}
+
+api_counts() { curl -fs "$URL/stats/errors?window=10s&service=$1&at=$2" | grep -q '"total":1'; }
+# Polls inside PostgreSQL every 2 ms (each statement of a DO block reads a fresh snapshot) until the
+# probe's row is there, then prints the server's clock (ns since the epoch): one connection per probe,
+# opened before the probe is sent, so the baseline's resolution matches the API's.
+sql_seen_at() {
+  psql -X -qtA -v ON_ERROR_STOP=1 "$DATABASE_URL" <<SQL | tail -n 1
+DO \$\$
+DECLARE deadline timestamptz := clock_timestamp() + interval '30 s';
+BEGIN
+  WHILE (SELECT count(*) FROM logs WHERE ts >= to_timestamp($2 - 1) AND service = '$1') = 0 LOOP
+    IF clock_timestamp() > deadline THEN RAISE EXCEPTION 'probe % not stored after 30 s', '$1'; END IF;
+    PERFORM pg_sleep(0.002);
+  END LOOP;
+END \$\$;
+SELECT (extract(epoch FROM clock_timestamp()) * 1e9)::bigint;
+SQL
+}
+
+bench_freshness() {
+  setup
+  local rate="${BENCH_RATE:-2000}" probes="${BENCH_PROBES:-100}"
+  if [ "$QUICK" = 1 ]; then rate=200 probes=5; fi
+  start_run "$rate"
+  log "freshness: $probes probes through POST /ingest while ingesting $rate events/s"
+  local api=() sql=()
+  for i in $(seq "$probes"); do
+    local svc="fresh-$RUN_ID-$i" ts t0 t1 sql_pid
+    ts=$(date +%s%3N)
+    # The baseline polls PostgreSQL directly at the same time: when is the row there at all?
+    sql_seen_at "$svc" $((ts / 1000)) >"$WORK/sql_seen" &
+    sql_pid=$!
+    sleep 0.1 # its connection is open before the clock starts
+    ts=$(date +%s%3N)
+    t0=$(date +%s%N)
+    curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" \
+      "$URL/ingest" >/dev/null || die "POST /ingest failed"
+    poll_until 30 api_counts "$svc" $((ts / 1000 + 1)) || die "probe $svc not visible in /stats/errors after 30 s"
+    t1=$(date +%s%N)
+    wait "$sql_pid" || die "probe $svc not in PostgreSQL after 30 s"
+    api+=($(((t1 - t0) / 1000000)))
+    sql+=($((($(cat "$WORK/sql_seen") - t0) / 1000000)))
+    sleep 0.05
+  done
+  local stored
+  stored=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
+  stop_run
+  cleanup_db
+  local a50 a99 amax s50 s99 smax
+  a50=$(printf '%s\n' "${api[@]}" | pct 50)
+  a99=$(printf '%s\n' "${api[@]}" | pct 99)
+  amax=$(printf '%s\n' "${api[@]}" | pct 100)
+  s50=$(printf '%s\n' "${sql[@]}" | pct 50)
+  s99=$(printf '%s\n' "${sql[@]}" | pct 99)
+  smax=$(printf '%s\n' "${sql[@]}" | pct 100)
+  printf '\n%-46s %8s %8s %8s\n' "produce→visible, $probes probes (ms)" p50 p99 max
+  printf '%-46s %8s %8s %8s\n' "GET /stats/errors counts it" "$a50" "$a99" "$amax"
+  printf '%-46s %8s %8s %8s\n' "direct SQL count sees the row (baseline)" "$s50" "$s99" "$smax"
+  printf '%-46s %8s %8s\n' "ratio API / SQL" "$(ratio "$a50" "$s50")" "$(ratio "$a99" "$s99")"
+  {
+    echo
+    echo "## freshness — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    machine
+    echo "- \`${BENCH_RATE:+BENCH_RATE=$BENCH_RATE }${BENCH_PROBES:+BENCH_PROBES=$BENCH_PROBES }scripts/bench.sh freshness\`: \`log-analyzer run --generate $rate\` ingesting $rate events/s ($stored rows"
+    echo "  stored during the run); $probes probes, one after the other, each an error event of its own service"
+    echo "  POSTed to /ingest (answered once Kafka acked it); the clock starts before the POST. Visible:"
+    echo "  \`/stats/errors?window=10s&service=…\` counts it (polled back to back with curl). Baseline, polled"
+    echo "  at the same time: \`SELECT count(*) FROM logs WHERE service = …\` finds the row (a DO loop inside"
+    echo "  PostgreSQL, every 2 ms, its connection opened before the POST)"
+    echo
+    echo "| produce→visible, ms | p50 | p99 | max |"
+    echo "|---|---:|---:|---:|"
+    echo "| stats API counts it | $a50 | $a99 | $amax |"
+    echo "| direct SQL count sees the row (baseline) | $s50 | $s99 | $smax |"
+    echo "| ratio API / SQL | $(ratio "$a50" "$s50") | $(ratio "$a99" "$s99") | |"
+  } | record
+}
+
+bench_memory() {
+  setup
+  local rate="${BENCH_RATE:-2000}" total=600 every=10
+  if [ "$QUICK" = 1 ]; then rate=200 total=30 every=5; fi
+  # The in-memory windows grow until they hold WINDOW_HORIZON of buckets; a horizon shorter than the
+  # run lets the second half show whether anything else grows.
+  local horizon="${BENCH_HORIZON:-5m}"
+  WINDOW_HORIZON="$horizon" start_run "$rate"
+  log "memory: VmRSS of pid $RUN_PID every $every s for $total s at $rate events/s"
+  : >"$WORK/rss"
+  local t0=$SECONDS
+  for ((t = 0; t <= total; t += every)); do
+    while [ $((SECONDS - t0)) -lt "$t" ]; do sleep 0.2; done
+    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/run.log" >&2; die "run exited during the memory benchmark"; }
+    echo "$t $(awk '/^VmRSS:/ {print $2}' "/proc/$RUN_PID/status")" >>"$WORK/rss"
+    log "  ${t}s: $(tail -n 1 "$WORK/rss" | awk '{printf "%.1f MiB", $2 / 1024}')"
+  done
+  local stored
+  stored=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
+  stop_run
+  cleanup_db
+  # start, end, max (MiB), least-squares slope (MiB/min) over the whole run and over its second half.
+  local start end max slope slope2 verdict
+  read -r start end max slope slope2 < <(awk -v half=$((total / 2)) '
+    function fit(n, sx, sy, sxx, sxy) { return (n > 1 && n * sxx - sx * sx > 0) ? (n * sxy - sx * sy) / (n * sxx - sx * sx) : 0 }
+    { x = $1 / 60; y = $2 / 1024; if (NR == 1) s = y; e = y; if (y > m) m = y
+      n++; sx += x; sy += y; sxx += x * x; sxy += x * y
+      if ($1 >= half) { n2++; sx2 += x; sy2 += y; sxx2 += x * x; sxy2 += x * y } }
+    END { printf "%.1f %.1f %.1f %.2f %.2f\n", s, e, m, fit(n, sx, sy, sxx, sxy), fit(n2, sx2, sy2, sxx2, sxy2) }' "$WORK/rss")
+  # Flat: the second half's trend, carried over the whole run, adds less than 5 % of the start.
+  verdict=$(awk -v s="$slope2" -v st="$start" -v min=$((total / 60)) 'BEGIN { print (s * (min > 1 ? min : 1) < 0.05 * st) ? "flat" : "growing" }')
+  printf '\n%-40s %10s\n' "RSS of run --generate $rate, $total s" MiB
+  printf '%-40s %10s\n' "right after start (baseline)" "$start"
+  printf '%-40s %10s\n' "end" "$end"
+  printf '%-40s %10s\n' "max" "$max"
+  printf '%-40s %10s\n' "ratio end / start" "$(ratio "$end" "$start")"
+  printf '%-40s %10s\n' "slope, whole run (MiB/min)" "$slope"
+  printf '%-40s %10s\n' "slope, second half (MiB/min)" "$slope2"
+  printf '%-40s %10s\n' "verdict" "$verdict"
+  {
+    echo
+    echo "## memory — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    machine
+    echo "- \`${BENCH_HORIZON:+BENCH_HORIZON=$BENCH_HORIZON }${BENCH_RATE:+BENCH_RATE=$BENCH_RATE }scripts/bench.sh memory\`: VmRSS of \`log-analyzer run --generate $rate\` (WINDOW_HORIZON=$horizon) from"
+    echo "  /proc/PID/status every $every s for $total s, from the moment it answered ready; $stored rows stored"
+    echo
+    echo "| RSS | MiB |"
+    echo "|---|---:|"
+    echo "| right after start (baseline) | $start |"
+    echo "| end | $end |"
+    echo "| max | $max |"
+    echo "| ratio end / start | $(ratio "$end" "$start") |"
+    echo "| slope, whole run | $slope MiB/min |"
+    echo "| slope, second half | $slope2 MiB/min |"
+    echo
+    echo "Verdict: **$verdict** (flat = the second half's slope over the whole run adds under 5 % of the start)."
+    echo
+    echo "Samples (seconds, MiB): $(awk '{printf "%s%d %.1f", (NR > 1 ? "; " : ""), $1, $2 / 1024}' "$WORK/rss")."
+  } | record
+}
+
+bench_all() {
+  local started=$SECONDS
+  bench_ingest
+  bench_query
+  bench_freshness
+  bench_memory
+  # Hook: the peer benchmark (Flink / Kafka Streams, bench/peers/) is added in its own branch as
+  # `bench_peer`; it runs here, after ours, on the same stack and box.
+  if declare -F bench_peer >/dev/null; then bench_peer; fi
+  log "all benchmarks done in $((SECONDS - started)) s"
 }
 
 case "${1:-}" in
 ingest) bench_ingest ;;
 query) bench_query ;;
+freshness) bench_freshness ;;
+memory) bench_memory ;;
+all) bench_all ;;
 *)
-  echo "usage: $0 ingest|query [--quick]" >&2
+  echo "usage: $0 ingest|query|freshness|memory|all [--quick]" >&2
   exit 2
   ;;
 esac

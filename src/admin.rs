@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use actors::domain::RejectReason;
+use actors::generator::GeneratorStats;
 use actors::ingest::WriterStats;
 use actors::mailbox::{ActorRegistry, Inbox};
 use actors::windows::aggregator::QueryStatus;
@@ -63,6 +64,7 @@ pub struct Metrics {
     pub generator_sent: IntCounter,
     pub generator_acked: IntCounter,
     pub generator_errors: IntCounter,
+    generator: std::sync::Mutex<Option<Arc<GeneratorStats>>>,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -223,9 +225,17 @@ impl Metrics {
                 "log_analyzer_generator_errors_total",
                 "Events the generator failed to deliver",
             ),
+            generator: std::sync::Mutex::new(None),
             actors,
             registry: r,
         }
+    }
+
+    /// Counters for a generator run in this process, exported as `log_analyzer_generator_*`.
+    pub fn watch_generator(&self) -> Arc<GeneratorStats> {
+        let stats = Arc::new(GeneratorStats::default());
+        *self.generator.lock().expect("generator stats") = Some(stats.clone());
+        stats
     }
 
     /// The stats a new writer reports into (its histograms are this registry's).
@@ -279,6 +289,13 @@ impl Metrics {
             for (reason, total) in RejectReason::ALL.iter().zip(rejects) {
                 sync(&self.rejects, &[reason.code()], total);
             }
+        }
+        if let Some(generator) = self.generator.lock().expect("generator stats").as_ref() {
+            let raise = |c: &IntCounter, value: u64| c.inc_by(value.saturating_sub(c.get()));
+            raise(&self.generator_sent, generator.sent.load(Ordering::Relaxed));
+            raise(&self.generator_acked, generator.acked.load(Ordering::Relaxed));
+            let errors = generator.failed.load(Ordering::Relaxed) + generator.send_errors.load(Ordering::Relaxed);
+            raise(&self.generator_errors, errors);
         }
         if let Some(deltas) = &state.deltas {
             sync(&self.cache_deltas, &["applied"], deltas.applied.load(Ordering::Relaxed));

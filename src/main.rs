@@ -11,6 +11,7 @@ use slog::error;
 use actors::domain::Window;
 use actors::generator::{GeneratorConfig, RunLimit};
 use log_analyzer::config::Settings;
+use log_analyzer::generate::http::HttpSinkOptions;
 use log_analyzer::generate::{self, GenerateOptions, Target};
 use log_analyzer::{startup, telemetry};
 
@@ -36,8 +37,8 @@ enum Command {
     },
     /// The HTTP API only (answers from Redis, then PostgreSQL); scale it independently of ingest.
     Api,
-    /// Produce synthetic log events (to Kafka, or to a file) at a steady rate.
-    Generate(GenerateArgs),
+    /// Produce synthetic log events (to Kafka, to POST /ingest, or to a file) at a steady rate.
+    Generate(Box<GenerateArgs>),
 }
 
 #[derive(clap::Parser)]
@@ -51,9 +52,19 @@ struct GenerateArgs {
     /// Stop after this long (e.g. 30s, 10m); without --count or --duration, run until interrupted.
     #[arg(long, value_parser = |s: &str| Window::parse_unbounded(s).map_err(|e| e.to_string()))]
     duration: Option<Window>,
-    /// kafka (the KAFKA_TOPIC topic), ndjson:PATH, or csv:PATH (rows of the logs table, valid events only).
+    /// kafka (the KAFKA_TOPIC topic), http://HOST:PORT (NDJSON batches to POST /ingest), ndjson:PATH,
+    /// or csv:PATH (rows of the logs table, valid events only).
     #[arg(long, default_value = "kafka")]
     to: Target,
+    /// With --to http://…: sent as `Authorization: Bearer TOKEN` (when the server sets JWT_SECRET).
+    #[arg(long, env = "GENERATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// With --to http://…: events per POST.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch: u64,
+    /// With --to http://…: requests in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    in_flight: u64,
     /// Same seed, same events.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -75,9 +86,12 @@ struct GenerateArgs {
     /// How far in the past late events go (e.g. 2m; with --late-ratio 1 and 1h: backfill an hour).
     #[arg(long, default_value = "2m", value_parser = |s: &str| Window::parse_unbounded(s).map_err(|e| e.to_string()))]
     late_max: Window,
-    /// Share of non-error messages that carry a tracked keyword.
+    /// Share of non-error messages that carry a keyword.
     #[arg(long, default_value_t = 0.2, value_parser = ratio)]
     keyword_ratio: f64,
+    /// The keywords messages carry, comma-separated (default: TRACKED_KEYWORDS).
+    #[arg(long, value_delimiter = ',')]
+    keywords: Option<Vec<String>>,
 }
 
 fn ratio(s: &str) -> Result<f64, String> {
@@ -109,7 +123,13 @@ impl GenerateArgs {
                 late_ratio: self.late_ratio,
                 late_max_ms: self.late_max.seconds() as i64 * 1_000,
                 keyword_ratio: self.keyword_ratio,
-                keywords: settings.tracked_keywords.clone(),
+                keywords: self.keywords.clone().unwrap_or_else(|| settings.tracked_keywords.clone()),
+            },
+            http: HttpSinkOptions {
+                batch_events: self.batch as usize,
+                in_flight: self.in_flight as usize,
+                token: self.token.clone(),
+                ..HttpSinkOptions::default()
             },
         }
     }
@@ -140,20 +160,21 @@ fn main() -> std::process::ExitCode {
                 if let Some(rate) = generate.filter(|r| *r > 0.0) {
                     let args = GenerateArgs::parse_from(["generate", "--rate", &rate.to_string()]);
                     let options = args.options(&settings);
-                    let settings = settings.clone();
-                    actix_rt::spawn(async move { generate::run(&settings, options).await });
+                    let (settings, log) = (settings.clone(), log.clone());
+                    let stats = app.metrics().watch_generator();
+                    let probe = app.metrics().actors.probe("generator", "0");
+                    actix_rt::spawn(async move {
+                        if let Err(e) = generate::run_observed(&settings, options, stats, Some(probe)).await {
+                            error!(log, "the generator stopped"; "error" => format!("{e:#}"));
+                        }
+                    });
                 }
                 app.run_until_stopped().await
             }
             Command::Api => {
                 startup::Application::build(&settings, startup::Role::Api, level, &log).await?.run_until_stopped().await
             }
-            Command::Generate(args) => {
-                tokio::select! {
-                    result = generate::run(&settings, args.options(&settings)) => result.map(drop),
-                    _ = startup::shutdown_signal() => Ok(()),
-                }
-            }
+            Command::Generate(args) => generate::run(&settings, args.options(&settings)).await.map(drop),
         }
     });
     match result {

@@ -118,6 +118,7 @@ pub fn start_admin(
 
 /// A running process: its HTTP server and, for `run`, its ingest pipeline and windows.
 pub struct Application {
+    metrics: std::sync::Arc<crate::admin::Metrics>,
     port: u16,
     admin_port: u16,
     admin: actix_web::dev::ServerHandle,
@@ -236,7 +237,7 @@ impl Application {
             lag,
             kafka_ready,
             auth: crate::http::auth::Auth::from_settings(settings)?,
-            metrics,
+            metrics: metrics.clone(),
             log: log.clone(),
         });
         let listener = std::net::TcpListener::bind(settings.http_addr)
@@ -244,7 +245,12 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = crate::http::serve(state, listener)?;
         info!(log, "listening"; "addr" => %settings.http_addr, "port" => port);
-        Ok(Application { port, admin_port, admin, server, ingest, arbiters, log })
+        Ok(Application { metrics, port, admin_port, admin, server, ingest, arbiters, log })
+    }
+
+    /// What the admin listener exports (a generator run in the process reports there too).
+    pub fn metrics(&self) -> &crate::admin::Metrics {
+        &self.metrics
     }
 
     /// The public listener's port.

@@ -2,6 +2,7 @@
 //! Each test makes its own topic, consumer group, database and Redis key prefix.
 
 mod api;
+mod generate;
 mod helpers;
 mod ingest;
 mod observability;

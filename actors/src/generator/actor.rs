@@ -8,6 +8,7 @@ use actix::prelude::*;
 
 use super::events::LogGenerator;
 use super::rate::TokenBucket;
+use crate::mailbox::ActorProbe;
 use crate::ports::SharedClock;
 
 /// Why a sink did not take a payload.
@@ -27,9 +28,17 @@ pub trait EventSink: Send + 'static {
     fn poll(&mut self) {}
     /// Payloads the destination confirmed.
     fn acked(&self) -> u64;
-    /// Payloads the destination refused.
+    /// Payloads the destination received and refused as invalid (dead-lettered there).
+    fn rejected(&self) -> u64 {
+        0
+    }
+    /// Payloads that could not be delivered (after the sink's own retries).
     fn failed(&self) -> u64 {
         0
+    }
+    /// The first delivery error, for the run's summary.
+    fn first_error(&self) -> Option<String> {
+        None
     }
     /// Waits (blocking, up to `timeout`) until everything queued is delivered.
     fn flush(&mut self, timeout: Duration) -> Result<(), String>;
@@ -38,11 +47,17 @@ pub trait EventSink: Send + 'static {
 /// Live counters of a generator run.
 #[derive(Debug, Default)]
 pub struct GeneratorStats {
+    /// Payloads the sink took.
     pub sent: AtomicU64,
     pub malformed: AtomicU64,
+    /// Times the sink was full (the generator then waits).
     pub full: AtomicU64,
+    /// The sink's own counts, copied every tick.
     pub acked: AtomicU64,
+    pub rejected: AtomicU64,
     pub failed: AtomicU64,
+    /// Payloads the sink refused outright at `send` (never delivered).
+    pub send_errors: AtomicU64,
 }
 
 /// How long a run lasts.
@@ -56,23 +71,20 @@ const TICK: Duration = Duration::from_millis(5);
 /// Payloads per tick when the rate is unlimited (keeps the actor responsive).
 const UNLIMITED_CHUNK: u64 = 4_000;
 
-/// Generates events and offers them to the sink.
-pub struct GeneratorActor {
+/// One generator run without the actor: what a tick does, given the time since the start, so a test
+/// can drive it with simulated time.
+pub struct GeneratorRun {
     generator: LogGenerator,
     bucket: Option<TokenBucket>,
-    sink: Option<Box<dyn EventSink>>,
+    sink: Box<dyn EventSink>,
     limit: RunLimit,
-    started: Instant,
     pending: Option<(Vec<u8>, i64)>,
     clock: SharedClock,
     stats: Arc<GeneratorStats>,
-    done: Option<tokio::sync::oneshot::Sender<Box<dyn EventSink>>>,
-    probe: Option<Arc<crate::mailbox::ActorProbe>>,
 }
 
-impl GeneratorActor {
-    /// `rate` events per second (`None`: as fast as the sink takes them). When the run ends the sink
-    /// is handed back through `done` so the caller can flush it off the arbiter.
+impl GeneratorRun {
+    /// `rate` events per second (`None`: as fast as the sink takes them).
     pub fn new(
         generator: LogGenerator,
         rate: Option<f64>,
@@ -80,56 +92,39 @@ impl GeneratorActor {
         limit: RunLimit,
         clock: SharedClock,
         stats: Arc<GeneratorStats>,
-        done: tokio::sync::oneshot::Sender<Box<dyn EventSink>>,
-    ) -> GeneratorActor {
+    ) -> GeneratorRun {
         // A tenth of a second of burst absorbs tick jitter without letting the rate run away.
         let bucket = rate.map(|r| TokenBucket::new(r, (r / 10.0).max(1.0)));
-        GeneratorActor {
-            generator,
-            bucket,
-            sink: Some(sink),
-            limit,
-            started: Instant::now(),
-            pending: None,
-            clock,
-            stats,
-            done: Some(done),
-            probe: None,
-        }
+        GeneratorRun { generator, bucket, sink, limit, pending: None, clock, stats }
     }
 
-    /// Counts each tick as a handled message of this probe (the generator drives itself by timer).
-    pub fn with_probe(mut self, probe: Arc<crate::mailbox::ActorProbe>) -> GeneratorActor {
-        self.probe = Some(probe);
-        self
-    }
-
-    fn finished(&self) -> bool {
+    /// Whether the run reached its count or its duration at `elapsed`.
+    pub fn finished(&self, elapsed: Duration) -> bool {
         let by_count = self.limit.count.is_some_and(|n| self.generator.produced() >= n && self.pending.is_none());
-        let by_time = self.limit.duration.is_some_and(|d| self.started.elapsed() >= d);
+        let by_time = self.limit.duration.is_some_and(|d| elapsed >= d);
         by_count || by_time
     }
 
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.finished() {
-            ctx.stop();
-            return;
+    /// Serves the sink and offers it this tick's share of events; `true` once the run is over.
+    pub fn step(&mut self, elapsed: Duration) -> bool {
+        if self.finished(elapsed) {
+            return true;
         }
-        let Some(sink) = self.sink.as_mut() else { return };
+        let sink = &mut self.sink;
         sink.poll();
         self.stats.acked.store(sink.acked(), Ordering::Relaxed);
+        self.stats.rejected.store(sink.rejected(), Ordering::Relaxed);
         self.stats.failed.store(sink.failed(), Ordering::Relaxed);
         if let Some((payload, ts)) = self.pending.take() {
             if let Err(SinkError::Full(payload)) = sink.send(payload, ts) {
                 self.pending = Some((payload, ts));
-                return;
+                return false;
             }
             self.stats.sent.fetch_add(1, Ordering::Relaxed);
         }
         let remaining = self.limit.count.map_or(u64::MAX, |n| n.saturating_sub(self.generator.produced()));
-        let now_secs = self.started.elapsed().as_secs_f64();
         let want = match self.bucket.as_mut() {
-            Some(bucket) => bucket.take(now_secs, remaining.min(1_000_000)),
+            Some(bucket) => bucket.take(elapsed.as_secs_f64(), remaining.min(1_000_000)),
             None => remaining.min(UNLIMITED_CHUNK),
         };
         let now_ms = self.clock.now().timestamp_millis();
@@ -150,13 +145,56 @@ impl GeneratorActor {
                     break;
                 }
                 Err(SinkError::Failed(_)) => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        if self.finished() {
-            ctx.stop();
+        self.finished(elapsed)
+    }
+
+    /// The sink, for flushing once the run is over.
+    pub fn into_sink(self) -> Box<dyn EventSink> {
+        self.sink
+    }
+}
+
+/// Ends a run early (an interrupt): the sink is handed back as when the run reaches its limit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopGenerator;
+
+/// Generates events and offers them to the sink every few milliseconds.
+pub struct GeneratorActor {
+    run: Option<GeneratorRun>,
+    started: Instant,
+    done: Option<tokio::sync::oneshot::Sender<Box<dyn EventSink>>>,
+    probe: Option<Arc<ActorProbe>>,
+}
+
+impl GeneratorActor {
+    /// `rate` events per second (`None`: as fast as the sink takes them). When the run ends the sink
+    /// is handed back through `done` so the caller can flush it off the arbiter.
+    pub fn new(
+        generator: LogGenerator,
+        rate: Option<f64>,
+        sink: Box<dyn EventSink>,
+        limit: RunLimit,
+        clock: SharedClock,
+        stats: Arc<GeneratorStats>,
+        done: tokio::sync::oneshot::Sender<Box<dyn EventSink>>,
+    ) -> GeneratorActor {
+        GeneratorActor {
+            run: Some(GeneratorRun::new(generator, rate, sink, limit, clock, stats)),
+            started: Instant::now(),
+            done: Some(done),
+            probe: None,
         }
+    }
+
+    /// Counts each tick as a handled message of this probe (the generator drives itself by timer).
+    pub fn with_probe(mut self, probe: Arc<ActorProbe>) -> GeneratorActor {
+        self.probe = Some(probe);
+        self
     }
 }
 
@@ -168,9 +206,16 @@ impl Actor for GeneratorActor {
         if let Some(probe) = &self.probe {
             probe.started();
         }
-        ctx.run_interval(TICK, |act, ctx| match act.probe.clone() {
-            Some(probe) => probe.time(|| act.tick(ctx)),
-            None => act.tick(ctx),
+        ctx.run_interval(TICK, |act, ctx| {
+            let elapsed = act.started.elapsed();
+            let mut step = || act.run.as_mut().is_none_or(|run| run.step(elapsed));
+            let done = match act.probe.clone() {
+                Some(probe) => probe.time(step),
+                None => step(),
+            };
+            if done {
+                ctx.stop();
+            }
         });
     }
 
@@ -178,9 +223,19 @@ impl Actor for GeneratorActor {
         if let Some(probe) = &self.probe {
             probe.stopped();
         }
-        if let (Some(sink), Some(done)) = (self.sink.take(), self.done.take()) {
-            let _ = done.send(sink);
+        if let (Some(run), Some(done)) = (self.run.take(), self.done.take()) {
+            let _ = done.send(run.into_sink());
         }
+    }
+}
+
+crate::tracked!(GeneratorActor => StopGenerator);
+
+impl Handler<StopGenerator> for GeneratorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopGenerator, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -227,6 +282,33 @@ mod tests {
         (stats, rx)
     }
 
+    /// The whole tick path (bucket, burst, limits) at 10k/s over 10 s of simulated time: 5 ms ticks,
+    /// every seventh one 40 ms late as on a busy arbiter.
+    #[test]
+    fn ten_thousand_per_second_with_simulated_ticks_is_within_five_percent() {
+        let sink = VecSink::default();
+        let stats = Arc::new(GeneratorStats::default());
+        let limit = RunLimit { count: None, duration: Some(Duration::from_secs(10)) };
+        let generator = LogGenerator::new(GeneratorConfig::default());
+        let mut run = GeneratorRun::new(
+            generator,
+            Some(10_000.0),
+            Box::new(sink.clone()),
+            limit,
+            Arc::new(SystemClock),
+            stats.clone(),
+        );
+        let (mut t, mut ticks) = (Duration::ZERO, 0u32);
+        while !run.step(t) {
+            t += Duration::from_millis(if ticks % 7 == 6 { 45 } else { 5 });
+            ticks += 1;
+        }
+        assert!(t >= Duration::from_secs(10) && t < Duration::from_millis(10_050), "stopped at {t:?}");
+        let achieved = stats.sent.load(Ordering::Relaxed) as f64 / 10.0;
+        assert!((achieved - 10_000.0).abs() / 10_000.0 < 0.05, "achieved {achieved}/s");
+        assert_eq!(sink.got.lock().unwrap().len() as u64, stats.sent.load(Ordering::Relaxed));
+    }
+
     #[actix_rt::test]
     async fn a_count_limited_run_sends_exactly_the_count_and_hands_the_sink_back() {
         let sink = VecSink::default();
@@ -237,6 +319,31 @@ mod tests {
         assert_eq!(stats.sent.load(Ordering::Relaxed), 12_345);
         assert_eq!(stats.malformed.load(Ordering::Relaxed), 123);
         assert_eq!(sink.got.lock().unwrap().len(), 12_345);
+    }
+
+    #[actix_rt::test]
+    async fn a_stopped_run_hands_the_sink_back_with_what_it_sent() {
+        let sink = VecSink::default();
+        let stats = Arc::new(GeneratorStats::default());
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let generator = LogGenerator::new(GeneratorConfig::default());
+        let limit = RunLimit { count: None, duration: None };
+        let addr = GeneratorActor::new(
+            generator,
+            Some(1_000.0),
+            Box::new(sink.clone()),
+            limit,
+            Arc::new(SystemClock),
+            stats.clone(),
+            tx,
+        )
+        .start();
+        while stats.sent.load(Ordering::Relaxed) == 0 {
+            actix_rt::task::yield_now().await;
+        }
+        addr.send(StopGenerator).await.unwrap();
+        let back = done.await.expect("sink handed back");
+        assert_eq!(back.acked(), stats.sent.load(Ordering::Relaxed));
     }
 
     #[actix_rt::test]

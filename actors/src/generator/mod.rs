@@ -4,6 +4,6 @@ pub mod actor;
 pub mod events;
 pub mod rate;
 
-pub use actor::{EventSink, GeneratorActor, GeneratorStats, RunLimit, SinkError};
+pub use actor::{EventSink, GeneratorActor, GeneratorRun, GeneratorStats, RunLimit, SinkError, StopGenerator};
 pub use events::{GeneratorConfig, LogGenerator};
 pub use rate::TokenBucket;

@@ -1,5 +1,8 @@
-//! The `generate` role: synthetic load into Kafka or into a file (NDJSON, or CSV shaped like the
-//! `logs` table for COPY baselines).
+//! The `generate` role: synthetic load into Kafka, into `POST /ingest`, or into a file (NDJSON, or CSV
+//! shaped like the `logs` table for COPY baselines).
+
+pub mod http;
+pub mod progress;
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -10,18 +13,22 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use actors::domain::{LogEvent, ParseRules};
 use actors::generator::{
-    EventSink, GeneratorActor, GeneratorConfig, GeneratorStats, LogGenerator, RunLimit, SinkError,
+    EventSink, GeneratorActor, GeneratorConfig, GeneratorStats, LogGenerator, RunLimit, SinkError, StopGenerator,
 };
 use actors::ports::{SharedClock, SystemClock};
 use chrono::{TimeZone, Utc};
 
 use crate::config::Settings;
 use crate::kafka::sink::KafkaSink;
+use http::{HttpSink, HttpSinkOptions, HttpTarget};
+use progress::Snapshot;
 
 /// Where generated events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Kafka,
+    /// NDJSON batches to `POST /ingest` of a running server.
+    Http(HttpTarget),
     Ndjson(PathBuf),
     /// Rows of the `logs` table (valid events only), for `COPY logs FROM … CSV`.
     Csv(PathBuf),
@@ -30,11 +37,14 @@ pub enum Target {
 impl std::str::FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return s.parse().map(Target::Http);
+        }
         match s.split_once(':') {
             None if s == "kafka" => Ok(Target::Kafka),
             Some(("ndjson", path)) if !path.is_empty() => Ok(Target::Ndjson(path.into())),
             Some(("csv", path)) if !path.is_empty() => Ok(Target::Csv(path.into())),
-            _ => Err(format!("{s:?}: use kafka, ndjson:PATH or csv:PATH")),
+            _ => Err(format!("{s:?}: use kafka, http://HOST:PORT, ndjson:PATH or csv:PATH")),
         }
     }
 }
@@ -47,47 +57,90 @@ pub struct GenerateOptions {
     pub limit: RunLimit,
     pub target: Target,
     pub config: GeneratorConfig,
+    /// Batching, concurrency and token for `Target::Http`.
+    pub http: HttpSinkOptions,
 }
 
 /// The outcome of a run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GenerateSummary {
     pub sent: u64,
+    /// Confirmed by the destination (Kafka's acks, the events a 202 accepted, lines written).
     pub acked: u64,
+    /// Refused as invalid by the destination (only `POST /ingest` checks events as it takes them).
+    pub rejected: u64,
+    /// Not delivered.
     pub failed: u64,
     pub malformed: u64,
     pub seconds: f64,
 }
 
-/// Runs the generator to its limit inside the current actix System, reporting progress on stderr.
+/// Runs the generator to its limit (or SIGINT/SIGTERM) inside the current actix System, reporting
+/// progress on stderr; an interrupted run still flushes and prints its summary.
 pub async fn run(settings: &Settings, options: GenerateOptions) -> anyhow::Result<GenerateSummary> {
+    run_observed(settings, options, Arc::default(), None).await
+}
+
+/// [`run`], counting into `stats` and, with a probe, each generator tick as a handled message
+/// (`run --generate` exports both on its admin listener).
+pub async fn run_observed(
+    settings: &Settings,
+    options: GenerateOptions,
+    stats: Arc<GeneratorStats>,
+    probe: Option<Arc<actors::mailbox::ActorProbe>>,
+) -> anyhow::Result<GenerateSummary> {
     let sink: Box<dyn EventSink> = match &options.target {
         Target::Kafka => Box::new(KafkaSink::new(&settings.kafka_brokers, &settings.kafka_topic)?),
+        Target::Http(target) => Box::new(HttpSink::new(target.clone(), options.http.clone())?),
         Target::Ndjson(path) => Box::new(FileSink::create(path, false, settings.parse_rules(), &settings.kafka_topic)?),
         Target::Csv(path) => Box::new(FileSink::create(path, true, settings.parse_rules(), &settings.kafka_topic)?),
     };
-    let stats = Arc::new(GeneratorStats::default());
     let (done_tx, mut done) = tokio::sync::oneshot::channel();
     let clock: SharedClock = Arc::new(SystemClock);
     let generator = LogGenerator::new(options.config.clone());
-    GeneratorActor::new(generator, options.rate, sink, options.limit, clock, stats.clone(), done_tx).start();
+    let mut actor = GeneratorActor::new(generator, options.rate, sink, options.limit, clock, stats.clone(), done_tx);
+    if let Some(probe) = probe {
+        actor = actor.with_probe(probe);
+    }
+    let actor = actor.start();
+    let interrupted = crate::startup::shutdown_signal();
+    tokio::pin!(interrupted);
+    let mut stopping = false;
 
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
+    // The counters now, with the rate since `last_sent` was read a second ago.
+    let snapshot = |last_sent: u64| {
+        let sent = stats.sent.load(Ordering::Relaxed);
+        Snapshot {
+            elapsed: started.elapsed(),
+            sent,
+            acked: stats.acked.load(Ordering::Relaxed),
+            rejected: stats.rejected.load(Ordering::Relaxed),
+            errors: stats.failed.load(Ordering::Relaxed) + stats.send_errors.load(Ordering::Relaxed),
+            rate: sent.saturating_sub(last_sent),
+        }
+    };
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let mut last_sent = 0;
     let sink = loop {
         tokio::select! {
             sink = &mut done => break sink?,
+            _ = &mut interrupted, if !stopping => {
+                stopping = true;
+                actor.do_send(StopGenerator);
+            }
             _ = ticker.tick() => {
-                let sent = stats.sent.load(Ordering::Relaxed);
-                let line = format!(
-                    "generate: {:>6.1}s sent={sent} acked={} rate={}/s errors={}",
-                    started.elapsed().as_secs_f64(), stats.acked.load(Ordering::Relaxed), sent - last_sent,
-                    stats.failed.load(Ordering::Relaxed));
-                last_sent = sent;
-                if terminal { eprint!("\r{line}   ") } else { eprintln!("{line}") }
+                let now = snapshot(last_sent);
+                last_sent = now.sent;
+                if terminal {
+                    let done = progress::fraction(options.limit.count, options.limit.duration, now.sent, now.elapsed);
+                    // \r returns to the line's start; ESC[K clears what a longer line left behind.
+                    eprint!("\r{}\x1b[K", now.bar(done, 24));
+                } else {
+                    eprintln!("{}", now.line());
+                }
             }
         }
     };
@@ -98,26 +151,32 @@ pub async fn run(settings: &Settings, options: GenerateOptions) -> anyhow::Resul
     })
     .await?;
     let (sink, result) = flushed;
-    result.map_err(|e| anyhow::anyhow!("flushing the generator's output: {e}"))?;
-    let summary = GenerateSummary {
-        sent: stats.sent.load(Ordering::Relaxed),
-        acked: sink.acked(),
-        failed: sink.failed() + stats.failed.load(Ordering::Relaxed),
-        malformed: stats.malformed.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
-    };
     if terminal {
         eprintln!();
     }
+    let summary = GenerateSummary {
+        sent: stats.sent.load(Ordering::Relaxed),
+        acked: sink.acked(),
+        rejected: sink.rejected(),
+        failed: sink.failed() + stats.send_errors.load(Ordering::Relaxed),
+        malformed: stats.malformed.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    };
     eprintln!(
-        "generate: done sent={} acked={} failed={} malformed={} in {:.2}s ({:.0}/s)",
+        "generate: done sent={} acked={} rejected={} failed={} malformed={} in {:.2}s ({:.0}/s)",
         summary.sent,
         summary.acked,
+        summary.rejected,
         summary.failed,
         summary.malformed,
         summary.seconds,
         summary.sent as f64 / summary.seconds.max(1e-9)
     );
+    result.map_err(|e| anyhow::anyhow!("flushing the generator's output: {e}"))?;
+    if summary.failed > 0 {
+        let why = sink.first_error().unwrap_or_else(|| "see the log".into());
+        anyhow::bail!("{} of {} events were not delivered; first error: {why}", summary.failed, summary.sent);
+    }
     Ok(summary)
 }
 
