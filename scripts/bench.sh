@@ -66,6 +66,7 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 bench_ingest() {
   setup
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
   log "pre-producing $EVENTS events to $KAFKA_TOPIC ($PARTITIONS partitions)"
   "$BIN" generate --rate 0 --count "$EVENTS" --seed 7 --to kafka 2>"$WORK/produce.log" || {
     cat "$WORK/produce.log" >&2
@@ -292,6 +293,7 @@ record_ingest() {
     machine
     echo "- $EVENTS events (~250 B JSON each) pre-produced to $PARTITIONS partitions; \`scripts/bench.sh $BENCH_CMD\`"
     [ -z "$PEER_ROWS" ] || echo "- peer: $(peer_versions)"
+    echo "- load average (1, 5, 15 min) when the measurements began: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)"
     echo
     echo "| path | events/s | seconds |"
     echo "|---|---:|---:|"
