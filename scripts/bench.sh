@@ -109,6 +109,7 @@ SQL
     kill -0 "$INGEST_PID" 2>/dev/null || { tail -n 20 "$WORK/ingest.log" >&2; exit 1; }
   done
   t1=$(now)
+  LA_CPU=$(cpu_secs "$INGEST_PID")
   kill -TERM "$INGEST_PID"
   wait "$INGEST_PID" || true
   INGEST_PID=
@@ -139,6 +140,12 @@ SQL
   if [ "$QUICK" = 0 ]; then
     record_ingest "$ingest_rate" "$ingest_s" "$copy_rate" "$copy_s" "$ratio"
   fi
+}
+
+# CPU seconds (user + system) a live process has used so far: on a shared machine, less sensitive to
+# other load than wall time. Only the process itself: PostgreSQL's work for it is not included.
+cpu_secs() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.1f", ($12 + $13) / hz }' "/proc/$1/stat"
 }
 
 # Seconds from the first to the last commit of rows into TABLE (ingested_at is the transaction's
@@ -193,6 +200,7 @@ SQL
   PEER_PID=$!
   peer_wait ingest
   t1=$PEER_DONE
+  local peer_cpu=$PEER_CPU
   peer_s=$(secs "$t0" "$t1")
   peer_job_s=$(sed -n 's/^flink-peer: job=ingest seconds=//p' "$WORK/peer-ingest.out")
   local rows
@@ -209,6 +217,7 @@ SQL
   PEER_PID=$!
   peer_wait windows
   t1=$PEER_DONE
+  local win_cpu=$PEER_CPU
   local win_s win_job_s
   win_s=$(secs "$t0" "$t1")
   win_job_s=$(sed -n 's/^flink-peer: job=windows seconds=//p' "$WORK/peer-windows.out")
@@ -249,6 +258,8 @@ SQL
   printf '%-34s %12s %10s\n' "Flink 10 s windows (JVM start→done)" "$win_rate" "$win_s"
   printf '%-34s %12s %10s\n' "  job submit→done" "$win_job_rate" "$win_job_s"
   printf '%-34s %12s\n' "ratio log-analyzer / Flink windows" "$(ratio_of "$la_rate" "$win_rate")"
+  printf 'CPU seconds of the process (user + sys; PostgreSQL not included): log-analyzer ingest %s, Flink ingest JVM %s, Flink windows JVM %s\n' \
+    "$LA_CPU" "$peer_cpu" "$win_cpu"
   PEER_ROWS="| Flink SQL ingest (Kafka → JDBC sink), JVM start until the job finished | $peer_rate | $peer_s |
 | — the same, Flink job submission until finished | $peer_job_rate | $peer_job_s |
 | first to last commit of rows: log-analyzer | $la_span_rate | $la_span |
@@ -257,7 +268,8 @@ SQL
 | ratio Flink ingest / COPY | $(ratio_of "$peer_rate" "$copy_rate") | |
 | Flink SQL 10 s tumbling error counts per service, JVM start until finished | $win_rate | $win_s |
 | — the same, Flink job submission until finished | $win_job_rate | $win_job_s |
-| ratio log-analyzer ingest / Flink windows | $(ratio_of "$la_rate" "$win_rate") | |"
+| ratio log-analyzer ingest / Flink windows | $(ratio_of "$la_rate" "$win_rate") | |
+| CPU seconds of the process itself (user + sys, PostgreSQL not included): log-analyzer ingest / Flink ingest JVM / Flink windows JVM | $LA_CPU / $peer_cpu / $win_cpu | |"
   PEER_NOTE="Flink peer windows: $windows (service × 10 s) written, $mismatched differing from SQL over log-analyzer's rows."
 }
 
@@ -274,6 +286,7 @@ peer_wait() {
     sleep 0.1
   done
   PEER_DONE=$(now)
+  PEER_CPU=$(cpu_secs "$PEER_PID" 2>/dev/null || echo n/a)
   wait "$PEER_PID" || { log "ERROR: Flink peer job $1 exited non-zero"; exit 1; }
   PEER_PID=
 }
