@@ -125,8 +125,8 @@ SQL
   ingest_span=$(commit_span logs)
   printf '\n%-34s %12s %10s\n' "ingest of $EVENTS events" "events/s" "seconds"
   printf '%-34s %12s %10s\n' "log-analyzer ingest (to zero lag)" "$ingest_rate" "$ingest_s"
-  printf '%-34s %12s\n' "ratio ingest / COPY" "$ratio"
   printf '%-34s %12s %10s\n' "psql COPY, same rows (baseline)" "$copy_rate" "$copy_s"
+  printf '%-34s %12s\n' "ratio ingest / COPY" "$ratio"
 
   PEER_ROWS=""
   PEER_NOTE=""
@@ -171,7 +171,13 @@ peer_build() {
 # start with its own consumer group): ingest into logs_flink, then the 10-second windows.
 bench_peer() {
   local la_rate="$1" la_s="$2" la_span="$3" copy_rate="$4"
-  local jdbc="jdbc:postgresql://127.0.0.1:5432/$DB?user=postgres&reWriteBatchedInserts=true&stringtype=unspecified"
+  # DATABASE_URL (postgres://user[:password]@host:port/db) as a JDBC URL for the bench database.
+  local rest="${DATABASE_URL#*://}" userinfo="" hostport
+  case "$rest" in *@*) userinfo="${rest%%@*}" rest="${rest#*@}" ;; esac
+  hostport="${rest%%/*}"
+  local jdbc="jdbc:postgresql://$hostport/$DB?reWriteBatchedInserts=true&stringtype=unspecified"
+  [ -z "$userinfo" ] || jdbc+="&user=${userinfo%%:*}"
+  case "$userinfo" in *:*) jdbc+="&password=${userinfo#*:}" ;; esac
   local java_opts=(-Xms512m -Xmx1g -XX:+UseG1GC)
   # The same shape as logs (partitioned by day, BRIN on ts). The JDBC sink's PostgreSQL dialect does
   # not quote column names, and "partition"/"offset" are reserved words: it inserts through a view.
