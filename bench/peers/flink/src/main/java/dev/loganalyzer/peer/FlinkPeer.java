@@ -13,8 +13,8 @@ import java.util.TimeZone;
  * log-analyzer's jobs done the way a Flink user would: Flink SQL in a local mini-cluster (this JVM).
  *
  * <pre>
- *   FlinkPeer ingest  --brokers H:P --topic T --group G --jdbc URL --table logs_flink [--parallelism 2]
- *   FlinkPeer windows --brokers H:P --topic T --group G --jdbc URL --table flink_windows [--parallelism 2]
+ *   FlinkPeer ingest  --brokers H:P --topic T --group G --jdbc URL --table logs_flink_in [--parallelism 2] [--batch 5000]
+ *   FlinkPeer windows --brokers H:P --topic T --group G --jdbc URL --table flink_windows [--lateness-seconds 180]
  * </pre>
  *
  * Both read the topic from the earliest offset up to the end offsets seen at start (bounded), so the
@@ -23,7 +23,8 @@ import java.util.TimeZone;
  * 10-second tumbling event-time windows' total and error counts per service. The JDBC URL should
  * carry {@code stringtype=unspecified} (tokens and attrs travel as text that PostgreSQL casts to
  * text[] and jsonb) and {@code reWriteBatchedInserts=true} (multi-row INSERTs). Prints one line
- * {@code flink-peer: job=... seconds=...} (job submission to completion, excluding JVM start) on stdout.
+ * {@code flink-peer: job=... seconds=...} (planning and job submission to completion, excluding JVM
+ * start) on stdout.
  */
 public final class FlinkPeer {
     private FlinkPeer() {}
@@ -37,7 +38,7 @@ public final class FlinkPeer {
         TimeZone.setDefault(TimeZone.getTimeZone("UTC"));
         if (argv.length < 1 || !(argv[0].equals("ingest") || argv[0].equals("windows"))) {
             System.err.println("usage: FlinkPeer ingest|windows --brokers H:P --topic T --group G --jdbc URL"
-                    + " --table NAME [--parallelism N] [--lateness-seconds S]");
+                    + " --table NAME [--parallelism N] [--batch ROWS] [--lateness-seconds S]");
             System.exit(2);
         }
         Map<String, String> a = new HashMap<>();
