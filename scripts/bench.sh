@@ -259,7 +259,7 @@ peer_build() {
 # Runs the Flink peer's jobs on the topic log-analyzer just ingested (each job reads it from the
 # start with its own consumer group): ingest into logs_flink, then the 10-second windows.
 bench_peer() {
-  local la_rate="$1" la_s="$2" la_span="$3" copy_rate="$4"
+  local la_rate="$1" la_span="$3" copy_rate="$4" # $2: its seconds (unused here)
   # DATABASE_URL (postgres://user[:password]@host:port/db) as a JDBC URL for the bench database.
   local rest="${DATABASE_URL#*://}" userinfo="" hostport
   case "$rest" in *@*) userinfo="${rest%%@*}" rest="${rest#*@}" ;; esac
