@@ -80,6 +80,11 @@ pub async fn ingest(
             }
         }
     }
+    // Nothing reached Kafka: the client will send the whole body again, so its dead letters are
+    // stored then, not now (storing them now would store them twice).
+    if accepted == 0 && errors.iter().any(|e| e["reason"] == "not_queued") {
+        return Err(ApiError::unavailable("kafka_unavailable", "Kafka did not take any event; nothing was accepted"));
+    }
     let rejected = rejects.len();
     if !rejects.is_empty() {
         let stored = async {
@@ -91,9 +96,6 @@ pub async fn ingest(
             // The client still has every rejected line in the answer.
             warn!(super::request_log(&req, &state.log), "dead letters of POST /ingest not stored"; "count" => rejected, "error" => e);
         }
-    }
-    if accepted == 0 && errors.iter().any(|e| e["reason"] == "not_queued") {
-        return Err(ApiError::unavailable("kafka_unavailable", "Kafka did not take any event; nothing was accepted"));
     }
     errors.sort_by_key(|e| e["line"].as_u64());
     Ok(HttpResponse::Accepted().json(json!({ "accepted": accepted, "rejected": rejected, "errors": errors })))
