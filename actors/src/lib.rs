@@ -7,4 +7,5 @@ pub mod domain;
 pub mod generator;
 pub mod ingest;
 pub mod ports;
+pub mod schedule;
 pub mod windows;
