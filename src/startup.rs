@@ -105,6 +105,7 @@ pub struct Application {
     admin: actix_web::dev::ServerHandle,
     server: actix_web::dev::Server,
     ingest: Option<crate::ingest::Ingest>,
+    scheduler: Option<crate::jobs::Scheduler>,
     arbiters: Vec<actix::Arbiter>,
     log: Logger,
 }
@@ -193,6 +194,7 @@ impl Application {
             pool,
             parse_rules: settings.parse_rules(),
             ingest_max_body_bytes: settings.ingest_max_body_bytes,
+            database_timeout_ms: settings.database_timeout_ms,
             lag,
             kafka_ready,
             auth: crate::http::auth::Auth::from_settings(settings)?,
@@ -204,7 +206,9 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = crate::http::serve(state, listener)?;
         info!(log, "listening"; "addr" => %settings.http_addr, "port" => port);
-        Ok(Application { port, admin_port, admin, server, ingest, arbiters, log })
+        // `run` is the whole service in one process, the daily jobs included.
+        let scheduler = (role == Role::Run).then(|| crate::jobs::Scheduler::start(settings, &log));
+        Ok(Application { port, admin_port, admin, server, ingest, scheduler, arbiters, log })
     }
 
     /// The public listener's port.
@@ -217,11 +221,19 @@ impl Application {
         self.admin_port
     }
 
+    /// The daily jobs' counters (`run` only), for the metrics layer.
+    pub fn summary_stats(&self) -> Option<std::sync::Arc<actors::schedule::SummaryStats>> {
+        self.scheduler.as_ref().map(|s| s.stats.clone())
+    }
+
     /// Serves until SIGINT/SIGTERM, then stops the server, then ingest (within 10 s together).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
         self.admin.stop(true).await;
         info!(self.log, "http server stopped");
+        if let Some(scheduler) = self.scheduler {
+            scheduler.stop();
+        }
         if let Some(ingest) = self.ingest {
             ingest.stop().await;
         }
