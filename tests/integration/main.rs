@@ -5,3 +5,4 @@ mod api;
 mod helpers;
 mod ingest;
 mod smoke;
+mod summary;
