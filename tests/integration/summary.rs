@@ -547,3 +547,106 @@ async fn rejects_made_valid_by_a_parser_change_are_replayed_exactly_once() {
     assert_eq!(too_large, count("replayed") + count("truncated"), "{listed}");
     env.db.drop_db().await;
 }
+
+#[tokio::test]
+async fn stats_summary_answers_the_stored_rows_behind_the_jwt_guard() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let env = crate::ingest::IngestEnv::create(1).await;
+    let day = test_day();
+    let client = env.db.client().await;
+    for d in [day - Days::new(1), day, day + Days::new(1)] {
+        client.execute("SELECT ensure_logs_partition($1)", &[&d]).await.unwrap();
+    }
+    let events = generate(21, day, 1_500);
+    insert(&client, &events, 0).await;
+    let mut run = run_summary(&env.db, day);
+    assert!(wait_exit(&mut run, Duration::from_secs(60)).await.success(), "{}", run.log_tail());
+
+    let port = free_port();
+    let (addr, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", free_port()));
+    let prefix = unique("la_sum");
+    let redis_url = stack().redis_url;
+    let app = ChildProcess::spawn(
+        &["api"],
+        &[
+            ("DATABASE_URL", env.db.url.as_str()),
+            ("KAFKA_BROKERS", &env.brokers),
+            ("KAFKA_TOPIC", &env.topic),
+            ("REDIS_URL", &redis_url),
+            ("REDIS_PREFIX", &prefix),
+            ("HTTP_ADDR", &addr),
+            ("ADMIN_ADDR", &admin),
+            ("JWT_SECRET", "summary-secret"),
+        ],
+    );
+    eventually("HTTP listening", Duration::from_secs(30), || async move {
+        http(port, "GET", "/healthz", b"", &[]).await.filter(|(s, _)| *s == 200).map(|_| ())
+    })
+    .await;
+    let claims = json!({"exp": Utc::now().timestamp() + 600});
+    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(b"summary-secret")).unwrap();
+    let bearer = format!("Bearer {token}");
+    let get = |path: String| {
+        let bearer = bearer.clone();
+        async move {
+            let (status, body) =
+                http(port, "GET", &path, b"", &[("Authorization", bearer.as_str())]).await.expect("GET");
+            (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+        }
+    };
+
+    let (status, _) = http(port, "GET", &format!("/stats/summary?date={day}"), b"", &[]).await.unwrap();
+    assert_eq!(status, 401, "the /stats guard covers the summary");
+
+    let (want_users, want_keywords) = expected(&events, day);
+    let (status, body) = get(format!("/stats/summary?date={day}&limit=1000")).await;
+    assert_eq!(status, 200, "{body}");
+    let users = body["users"].as_array().unwrap();
+    assert_eq!(users.len(), want_users.len());
+    let mut by_total = want_users.clone();
+    by_total.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (got, want) in users.iter().zip(&by_total) {
+        assert_eq!(got["user_id"], json!(want.0));
+        assert_eq!(
+            (got["total"].as_i64(), got["errors"].as_i64(), got["warnings"].as_i64()),
+            (Some(want.1), Some(want.2), Some(want.3))
+        );
+        assert_eq!(got["services"], json!(want.5));
+        assert_eq!(got["top_keywords"], want.8);
+    }
+    let mut top: Vec<(String, i64)> = want_keywords.clone();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
+    let keywords: Vec<(String, i64)> = body["keywords"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["keyword"].as_str().unwrap().to_owned(), k["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(keywords, top);
+
+    let one = &want_users[0];
+    let (status, body) = get(format!("/stats/summary?date={day}&user_id={}", one.0)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["users"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["users"][0]["total"], json!(one.1));
+    let (_, body) = get(format!("/stats/summary?date={day}&limit=3")).await;
+    assert_eq!(body["users"].as_array().map(Vec::len), Some(3));
+
+    let never = day - Days::new(1);
+    let (status, body) = get(format!("/stats/summary?date={never}")).await;
+    assert_eq!((status, body["error"].clone()), (404, json!("not_summarized")), "{body}");
+    for (query, code) in [
+        ("date=2026-13-01", "bad_date"),
+        ("date=yesterday", "bad_date"),
+        ("", "missing_parameter"),
+        (&format!("date={day}&limit=0") as &str, "bad_limit"),
+        (&format!("date={day}&limit=1001") as &str, "bad_limit"),
+        (&format!("date={day}&bogus=1") as &str, "unknown_parameter"),
+    ] {
+        let (status, body) = get(format!("/stats/summary?{query}")).await;
+        assert_eq!((status, body["error"].clone()), (400, json!(code)), "{query}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    drop(app);
+    env.db.drop_db().await;
+}
