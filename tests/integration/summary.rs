@@ -73,6 +73,14 @@ fn generate(seed: u64, day: NaiveDate, n: usize) -> Vec<Ev> {
             message,
         });
     }
+    // A user with one event: every token seen once, ties broken by keyword.
+    events.push(Ev {
+        ts: day_start(day) + chrono::Duration::hours(5),
+        level: 3,
+        service: "lonely".into(),
+        user_id: Some("lonely".into()),
+        message: "zeta beta alpha req1 gamma the to 1 22".into(),
+    });
     for (k, ts) in
         [day_start(day) - chrono::Duration::microseconds(1), day_start(day + Days::new(1))].into_iter().enumerate()
     {
