@@ -85,7 +85,8 @@ async fn replace_day(client: &mut Client, day: NaiveDate, run_id: i64, started: 
     // Every (user, token) count of the day, read once for both tops. CREATE TABLE AS takes no bind
     // parameters; the values inlined are a formatted date and our own stop words. `unnest` in the
     // select list (ProjectSet) rather than in FROM (a Function Scan, one tuplestore per row) saves a
-    // third of the scan on a 10M-event day. The planner cannot
+    // third of the scan on a 10M-event day; stop words go after the aggregate, where there are ~8 times
+    // fewer rows to test than unnested tokens. The planner cannot
     // estimate the groups of an unnest (it guesses 200) and would sort ~10M partial groups to merge the
     // parallel workers' results; hashing them is twice as fast.
     tx.batch_execute(&format!(
@@ -93,9 +94,9 @@ async fn replace_day(client: &mut Client, day: NaiveDate, run_id: i64, started: 
          CREATE TEMP TABLE summary_tokens ON COMMIT DROP AS \
          SELECT COALESCE(user_id, '{NO_USER}') AS user_id, keyword, count(*) AS hits \
          FROM (SELECT user_id, unnest(tokens) AS keyword FROM logs WHERE ts >= '{from}' AND ts < '{to}') t \
-         WHERE keyword <> ALL({stop}) \
          GROUP BY 1, 2; \
-         SET LOCAL enable_sort = on",
+         SET LOCAL enable_sort = on; \
+         DELETE FROM summary_tokens WHERE keyword = ANY({stop})",
         from = from.to_rfc3339(),
         to = to.to_rfc3339(),
         stop = stop_words_literal(),
