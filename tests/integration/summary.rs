@@ -658,3 +658,28 @@ async fn stats_summary_answers_the_stored_rows_behind_the_jwt_guard() {
     drop(app);
     env.db.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_schedule_role_catches_up_at_start_and_keeps_the_partitions() {
+    let db = migrated(&[]).await;
+    let client = db.client().await;
+    let now = Utc::now();
+    let due = actors::schedule::last_due_day(now, NaiveTime::from_hms_opt(0, 10, 0).unwrap());
+    let expired = now.date_naive() - Days::new(45);
+    client.execute("SELECT ensure_logs_partition($1)", &[&expired]).await.unwrap();
+    let mut scheduler = ChildProcess::spawn(
+        &["schedule"],
+        &[("DATABASE_URL", db.url.as_str()), ("ADMIN_ADDR", "127.0.0.1:0"), ("SUMMARY_AT", "00:10")],
+    );
+    eventually("the due day summarized at start", Duration::from_secs(60), || async {
+        (ok_days(&client).await == vec![due]).then_some(())
+    })
+    .await;
+    let parts = partitions(&client).await;
+    let week = now.date_naive().iter_days().take(8);
+    assert!(week.clone().all(|d| parts.contains(&d)), "today and 7 days ahead: {parts:?}");
+    assert!(!parts.contains(&expired), "{parts:?}");
+    let status = scheduler.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", scheduler.log_tail());
+    db.drop_db().await;
+}
