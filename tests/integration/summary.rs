@@ -516,13 +516,31 @@ async fn rejects_made_valid_by_a_parser_change_are_replayed_exactly_once() {
     let count = |kind: &str| sent.iter().filter(|(_, k)| *k == kind).count() as i64;
     assert_eq!(count_logs(&client).await, count("valid"));
 
+    // A POST /ingest reject has no Kafka position: it is stored at partition -1, offset = its id.
+    let http_payload = json!({"level": "info", "service": "http", "message": "from POST /ingest"}).to_string();
+    let http_id: i64 = client
+        .query_one(
+            "INSERT INTO log_rejects (source, reason, detail, raw, raw_len, kafka_ts) \
+             VALUES ('http', 'too_large', 'test', $1, $2, $3) RETURNING id",
+            &[&http_payload.as_bytes(), &(http_payload.len() as i32), &now],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
     let report = replay_report(&env).await;
     assert_eq!(
         report,
-        json!({"replayed": count("replayed"), "still_invalid": {"not_json": count("not_json")},
+        json!({"replayed": count("replayed") + 1, "still_invalid": {"not_json": count("not_json")},
                "skipped": {"truncated": count("truncated")}})
     );
-    assert_eq!(count_logs(&client).await, count("valid") + count("replayed"));
+    assert_eq!(count_logs(&client).await, count("valid") + count("replayed") + 1);
+    let http_row = client
+        .query_one("SELECT topic, message FROM logs WHERE \"partition\" = -1 AND \"offset\" = $1", &[&http_id])
+        .await
+        .unwrap();
+    assert_eq!(http_row.get::<_, String>(0), env.topic);
+    assert_eq!(http_row.get::<_, String>(1), "from POST /ingest");
     // Each replayed event sits at its reject's Kafka position, with the fields it was sent with.
     let rows = client
         .query(
@@ -546,13 +564,13 @@ async fn rejects_made_valid_by_a_parser_change_are_replayed_exactly_once() {
 
     let again = replay_report(&env).await;
     assert_eq!(again["replayed"], json!(0), "a second replay adds nothing: {again}");
-    assert_eq!(count_logs(&client).await, count("valid") + count("replayed"));
+    assert_eq!(count_logs(&client).await, count("valid") + count("replayed") + 1);
 
     let mut list = ChildProcess::spawn(&["rejects", "list", "--reason", "too_large"], &[("DATABASE_URL", &env.db.url)]);
     assert!(wait_exit(&mut list, Duration::from_secs(30)).await.success());
     let listed = std::fs::read_to_string(&list.log_path).unwrap();
     let too_large = listed.lines().filter(|l| l.contains("\ttoo_large\t")).count() as i64;
-    assert_eq!(too_large, count("replayed") + count("truncated"), "{listed}");
+    assert_eq!(too_large, count("replayed") + count("truncated") + 1, "{listed}");
     env.db.drop_db().await;
 }
 
