@@ -297,6 +297,10 @@ impl Metrics {
             let errors = generator.failed.load(Ordering::Relaxed) + generator.send_errors.load(Ordering::Relaxed);
             raise(&self.generator_errors, errors);
         }
+        if let Some(summary) = &state.summary {
+            sync(&self.summary_runs, &["ok"], summary.runs_ok.load(Ordering::Relaxed));
+            sync(&self.summary_runs, &["failed"], summary.runs_failed.load(Ordering::Relaxed));
+        }
         if let Some(deltas) = &state.deltas {
             sync(&self.cache_deltas, &["applied"], deltas.applied.load(Ordering::Relaxed));
             sync(&self.cache_deltas, &["duplicate"], deltas.duplicates.load(Ordering::Relaxed));
@@ -327,6 +331,8 @@ pub struct AdminState {
     pub topic: String,
     pub aggregator: Option<Inbox<WindowAggregatorActor>>,
     pub deltas: Option<Arc<DeltaStats>>,
+    /// The daily summary's counters, in processes that run the scheduler.
+    pub summary: Option<Arc<actors::schedule::SummaryStats>>,
     pub log_level: LogLevelHandle,
 }
 

@@ -58,6 +58,9 @@ pub struct Settings {
     /// Days of logs kept; older events are rejected and older partitions dropped.
     #[serde(default = "defaults::retention_days")]
     pub retention_days: u32,
+    /// Time of day (UTC, `HH:MM`) when the scheduler summarizes the previous day.
+    #[serde(default = "defaults::summary_at", deserialize_with = "named::summary_at")]
+    pub summary_at: chrono::NaiveTime,
     /// A consumer sends its batch when it holds this many messages…
     #[serde(default = "defaults::batch_max_events")]
     pub batch_max_events: usize,
@@ -146,6 +149,9 @@ mod defaults {
     pub fn retention_days() -> u32 {
         30
     }
+    pub fn summary_at() -> chrono::NaiveTime {
+        chrono::NaiveTime::from_hms_opt(0, 10, 0).expect("a valid time")
+    }
     pub fn batch_max_events() -> usize {
         5_000
     }
@@ -199,6 +205,13 @@ mod named {
             "json" => Ok(Some(LogFormat::Json)),
             other => Err(D::Error::custom(format!("LOG_FORMAT: {other:?} is neither term nor json"))),
         }
+    }
+
+    pub fn summary_at<'de, D: Deserializer<'de>>(d: D) -> Result<chrono::NaiveTime, D::Error> {
+        let text = String::deserialize(d)?;
+        chrono::NaiveTime::parse_from_str(text.trim(), "%H:%M")
+            .or_else(|_| chrono::NaiveTime::parse_from_str(text.trim(), "%H:%M:%S"))
+            .map_err(|_| D::Error::custom(format!("SUMMARY_AT: {text:?} is not a time of day HH:MM (UTC)")))
     }
 
     /// Empty means unset.
@@ -386,6 +399,7 @@ mod tests {
         assert_eq!(s.retention_days, 30);
         assert_eq!(s.batch_max_events, 5_000);
         assert_eq!(s.writer_count, 2);
+        assert_eq!(s.summary_at.to_string(), "00:10:00");
         assert!(s.tracked_keywords.contains(&"timeout".to_string()));
     }
 
@@ -418,6 +432,8 @@ mod tests {
             (("HTTP_ADDR", "localhost"), "http_addr"),
             (("ADMIN_ADDR", "x:1"), "ADMIN_ADDR"),
             (("LOG_FORMAT", "xml"), "LOG_FORMAT"),
+            (("SUMMARY_AT", "25:00"), "SUMMARY_AT"),
+            (("SUMMARY_AT", "midnight"), "SUMMARY_AT"),
         ];
         for ((name, value), expect) in cases {
             let err = Settings::from_vars(vars(&[(name, value)])).unwrap_err().to_string();

@@ -8,6 +8,7 @@ pub mod db;
 pub mod generate;
 pub mod http;
 pub mod ingest;
+pub mod jobs;
 pub mod kafka;
 pub mod startup;
 pub mod telemetry;

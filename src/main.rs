@@ -6,14 +6,14 @@ use clap::{Parser, Subcommand};
 // measured ~15% of the process's CPU in a profile of `bench.sh ingest`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use slog::error;
+use slog::{error, info};
 
 use actors::domain::Window;
 use actors::generator::{GeneratorConfig, RunLimit};
 use log_analyzer::config::Settings;
 use log_analyzer::generate::http::HttpSinkOptions;
 use log_analyzer::generate::{self, GenerateOptions, Target};
-use log_analyzer::{startup, telemetry};
+use log_analyzer::{jobs, startup, telemetry};
 
 /// Turns a Kafka stream of application logs into exact, live answers.
 #[derive(Parser)]
@@ -39,6 +39,61 @@ enum Command {
     Api,
     /// Produce synthetic log events (to Kafka, to POST /ingest, or to a file) at a steady rate.
     Generate(Box<GenerateArgs>),
+    /// The scheduler only: the daily summary at SUMMARY_AT and partition maintenance (one leader acts).
+    Schedule,
+    /// Summarize one day into user_log_summary and keyword_daily (idempotent: replaces the day).
+    Summary {
+        /// The UTC day, YYYY-MM-DD.
+        #[arg(long, value_parser = day)]
+        date: chrono::NaiveDate,
+    },
+    /// Dead letters (log_rejects): list them, or replay them through today's parser.
+    #[command(subcommand)]
+    Rejects(RejectsCommand),
+}
+
+#[derive(Subcommand)]
+enum RejectsCommand {
+    /// Print rejects, oldest first: id, time, position, reason, size, replayed, detail, payload start.
+    List {
+        #[command(flatten)]
+        filter: RejectArgs,
+        /// Print at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Store in `logs` the rejects that parse now (each at most once) and print what happened.
+    Replay {
+        #[command(flatten)]
+        filter: RejectArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct RejectArgs {
+    /// Only rejects stored at or after this time (RFC 3339, or a UTC day YYYY-MM-DD).
+    #[arg(long, value_parser = since)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only rejects with this reason code (not_json, too_large, ...).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+impl RejectArgs {
+    fn filter(&self) -> log_analyzer::db::rejects::RejectFilter {
+        log_analyzer::db::rejects::RejectFilter { since: self.since, reason: self.reason.clone() }
+    }
+}
+
+fn day(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("{s:?} is not a day YYYY-MM-DD"))
+}
+
+fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    day(s).map(log_analyzer::db::summary::day_start).map_err(|_| format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"))
 }
 
 #[derive(clap::Parser)]
@@ -173,6 +228,32 @@ fn main() -> std::process::ExitCode {
             }
             Command::Api => {
                 startup::Application::build(&settings, startup::Role::Api, level, &log).await?.run_until_stopped().await
+            }
+            Command::Schedule => startup::run_schedule(&settings, level, &log).await,
+            Command::Summary { date } => {
+                let run = jobs::summary(&settings, date, &log).await?;
+                println!(
+                    "{date}: {} users, {} keywords, {} invalid rows, {} ms",
+                    run.rows,
+                    run.keywords,
+                    run.invalid_rows.values().sum::<u64>(),
+                    run.duration_ms
+                );
+                Ok(())
+            }
+            Command::Rejects(RejectsCommand::List { filter, limit }) => {
+                for row in jobs::rejects_list(&settings, &filter.filter(), limit).await? {
+                    println!("{}", jobs::format_reject(&row));
+                }
+                Ok(())
+            }
+            Command::Rejects(RejectsCommand::Replay { filter }) => {
+                let report = jobs::rejects_replay(&settings, &filter.filter()).await?;
+                info!(log, "replay done"; "replayed" => report.replayed,
+                      "still_invalid" => serde_json::to_string(&report.still_invalid).unwrap_or_default(),
+                      "skipped" => serde_json::to_string(&report.skipped).unwrap_or_default());
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
             }
             Command::Generate(args) => generate::run(&settings, args.options(&settings)).await.map(drop),
         }

@@ -90,6 +90,7 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
         topic: settings.kafka_topic.clone(),
         aggregator: None,
         deltas: Some(deltas),
+        summary: None,
         log_level,
     };
     let (admin, _) = start_admin(settings, admin, log)?;
@@ -97,6 +98,29 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
     admin.stop(true).await;
     info!(log, "shutdown requested");
     ingest.stop().await;
+    Ok(())
+}
+
+/// The `schedule` role: the SchedulerActor (daily summary, partition maintenance; one leader acts
+/// among all schedulers) and the admin listener; until SIGINT/SIGTERM.
+pub async fn run_schedule(settings: &Settings, log_level: LogLevelHandle, log: &Logger) -> anyhow::Result<()> {
+    let metrics = std::sync::Arc::new(crate::admin::Metrics::new());
+    let scheduler = crate::jobs::Scheduler::start(settings, &metrics, log);
+    let admin = crate::admin::AdminState {
+        metrics,
+        writers: Vec::new(),
+        source: None,
+        topic: settings.kafka_topic.clone(),
+        aggregator: None,
+        deltas: None,
+        summary: Some(scheduler.stats.clone()),
+        log_level,
+    };
+    let (admin, _) = start_admin(settings, admin, log)?;
+    shutdown_signal().await;
+    info!(log, "shutdown requested");
+    admin.stop(true).await;
+    scheduler.stop();
     Ok(())
 }
 
@@ -124,6 +148,7 @@ pub struct Application {
     admin: actix_web::dev::ServerHandle,
     server: actix_web::dev::Server,
     ingest: Option<crate::ingest::Ingest>,
+    scheduler: Option<crate::jobs::Scheduler>,
     arbiters: Vec<actix::Arbiter>,
     log: Logger,
 }
@@ -209,6 +234,8 @@ impl Application {
             .set("compression.type", "lz4")
             .create()
             .context("creating the Kafka producer for POST /ingest")?;
+        // `run` is the whole service in one process, the daily jobs included.
+        let scheduler = (role == Role::Run).then(|| crate::jobs::Scheduler::start(settings, &metrics, &log));
         let admin_state = crate::admin::AdminState {
             metrics: metrics.clone(),
             writers: ingest.as_ref().map(|i| i.writer_stats()).unwrap_or_default(),
@@ -216,6 +243,7 @@ impl Application {
             topic: settings.kafka_topic.clone(),
             aggregator: aggregator.clone(),
             deltas: delta_stats,
+            summary: scheduler.as_ref().map(|s| s.stats.clone()),
             log_level,
         };
         let (admin, admin_port) = start_admin(settings, admin_state, &log)?;
@@ -234,6 +262,7 @@ impl Application {
             pool,
             parse_rules: settings.parse_rules(),
             ingest_max_body_bytes: settings.ingest_max_body_bytes,
+            database_timeout_ms: settings.database_timeout_ms,
             lag,
             kafka_ready,
             auth: crate::http::auth::Auth::from_settings(settings)?,
@@ -245,7 +274,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = crate::http::serve(state, listener)?;
         info!(log, "listening"; "addr" => %settings.http_addr, "port" => port);
-        Ok(Application { metrics, port, admin_port, admin, server, ingest, arbiters, log })
+        Ok(Application { metrics, port, admin_port, admin, server, ingest, scheduler, arbiters, log })
     }
 
     /// What the admin listener exports (a generator run in the process reports there too).
@@ -263,11 +292,19 @@ impl Application {
         self.admin_port
     }
 
+    /// The daily jobs' counters (`run` only), for the metrics layer.
+    pub fn summary_stats(&self) -> Option<std::sync::Arc<actors::schedule::SummaryStats>> {
+        self.scheduler.as_ref().map(|s| s.stats.clone())
+    }
+
     /// Serves until SIGINT/SIGTERM, then stops the server, then ingest (within 10 s together).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
         self.admin.stop(true).await;
         info!(self.log, "http server stopped");
+        if let Some(scheduler) = self.scheduler {
+            scheduler.stop();
+        }
         if let Some(ingest) = self.ingest {
             ingest.stop().await;
         }

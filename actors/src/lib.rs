@@ -8,4 +8,5 @@ pub mod generator;
 pub mod ingest;
 pub mod mailbox;
 pub mod ports;
+pub mod schedule;
 pub mod windows;

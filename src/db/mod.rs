@@ -1,10 +1,13 @@
 //! PostgreSQL adapters: the diesel schema, migrations, partitions, and the pool used for queries.
 
+pub mod daily_jobs;
 pub mod event_store;
 pub mod migrate;
 pub mod offset_store;
+pub mod rejects;
 pub mod schema;
 pub mod stats;
+pub mod summary;
 
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::AsyncPgConnection;

@@ -43,4 +43,49 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(logs, kafka_offsets, log_rejects);
+diesel::table! {
+    /// One row per user and day; events without a user_id under `(none)`.
+    user_log_summary (day, user_id) {
+        day -> Date,
+        user_id -> Text,
+        total -> BigInt,
+        errors -> BigInt,
+        warnings -> BigInt,
+        error_rate -> Double,
+        services -> Array<Text>,
+        first_seen -> Timestamptz,
+        last_seen -> Timestamptz,
+        top_keywords -> Jsonb,
+    }
+}
+
+diesel::table! {
+    keyword_daily (day, keyword) {
+        day -> Date,
+        keyword -> Text,
+        count -> BigInt,
+    }
+}
+
+diesel::table! {
+    job_runs (id) {
+        id -> BigInt,
+        job -> Text,
+        day -> Date,
+        started -> Timestamptz,
+        finished -> Nullable<Timestamptz>,
+        status -> Text,
+        rows -> Nullable<BigInt>,
+        invalid_rows -> Jsonb,
+        duration_ms -> Nullable<BigInt>,
+        error -> Nullable<Text>,
+    }
+}
+diesel::allow_tables_to_appear_in_same_query!(
+    logs,
+    kafka_offsets,
+    log_rejects,
+    user_log_summary,
+    keyword_daily,
+    job_runs
+);

@@ -12,6 +12,9 @@ pub enum ApiError {
     /// Missing or invalid credentials: 401.
     #[error("{0}")]
     Unauthorized(String),
+    /// Nothing there (e.g. a day never summarized): 404.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
     /// Body over the limit: 413.
     #[error("{0}")]
     TooLarge(String),
@@ -31,7 +34,9 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Unavailable { code, .. } => code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Unavailable { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::TooLarge(_) => "body_too_large",
         }
@@ -43,6 +48,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }

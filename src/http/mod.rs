@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod params;
 pub mod read_path;
 pub mod routes;
+pub mod summary;
 
 use std::net::TcpListener;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub parse_rules: ParseRules,
     pub ingest_max_body_bytes: usize,
+    /// Bound on the PostgreSQL queries a handler makes itself (`DATABASE_TIMEOUT_MS`).
+    pub database_timeout_ms: u64,
     pub lag: Option<LagProbe>,
     pub kafka_ready: Option<Probe>,
     pub auth: auth::Auth,
@@ -43,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/stats/errors", web::get().to(routes::errors))
         .route("/stats/keywords", web::get().to(routes::keywords))
         .route("/stats/keywords/top", web::get().to(routes::top_keywords))
+        .route("/stats/summary", web::get().to(summary::summary))
         .route("/ingest", web::post().to(ingest::ingest))
         .route("/healthz", web::get().to(routes::healthz))
         .route("/readyz", web::get().to(routes::readyz));
@@ -128,7 +132,7 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
             .default_service(web::to(|| async {
                 actix_web::HttpResponse::NotFound().json(serde_json::json!({
                     "error": "not_found",
-                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /ingest",
+                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /stats/summary, /ingest",
                 }))
             }))
     })

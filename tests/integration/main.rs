@@ -7,3 +7,4 @@ mod helpers;
 mod ingest;
 mod observability;
 mod smoke;
+mod summary;

@@ -147,6 +147,22 @@ async fn metrics_follow_the_traffic_and_a_writer_held_by_a_locked_table_shows_in
     let (_, head) = raw_head(app.port, "/stats/errors?window=1m", "abc-123").await;
     assert!(head.to_ascii_lowercase().contains("x-request-id: abc-123"), "{head}");
 
+    // `run` also runs the scheduler: it caught up yesterday's summary at start, timed and counted.
+    let text = eventually("the catch-up summary counted", Duration::from_secs(30), || async {
+        let text = scrape(admin).await;
+        (sum(&text, "log_analyzer_summary_runs_total", &[("status", "ok")]) >= 1.0).then_some(text)
+    })
+    .await;
+    assert!(sum(&text, "log_analyzer_summary_job_seconds_count", &[]) >= 1.0);
+    let (_, actors) = get_json(admin, "/debug/actors").await;
+    let kinds: BTreeSet<&str> =
+        actors["actors"].as_array().unwrap().iter().filter_map(|a| a["actor"].as_str()).collect();
+    for kind in ["consumer", "writer", "window_aggregator", "bucket_cache", "scheduler"] {
+        assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
+    }
+    let scheduler = actors["actors"].as_array().unwrap().iter().find(|a| a["actor"] == "scheduler").unwrap();
+    assert!(scheduler["handled"].as_u64().unwrap() >= 1, "{scheduler}");
+
     // Admin routes are not served publicly, and the API is not served on the admin port.
     for path in ["/metrics", "/debug/actors", "/debug/pprof/profile?seconds=1", "/debug/log-level"] {
         assert_eq!(http(app.port, "GET", path, b"", &[]).await.unwrap().0, 404, "{path}");

@@ -9,5 +9,5 @@ pub mod window;
 pub use event::{LogEvent, ParseRules, Reject, RejectReason};
 pub use level::Level;
 pub use service::{NameError, ServiceName, UserId};
-pub use tokens::{tokenize, BadKeyword, Keyword};
+pub use tokens::{is_stop_word, tokenize, BadKeyword, Keyword, STOP_WORDS};
 pub use window::{Window, WindowError};

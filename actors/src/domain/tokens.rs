@@ -10,6 +10,19 @@ pub const MIN_TOKEN_CHARS: usize = 2;
 /// Longest token that counts, in characters.
 pub const MAX_TOKEN_CHARS: usize = 64;
 
+/// Tokens too common to say anything about an event; the daily summary's keyword tops leave them out.
+/// One list for Rust and SQL (the summary job binds it as a parameter).
+pub const STOP_WORDS: [&str; 48] = [
+    "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "did", "do", "for", "from", "had", "has", "have",
+    "he", "if", "in", "into", "is", "it", "its", "no", "not", "of", "on", "or", "our", "she", "so", "than", "that",
+    "the", "their", "then", "there", "they", "this", "to", "was", "we", "were", "will", "with", "you", "your",
+];
+
+/// True for a token of `STOP_WORDS`.
+pub fn is_stop_word(token: &str) -> bool {
+    STOP_WORDS.contains(&token)
+}
+
 fn is_token_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
