@@ -460,6 +460,10 @@ impl KafkaSource {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("queued.max.messages.kbytes", "65536")
             .set("fetch.wait.max.ms", "20")
+            // librdkafka backs a partition's fetcher off this long whenever its queue is full or it
+            // was paused (1 s by default): with backpressure pausing partitions about once per batch,
+            // that capped ingest at one batch per partition per second (docs/BENCHMARKS.md).
+            .set("fetch.queue.backoff.ms", "10")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1500")
             .set("topic.metadata.refresh.interval.ms", "10000")
