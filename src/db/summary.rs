@@ -1,5 +1,9 @@
-//! The daily summary job: one day's `user_log_summary` and `keyword_daily` replaced in one transaction
-//! by set-based SQL over that day's `logs` partition, and a `job_runs` row for every run.
+//! The daily summary job: one day's `user_log_summary` and `keyword_daily` replaced in one transaction,
+//! and a `job_runs` row for every run. The day's events are read once, by one binary COPY (so from one
+//! snapshot), and counted in Rust on a blocking thread while PostgreSQL serializes the rest: per-user
+//! figures, every (user, token) pair and the day's tokens (see `day_scan`).
+
+mod day_scan;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -8,9 +12,12 @@ use actors::domain::STOP_WORDS;
 use actors::schedule::SummaryRun;
 use anyhow::Context;
 use chrono::{DateTime, Days, NaiveDate, Utc};
+use day_scan::DaySummary;
+use futures::{pin_mut, StreamExt};
 use slog::{error, info, Logger};
-use tokio_postgres::types::Json;
-use tokio_postgres::Client;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, ToSql, Type};
+use tokio_postgres::{Client, Transaction};
 
 /// `job_runs.job` of the summary.
 pub const SUMMARY_JOB: &str = "summary";
@@ -21,19 +28,9 @@ pub const USER_TOP_KEYWORDS: i64 = 10;
 pub const DAY_TOP_KEYWORDS: i64 = 1_000;
 /// Class of the advisory lock (`pg_advisory_xact_lock(class, day)`) that queues two runs of one day.
 const SUMMARY_LOCK_CLASS: i32 = 0x5355_4d4d; // "SUMM"
-/// Memory for the job's hash aggregates: a 10M-event day has ~10M (user, token) pairs, which spill to
-/// disk (and take twice as long) below about 1 GB.
-const JOB_WORK_MEM: &str = "1GB";
-
 /// Midnight UTC starting `day`.
 pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
-}
-
-/// The SQL array literal of the stop words (constants of our own: letters only, nothing to escape).
-fn stop_words_literal() -> String {
-    debug_assert!(STOP_WORDS.iter().all(|w| w.chars().all(|c| c.is_ascii_lowercase())));
-    format!("'{{{}}}'::text[]", STOP_WORDS.join(","))
 }
 
 /// Summarizes `day` (idempotent: the day's rows are replaced), records the run in `job_runs`, and logs
@@ -75,79 +72,62 @@ async fn replace_day(client: &mut Client, day: NaiveDate, run_id: i64, started: 
     let from = day_start(day);
     let to = day_start(day + Days::new(1));
     let tx = client.transaction().await?;
-    // JIT compiles for longer than it saves on these plans.
-    tx.batch_execute(&format!("SET LOCAL work_mem = '{JOB_WORK_MEM}'; SET LOCAL jit = off")).await?;
     let day_number = (day - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
     tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&SUMMARY_LOCK_CLASS, &day_number])
         .await
         .context("waiting for another run of the same day")?;
 
-    // Every (user, token) count of the day, read once for both tops. CREATE TABLE AS takes no bind
-    // parameters; the values inlined are a formatted date and our own stop words. `unnest` in the
-    // select list (ProjectSet) rather than in FROM (a Function Scan, one tuplestore per row) saves a
-    // third of the scan on a 10M-event day; stop words go after the aggregate, where there are ~8 times
-    // fewer rows to test than unnested tokens. The planner cannot
-    // estimate the groups of an unnest (it guesses 200) and would sort ~10M partial groups to merge the
-    // parallel workers' results; hashing them is twice as fast.
-    tx.batch_execute(&format!(
-        "SET LOCAL enable_sort = off; \
-         CREATE TEMP TABLE summary_tokens ON COMMIT DROP AS \
-         SELECT COALESCE(user_id, '{NO_USER}') AS user_id, keyword, count(*) AS hits \
-         FROM (SELECT user_id, unnest(tokens) AS keyword FROM logs WHERE ts >= '{from}' AND ts < '{to}') t \
-         GROUP BY 1, 2; \
-         SET LOCAL enable_sort = on; \
-         DELETE FROM summary_tokens WHERE keyword = ANY({stop})",
-        from = from.to_rfc3339(),
-        to = to.to_rfc3339(),
-        stop = stop_words_literal(),
-    ))
-    .await
-    .context("counting the day's tokens")?;
+    // Every figure of the day comes from this one statement, so from one snapshot (taken after the lock).
+    let summary = scan_day(&tx, from, to).await.context("reading the day's events")?;
 
     tx.execute("DELETE FROM user_log_summary WHERE day = $1", &[&day]).await?;
-    let rows = tx
-        .execute(
-            // Most pairs are tokens seen once (ids, numbers); a user with at least `$5` tokens seen
-            // more than once never ranks those, so they are left out before the sort (exactly).
-            "WITH repeated AS ( \
-                 SELECT user_id FROM summary_tokens WHERE hits > 1 GROUP BY user_id HAVING count(*) >= $5 \
-             ) \
-             INSERT INTO user_log_summary (day, user_id, total, errors, warnings, error_rate, services, \
-                 first_seen, last_seen, top_keywords) \
-             SELECT $1::date, s.user_id, s.total, s.errors, s.warnings, s.errors::float8 / s.total, s.services, \
-                 s.first_seen, s.last_seen, COALESCE(k.top, '[]'::jsonb) \
-             FROM ( \
-                 SELECT user_id, sum(total)::bigint AS total, sum(errors)::bigint AS errors, \
-                     sum(warnings)::bigint AS warnings, array_agg(service ORDER BY service COLLATE \"C\") AS services, \
-                     min(first_seen) AS first_seen, max(last_seen) AS last_seen \
-                 FROM ( \
-                     SELECT COALESCE(user_id, $4) AS user_id, service, count(*) AS total, \
-                         count(*) FILTER (WHERE level >= 4) AS errors, count(*) FILTER (WHERE level = 3) AS warnings, \
-                         min(ts) AS first_seen, max(ts) AS last_seen \
-                     FROM logs WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2 \
-                 ) per_service GROUP BY user_id \
-             ) s LEFT JOIN ( \
-                 SELECT user_id, jsonb_agg(jsonb_build_object('keyword', keyword, 'count', hits) \
-                     ORDER BY hits DESC, keyword COLLATE \"C\") AS top \
-                 FROM ( \
-                     SELECT user_id, keyword, hits, \
-                         row_number() OVER (PARTITION BY user_id ORDER BY hits DESC, keyword COLLATE \"C\") AS rank \
-                     FROM summary_tokens t \
-                     WHERE t.hits > 1 OR NOT EXISTS (SELECT 1 FROM repeated r WHERE r.user_id = t.user_id) \
-                 ) ranked WHERE rank <= $5 GROUP BY user_id \
-             ) k USING (user_id)",
-            &[&day, &from, &to, &NO_USER, &USER_TOP_KEYWORDS],
+    let sink = tx
+        .copy_in(
+            "COPY user_log_summary (day, user_id, total, errors, warnings, error_rate, services, first_seen, \
+             last_seen, top_keywords) FROM STDIN (FORMAT binary)",
         )
         .await
         .context("writing user_log_summary")?;
+    let types = [
+        Type::DATE,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::FLOAT8,
+        Type::TEXT_ARRAY,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::JSONB,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for u in &summary.users {
+        let top: Vec<serde_json::Value> =
+            u.top_keywords.iter().map(|(k, c)| serde_json::json!({"keyword": k, "count": c})).collect();
+        let error_rate = u.errors as f64 / u.total as f64;
+        let row: [&(dyn ToSql + Sync); 10] = [
+            &day,
+            &u.user_id,
+            &u.total,
+            &u.errors,
+            &u.warnings,
+            &error_rate,
+            &u.services,
+            &u.first_seen,
+            &u.last_seen,
+            &Json(&top),
+        ];
+        writer.as_mut().write(&row).await.context("writing user_log_summary")?;
+    }
+    let rows = writer.finish().await.context("writing user_log_summary")?;
 
     tx.execute("DELETE FROM keyword_daily WHERE day = $1", &[&day]).await?;
+    let (words, counts): (Vec<&str>, Vec<i64>) = summary.keywords.iter().map(|(k, c)| (k.as_str(), *c)).unzip();
     let keywords = tx
         .execute(
-            "INSERT INTO keyword_daily (day, keyword, count) \
-             SELECT $1::date, keyword, sum(hits)::bigint FROM summary_tokens GROUP BY keyword \
-             ORDER BY 3 DESC, keyword COLLATE \"C\" LIMIT $2",
-            &[&day, &DAY_TOP_KEYWORDS],
+            "INSERT INTO keyword_daily (day, keyword, count) SELECT $1::date, k, c FROM unnest($2::text[], $3::int8[]) t(k, c)",
+            &[&day, &words, &counts],
         )
         .await
         .context("writing keyword_daily")?;
@@ -173,6 +153,59 @@ async fn replace_day(client: &mut Client, day: NaiveDate, run_id: i64, started: 
     tx.commit().await.context("committing the summary")?;
     Ok(SummaryRun { day, rows, keywords, invalid_rows, duration_ms })
 }
+
+/// Streams the day's events out of PostgreSQL (binary COPY, one statement) to a blocking thread that
+/// counts them while PostgreSQL serializes the next ones, and returns the day's summary.
+async fn scan_day(tx: &Transaction<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<DaySummary> {
+    // COPY takes no bind parameters; the values inlined are two formatted timestamps.
+    let stream = tx
+        .copy_out(&format!(
+            "COPY (SELECT user_id, level, service, ts, tokens FROM logs WHERE ts >= '{from}' AND ts < '{to}') \
+             TO STDOUT (FORMAT binary)",
+            from = from.to_rfc3339(),
+            to = to.to_rfc3339(),
+        ))
+        .await?;
+    pin_mut!(stream);
+    let (send, mut receive) = tokio::sync::mpsc::channel::<Vec<_>>(64);
+    let counter = tokio::task::spawn_blocking(move || count_batches(&mut receive));
+    let streamed = async {
+        let mut batch = Vec::with_capacity(COPY_BATCH);
+        while let Some(chunk) = stream.next().await {
+            batch.push(chunk?);
+            if batch.len() == COPY_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(COPY_BATCH));
+                if send.send(full).await.is_err() {
+                    break; // the counter failed: its error is the one to report
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = send.send(batch).await;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // The counter stops at the end of the channel, also when the stream failed.
+    drop(send);
+    let counted = counter.await.context("the counting thread")?;
+    streamed?;
+    counted
+}
+
+/// Counts the chunks received until the sender goes away.
+fn count_batches<B: AsRef<[u8]>>(receive: &mut tokio::sync::mpsc::Receiver<Vec<B>>) -> anyhow::Result<DaySummary> {
+    let mut scan = day_scan::DayScan::new(STOP_WORDS.iter().map(|w| w.as_bytes()));
+    while let Some(batch) = receive.blocking_recv() {
+        for chunk in batch {
+            scan.feed(chunk.as_ref())?;
+        }
+    }
+    scan.finish(USER_TOP_KEYWORDS as usize, DAY_TOP_KEYWORDS as usize, NO_USER)
+}
+
+/// CopyData chunks (about one row each) handed to the counting thread at a time.
+const COPY_BATCH: usize = 512;
 
 /// The newest day with a successful summary run.
 pub async fn last_summarized(client: &Client) -> anyhow::Result<Option<NaiveDate>> {

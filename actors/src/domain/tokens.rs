@@ -11,7 +11,7 @@ pub const MIN_TOKEN_CHARS: usize = 2;
 pub const MAX_TOKEN_CHARS: usize = 64;
 
 /// Tokens too common to say anything about an event; the daily summary's keyword tops leave them out.
-/// One list for Rust and SQL (the summary job binds it as a parameter).
+/// One list for every use (the summary job interns them first and skips them when counting).
 pub const STOP_WORDS: [&str; 48] = [
     "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "did", "do", "for", "from", "had", "has", "have",
     "he", "if", "in", "into", "is", "it", "its", "no", "not", "of", "on", "or", "our", "she", "so", "than", "that",
