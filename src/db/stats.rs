@@ -30,12 +30,13 @@ struct CountRow {
     count: i64,
 }
 
+/// A keyword and its count (the stats queries and the summary route read this shape).
 #[derive(QueryableByName)]
-struct KeywordRow {
+pub(crate) struct KeywordRow {
     #[diesel(sql_type = Text)]
-    keyword: String,
+    pub keyword: String,
     #[diesel(sql_type = BigInt)]
-    count: i64,
+    pub count: i64,
 }
 
 #[derive(QueryableByName)]

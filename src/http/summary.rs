@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::errors::ApiError;
 use super::params::Params;
 use super::AppState;
+use crate::db::stats::KeywordRow;
 use crate::db::summary::SUMMARY_JOB;
 
 /// Users answered when `limit` is not given, and the most allowed.
@@ -46,14 +47,6 @@ struct UserRow {
     last_seen: DateTime<Utc>,
     #[diesel(sql_type = Jsonb)]
     top_keywords: Value,
-}
-
-#[derive(QueryableByName)]
-struct KeywordRow {
-    #[diesel(sql_type = Text)]
-    keyword: String,
-    #[diesel(sql_type = BigInt)]
-    count: i64,
 }
 
 fn date_param(params: &Params) -> Result<NaiveDate, ApiError> {
