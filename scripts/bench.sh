@@ -139,6 +139,19 @@ record() {
   log "appended to $file"
 }
 
+# An empty table shaped like `logs` (same columns, partitioned by day from two days ago to tomorrow,
+# BRIN on ts) for a baseline to write into.
+logs_like() {
+  psql -X -q -v ON_ERROR_STOP=1 -v t="$1" "$DATABASE_URL" <<'SQL'
+CREATE TABLE :"t" (LIKE logs INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE (ts);
+CREATE INDEX ON :"t" USING brin (ts);
+SELECT format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', :'t' || '_' || to_char(d, 'YYYYMMDD'), :'t',
+              d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC')
+FROM (SELECT generate_series(current_date - 2, current_date + 1, interval '1 day')::date AS d) days
+\gexec
+SQL
+}
+
 bench_ingest() {
   setup
   LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -152,18 +165,7 @@ bench_ingest() {
   bytes=$("$BIN" generate --rate 0 --count "$EVENTS" --seed 7 --to csv:"$WORK/rows.csv" 2>/dev/null && stat -c %s "$WORK/rows.csv")
 
   # Baseline: psql COPY of the same rows into an identical (partitioned, same index) table.
-  psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" <<'SQL'
-CREATE TABLE logs_copy (LIKE logs INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE (ts);
-CREATE INDEX ON logs_copy USING brin (ts);
-DO $$
-DECLARE d date;
-BEGIN
-  FOR d IN SELECT generate_series(current_date - 2, current_date + 1, interval '1 day')::date LOOP
-    EXECUTE format('CREATE TABLE logs_copy_%s PARTITION OF logs_copy FOR VALUES FROM (%L) TO (%L)',
-                   to_char(d, 'YYYYMMDD'), d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');
-  END LOOP;
-END $$;
-SQL
+  logs_like logs_copy
   log "baseline: psql COPY of $EVENTS rows ($((bytes / 1048576)) MiB CSV)"
   local t0 t1
   t0=$(now)
@@ -270,17 +272,8 @@ bench_peer() {
   local java_opts=(-Xms512m -Xmx1g -XX:+UseG1GC)
   # The same shape as logs (partitioned by day, BRIN on ts). The JDBC sink's PostgreSQL dialect does
   # not quote column names, and "partition"/"offset" are reserved words: it inserts through a view.
+  logs_like logs_flink
   psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" <<'SQL'
-CREATE TABLE logs_flink (LIKE logs INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE (ts);
-CREATE INDEX ON logs_flink USING brin (ts);
-DO $$
-DECLARE d date;
-BEGIN
-  FOR d IN SELECT generate_series(current_date - 2, current_date + 1, interval '1 day')::date LOOP
-    EXECUTE format('CREATE TABLE logs_flink_%s PARTITION OF logs_flink FOR VALUES FROM (%L) TO (%L)',
-                   to_char(d, 'YYYYMMDD'), d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');
-  END LOOP;
-END $$;
 CREATE VIEW logs_flink_in AS
   SELECT ts, level, service, user_id, message, tokens, attrs, topic,
          "partition" AS kafka_partition, "offset" AS kafka_offset FROM logs_flink;
