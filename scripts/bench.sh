@@ -17,6 +17,10 @@
 #                                        /ingest (which answers once Kafka acked them) while `run` ingests
 #                                        BENCH_RATE events/s; the time until /stats/errors counts the
 #                                        probe, vs the time until a direct SQL count sees its row
+#   scripts/bench.sh ingest-http [--quick] lines/s through POST /ingest (an `api` process: each 202 means
+#                                        every line is acknowledged by Kafka) with 1,000-line and
+#                                        20,000-line bodies, vs the Kafka path: the same generator
+#                                        producing the same events straight to Kafka
 #   scripts/bench.sh memory [--quick]    RSS (VmRSS) of `run --generate BENCH_RATE` every 10 s for 10 min
 #                                        (--quick: every 5 s for 30 s): start, end, max, slope; flat or growing
 #   scripts/bench.sh all [--quick]       every one of them in sequence
@@ -642,9 +646,76 @@ bench_memory() {
   } | record
 }
 
+# One generator run into $1 (`kafka` or the api's URL), extra generator flags after it; prints the
+# seconds from start to exit (it exits once every event is acknowledged, non-zero if any was not).
+generate_secs() {
+  local to=$1 t0 t1
+  shift
+  t0=$(now)
+  "$BIN" generate --rate 0 --count "$HTTP_EVENTS" --seed 11 --to "$to" "$@" 2>"$WORK/generate.log" || {
+    tail -n 5 "$WORK/generate.log" >&2
+    die "generate --to $to $* failed"
+  }
+  t1=$(now)
+  tail -n 1 "$WORK/generate.log" >&2
+  secs "$t0" "$t1"
+}
+
+bench_ingest_http() {
+  setup
+  HTTP_EVENTS="${BENCH_HTTP_EVENTS:-$([ "$QUICK" = 1 ] && echo 20000 || echo 400000)}"
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  local port
+  port=$(free_port)
+  log "log-analyzer api on :$port (POST /ingest only; nothing consumes the topic)"
+  HTTP_ADDR="127.0.0.1:$port" "$BIN" api 2>"$WORK/api.log" &
+  RUN_PID=$!
+  URL="http://127.0.0.1:$port"
+  local deadline=$((SECONDS + 60))
+  until curl -fs "$URL/healthz" >/dev/null 2>&1; do
+    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/api.log" >&2; die "api exited before it listened"; }
+    [ "$SECONDS" -lt "$deadline" ] || die "api not listening after 60 s"
+    sleep 0.2
+  done
+
+  log "Kafka path: generate --to kafka, $HTTP_EVENTS events"
+  local kafka_s http1k_s http20k_s
+  kafka_s=$(generate_secs kafka)
+  log "POST /ingest, 1,000-line bodies, 4 in flight"
+  http1k_s=$(generate_secs "$URL" --batch 1000 --in-flight 4)
+  log "POST /ingest, 20,000-line bodies, 4 in flight"
+  http20k_s=$(generate_secs "$URL" --batch 20000 --in-flight 4)
+  stop_run
+  # Everything each path acknowledged is in the topic: three runs of HTTP_EVENTS events.
+  local kafka_rate http1k_rate http20k_rate
+  kafka_rate=$(rate "$HTTP_EVENTS" "$kafka_s")
+  http1k_rate=$(rate "$HTTP_EVENTS" "$http1k_s")
+  http20k_rate=$(rate "$HTTP_EVENTS" "$http20k_s")
+  printf '\n%-40s %12s %10s %8s\n' "$HTTP_EVENTS events into Kafka" "lines/s" "seconds" "× Kafka"
+  printf '%-40s %12s %10s %8s\n' "generate --to kafka (baseline)" "$kafka_rate" "$kafka_s" "1.00"
+  printf '%-40s %12s %10s %8s\n' "POST /ingest, 1,000-line bodies" "$http1k_rate" "$http1k_s" "$(ratio "$http1k_rate" "$kafka_rate")"
+  printf '%-40s %12s %10s %8s\n' "POST /ingest, 20,000-line bodies" "$http20k_rate" "$http20k_s" "$(ratio "$http20k_rate" "$kafka_rate")"
+  cleanup_db
+  {
+    echo
+    echo "## ingest-http — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    machine
+    echo "- $HTTP_EVENTS generated events per path (seed 11) into a $PARTITIONS-partition topic, acks=all; the HTTP paths through one \`api\` process, 4 requests in flight; \`$PROFILE\` build; \`scripts/bench.sh $BENCH_CMD\`"
+    echo "- load average (1, 5, 15 min) when the measurements began: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)"
+    echo
+    echo "| path | lines/s | seconds | × Kafka path |"
+    echo "|---|---:|---:|---:|"
+    echo "| \`generate --to kafka\` (baseline) | $kafka_rate | $kafka_s | 1.00 |"
+    echo "| POST /ingest, 1,000-line bodies | $http1k_rate | $http1k_s | $(ratio "$http1k_rate" "$kafka_rate") |"
+    echo "| POST /ingest, 20,000-line bodies | $http20k_rate | $http20k_s | $(ratio "$http20k_rate" "$kafka_rate") |"
+  } | record
+}
+
 bench_all() {
   local started=$SECONDS
   bench_ingest
+  bench_ingest_http
   bench_query
   bench_freshness
   bench_memory
@@ -657,13 +728,14 @@ PEER=auto
 BENCH_CMD="$*"
 case "${1:-}" in
 ingest) bench_ingest ;;
+ingest-http) bench_ingest_http ;;
 peer) PEER=required bench_ingest ;;
 query) bench_query ;;
 freshness) bench_freshness ;;
 memory) bench_memory ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|peer|query|freshness|memory|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|all [--quick]" >&2
   exit 2
   ;;
 esac

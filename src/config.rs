@@ -82,6 +82,9 @@ pub struct Settings {
     /// Largest accepted POST /ingest body, in bytes.
     #[serde(default = "defaults::ingest_max_body_bytes")]
     pub ingest_max_body_bytes: usize,
+    /// POST /ingest waits this many milliseconds at most for Kafka to acknowledge a body's lines.
+    #[serde(default = "defaults::ingest_timeout_ms")]
+    pub ingest_timeout_ms: u64,
     /// HS256 secret: when set, /stats/* and /ingest require a Bearer token signed with it.
     #[serde(default, deserialize_with = "named::optional_secret")]
     pub jwt_secret: Option<Secret>,
@@ -172,6 +175,9 @@ mod defaults {
     }
     pub fn ingest_max_body_bytes() -> usize {
         8 * 1024 * 1024
+    }
+    pub fn ingest_timeout_ms() -> u64 {
+        5_000
     }
 }
 
@@ -278,6 +284,9 @@ impl Settings {
         }
         if self.redis_timeout_ms == 0 || self.database_timeout_ms == 0 || self.ingest_max_body_bytes == 0 {
             return invalid("REDIS_TIMEOUT_MS/DATABASE_TIMEOUT_MS/INGEST_MAX_BODY_BYTES", "must be at least 1");
+        }
+        if self.ingest_timeout_ms == 0 {
+            return invalid("INGEST_TIMEOUT_MS", "must be at least 1");
         }
         if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
             return invalid("JWT_SECRET/JWT_PUBLIC_KEY", "set one, not both");

@@ -2,6 +2,7 @@
 
 pub mod daily_jobs;
 pub mod event_store;
+pub mod idempotency;
 pub mod migrate;
 pub mod offset_store;
 pub mod rejects;

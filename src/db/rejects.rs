@@ -5,12 +5,14 @@
 //! reject's id as its offset, so it stays findable and can never collide with a Kafka position.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
 
 use actors::domain::{LogEvent, ParseRules};
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::Client;
 
 use super::daily_jobs::ensure_partitions;
@@ -187,4 +189,39 @@ async fn store(client: &mut Client, parsed: &[(RejectRow, LogEvent)], topic: &st
     }
     tx.commit().await.context("committing the replay")?;
     Ok(marked.len() as u64)
+}
+
+const COPY_HTTP_REJECTS: &str = "COPY log_rejects (source, reason, detail, raw, raw_len) FROM STDIN (FORMAT binary)";
+const HTTP_REJECTS_TYPES: [Type; 5] = [Type::TEXT, Type::TEXT, Type::TEXT, Type::BYTEA, Type::INT4];
+
+/// Dead letters of one POST /ingest body, streamed into `log_rejects` by one binary COPY (no
+/// parameter limit, memory bounded by the writer's buffer). The caller runs it inside a transaction
+/// and decides whether it commits.
+pub struct RejectCopy {
+    writer: Pin<Box<BinaryCopyInWriter>>,
+    rows: u64,
+}
+
+impl RejectCopy {
+    pub async fn start(client: &Client) -> anyhow::Result<RejectCopy> {
+        let sink = client.copy_in(COPY_HTTP_REJECTS).await.context("starting the COPY of dead letters")?;
+        Ok(RejectCopy { writer: Box::pin(BinaryCopyInWriter::new(sink, &HTTP_REJECTS_TYPES)), rows: 0 })
+    }
+
+    /// `raw` is the whole line: only its first `REJECT_RAW_PREFIX_BYTES` are kept, with its length.
+    pub async fn push(&mut self, source: &str, reason: &str, detail: &str, raw: &[u8]) -> anyhow::Result<()> {
+        let kept = &raw[..raw.len().min(actors::domain::event::REJECT_RAW_PREFIX_BYTES)];
+        let raw_len = i32::try_from(raw.len()).unwrap_or(i32::MAX);
+        let row: [&(dyn ToSql + Sync); 5] = [&source, &reason, &detail, &kept, &raw_len];
+        self.writer.as_mut().write(&row).await.context("streaming dead letters")?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Ends the COPY; the rows stored.
+    pub async fn finish(mut self) -> anyhow::Result<u64> {
+        let stored = self.writer.as_mut().finish().await.context("ending the COPY of dead letters")?;
+        debug_assert_eq!(stored, self.rows);
+        Ok(stored)
+    }
 }

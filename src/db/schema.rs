@@ -81,11 +81,23 @@ diesel::table! {
         error -> Nullable<Text>,
     }
 }
+diesel::table! {
+    /// POST /ingest answers by Idempotency-Key; `status` is NULL while the first request runs.
+    ingest_requests (key) {
+        key -> Text,
+        request_hash -> Bytea,
+        status -> Nullable<SmallInt>,
+        response -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     logs,
     kafka_offsets,
     log_rejects,
     user_log_summary,
     keyword_daily,
-    job_runs
+    job_runs,
+    ingest_requests
 );

@@ -32,6 +32,10 @@ pub struct AppState {
     pub pool: PgPool,
     pub parse_rules: ParseRules,
     pub ingest_max_body_bytes: usize,
+    /// How long POST /ingest waits for Kafka's acknowledgements (`INGEST_TIMEOUT_MS`).
+    pub ingest_timeout: std::time::Duration,
+    /// POST /ingest's own PostgreSQL clients (dead-letter COPY, Idempotency-Key answers).
+    pub ingest_pg: crate::db::idempotency::DirectClients,
     /// Bound on the PostgreSQL queries a handler makes itself (`DATABASE_TIMEOUT_MS`).
     pub database_timeout_ms: u64,
     pub lag: Option<LagProbe>,

@@ -4,6 +4,7 @@
 mod api;
 mod generate;
 mod helpers;
+mod http_ingest;
 mod ingest;
 mod observability;
 mod smoke;
