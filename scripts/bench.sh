@@ -28,6 +28,7 @@
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
 # harness works end to end (tiny sizes, debug build, docs untouched; CI runs `all --quick`).
 # BENCH_PROFILE=debug|release overrides the build (default: release, debug with --quick).
+# BENCH_STACK=running skips `scripts/stack.sh up` (the stack is already up).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -54,7 +55,8 @@ PREPARED=0
 prepare() {
   [ "$PREPARED" = 1 ] && return
   PREPARED=1
-  scripts/stack.sh up
+  # BENCH_STACK=running: the stack is up already (shared with others); only read its addresses.
+  [ "${BENCH_STACK:-}" = running ] || scripts/stack.sh up
   set -a
   eval "$(scripts/stack.sh env)"
   set +a

@@ -166,7 +166,7 @@ async fn handle(state: &AppState, body: &[u8], key: Option<&str>, log: &Logger) 
         for (i, line) in lines(body) {
             let line_no = i as u32 + 1;
             match check_line(line, now, state) {
-                Ok(()) => valid.push(line_no),
+                Ok(()) => valid.push(ValidLine { line: line_no, start: offset(body, line), len: line.len() }),
                 Err(reject) => {
                     if copy.is_none() {
                         if client.is_none() {
@@ -287,27 +287,34 @@ fn check_line(line: &[u8], now: DateTime<Utc>, state: &AppState) -> Result<(), a
     LogEvent::parse(line, Some(now), now, &state.parse_rules).map(drop)
 }
 
-/// Produces the lines numbered `valid` (ascending), at most `MAX_IN_FLIGHT` outstanding. After the
-/// first failure that is not about one message (Kafka unreachable, timed out), the rest are not sent.
+/// A line that parsed, found again in pass 2 without splitting the body a second time.
+struct ValidLine {
+    line: u32,
+    start: usize,
+    len: usize,
+}
+
+/// Where `line`, a slice of `body`, starts in it.
+fn offset(body: &[u8], line: &[u8]) -> usize {
+    line.as_ptr() as usize - body.as_ptr() as usize
+}
+
+/// Produces the `valid` lines, at most `MAX_IN_FLIGHT` outstanding. After the first failure that is
+/// not about one message (Kafka unreachable, timed out), the rest are not sent.
 async fn produce(
     producer: &FutureProducer,
     topic: &str,
     body: &[u8],
-    valid: &[u32],
+    valid: &[ValidLine],
     now: DateTime<Utc>,
     timeout: Duration,
     tally: &mut Tally,
 ) {
     let deadline = Instant::now() + timeout;
     let mut in_flight = FuturesUnordered::new();
-    let mut wanted = valid.iter().copied().peekable();
     let timestamp = now.timestamp_millis();
-    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-        let line_no = i as u32 + 1;
-        if wanted.peek() != Some(&line_no) {
-            continue;
-        }
-        wanted.next();
+    for &ValidLine { line: line_no, start, len } in valid {
+        let line = &body[start..start + len];
         if let Some(why) = &tally.stopped {
             tally.not_queued(line_no, format!("not sent: {why}"));
             continue;
@@ -475,6 +482,27 @@ mod tests {
         let every_other: Vec<u32> = (0..300).map(|i| i * 2 + 1).collect();
         let (runs, truncated) = ranges(&every_other);
         assert_eq!((runs.len(), truncated, runs[99]), (MAX_LISTED, true, [199, 199]));
+    }
+
+    #[test]
+    fn a_partial_answer_says_which_lines_were_queued_and_which_not() {
+        let mut tally = Tally::default();
+        tally.reject(3, "not_json", "x".into());
+        for line in [1, 2, 4, 5] {
+            tally.delivered(line, Ok(()));
+        }
+        tally.delivered(6, Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)));
+        tally.not_queued(7, "not sent".into());
+        let answer = tally.answer();
+        assert_eq!((answer["accepted"].as_u64(), answer["rejected"].as_u64()), (Some(4), Some(1)));
+        assert_eq!(answer["not_queued"], 2);
+        assert_eq!(answer["not_queued_lines"], json!([[6, 7]]));
+        assert_eq!(answer["queued_lines"], json!([[1, 2], [4, 5]]));
+        assert_eq!(answer["rejected_by_reason"], json!({ "not_json": 1 }));
+        let reasons: Vec<&str> =
+            answer["errors"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+        assert_eq!(reasons, ["not_json", "not_queued", "not_queued"]);
+        assert!(tally.stopped.is_some(), "a timeout stops sending the rest of the body");
     }
 
     #[test]
