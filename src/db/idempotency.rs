@@ -128,3 +128,16 @@ pub async fn release(client: &Client, key: &str) -> anyhow::Result<()> {
         .context("releasing the idempotency key")?;
     Ok(())
 }
+
+/// Opens the transaction a request's dead letters and answer go into.
+pub async fn begin(client: &Client) -> anyhow::Result<()> {
+    client.batch_execute("BEGIN").await.context("opening the ingest transaction")
+}
+
+pub async fn commit(client: &Client) -> anyhow::Result<()> {
+    client.batch_execute("COMMIT").await.context("committing the dead letters and the answer")
+}
+
+pub async fn rollback(client: &Client) -> anyhow::Result<()> {
+    client.batch_execute("ROLLBACK").await.context("rolling back the dead letters")
+}

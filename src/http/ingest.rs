@@ -54,15 +54,21 @@ const MAX_KEY_BYTES: usize = 255;
 struct Answer {
     status: StatusCode,
     body: Vec<u8>,
+    /// The stored answer of an earlier request with the same Idempotency-Key.
+    replayed: bool,
 }
 
 impl Answer {
     fn json(status: StatusCode, body: &Value) -> Answer {
-        Answer { status, body: serde_json::to_vec(body).expect("JSON values serialize") }
+        Answer { status, body: serde_json::to_vec(body).expect("JSON values serialize"), replayed: false }
     }
 
-    fn response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).content_type("application/json").body(self.body.clone())
+    fn response(self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.replayed {
+            response.insert_header(("Idempotent-Replayed", "true"));
+        }
+        response.content_type("application/json").body(self.body)
     }
 }
 
@@ -135,7 +141,7 @@ async fn handle(state: &AppState, body: &[u8], key: Option<&str>, log: &Logger) 
             Claim::Answered { status, body } => {
                 state.ingest_pg.put(c);
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-                return Ok(Answer { status, body });
+                return Ok(Answer { status, body, replayed: true });
             }
             Claim::Running { since } => {
                 state.ingest_pg.put(c);
@@ -173,7 +179,7 @@ async fn handle(state: &AppState, body: &[u8], key: Option<&str>, log: &Logger) 
                             client = Some(state.ingest_pg.get().await?);
                         }
                         let c = client.as_ref().expect("just set");
-                        c.batch_execute("BEGIN").await?;
+                        idempotency::begin(c).await?;
                         copy = Some(RejectCopy::start(c).await?);
                     }
                     let copy = copy.as_mut().expect("just set");
@@ -208,7 +214,7 @@ async fn handle(state: &AppState, body: &[u8], key: Option<&str>, log: &Logger) 
         if let Some(c) = client.take() {
             let ended = async {
                 if tally.rejected > 0 {
-                    c.batch_execute("ROLLBACK").await?;
+                    idempotency::rollback(&c).await?;
                 }
                 if let Some(key) = key {
                     idempotency::release(&c, key).await?;
@@ -235,12 +241,12 @@ async fn handle(state: &AppState, body: &[u8], key: Option<&str>, log: &Logger) 
     let Some(c) = client else { return Ok(answer) };
     let committed = async {
         if tally.rejected == 0 {
-            c.batch_execute("BEGIN").await?;
+            idempotency::begin(&c).await?;
         }
         if let Some(key) = key {
             idempotency::finish(&c, key, answer.status.as_u16(), &answer.body).await?;
         }
-        c.batch_execute("COMMIT").await?;
+        idempotency::commit(&c).await?;
         anyhow::Ok(())
     }
     .await;

@@ -30,6 +30,24 @@ async fn post(port: u16, body: &[u8], headers: &[(&str, &str)]) -> (u16, Vec<u8>
     (status, raw, json)
 }
 
+/// POST /ingest with an Idempotency-Key over a raw connection: the status and the response head.
+async fn raw_exchange(port: u16, body: &[u8], key: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head)
+}
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }
@@ -179,6 +197,9 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_produce
     let (status, again_raw, _) = post(app.port, body.as_bytes(), &key).await;
     assert_eq!(status, 202);
     assert_eq!(again_raw, first_raw, "the retry gets the first answer, byte for byte");
+    let (status, replayed) = raw_exchange(app.port, body.as_bytes(), "batch-0001").await;
+    assert_eq!(status, 202, "{replayed}");
+    assert!(replayed.to_ascii_lowercase().contains("idempotent-replayed: true"), "{replayed}");
 
     // The same key with other data is refused.
     let (status, _, answer) = post(app.port, valid_lines("other", 3).as_bytes(), &key).await;
