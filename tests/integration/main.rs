@@ -7,4 +7,5 @@ mod helpers;
 mod ingest;
 mod observability;
 mod smoke;
+mod store_robust;
 mod summary;

@@ -26,10 +26,11 @@ pub enum RejectReason {
     TsOutOfRange,
     TooLarge,
     BadField,
+    StoreRejected,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::NotUtf8,
         RejectReason::NotJson,
         RejectReason::NotObject,
@@ -39,6 +40,7 @@ impl RejectReason {
         RejectReason::TsOutOfRange,
         RejectReason::TooLarge,
         RejectReason::BadField,
+        RejectReason::StoreRejected,
     ];
 
     /// The code stored in `log_rejects.reason` and used as a metric label.
@@ -53,6 +55,7 @@ impl RejectReason {
             RejectReason::TsOutOfRange => "ts_out_of_range",
             RejectReason::TooLarge => "too_large",
             RejectReason::BadField => "bad_field",
+            RejectReason::StoreRejected => "store_rejected",
         }
     }
 
