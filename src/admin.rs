@@ -41,6 +41,7 @@ pub struct Metrics {
     consumer_messages: IntCounterVec,
     consumer_lag: IntGaugeVec,
     stored_offset: IntGaugeVec,
+    offset_gaps: IntCounterVec,
     writer_batches: IntCounterVec,
     writer_errors: IntCounterVec,
     /// Messages (events + rejects) per committed batch.
@@ -152,11 +153,17 @@ impl Metrics {
                 &partition,
             ),
             stored_offset: gauge(&r, "log_analyzer_stored_offset", "Next offset stored in PostgreSQL", &partition),
+            offset_gaps: counter(
+                &r,
+                "log_analyzer_offset_gaps_total",
+                "Times the stored offset jumped over offsets Kafka no longer had (see offset_gaps)",
+                &partition,
+            ),
             writer_batches: counter(&r, "log_analyzer_writer_batches_total", "Batches committed", &["writer"]),
             writer_errors: counter(
                 &r,
                 "log_analyzer_writer_errors_total",
-                "Batch writes that failed: unavailable (retried after a restart) or fenced",
+                "Batch writes that failed: unavailable (retried after a restart), fenced, or rejected (data refused)",
                 &["writer", "kind"],
             ),
             writer_batch_events: register(
@@ -262,6 +269,7 @@ impl Metrics {
             sync(&self.writer_batches, &[&id], w.batches.load(Ordering::Relaxed));
             sync(&self.writer_errors, &[&id, "unavailable"], w.failures.load(Ordering::Relaxed));
             sync(&self.writer_errors, &[&id, "fenced"], w.fenced.load(Ordering::Relaxed));
+            sync(&self.writer_errors, &[&id, "rejected"], w.rejected.load(Ordering::Relaxed));
         }
         if let Some(source) = &state.source {
             let topic = state.topic.as_str();
@@ -274,6 +282,7 @@ impl Metrics {
                 sync(&self.consumer_messages, &labels, stats.messages.load(Ordering::Relaxed));
                 sync(&self.ingested_events, &labels, stats.stored_events.load(Ordering::Relaxed));
                 sync(&self.ingested_bytes, &labels, stats.stored_bytes.load(Ordering::Relaxed));
+                sync(&self.offset_gaps, &labels, stats.offset_gaps.load(Ordering::Relaxed));
                 for (total, count) in rejects.iter_mut().zip(&stats.rejects) {
                     *total += count.load(Ordering::Relaxed);
                 }

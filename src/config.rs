@@ -79,6 +79,13 @@ pub struct Settings {
     /// A PostgreSQL stats query gives up after this many milliseconds.
     #[serde(default = "defaults::database_timeout_ms")]
     pub database_timeout_ms: u64,
+    /// Ingest gives up on a batch write or an offset load after this many milliseconds, drops the
+    /// connection and retries (the partition waits; nothing is skipped).
+    #[serde(default = "defaults::database_write_timeout_ms")]
+    pub database_write_timeout_ms: u64,
+    /// Rebuilding the live windows from PostgreSQL gives up after this many milliseconds and retries.
+    #[serde(default = "defaults::database_rebuild_timeout_ms")]
+    pub database_rebuild_timeout_ms: u64,
     /// Largest accepted POST /ingest body, in bytes.
     #[serde(default = "defaults::ingest_max_body_bytes")]
     pub ingest_max_body_bytes: usize,
@@ -172,6 +179,12 @@ mod defaults {
     }
     pub fn database_timeout_ms() -> u64 {
         2_000
+    }
+    pub fn database_write_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn database_rebuild_timeout_ms() -> u64 {
+        60_000
     }
     pub fn ingest_max_body_bytes() -> usize {
         8 * 1024 * 1024
@@ -287,6 +300,9 @@ impl Settings {
         }
         if self.ingest_timeout_ms == 0 {
             return invalid("INGEST_TIMEOUT_MS", "must be at least 1");
+        }
+        if self.database_write_timeout_ms == 0 || self.database_rebuild_timeout_ms == 0 {
+            return invalid("DATABASE_WRITE_TIMEOUT_MS/DATABASE_REBUILD_TIMEOUT_MS", "must be at least 1");
         }
         if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
             return invalid("JWT_SECRET/JWT_PUBLIC_KEY", "set one, not both");

@@ -37,11 +37,13 @@ impl Ingest {
         let log = log.new(slog::o!("role" => "ingest"));
         let mut arbiters = Vec::new();
         let mut writers = Vec::new();
+        let write_timeout = Duration::from_millis(settings.database_write_timeout_ms);
         for id in 0..settings.writer_count {
             let arbiter = Arbiter::new();
             let stats = Arc::new(metrics.writer_stats(id));
             let probe = metrics.actors.probe("writer", id.to_string());
-            let store: Box<dyn EventStore> = Box::new(PgEventStore::new(settings.database_url.expose()));
+            let store: Box<dyn EventStore> =
+                Box::new(PgEventStore::new(settings.database_url.expose()).with_timeout(write_timeout));
             let (stats2, probe2, log2) = (stats.clone(), probe.clone(), log.new(slog::o!("writer" => id)));
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
                 WriterActor::new(id, store, stats2, probe2, log2)
@@ -73,7 +75,7 @@ impl Ingest {
                 ..ConsumerConfig::default()
             },
         };
-        let offsets = Arc::new(PgOffsetStore::new(settings.database_url.expose()));
+        let offsets = Arc::new(PgOffsetStore::new(settings.database_url.expose()).with_timeout(write_timeout));
         let source = KafkaSource::start(config, offsets, wiring, log.clone())?;
         info!(log, "ingest started"; "topic" => &settings.kafka_topic, "group" => &settings.kafka_group,
               "writers" => settings.writer_count);

@@ -50,6 +50,22 @@ enum Command {
     /// Dead letters (log_rejects): list them, or replay them through today's parser.
     #[command(subcommand)]
     Rejects(RejectsCommand),
+    /// Offsets ingest had to skip because Kafka no longer had them (offset_gaps).
+    #[command(subcommand)]
+    Gaps(GapsCommand),
+}
+
+#[derive(Subcommand)]
+enum GapsCommand {
+    /// Print recorded gaps, oldest first: id, detected at, topic/partition, from → to, messages lost.
+    List {
+        /// Only gaps of this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -256,6 +272,26 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Generate(args) => generate::run(&settings, args.options(&settings)).await.map(drop),
+            Command::Gaps(GapsCommand::List { topic, limit }) => {
+                let url = settings.database_url.expose();
+                for gap in log_analyzer::db::offset_store::list_gaps(url, topic.as_deref(), limit).await? {
+                    let lost = if gap.to_offset >= gap.from_offset {
+                        format!("{} messages never stored", gap.to_offset - gap.from_offset)
+                    } else {
+                        "offsets went back (topic recreated?); restarted at the earliest".to_owned()
+                    };
+                    println!(
+                        "{}\t{}\t{}/{}\t{} -> {}\t{lost}",
+                        gap.id,
+                        gap.detected_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        gap.topic,
+                        gap.partition,
+                        gap.from_offset,
+                        gap.to_offset
+                    );
+                }
+                Ok(())
+            }
         }
     });
     match result {

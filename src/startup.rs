@@ -221,7 +221,10 @@ impl Application {
                     skew: settings.window_skew_seconds,
                     keywords: keywords.clone(),
                 };
-                let source = Arc::new(PgBucketSource::new(settings.database_url.expose()));
+                let source = Arc::new(
+                    PgBucketSource::new(settings.database_url.expose())
+                        .with_timeout(Duration::from_millis(settings.database_rebuild_timeout_ms)),
+                );
                 let agg_log = log.clone();
                 let agg_probe = metrics.actors.probe("window_aggregator", "0");
                 let probe = agg_probe.clone();
@@ -282,6 +285,7 @@ impl Application {
             database_timeout_ms: settings.database_timeout_ms,
             lag,
             kafka_ready,
+            ingest: ingest.as_ref().map(|i| i.state()),
             auth: crate::http::auth::Auth::from_settings(settings)?,
             metrics: metrics.clone(),
             log: log.clone(),

@@ -20,6 +20,10 @@ pub enum StoreError {
     /// The store cannot be reached or failed transiently; the same batch may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the batch's data (a constraint, an encoding error), not its reachability:
+    /// retrying the same rows fails the same way. Nothing was written.
+    #[error("store rejected the batch: {0}")]
+    Rejected(String),
     /// The batch was dropped because its partition was revoked or the process is stopping.
     #[error("batch cancelled: its partition is no longer ours")]
     Cancelled,
@@ -42,6 +46,12 @@ pub trait EventStore: Send + 'static {
 pub trait OffsetStore: Send + Sync + 'static {
     /// The stored next offset of each partition; partitions never seen start at 0 (and get a row).
     async fn load(&self, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, StoreError>;
+
+    /// Records that offsets `from..to` of the partition can no longer be read (retention deleted
+    /// them, or the topic was recreated and `to < from`) and moves the stored next offset from
+    /// `from` to `to`, in one transaction fenced like a batch. False (nothing done) when the stored
+    /// next offset is not `from`.
+    async fn record_gap(&self, topic: &str, partition: i32, from: i64, to: i64) -> Result<bool, StoreError>;
 }
 
 /// What a ConsumerActor tells the source of its partition.

@@ -2,6 +2,7 @@
 //! the events and the dead letters, commit.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use actors::ingest::Batch;
 use actors::ports::{EventStore, StoreError};
@@ -44,22 +45,33 @@ const REJECTS_TYPES: [Type; 9] = [
 const FENCE: &str = "UPDATE kafka_offsets SET next_offset = $4, updated_at = now() \
                      WHERE topic = $1 AND \"partition\" = $2 AND next_offset = $3";
 
+/// Default bound on one batch's whole write (`DATABASE_WRITE_TIMEOUT_MS`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Writes batches over its own connection (COPY needs one the pool cannot lend for long).
 pub struct PgEventStore {
     url: String,
     client: Option<Client>,
     /// Days whose `logs` partition is known to exist.
     known_days: HashSet<NaiveDate>,
+    /// A server that stops answering (hung, SIGSTOPped, a dead link) never errors by itself.
+    timeout: Duration,
 }
 
 impl PgEventStore {
     pub fn new(url: impl Into<String>) -> PgEventStore {
-        PgEventStore { url: url.into(), client: None, known_days: HashSet::new() }
+        PgEventStore { url: url.into(), client: None, known_days: HashSet::new(), timeout: DEFAULT_WRITE_TIMEOUT }
+    }
+
+    /// Gives up on a write (and its connection) that has not finished within `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> PgEventStore {
+        self.timeout = timeout;
+        self
     }
 
     async fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.map_err(unavailable)?;
+            let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.map_err(store_error)?;
             tokio::spawn(async move {
                 // Errors surface on the client's next call; nothing to do here.
                 let _ = connection.await;
@@ -79,27 +91,60 @@ impl PgEventStore {
         }
         let client = self.client().await?;
         for day in &missing {
-            client.execute("SELECT ensure_logs_partition($1)", &[day]).await.map_err(unavailable)?;
+            client.execute("SELECT ensure_logs_partition($1)", &[day]).await.map_err(store_error)?;
         }
         self.known_days.extend(missing);
         Ok(())
     }
 }
 
-fn unavailable(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(crate::telemetry::error_chain(&e))
+/// Sorts a failure by what retrying can do: data errors (SQLSTATE classes 22 data exception, 23
+/// integrity constraint, 54 program limit) fail the same way every time; everything else —
+/// connection, resources, operator intervention, lock and serialization conflicts, errors without a
+/// SQLSTATE (I/O) — may pass, so the batch waits and never skips data.
+fn store_error(e: tokio_postgres::Error) -> StoreError {
+    let text = crate::telemetry::error_chain(&e);
+    match e.code().map(|c| c.code().get(..2).unwrap_or_default()) {
+        Some("22" | "23" | "54") => StoreError::Rejected(text),
+        _ => StoreError::Unavailable(text),
+    }
 }
 
 #[async_trait]
 impl EventStore for PgEventStore {
     async fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.write_once(batch)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // The server may still hold this transaction (and the partition's row lock); dropping
+                // the connection lets it roll back, or commit if COMMIT already reached it — the next
+                // attempt is then fenced and the partition restarts from what is stored.
+                self.reset();
+                Err(StoreError::Unavailable(format!(
+                    "PostgreSQL did not finish the batch within {} ms; connection dropped",
+                    timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.client = None;
+        // A partition may have been dropped meanwhile; ask again.
+        self.known_days.clear();
+    }
+}
+
+impl PgEventStore {
+    async fn write_once(&mut self, batch: &Batch) -> Result<(), StoreError> {
         self.ensure_days(batch).await?;
         let client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(store_error)?;
         let topic: &str = &batch.topic;
         // The fence first: its row lock also queues a racing writer of this partition behind us.
         let moved =
-            tx.execute(FENCE, &[&topic, &batch.partition, &batch.from, &batch.to]).await.map_err(unavailable)?;
+            tx.execute(FENCE, &[&topic, &batch.partition, &batch.from, &batch.to]).await.map_err(store_error)?;
         if moved != 1 {
             let stored = tx
                 .query_opt(
@@ -107,14 +152,14 @@ impl EventStore for PgEventStore {
                     &[&topic, &batch.partition],
                 )
                 .await
-                .map_err(unavailable)?
+                .map_err(store_error)?
                 .map(|row| row.get::<_, i64>(0));
-            tx.rollback().await.map_err(unavailable)?;
+            tx.rollback().await.map_err(store_error)?;
             return Err(StoreError::Fenced { batch_from: batch.from, stored });
         }
 
         if !batch.events.is_empty() {
-            let sink = tx.copy_in(COPY_LOGS).await.map_err(unavailable)?;
+            let sink = tx.copy_in(COPY_LOGS).await.map_err(store_error)?;
             let writer = BinaryCopyInWriter::new(sink, &LOGS_TYPES);
             pin_mut!(writer);
             for stored in &batch.events {
@@ -134,13 +179,13 @@ impl EventStore for PgEventStore {
                     &batch.partition,
                     &stored.offset,
                 ];
-                writer.as_mut().write(&row).await.map_err(unavailable)?;
+                writer.as_mut().write(&row).await.map_err(store_error)?;
             }
-            writer.finish().await.map_err(unavailable)?;
+            writer.finish().await.map_err(store_error)?;
         }
 
         if !batch.rejects.is_empty() {
-            let sink = tx.copy_in(COPY_REJECTS).await.map_err(unavailable)?;
+            let sink = tx.copy_in(COPY_REJECTS).await.map_err(store_error)?;
             let writer = BinaryCopyInWriter::new(sink, &REJECTS_TYPES);
             pin_mut!(writer);
             for r in &batch.rejects {
@@ -156,17 +201,11 @@ impl EventStore for PgEventStore {
                     &raw_len,
                     &r.timestamp,
                 ];
-                writer.as_mut().write(&row).await.map_err(unavailable)?;
+                writer.as_mut().write(&row).await.map_err(store_error)?;
             }
-            writer.finish().await.map_err(unavailable)?;
+            writer.finish().await.map_err(store_error)?;
         }
 
-        tx.commit().await.map_err(unavailable)
-    }
-
-    fn reset(&mut self) {
-        self.client = None;
-        // A partition may have been dropped meanwhile; ask again.
-        self.known_days.clear();
+        tx.commit().await.map_err(store_error)
     }
 }

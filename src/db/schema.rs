@@ -101,3 +101,14 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_runs,
     ingest_requests
 );
+
+diesel::table! {
+    offset_gaps (id) {
+        id -> BigInt,
+        topic -> Text,
+        partition -> Integer,
+        from_offset -> BigInt,
+        to_offset -> BigInt,
+        detected_at -> Timestamptz,
+    }
+}

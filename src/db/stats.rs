@@ -201,17 +201,43 @@ impl PgStats {
 /// Rebuilds windows from one REPEATABLE READ snapshot: counts and offsets agree with each other.
 pub struct PgBucketSource {
     url: String,
+    /// A hung server would otherwise keep the windows rebuilding (and unready) until it wakes.
+    timeout: std::time::Duration,
 }
+
+/// Default bound on one rebuild (`DATABASE_REBUILD_TIMEOUT_MS`): an hour of a busy topic is a big scan.
+pub const DEFAULT_REBUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl PgBucketSource {
     pub fn new(url: impl Into<String>) -> PgBucketSource {
-        PgBucketSource { url: url.into() }
+        PgBucketSource { url: url.into(), timeout: DEFAULT_REBUILD_TIMEOUT }
+    }
+
+    /// Gives up on a rebuild (and drops its connection) after `timeout`; the aggregator retries.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> PgBucketSource {
+        self.timeout = timeout;
+        self
     }
 }
 
 #[async_trait]
 impl BucketSource for PgBucketSource {
     async fn snapshot(&self, topic: &str, first: i64, last: i64, keywords: &KeywordSet) -> Result<Rebuilt, StoreError> {
+        let ms = self.timeout.as_millis();
+        tokio::time::timeout(self.timeout, self.snapshot_once(topic, first, last, keywords)).await.unwrap_or_else(
+            |_| Err(StoreError::Unavailable(format!("rebuilding windows: PostgreSQL did not answer within {ms} ms"))),
+        )
+    }
+}
+
+impl PgBucketSource {
+    async fn snapshot_once(
+        &self,
+        topic: &str,
+        first: i64,
+        last: i64,
+        keywords: &KeywordSet,
+    ) -> Result<Rebuilt, StoreError> {
         let mut conn = AsyncPgConnection::establish(&self.url).await.map_err(failed)?;
         let topic = topic.to_owned();
         let tracked: Vec<String> = keywords.iter().map(|k| k.as_str().to_owned()).collect();

@@ -40,6 +40,8 @@ pub struct AppState {
     pub database_timeout_ms: u64,
     pub lag: Option<LagProbe>,
     pub kafka_ready: Option<Probe>,
+    /// The partitions this process ingests (`run`), for readiness: paused or stalled on PostgreSQL.
+    pub ingest: Option<std::sync::Arc<crate::kafka::source::SourceState>>,
     pub auth: auth::Auth,
     pub metrics: std::sync::Arc<crate::admin::Metrics>,
     pub log: Logger,

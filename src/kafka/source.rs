@@ -18,7 +18,7 @@ use chrono::{TimeZone, Utc};
 use futures::channel::mpsc as chan;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
@@ -28,6 +28,8 @@ use slog::{debug, error, info, warn, Logger};
 const PARTITION_CHANNEL: usize = 4_096;
 /// How long one poll waits for a message; bounds how quickly commands and shutdown are noticed.
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+/// How long the check of a partition's available offsets waits for the broker.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the source needs to know.
 #[derive(Clone)]
@@ -48,6 +50,8 @@ pub struct SourceState {
     ever: Mutex<BTreeMap<i32, Arc<ConsumerStats>>>,
     /// Each owned partition's high watermark (next offset the broker will assign), refreshed each second.
     pub high_watermarks: Mutex<BTreeMap<i32, i64>>,
+    /// Owned partitions whose fetching is paused (their consumer is behind on writing).
+    pub paused: Mutex<BTreeSet<i32>>,
 }
 
 impl SourceState {
@@ -111,6 +115,8 @@ struct IngestContext {
     runtime: tokio::runtime::Runtime,
     events: Mutex<Vec<RebalanceEvent>>,
     cancels: Mutex<HashMap<i32, Arc<AtomicBool>>>,
+    /// Partitions whose stored offset had to jump a gap, for the router to count.
+    gaps: Mutex<Vec<i32>>,
     stopping: Arc<AtomicBool>,
     log: Logger,
 }
@@ -129,6 +135,61 @@ impl IngestContext {
                     backoff.fail();
                     warn!(self.log, "cannot load stored offsets; partitions wait"; "error" => %e,
                           "partitions" => ?partitions, "retry_in_ms" => backoff.delay().as_millis());
+                    std::thread::sleep(backoff.delay());
+                }
+            }
+        }
+    }
+
+    /// Checks each start offset against the offsets the broker still has. One it no longer has
+    /// (retention deleted it before it was stored, or the topic was recreated) is never skipped
+    /// silently: the gap is logged, counted and recorded in the store, in the transaction that moves
+    /// the stored offset to the earliest available one, which is then where the partition starts.
+    fn close_gaps(&self, consumer: &BaseConsumer<Self>, mut offsets: BTreeMap<i32, i64>) -> Option<BTreeMap<i32, i64>> {
+        for (&partition, offset) in offsets.iter_mut() {
+            loop {
+                let (low, high) = match consumer.fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT) {
+                    Ok(watermarks) => watermarks,
+                    Err(e) => {
+                        // Not checked now: librdkafka reports an out-of-range start (auto.offset.reset=error).
+                        warn!(self.log, "cannot check the partition's available offsets"; "partition" => partition,
+                              "error" => %e);
+                        break;
+                    }
+                };
+                if (low..=high).contains(offset) {
+                    break;
+                }
+                if self.record_gap(partition, *offset, low)? {
+                    error!(self.log, "stored offset no longer in Kafka; offsets skipped and recorded in offset_gaps";
+                           "topic" => &self.topic, "partition" => partition, "from_offset" => *offset,
+                           "to_offset" => low, "kafka_low" => low, "kafka_high" => high,
+                           "why" => if *offset < low { "deleted by retention before they were stored" }
+                                    else { "the partition's offsets went back (topic recreated?)" });
+                    self.gaps.lock().expect("gaps").push(partition);
+                    *offset = low;
+                    break;
+                }
+                // Someone else moved the partition meanwhile: check from where it stands now.
+                *offset = *self.load_offsets(&[partition])?.get(&partition)?;
+            }
+        }
+        Some(offsets)
+    }
+
+    /// Records a gap, retrying while the store is unavailable; false when fenced.
+    fn record_gap(&self, partition: i32, from: i64, to: i64) -> Option<bool> {
+        let mut backoff = actors::ingest::Backoff::default();
+        loop {
+            match self.runtime.block_on(self.offsets.record_gap(&self.topic, partition, from, to)) {
+                Ok(recorded) => return Some(recorded),
+                Err(e) => {
+                    if self.stopping.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    backoff.fail();
+                    warn!(self.log, "cannot record an offset gap; the partition waits"; "error" => %e,
+                          "partition" => partition, "retry_in_ms" => backoff.delay().as_millis());
                     std::thread::sleep(backoff.delay());
                 }
             }
@@ -162,8 +223,11 @@ impl ConsumerContext for IngestContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let partitions = self.partitions_of(tpl);
-                let offsets =
-                    if partitions.is_empty() { Some(BTreeMap::new()) } else { self.load_offsets(&partitions) };
+                let offsets = if partitions.is_empty() {
+                    Some(BTreeMap::new())
+                } else {
+                    self.load_offsets(&partitions).and_then(|offsets| self.close_gaps(consumer, offsets))
+                };
                 if let Some(offsets) = &offsets {
                     for (partition, offset) in offsets {
                         if let Err(e) = tpl.set_partition_offset(&self.topic, *partition, Offset::Offset(*offset)) {
@@ -302,6 +366,13 @@ impl Router {
     }
 
     fn set_paused(&self, consumer: &IngestConsumer, partition: i32, paused: bool) {
+        let mut paused_now = self.state.paused.lock().expect("source state");
+        if paused {
+            paused_now.insert(partition);
+        } else {
+            paused_now.remove(&partition);
+        }
+        drop(paused_now);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.config.topic, partition);
         let result = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
@@ -311,6 +382,9 @@ impl Router {
     }
 
     fn apply_rebalance(&mut self, consumer: &IngestConsumer) {
+        for partition in std::mem::take(&mut *consumer.context().gaps.lock().expect("gaps")) {
+            self.state.stats_for(partition).offset_gaps.fetch_add(1, Ordering::Relaxed);
+        }
         let events = std::mem::take(&mut *consumer.context().events.lock().expect("events"));
         if events.is_empty() {
             return;
@@ -360,9 +434,15 @@ impl Router {
             return; // revoked meanwhile
         }
         self.stop_partition(consumer, partition);
-        let Some(offsets) = consumer.context().load_offsets(&[partition]) else { return };
+        let context = consumer.context();
+        let Some(offsets) = context.load_offsets(&[partition]).and_then(|o| context.close_gaps(consumer, o)) else {
+            return;
+        };
+        for partition in std::mem::take(&mut *context.gaps.lock().expect("gaps")) {
+            self.state.stats_for(partition).offset_gaps.fetch_add(1, Ordering::Relaxed);
+        }
         let Some(&offset) = offsets.get(&partition) else { return };
-        if let Err(e) = consumer.seek(&self.config.topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
+        if let Err(e) = self.reposition(consumer, partition, offset) {
             error!(self.log, "seek failed; partition left idle until the next rebalance";
                    "partition" => partition, "offset" => offset, "error" => %e);
             return;
@@ -370,6 +450,52 @@ impl Router {
         info!(self.log, "partition restarted from its stored offset"; "partition" => partition, "offset" => offset);
         self.wiring.actors.probe("consumer", partition.to_string()).restarted();
         self.start_partition(consumer, partition, offset);
+    }
+
+    /// Points the partition's fetcher at `offset`. A partition whose fetch stopped on an offset out
+    /// of range cannot be seeked ("erroneous state"); assigning it again with the offset restarts it.
+    fn reposition(&self, consumer: &IngestConsumer, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        let topic = &self.config.topic;
+        let Err(seek_error) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(10)) else {
+            return Ok(());
+        };
+        debug!(self.log, "seek refused; assigning the partition again"; "partition" => partition, "error" => %seek_error);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
+            consumer.incremental_unassign(&tpl)?;
+            consumer.incremental_assign(&tpl)
+        } else {
+            let mut assignment = consumer.assignment()?;
+            assignment.set_partition_offset(topic, partition, Offset::Offset(offset))?;
+            consumer.assign(&assignment)
+        }
+    }
+
+    /// librdkafka could not fetch from a position (`auto.offset.reset=error` makes it say so rather
+    /// than jump): restart each owned partition whose stored offset or fetch position is outside
+    /// what the broker has, which records the gap and goes on from the earliest offset.
+    fn offsets_out_of_range(&mut self, consumer: &IngestConsumer, error: &KafkaError) {
+        let positions = consumer.position().unwrap_or_default();
+        let mut owned: Vec<i32> = self.slots.keys().copied().collect();
+        owned.sort_unstable();
+        let mut restarted = Vec::new();
+        for partition in owned {
+            let Ok((low, high)) = consumer.fetch_watermarks(&self.config.topic, partition, WATERMARK_TIMEOUT) else {
+                continue;
+            };
+            let stored = self.state.stats_for(partition).stored_offset.load(Ordering::Relaxed) as i64;
+            let position = positions.find_partition(&self.config.topic, partition).map(|e| e.offset());
+            let fetching_outside = match position {
+                Some(Offset::Offset(p)) => !(low..=high).contains(&p),
+                _ => true,
+            };
+            if fetching_outside || !(low..=high).contains(&stored) {
+                self.restart_partition(consumer, partition);
+                restarted.push(partition);
+            }
+        }
+        warn!(self.log, "kafka reports offsets out of range"; "error" => %error, "restarted" => ?restarted);
     }
 
     /// Hands buffered messages on; resumes a paused partition once its backlog is through.
@@ -446,6 +572,7 @@ impl KafkaSource {
             runtime: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
             events: Mutex::new(Vec::new()),
             cancels: Mutex::new(HashMap::new()),
+            gaps: Mutex::new(Vec::new()),
             stopping: stopping.clone(),
             log: log.new(slog::o!("component" => "kafka")),
         };
@@ -456,7 +583,8 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
+            // Never jump silently: an offset the broker no longer has is an error the poll loop handles.
+            .set("auto.offset.reset", "error")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("queued.max.messages.kbytes", "65536")
             .set("fetch.wait.max.ms", "20")
@@ -500,6 +628,14 @@ impl KafkaSource {
                 router.apply_rebalance(&consumer);
                 match polled {
                     Some(Ok(message)) => router.route(&consumer, &message),
+                    Some(Err(e))
+                        if matches!(
+                            e.rdkafka_error_code(),
+                            Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+                        ) =>
+                    {
+                        router.offsets_out_of_range(&consumer, &e)
+                    }
                     Some(Err(e)) => warn!(router.log, "kafka poll error"; "error" => %e),
                     None => {}
                 }

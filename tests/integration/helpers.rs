@@ -272,6 +272,41 @@ impl OwnedPostgres {
             .arg(self.dir.join("data")));
     }
 
+    /// SIGSTOP to the postmaster and every backend: connections stay open but nothing answers, as
+    /// with a hung server or a dead link (no error ever arrives by itself).
+    #[allow(dead_code)] // the store robustness tests freeze their server
+    pub fn freeze(&self) {
+        // The postmaster first, so that it forks no backend that escapes the second listing.
+        if let Some(&postmaster) = self.server_pids().first() {
+            signal(postmaster, "-STOP");
+        }
+        for pid in self.server_pids() {
+            signal(pid, "-STOP");
+        }
+    }
+
+    /// SIGCONT to the same processes: the server carries on where it stood.
+    #[allow(dead_code)]
+    pub fn thaw(&self) {
+        for pid in self.server_pids().into_iter().rev() {
+            signal(pid, "-CONT");
+        }
+    }
+
+    /// The postmaster (first line of postmaster.pid) and its children, postmaster first.
+    fn server_pids(&self) -> Vec<u32> {
+        let text = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid")).unwrap_or_default();
+        let Some(postmaster) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+            return Vec::new();
+        };
+        let children = std::process::Command::new("pgrep")
+            .args(["-P", &postmaster.to_string()])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        std::iter::once(postmaster).chain(children.lines().filter_map(|l| l.trim().parse().ok())).collect()
+    }
+
     fn as_postgres(&self, tool: &str) -> std::process::Command {
         let program = self.bin.join(tool);
         if is_root() {
@@ -286,6 +321,10 @@ impl OwnedPostgres {
 
 impl Drop for OwnedPostgres {
     fn drop(&mut self) {
+        // A frozen server cannot stop: wake it first.
+        for pid in self.server_pids() {
+            signal(pid, "-CONT");
+        }
         let _ = self.as_postgres("pg_ctl").args(["stop", "-m", "immediate", "-D"]).arg(self.dir.join("data")).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -8,4 +8,5 @@ mod http_ingest;
 mod ingest;
 mod observability;
 mod smoke;
+mod store_robust;
 mod summary;

@@ -54,7 +54,7 @@ async fn migrate_creates_tables_partitions_and_topic_and_is_idempotent() {
     let log = telemetry::discard();
 
     let first = startup::migrate(&settings, &log).await.unwrap();
-    assert_eq!(first.applied.len(), 2, "create_logs and daily_summary");
+    assert_eq!(first.applied.len(), 4, "create_logs, daily_summary, offset_gaps and ingest_idempotency");
     assert_eq!(first.partitions_created as u64, PARTITIONS_AHEAD_DAYS + 2);
     assert_eq!(first.topic, TopicState::Created);
 
@@ -64,7 +64,16 @@ async fn migrate_creates_tables_partitions_and_topic_and_is_idempotent() {
     assert_eq!(again.topic, TopicState::AlreadyExisted);
 
     let client = db.client().await;
-    for table in ["logs", "kafka_offsets", "log_rejects", "user_log_summary", "keyword_daily", "job_runs"] {
+    for table in [
+        "logs",
+        "kafka_offsets",
+        "log_rejects",
+        "user_log_summary",
+        "keyword_daily",
+        "job_runs",
+        "offset_gaps",
+        "ingest_requests",
+    ] {
         let found: i64 = client
             .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = $1", &[&table])
             .await

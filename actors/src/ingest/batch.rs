@@ -68,6 +68,97 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The batch cut in two at the offset of its middle message: `[from, mid)` and `[mid, to)`,
+    /// each fenced on its own. `None` for a batch of fewer than two messages.
+    pub fn split(&self) -> Option<(Batch, Batch)> {
+        if self.len() < 2 {
+            return None;
+        }
+        let mut offsets: Vec<i64> =
+            self.events.iter().map(|e| e.offset).chain(self.rejects.iter().map(|r| r.offset)).collect();
+        offsets.sort_unstable();
+        let mid = offsets[offsets.len() / 2];
+        let left_share = (offsets.len() / 2) as u64;
+        let left_bytes = self.payload_bytes * left_share / offsets.len() as u64;
+        let part = |from: i64, to: i64, payload_bytes: u64| Batch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            from,
+            to,
+            events: self.events.iter().filter(|e| (from..to).contains(&e.offset)).cloned().collect(),
+            rejects: self.rejects.iter().filter(|r| (from..to).contains(&r.offset)).cloned().collect(),
+            payload_bytes,
+            cancelled: self.cancelled.clone(),
+        };
+        Some((part(self.from, mid, left_bytes), part(mid, self.to, self.payload_bytes - left_bytes)))
+    }
+
+    /// The same range with every message turned into a `store_rejected` dead letter carrying the
+    /// store's `error`. An event's original bytes are not kept in a batch, so its dead letter holds
+    /// the event re-encoded as a JSON object (which `rejects replay` parses back).
+    pub fn store_rejected(&self, error: &str) -> Batch {
+        let error: String = error.chars().take(REJECT_DETAIL_MAX_CHARS).collect();
+        let mut rejects: Vec<RejectRecord> = self
+            .events
+            .iter()
+            .map(|e| {
+                let encoded = reencode(&e.event);
+                let raw_len = encoded.len();
+                let mut raw = encoded;
+                raw.truncate(REJECT_RAW_PREFIX_BYTES);
+                RejectRecord {
+                    offset: e.offset,
+                    reason: RejectReason::StoreRejected,
+                    detail: error.clone(),
+                    raw,
+                    raw_len,
+                    timestamp: None,
+                }
+            })
+            .collect();
+        rejects.extend(self.rejects.iter().map(|r| RejectRecord {
+            reason: RejectReason::StoreRejected,
+            detail: format!("{error} (was {}: {})", r.reason.code(), r.detail),
+            ..r.clone()
+        }));
+        rejects.sort_by_key(|r| r.offset);
+        Batch { events: Vec::new(), rejects, ..self.clone_empty() }
+    }
+
+    /// The same range with nothing in it: storing it only moves the partition's offset.
+    pub fn fence_only(&self) -> Batch {
+        Batch { payload_bytes: 0, ..self.clone_empty() }
+    }
+
+    fn clone_empty(&self) -> Batch {
+        Batch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            from: self.from,
+            to: self.to,
+            events: Vec::new(),
+            rejects: Vec::new(),
+            payload_bytes: self.payload_bytes,
+            cancelled: self.cancelled.clone(),
+        }
+    }
+}
+
+/// Longest store error text kept in a `store_rejected` dead letter.
+const REJECT_DETAIL_MAX_CHARS: usize = 4_096;
+
+/// An event as a JSON object with the field names the parser reads first.
+fn reencode(event: &LogEvent) -> Vec<u8> {
+    let mut object = event.attrs.clone();
+    object.insert("ts".into(), event.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
+    object.insert("level".into(), event.level.as_str().into());
+    object.insert("service".into(), event.service.as_str().into());
+    object.insert("message".into(), event.message.clone().into());
+    if let Some(user) = &event.user_id {
+        object.insert("user_id".into(), user.as_str().into());
+    }
+    serde_json::Value::Object(object).to_string().into_bytes()
 }
 
 /// Accumulates parsed messages for one partition.
@@ -184,6 +275,54 @@ mod tests {
         assert!(b.push(msg(14, br#"{"level":"warn","service":"s","message":"b"}"#), now()));
         let next = b.take(Arc::default());
         assert_eq!((next.from, next.to), (14, 15));
+    }
+
+    fn mixed_batch() -> Batch {
+        let mut b = BatchBuilder::new("t".into(), 1, 100, ParseRules::default());
+        for offset in 100..107 {
+            let payload: &[u8] = if offset == 103 {
+                b"junk"
+            } else {
+                br#"{"level":"warn","service":"s","message":"m","user_id":"u","k":1}"#
+            };
+            b.push(msg(offset, payload), now());
+        }
+        // 107 and 108 are transaction markers: the range runs to 109.
+        b.push(msg(109, br#"{"level":"info","service":"s","message":"last"}"#), now());
+        b.take(Arc::default())
+    }
+
+    #[test]
+    fn a_split_covers_the_range_in_two_contiguous_halves() {
+        let batch = mixed_batch();
+        assert_eq!((batch.from, batch.to, batch.len()), (100, 110, 8));
+        let (left, right) = batch.split().unwrap();
+        assert_eq!((left.from, left.to, right.from, right.to), (100, 104, 104, 110));
+        assert_eq!((left.len(), right.len()), (4, 4));
+        assert_eq!(left.rejects.len(), 1);
+        assert_eq!(left.payload_bytes + right.payload_bytes, batch.payload_bytes);
+        let (l, r) = left.split().unwrap();
+        assert_eq!((l.from, l.to, r.from, r.to), (100, 102, 102, 104));
+        let single = r.split().unwrap().1;
+        assert_eq!((single.from, single.to, single.len()), (103, 104, 1));
+        assert!(single.split().is_none());
+    }
+
+    #[test]
+    fn store_rejected_dead_letters_reparse_to_the_same_event() {
+        let batch = mixed_batch();
+        let rejected = batch.store_rejected("db error: violates check constraint");
+        assert!(rejected.events.is_empty());
+        assert_eq!((rejected.from, rejected.to, rejected.rejects.len()), (100, 110, 8));
+        assert!(rejected.rejects.iter().all(|r| r.reason == RejectReason::StoreRejected));
+        assert!(rejected.rejects.windows(2).all(|w| w[0].offset < w[1].offset));
+        let was_junk = rejected.rejects.iter().find(|r| r.offset == 103).unwrap();
+        assert_eq!(was_junk.raw, b"junk");
+        assert!(was_junk.detail.contains("was not_json"), "{}", was_junk.detail);
+        let first = &rejected.rejects[0];
+        let reparsed = LogEvent::parse(&first.raw, None, now(), &ParseRules::default()).unwrap();
+        assert_eq!(reparsed, batch.events[0].event);
+        assert!(batch.fence_only().is_empty());
     }
 
     #[test]

@@ -2,16 +2,17 @@
 //! and by age) and hands each to a writer, waiting for its commit before taking in more messages —
 //! so a slow or absent database stops this partition's intake and the source pauses it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{debug, info, warn, Logger};
+use slog::{debug, error, info, warn, Logger};
 
 use super::batch::{Batch, BatchBuilder, RawMessage};
 use super::writer::{Backoff, WriteBatch, WriterPool};
-use crate::domain::ParseRules;
+use crate::domain::{ParseRules, RejectReason};
 use crate::mailbox::{ActorProbe, Tracked, TrackedRecipient};
 use crate::ports::{PartitionControl, SharedClock, StoreError};
 
@@ -28,6 +29,8 @@ pub struct ConsumerConfig {
     /// Pauses between attempts while the store is unavailable.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Attempts at a batch the store refuses for its data before it is split to find the rows at fault.
+    pub rejected_attempts: u32,
 }
 
 impl Default for ConsumerConfig {
@@ -38,6 +41,7 @@ impl Default for ConsumerConfig {
             rules: ParseRules::default(),
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            rejected_attempts: 3,
         }
     }
 }
@@ -53,6 +57,11 @@ pub struct ConsumerStats {
     /// Events and their payload bytes stored by this consumer's batches.
     pub stored_events: AtomicU64,
     pub stored_bytes: AtomicU64,
+    /// When the batch being written was handed to a writer (epoch ms; 0 while none is in flight):
+    /// readiness reports a partition whose batch has waited too long as stalled.
+    pub write_started_ms: AtomicI64,
+    /// Times the partition's stored offset had to jump over offsets Kafka no longer has.
+    pub offset_gaps: AtomicU64,
     /// Dead letters stored, per reason (indexed like [`RejectReason::ALL`](crate::domain::RejectReason::ALL)).
     pub rejects: [AtomicU64; crate::domain::RejectReason::ALL.len()],
 }
@@ -145,68 +154,153 @@ impl ConsumerActor {
     }
 
     /// Writes one batch (retrying while the store is unavailable) and announces it once stored.
-    /// Resolves to whether the partition may go on.
+    /// A batch the store keeps refusing for its data is split until the refused messages are
+    /// alone; those become `store_rejected` dead letters and the rest is stored, each part fenced
+    /// on its own. Resolves to whether the partition may go on.
     fn write_task(&self, batch: Arc<Batch>, me: Addr<Self>) -> impl std::future::Future<Output = bool> + 'static {
-        let writers = self.writers.clone();
-        let stats = self.stats.clone();
-        let probe = self.probe.clone();
-        let control = self.control.clone();
-        let committed = self.committed.clone();
-        let log = self.log.clone();
-        let topic = self.topic.clone();
-        let partition = self.partition;
-        let mut backoff = Backoff::new(self.config.retry_base, self.config.retry_max);
+        let writer = PartWriter {
+            writers: self.writers.clone(),
+            stats: self.stats.clone(),
+            probe: self.probe.clone(),
+            control: self.control.clone(),
+            committed: self.committed.clone(),
+            log: self.log.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            backoff: Backoff::new(self.config.retry_base, self.config.retry_max),
+        };
+        let rejected_attempts = self.config.rejected_attempts.max(1);
+        let clock = self.clock.clone();
         async move {
-            let result = loop {
-                if batch.is_cancelled() {
-                    break Err(StoreError::Cancelled);
+            let mut writer = writer;
+            writer.stats.write_started_ms.store(clock.now().timestamp_millis(), Ordering::Relaxed);
+            let mut parts = VecDeque::from([batch]);
+            // Only the whole batch is retried on a refusal: the cause may pass (a partition dropped
+            // under a cached day); a part of a split batch is refused for its rows.
+            let mut attempts = rejected_attempts;
+            let outcome = loop {
+                let Some(part) = parts.pop_front() else { break Ok(()) };
+                match writer.store(&part, attempts).await {
+                    Ok(()) => writer.announce(part).await,
+                    Err(StoreError::Rejected(reason)) => {
+                        attempts = 1;
+                        for next in writer.narrow(part, &reason).await.into_iter().rev() {
+                            parts.push_front(next);
+                        }
+                    }
+                    Err(other) => break Err(other),
                 }
-                let failure = match writers.pick().send(WriteBatch(batch.clone())).await {
-                    Ok(Ok(())) => break Ok(()),
-                    Ok(Err(StoreError::Unavailable(reason))) => reason,
-                    Ok(Err(other)) => break Err(other),
-                    Err(mailbox) => mailbox.to_string(),
-                };
-                backoff.fail();
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                probe.error(format_args!("batch {}..{} not stored: {failure}", batch.from, batch.to));
-                if backoff.failures() == 1 || backoff.failures().is_multiple_of(10) {
-                    warn!(log, "batch not stored yet; retrying"; "from" => batch.from, "to" => batch.to,
-                          "attempt" => backoff.failures(), "error" => failure);
-                }
-                actix::clock::sleep(backoff.delay()).await;
             };
-            match result {
-                Ok(()) => {
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
-                    stats.stored_offset.store(batch.to.max(0) as u64, Ordering::Relaxed);
-                    stats.stored_events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-                    stats.stored_bytes.fetch_add(batch.payload_bytes, Ordering::Relaxed);
-                    for reject in &batch.rejects {
-                        stats.rejects[reject.reason.index()].fetch_add(1, Ordering::Relaxed);
-                    }
-                    debug!(log, "batch stored"; "from" => batch.from, "to" => batch.to,
-                           "events" => batch.events.len(), "rejects" => batch.rejects.len());
-                    control.stored(&topic, partition, batch.to);
-                    if let Some(committed) = committed {
-                        // Bounded: the aggregator's mailbox applies backpressure here, not memory.
-                        let _ = committed.send(Committed(batch)).await;
-                    }
-                    true
-                }
+            writer.stats.write_started_ms.store(0, Ordering::Relaxed);
+            match outcome {
+                Ok(()) => true,
                 Err(StoreError::Fenced { batch_from, stored }) => {
-                    info!(log, "fenced: another writer moved this partition; restarting it from the store";
+                    info!(writer.log, "fenced: another writer moved this partition; restarting it from the store";
                           "batch_from" => batch_from, "stored" => ?stored);
-                    control.restart(&topic, partition);
+                    writer.control.restart(&writer.topic, writer.partition);
                     me.do_send(Halt);
                     false
                 }
                 Err(_) => {
-                    debug!(log, "partition revoked; in-flight batch dropped");
+                    debug!(writer.log, "partition revoked; in-flight batch dropped");
                     me.do_send(Halt);
                     false
                 }
             }
+        }
+    }
+}
+
+/// Writes the parts of one batch in order and announces each once it is stored.
+struct PartWriter {
+    writers: Arc<WriterPool>,
+    stats: Arc<ConsumerStats>,
+    probe: Arc<ActorProbe>,
+    control: Arc<dyn PartitionControl>,
+    committed: Option<TrackedRecipient<Committed>>,
+    log: Logger,
+    topic: Arc<str>,
+    partition: i32,
+    backoff: Backoff,
+}
+
+impl PartWriter {
+    /// Stores `part`, retrying for as long as the store is unavailable (never skipping data) and up
+    /// to `rejected_attempts` times while it refuses the data.
+    async fn store(&mut self, part: &Arc<Batch>, rejected_attempts: u32) -> Result<(), StoreError> {
+        let mut refused = 0;
+        loop {
+            if part.is_cancelled() {
+                return Err(StoreError::Cancelled);
+            }
+            let failure = match self.writers.pick().send(WriteBatch(part.clone())).await {
+                Ok(Ok(())) => {
+                    self.backoff.succeed();
+                    return Ok(());
+                }
+                Ok(Err(StoreError::Unavailable(reason))) => reason,
+                Ok(Err(StoreError::Rejected(reason))) => {
+                    refused += 1;
+                    if refused >= rejected_attempts {
+                        return Err(StoreError::Rejected(reason));
+                    }
+                    reason
+                }
+                Ok(Err(other)) => return Err(other),
+                Err(mailbox) => mailbox.to_string(),
+            };
+            self.backoff.fail();
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            self.probe.error(format_args!("batch {}..{} not stored: {failure}", part.from, part.to));
+            if self.backoff.failures() == 1 || self.backoff.failures().is_multiple_of(10) {
+                warn!(self.log, "batch not stored yet; retrying"; "from" => part.from, "to" => part.to,
+                      "attempt" => self.backoff.failures(), "error" => failure);
+            }
+            actix::clock::sleep(self.backoff.delay()).await;
+        }
+    }
+
+    /// What to try, in order, after the store refused `part`: its two halves, or, for a single
+    /// message, its `store_rejected` dead letter.
+    async fn narrow(&mut self, part: Arc<Batch>, reason: &str) -> Vec<Arc<Batch>> {
+        if let Some((left, right)) = part.split() {
+            debug!(self.log, "store refused a batch; splitting it"; "from" => part.from, "to" => part.to,
+                   "error" => reason);
+            return vec![Arc::new(left), Arc::new(right)];
+        }
+        let already_dead_letter = part.rejects.first().is_some_and(|r| r.reason == RejectReason::StoreRejected);
+        if !part.is_empty() && !already_dead_letter {
+            warn!(self.log, "store refused a message; storing it as a dead letter"; "offset" => part.from,
+                  "error" => reason);
+            return vec![Arc::new(part.store_rejected(reason))];
+        }
+        if part.is_empty() {
+            // Even the bare offset move is refused: that is the store, not the data. Wait and retry.
+            self.backoff.fail();
+            actix::clock::sleep(self.backoff.delay()).await;
+            return vec![part];
+        }
+        error!(self.log, "store refused even the dead letter of a message; moving past it";
+               "offset" => part.from, "error" => reason);
+        vec![Arc::new(part.fence_only())]
+    }
+
+    /// Counts a stored part and tells the source and the aggregator.
+    async fn announce(&self, part: Arc<Batch>) {
+        let stats = &self.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.stored_offset.store(part.to.max(0) as u64, Ordering::Relaxed);
+        stats.stored_events.fetch_add(part.events.len() as u64, Ordering::Relaxed);
+        stats.stored_bytes.fetch_add(part.payload_bytes, Ordering::Relaxed);
+        for reject in &part.rejects {
+            stats.rejects[reject.reason.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        debug!(self.log, "batch stored"; "from" => part.from, "to" => part.to,
+               "events" => part.events.len(), "rejects" => part.rejects.len());
+        self.control.stored(&self.topic, self.partition, part.to);
+        if let Some(committed) = &self.committed {
+            // Bounded: the aggregator's mailbox applies backpressure here, not memory.
+            let _ = committed.send(Committed(part)).await;
         }
     }
 }

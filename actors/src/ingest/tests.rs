@@ -21,6 +21,9 @@ use crate::ports::{EventStore, PartitionControl, StoreError, SystemClock};
 struct MemoryStore {
     inner: Arc<Mutex<Stored>>,
     fail_next: Arc<AtomicUsize>,
+    /// Offsets of events the store refuses for their data (as a CHECK constraint would).
+    poison: Arc<Mutex<Vec<i64>>>,
+    refusals: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -28,6 +31,7 @@ struct Stored {
     offsets: BTreeMap<i32, i64>,
     event_offsets: Vec<(i32, i64)>,
     reject_offsets: Vec<(i32, i64)>,
+    reject_reasons: Vec<crate::domain::RejectReason>,
     batches: Vec<(i64, i64, usize)>,
 }
 
@@ -38,6 +42,11 @@ impl EventStore for MemoryStore {
             self.fail_next.fetch_sub(1, Ordering::SeqCst);
             return Err(StoreError::Unavailable("injected failure".into()));
         }
+        let poison = self.poison.lock().unwrap().clone();
+        if batch.events.iter().any(|e| poison.contains(&e.offset)) {
+            self.refusals.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Rejected("new row violates check constraint \"no_poison\"".into()));
+        }
         let mut s = self.inner.lock().unwrap();
         let stored = *s.offsets.get(&batch.partition).unwrap_or(&0);
         if stored != batch.from {
@@ -46,6 +55,7 @@ impl EventStore for MemoryStore {
         s.offsets.insert(batch.partition, batch.to);
         s.event_offsets.extend(batch.events.iter().map(|e| (batch.partition, e.offset)));
         s.reject_offsets.extend(batch.rejects.iter().map(|r| (batch.partition, r.offset)));
+        s.reject_reasons.extend(batch.rejects.iter().map(|r| r.reason));
         s.batches.push((batch.from, batch.to, batch.len()));
         Ok(())
     }
@@ -223,4 +233,44 @@ async fn a_revoked_partition_drops_its_batches() {
     until("consumer stopped", || !consumer.connected()).await;
     assert!(h.store.inner.lock().unwrap().event_offsets.is_empty());
     assert!(h.control.stored.lock().unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn rows_the_store_refuses_become_dead_letters_and_the_rest_is_stored_once() {
+    use crate::domain::RejectReason;
+    let store = MemoryStore::default();
+    store.poison.lock().unwrap().extend([3, 17, 18]);
+    let mut h = start(0, fast_config(20), store);
+    for offset in 0..20 {
+        h.push(event(offset)).await;
+    }
+    h.push(RawMessage { offset: 20, timestamp: None, payload: Some(b"not json".to_vec()) }).await;
+    for offset in 21..30 {
+        h.push(event(offset)).await;
+    }
+    let store = h.store.clone();
+    until("30 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&30)).await;
+    let s = h.store.inner.lock().unwrap();
+    let mut events: Vec<i64> = s.event_offsets.iter().map(|(_, o)| *o).collect();
+    events.sort_unstable();
+    let want: Vec<i64> = (0..30).filter(|o| ![3, 17, 18, 20].contains(o)).collect();
+    assert_eq!(events, want, "every good event once");
+    let mut dead: Vec<(i64, RejectReason)> =
+        s.reject_offsets.iter().map(|(_, o)| *o).zip(s.reject_reasons.iter().copied()).collect();
+    dead.sort_unstable();
+    assert_eq!(
+        dead,
+        vec![
+            (3, RejectReason::StoreRejected),
+            (17, RejectReason::StoreRejected),
+            (18, RejectReason::StoreRejected),
+            (20, RejectReason::NotJson)
+        ]
+    );
+    assert!(s.batches.windows(2).all(|w| w[0].1 == w[1].0), "stored parts are contiguous: {:?}", s.batches);
+    assert_eq!(h.consumer_stats.rejects[RejectReason::StoreRejected.index()].load(Ordering::Relaxed), 3);
+    // The whole first batch was tried a bounded number of times before it was split.
+    assert!(h.store.refusals.load(Ordering::SeqCst) >= 3);
+    assert_eq!(h.writer_stats.restarts.load(Ordering::Relaxed), 0, "a refusal is not an outage");
+    assert_eq!(h.consumer_stats.write_started_ms.load(Ordering::Relaxed), 0);
 }

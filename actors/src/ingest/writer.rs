@@ -63,6 +63,8 @@ pub struct WriterStats {
     pub failures: AtomicU64,
     /// Writes refused by the fence (another writer moved the partition).
     pub fenced: AtomicU64,
+    /// Writes the store refused for their data (the consumer narrows the batch down).
+    pub rejected: AtomicU64,
     pub restarts: AtomicU64,
     pub dropped: AtomicU64,
     /// Batch sizes (events + rejects) and commit latency, when the process exports them.
@@ -181,6 +183,17 @@ impl Handler<WriteBatch> for WriterActor {
                 }
                 Err(StoreError::Fenced { .. }) => {
                     act.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(StoreError::Rejected(reason)) => {
+                    act.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    act.probe.error(format_args!(
+                        "batch {}/{} {}..{} refused: {reason}",
+                        batch.topic, batch.partition, batch.from, batch.to
+                    ));
+                    // The connection is fine, but a failed COPY is best not trusted: start afresh.
+                    if let Some(store) = act.store.as_mut() {
+                        store.reset();
+                    }
                 }
                 Err(StoreError::Cancelled) => {}
             }

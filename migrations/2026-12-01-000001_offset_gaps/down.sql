@@ -1,0 +1,1 @@
+DROP TABLE offset_gaps;
