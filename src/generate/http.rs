@@ -286,19 +286,16 @@ impl Client {
                     let rejected = answer["rejected"].as_u64().unwrap_or(0);
                     counters.acked.fetch_add(accepted, Ordering::Relaxed);
                     counters.rejected.fetch_add(rejected, Ordering::Relaxed);
-                    // Lines the server could not queue in Kafka are listed by number: send just those.
-                    let not_queued: Vec<usize> = answer["errors"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter(|e| e["reason"] == "not_queued")
-                        .filter_map(|e| e["line"].as_u64().map(|n| n as usize))
-                        .collect();
+                    // Lines the server could not queue in Kafka: send just those again.
+                    let not_queued = not_queued_lines(&answer);
                     let unaccounted = events.saturating_sub(accepted + rejected);
+                    // Lines the answer could not list (it lists at most 100 ranges) cannot be resent.
+                    let unlisted = unaccounted.saturating_sub(not_queued.len() as u64);
+                    if unlisted > 0 || (last && unaccounted > 0) {
+                        let lost = if last { unaccounted } else { unlisted };
+                        counters.fail(lost, format!("{lost} lines not queued by the server"));
+                    }
                     if not_queued.is_empty() || last {
-                        if unaccounted > 0 {
-                            counters.fail(unaccounted, format!("{unaccounted} lines not queued by the server"));
-                        }
                         return;
                     }
                     body = lines(&body, &not_queued);
@@ -376,6 +373,25 @@ impl Client {
             }
         }
     }
+}
+
+/// The line numbers a 202 says were not queued: its `not_queued_lines` ranges (`[[first, last]…]`),
+/// or, from a server that lists no ranges, the `not_queued` entries of `errors`.
+fn not_queued_lines(answer: &serde_json::Value) -> Vec<usize> {
+    if let Some(ranges) = answer["not_queued_lines"].as_array() {
+        return ranges
+            .iter()
+            .filter_map(|r| Some((r.get(0)?.as_u64()? as usize, r.get(1)?.as_u64()? as usize)))
+            .flat_map(|(first, last)| first..=last)
+            .collect();
+    }
+    answer["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == "not_queued")
+        .filter_map(|e| e["line"].as_u64().map(|n| n as usize))
+        .collect()
 }
 
 /// The lines numbered `numbers` (1-based) of an NDJSON body.
@@ -599,6 +615,16 @@ mod tests {
         assert_eq!((sink.acked(), sink.failed(), sink.retries()), (0, 2, 0));
         assert!(sink.first_error().unwrap().contains("401"), "{:?}", sink.first_error());
         assert_eq!(server.join().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn not_queued_lines_come_from_the_ranges_else_from_the_errors() {
+        let ranges =
+            serde_json::json!({"not_queued_lines": [[2, 4], [7, 7]], "errors": [{"line": 9, "reason": "not_queued"}]});
+        assert_eq!(not_queued_lines(&ranges), vec![2, 3, 4, 7]);
+        let old =
+            serde_json::json!({"errors": [{"line": 3, "reason": "not_queued"}, {"line": 5, "reason": "bad_level"}]});
+        assert_eq!(not_queued_lines(&old), vec![3]);
     }
 
     #[test]
