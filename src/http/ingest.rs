@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::domain::event::REJECT_RAW_PREFIX_BYTES;
-use actors::domain::LogEvent;
+use actors::domain::{Fallback, LogEvent, ServiceName};
 use chrono::Utc;
 use diesel_async::RunQueryDsl;
 use futures::StreamExt;
@@ -27,12 +27,25 @@ struct NewReject {
     raw_len: i32,
 }
 
+/// `?service=S`: the service of lines that name none; `?dry_run=true`: resolve and answer, store nothing.
+#[derive(Debug, serde::Deserialize)]
+pub struct IngestQuery {
+    service: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
 pub async fn ingest(
     req: HttpRequest,
     mut body: web::Payload,
+    query: web::Query<IngestQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
+    let service = query.service.as_deref().filter(|s| !s.is_empty());
+    if let Some(name) = service {
+        ServiceName::parse(name).map_err(|e| ApiError::bad("bad_service", format!("`service` {e}")))?;
+    }
     let limit = state.ingest_max_body_bytes;
     let mut bytes = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
@@ -42,9 +55,21 @@ pub async fn ingest(
         }
         bytes.extend_from_slice(&chunk);
     }
+    let now = Utc::now();
+    if query.dry_run {
+        let lines: Vec<serde_json::Value> = bytes[..]
+            .split(|b: &u8| *b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, line)| match LogEvent::parse(line, Fallback::http(now, service), now, &state.parse_rules) {
+                Ok(event) => json!({ "line": i + 1, "event": event.to_json() }),
+                Err(reject) => json!({ "line": i + 1, "reject": reject.to_json() }),
+            })
+            .collect();
+        return Ok(HttpResponse::Ok().json(json!({ "dry_run": true, "lines": lines })));
+    }
     let producer =
         state.producer.as_ref().ok_or_else(|| ApiError::unavailable("kafka_unavailable", "no Kafka producer"))?;
-    let now = Utc::now();
     let mut deliveries = Vec::new();
     let mut errors = Vec::new();
     let mut rejects = Vec::new();
@@ -53,10 +78,14 @@ pub async fn ingest(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match LogEvent::parse(line, Some(now), now, &state.parse_rules) {
+        match LogEvent::parse(line, Fallback::http(now, service), now, &state.parse_rules) {
             Ok(_) => {
-                let record: FutureRecord<'_, (), [u8]> =
+                let mut record: FutureRecord<'_, (), [u8]> =
                     FutureRecord::to(&state.topic).payload(line).timestamp(now.timestamp_millis());
+                if let Some(name) = service {
+                    let header = rdkafka::message::Header { key: actors::ingest::SERVICE_HEADER, value: Some(name) };
+                    record = record.headers(rdkafka::message::OwnedHeaders::new().insert(header));
+                }
                 deliveries.push((line_no, producer.send(record, Duration::from_secs(5))));
             }
             Err(reject) => {

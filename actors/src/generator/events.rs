@@ -194,9 +194,9 @@ impl LogGenerator {
         match i % 5 {
             0 => b"{\"level\":\"info\",\"service\":\"trunc".to_vec(),
             1 => format!(r#"{{"ts":{ts_ms},"level":"loud","service":"gen","message":"bad level {i}"}}"#).into_bytes(),
-            2 => format!(r#"{{"ts":{ts_ms},"service":"gen","message":"no level {i}"}}"#).into_bytes(),
+            2 => format!(r#"{{"ts":{ts_ms},"level":"info","service":"gen","text_is_missing":{i}}}"#).into_bytes(),
             3 => vec![0xff, 0xfe, 0xfd, b'{'],
-            _ => format!("plain text line {i}").into_bytes(),
+            _ => format!("[{i}]").into_bytes(),
         }
     }
 }
@@ -244,7 +244,7 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{LogEvent, ParseRules};
+    use crate::domain::{Fallback, LogEvent, ParseRules};
     use chrono::{TimeZone, Utc};
 
     const NOW: i64 = 1_795_000_000_000;
@@ -257,7 +257,7 @@ mod tests {
         let (mut bad, mut flagged) = (0, 0);
         for _ in 0..10_000 {
             let out = g.next(NOW);
-            let parsed = LogEvent::parse(&out.payload, None, now, &ParseRules::default());
+            let parsed = LogEvent::parse(&out.payload, Fallback::kafka(None, "t"), now, &ParseRules::default());
             assert_eq!(parsed.is_err(), out.malformed, "{:?}", String::from_utf8_lossy(&out.payload));
             bad += usize::from(parsed.is_err());
             flagged += usize::from(out.malformed);
@@ -285,7 +285,7 @@ mod tests {
         let n = 20_000;
         for _ in 0..n {
             let out = g.next(NOW);
-            let e = LogEvent::parse(&out.payload, None, now, &ParseRules::default()).unwrap();
+            let e = LogEvent::parse(&out.payload, Fallback::kafka(None, "t"), now, &ParseRules::default()).unwrap();
             errors += usize::from(e.level.is_error());
             late += usize::from(out.ts_ms < NOW);
             if let Some(u) = &e.user_id {
