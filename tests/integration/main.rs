@@ -5,6 +5,7 @@ mod api;
 mod generate;
 mod helpers;
 mod ingest;
+mod loghub;
 mod observability;
 mod smoke;
 mod summary;

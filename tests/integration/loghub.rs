@@ -1,0 +1,194 @@
+//! Real logs nobody here wrote: the eight Loghub samples (see `../shared/data/loghub/README.md`;
+//! Zhu et al., *Loghub*, ISSRE 2023), sent with kcat as plain-text Kafka values and again in Vector's
+//! envelope. Checks: nothing rejected, the stored message is the line, the detected level matches
+//! Loghub's hand-labelled `Level` column, and the API's keyword counts match the raw lines.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actors::domain::{tokenize, Level};
+use serde_json::{json, Value};
+
+use crate::api::spawn_role;
+use crate::helpers::*;
+use crate::ingest::IngestEnv;
+
+const SYSTEMS: [&str; 8] = ["Apache", "HDFS", "Hadoop", "Zookeeper", "Spark", "Android", "OpenSSH", "Linux"];
+/// Accuracy required of the detected level, per system with a level column.
+const LEVEL_GOAL: f64 = 0.99;
+
+/// Where the samples are: `LOGHUB_DIR`, else `../shared/data/loghub` beside the repository, else the
+/// shared machine's copy.
+fn loghub_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("LOGHUB_DIR") {
+        return PathBuf::from(dir);
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/loghub");
+    if beside.is_dir() {
+        return beside;
+    }
+    PathBuf::from("/work/shared/data/loghub")
+}
+
+struct Sample {
+    system: &'static str,
+    path: PathBuf,
+    /// The raw lines without their line endings.
+    lines: Vec<String>,
+    /// Loghub's `Level` for each line, when the system has levels.
+    levels: Option<Vec<Level>>,
+}
+
+fn load(system: &'static str) -> Sample {
+    let dir = loghub_dir().join(system);
+    let path = dir.join(format!("{system}_2k.log"));
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (set LOGHUB_DIR)", path.display()));
+    let lines: Vec<String> = String::from_utf8(raw)
+        .expect("Loghub lines are UTF-8")
+        .split('\n')
+        .map(|l| l.trim_end_matches(['\r', '\n']).to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let csv = std::fs::read_to_string(dir.join(format!("{system}_2k.log_structured.csv"))).expect("structured CSV");
+    let mut rows = csv.lines();
+    let header = csv_fields(rows.next().expect("CSV header"));
+    let level_column = header.iter().position(|h| h == "Level");
+    let levels = level_column.and_then(|column| {
+        let levels: Option<Vec<Level>> =
+            rows.map(|row| Level::from_name(csv_fields(row).get(column)?.as_str())).collect();
+        levels // Linux's column holds host names: no levels there
+    });
+    if let Some(levels) = &levels {
+        assert_eq!(levels.len(), lines.len(), "{system}: one CSV row per line");
+    }
+    Sample { system, path, lines, levels }
+}
+
+/// The fields of one CSV record (quoted fields may hold commas and doubled quotes).
+fn csv_fields(row: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = row.trim_end_matches('\r').chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().expect("a field").push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().expect("a field").push(c),
+        }
+    }
+    fields
+}
+
+/// `kcat -P -l`: each line of `file` becomes one message value.
+fn kcat_produce(brokers: &str, topic: &str, file: &Path) {
+    let status = std::process::Command::new("kcat")
+        .args(["-P", "-b", brokers, "-t", topic, "-p", "0", "-l"])
+        .arg(file)
+        .status()
+        .expect("running kcat (scripts/stack.sh up installs it)");
+    assert!(status.success(), "kcat failed on {}", file.display());
+}
+
+#[tokio::test]
+async fn loghub_lines_as_text_and_in_vector_envelopes_resolve_to_their_level_and_line() {
+    let samples: Vec<Sample> = SYSTEMS.into_iter().map(load).collect();
+    let env = IngestEnv::create(1).await;
+    let sent_at = chrono::Utc::now();
+    for sample in &samples {
+        kcat_produce(&env.brokers, &env.topic, &sample.path);
+    }
+    let envelopes = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.ndjson", unique("vector")));
+    let mut body = String::new();
+    for sample in &samples {
+        for line in &sample.lines {
+            let envelope = json!({"message": line, "host": "loghub", "file": sample.path.to_string_lossy(),
+                                  "timestamp": sent_at.to_rfc3339(), "source_type": "file"});
+            body.push_str(&envelope.to_string());
+            body.push('\n');
+        }
+    }
+    std::fs::write(&envelopes, body).unwrap();
+    kcat_produce(&env.brokers, &env.topic, &envelopes);
+    let per_copy: usize = samples.iter().map(|s| s.lines.len()).sum();
+    let total = 2 * per_copy as i64;
+
+    let app = spawn_role(&env, "run", &stack().redis_url, &unique("la_loghub"));
+    let client = env.db.client().await;
+    env.wait_stored(&client, total, Duration::from_secs(180)).await;
+    let rejects: i64 = client.query_one("SELECT count(*) FROM log_rejects", &[]).await.unwrap().get(0);
+    let reasons: Vec<(String, String)> = client
+        .query("SELECT reason, detail FROM log_rejects LIMIT 5", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rejects, 0, "first rejects: {reasons:?}");
+
+    let rows = client.query("SELECT message, level, attrs FROM logs ORDER BY \"offset\"", &[]).await.unwrap();
+    assert_eq!(rows.len() as i64, total, "one stored event per message");
+    let mut report = BTreeMap::new();
+    for (copy, kind) in [(0, "text"), (1, "vector")] {
+        let mut offset = copy * per_copy;
+        for sample in &samples {
+            let mut right = 0;
+            for (i, line) in sample.lines.iter().enumerate() {
+                let row = &rows[offset + i];
+                let message: String = row.get(0);
+                assert_eq!(&message, line, "{kind} {} line {}", sample.system, i + 1);
+                if kind == "vector" {
+                    let attrs: Value = row.get(2);
+                    assert_eq!(attrs["source_type"], "file", "{} line {}", sample.system, i + 1);
+                }
+                if let Some(levels) = &sample.levels {
+                    right += usize::from(Level::from_i16(row.get::<_, i16>(1)) == Some(levels[i]));
+                }
+            }
+            if sample.levels.is_some() {
+                let accuracy = right as f64 / sample.lines.len() as f64;
+                report.insert(format!("{kind}/{}", sample.system), accuracy);
+            }
+            offset += sample.lines.len();
+        }
+    }
+    eprintln!("loghub level accuracy: {report:?}");
+    for (system, accuracy) in &report {
+        assert!(*accuracy >= LEVEL_GOAL, "{system}: detected level right for {:.2} % of lines", accuracy * 100.0);
+    }
+
+    // Keyword counts: the API against the raw lines tokenized by the same core function (×2 copies).
+    let mut truth: BTreeMap<String, u64> = BTreeMap::new();
+    for line in samples.iter().flat_map(|s| &s.lines) {
+        for token in tokenize(line) {
+            *truth.entry(token).or_default() += 2;
+        }
+    }
+    let keywords = ["error", "info", "warn", "failed", "session", "block", "connection", "packetresponder", "root"];
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(5)).timestamp();
+    app.wait_listening().await;
+    for keyword in keywords {
+        let want = truth.get(keyword).copied().unwrap_or(0);
+        assert!(want > 0, "{keyword} should occur in the samples");
+        for source in ["", "&source=postgres"] {
+            let path = format!("/stats/keywords?q={keyword}&window=2h&at={at}{source}");
+            let answer = eventually(&path, Duration::from_secs(30), || {
+                let path = path.clone();
+                async move {
+                    let (status, answer) = get_json(app.port, &path).await;
+                    (status == 200).then_some(answer)
+                }
+            })
+            .await;
+            assert_eq!(answer["count"], json!(want), "{path}: {answer}");
+        }
+    }
+    let _ = std::fs::remove_file(&envelopes);
+    drop(client);
+    drop(app);
+    env.db.drop_db().await;
+}
