@@ -192,3 +192,57 @@ async fn loghub_lines_as_text_and_in_vector_envelopes_resolve_to_their_level_and
     drop(app);
     env.db.drop_db().await;
 }
+
+/// Dead letters of the old strict parser (`missing_field`, `not_json`) that today's resolution
+/// understands come back with `rejects replay --reason missing_field`, through the same function.
+#[tokio::test]
+async fn old_missing_field_dead_letters_replay_through_the_resolution() {
+    let env = IngestEnv::create(1).await;
+    let client = env.db.client().await;
+    let now = chrono::Utc::now();
+    let rows: [(&str, &str, i64); 4] = [
+        (r#"{"level":50,"time":0,"name":"checkout","msg":"pino line"}"#, "missing_field", 0),
+        (r#"{"log.level":"warn","service.name":"storage","message":"ecs line"}"#, "missing_field", 1),
+        (r#"{"level":"info","service":"s"}"#, "missing_field", 2),
+        ("Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster", "not_json", 3),
+    ];
+    for (raw, reason, offset) in rows {
+        // pino's `time: 0` would be 1970: use the Kafka timestamp instead by leaving it out.
+        let raw = raw.replace(r#""time":0,"#, "");
+        client
+            .execute(
+                "INSERT INTO log_rejects (source, topic, \"partition\", \"offset\", reason, detail, raw, raw_len, kafka_ts) \
+                 VALUES ('kafka', $1, 0, $2, $3, 'old parser', $4, $5, $6)",
+                &[&env.topic, &offset, &reason, &raw.as_bytes(), &(raw.len() as i32), &now],
+            )
+            .await
+            .unwrap();
+    }
+    let settings = settings(&[("DATABASE_URL", &env.db.url), ("KAFKA_TOPIC", &env.topic)]);
+    let filter = log_analyzer::db::rejects::RejectFilter { since: None, reason: Some("missing_field".into()) };
+    let report = log_analyzer::jobs::rejects_replay(&settings, &filter).await.unwrap();
+    assert_eq!(report.replayed, 2);
+    assert_eq!(report.still_invalid, BTreeMap::from([("missing_field".to_string(), 1)]));
+    let stored: Vec<(i64, String, i16, String)> = client
+        .query("SELECT \"offset\", service, level, message FROM logs ORDER BY \"offset\"", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            (0, "checkout".into(), Level::Error.as_i16(), "pino line".into()),
+            (1, "storage".into(), Level::Warn.as_i16(), "ecs line".into()),
+        ]
+    );
+    let filter = log_analyzer::db::rejects::RejectFilter { since: None, reason: Some("not_json".into()) };
+    let report = log_analyzer::jobs::rejects_replay(&settings, &filter).await.unwrap();
+    assert_eq!(report.replayed, 1);
+    let sshd: String =
+        client.query_one("SELECT service FROM logs WHERE \"offset\" = 3", &[]).await.unwrap().get(0);
+    assert_eq!(sshd, "sshd");
+    drop(client);
+    env.db.drop_db().await;
+}
