@@ -75,7 +75,7 @@ pub async fn rejects_list(settings: &Settings, filter: &RejectFilter, limit: i64
 /// `rejects replay`: with today's parser rules (MAX_MESSAGE_BYTES, RETENTION_DAYS).
 pub async fn rejects_replay(settings: &Settings, filter: &RejectFilter) -> anyhow::Result<ReplayReport> {
     let mut client = connect(settings.database_url.expose()).await.context("connecting to PostgreSQL")?;
-    rejects::replay(&mut client, filter, &settings.parse_rules(), &settings.kafka_topic, Utc::now()).await
+    rejects::replay(&mut client, filter, &settings.parse_rules(), settings.primary_topic(), Utc::now()).await
 }
 
 /// One line per reject for a terminal: position, reason, sizes, and the start of the payload.

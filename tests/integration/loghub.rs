@@ -240,8 +240,7 @@ async fn old_missing_field_dead_letters_replay_through_the_resolution() {
     let filter = log_analyzer::db::rejects::RejectFilter { since: None, reason: Some("not_json".into()) };
     let report = log_analyzer::jobs::rejects_replay(&settings, &filter).await.unwrap();
     assert_eq!(report.replayed, 1);
-    let sshd: String =
-        client.query_one("SELECT service FROM logs WHERE \"offset\" = 3", &[]).await.unwrap().get(0);
+    let sshd: String = client.query_one("SELECT service FROM logs WHERE \"offset\" = 3", &[]).await.unwrap().get(0);
     assert_eq!(sshd, "sshd");
     drop(client);
     env.db.drop_db().await;
