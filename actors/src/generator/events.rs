@@ -302,3 +302,33 @@ mod tests {
         assert!(top > 0.15 && top < 0.30, "user-1 share {top}");
     }
 }
+
+#[cfg(test)]
+mod parse_speed {
+    use super::*;
+    use crate::domain::{Fallback, LogEvent, ParseRules};
+    use chrono::{TimeZone, Utc};
+
+    /// `cargo test -p actors --lib parse_speed -- --ignored --nocapture`: events/s of the resolution
+    /// on the generator's (the bench's) events.
+    #[test]
+    #[ignore]
+    fn events_per_second_on_generator_events() {
+        let now_ms = 1_795_000_000_000;
+        let now = Utc.timestamp_millis_opt(now_ms).unwrap();
+        let mut g = LogGenerator::new(GeneratorConfig::default());
+        let payloads: Vec<Vec<u8>> = (0..200_000).map(|_| g.next(now_ms).payload).collect();
+        let rules = ParseRules::default();
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let ok = payloads
+                .iter()
+                .filter(|p| LogEvent::parse(p, Fallback::kafka(Some(now), "logs"), now, &rules).is_ok())
+                .count();
+            assert_eq!(ok, payloads.len());
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        eprintln!("parse: {:.0} events/s", payloads.len() as f64 / best);
+    }
+}
