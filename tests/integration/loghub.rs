@@ -245,3 +245,54 @@ async fn old_missing_field_dead_letters_replay_through_the_resolution() {
     drop(client);
     env.db.drop_db().await;
 }
+
+/// `POST /ingest?dry_run=true` answers like `parse` and stores nothing; `?service=S` names the
+/// service of lines without one all the way through Kafka to PostgreSQL.
+#[tokio::test]
+async fn post_ingest_dry_run_and_service_parameter() {
+    let env = IngestEnv::create(1).await;
+    let app = spawn_role(&env, "run", &stack().redis_url, &unique("la_dry"));
+    app.wait_listening().await;
+    let body = "{\"level\":30,\"msg\":\"pino\",\"name\":\"checkout\"}\n<11>Feb  5 17:32:18 web1 nginx[12]: upstream timed out\n{bad\n";
+    let (status, raw) = http(app.port, "POST", "/ingest?dry_run=true", body.as_bytes(), &[]).await.unwrap();
+    let answer: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let lines = answer["lines"].as_array().unwrap();
+    assert_eq!(
+        (lines[0]["event"]["service"].as_str(), lines[0]["event"]["level"].as_str()),
+        (Some("checkout"), Some("info"))
+    );
+    assert_eq!(
+        (lines[1]["event"]["service"].as_str(), lines[1]["event"]["level"].as_str()),
+        (Some("nginx"), Some("error"))
+    );
+    assert_eq!((lines[2]["line"].as_u64(), lines[2]["reject"]["reason"].as_str()), (Some(3), Some("not_json")));
+
+    let long = "s".repeat(200);
+    let (status, _) = http(app.port, "POST", &format!("/ingest?service={long}"), b"x", &[]).await.unwrap();
+    assert_eq!(status, 400);
+
+    let body = "plain WARN line without a service\n{\"msg\":\"has its own\",\"app\":\"own\"}\n";
+    let (status, raw) = http(app.port, "POST", "/ingest?service=websvc", body.as_bytes(), &[]).await.unwrap();
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&raw));
+    let client = env.db.client().await;
+    env.wait_stored(&client, 2, Duration::from_secs(60)).await;
+    let stored: Vec<(String, i16, String)> = client
+        .query("SELECT service, level, message FROM logs ORDER BY \"offset\"", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            ("websvc".into(), Level::Warn.as_i16(), "plain WARN line without a service".into()),
+            ("own".into(), Level::Info.as_i16(), "has its own".into()),
+        ],
+        "the dry run stored nothing, and ?service= reached the consumer"
+    );
+    drop(client);
+    drop(app);
+    env.db.drop_db().await;
+}
