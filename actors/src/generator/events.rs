@@ -331,4 +331,29 @@ mod parse_speed {
         }
         eprintln!("parse: {:.0} events/s", payloads.len() as f64 / best);
     }
+
+    /// The same on the Loghub samples as plain-text lines (`LOGHUB_DIR`, default the shared copy).
+    #[test]
+    #[ignore]
+    fn events_per_second_on_loghub_text_lines() {
+        let dir = std::env::var("LOGHUB_DIR").unwrap_or_else(|_| "/work/shared/data/loghub".into());
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for system in ["Apache", "HDFS", "Hadoop", "Zookeeper", "Spark", "Android", "OpenSSH", "Linux"] {
+            let raw = std::fs::read(format!("{dir}/{system}/{system}_2k.log")).expect("a Loghub sample");
+            lines.extend(raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        }
+        let now = Utc::now();
+        let rules = ParseRules::default();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            let ok = lines
+                .iter()
+                .filter(|l| LogEvent::parse(l, Fallback::kafka(Some(now), "logs"), now, &rules).is_ok())
+                .count();
+            assert_eq!(ok, lines.len());
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        eprintln!("parse loghub text: {:.0} events/s", lines.len() as f64 / best);
+    }
 }
