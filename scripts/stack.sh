@@ -305,6 +305,8 @@ up)
   # PostgreSQL and Redis first: Kafka takes longest and its wait overlaps nothing else anyway.
   command -v python3 >/dev/null || apt_install python3
   command -v pg_isready >/dev/null || apt_install postgresql
+  # kcat: how the Loghub integration test (and the README) send plain-text lines to Kafka.
+  command -v kcat >/dev/null || apt_install kcat
   pg_up
   redis_up
   kafka_up

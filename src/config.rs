@@ -13,7 +13,7 @@ pub struct Settings {
     /// Kafka bootstrap servers, comma-separated `host:port`.
     #[serde(default = "defaults::kafka_brokers")]
     pub kafka_brokers: String,
-    /// Topic the logs arrive on.
+    /// Topic the logs arrive on (a comma-separated list: `migrate` creates each; ingest takes one so far).
     #[serde(default = "defaults::kafka_topic")]
     pub kafka_topic: String,
     /// Consumer group shared by every ingest process.
@@ -86,6 +86,30 @@ pub struct Settings {
     /// Rebuilding the live windows from PostgreSQL gives up after this many milliseconds and retries.
     #[serde(default = "defaults::database_rebuild_timeout_ms")]
     pub database_rebuild_timeout_ms: u64,
+    /// JSON names tried for the event time, in order (comma-separated; replaces the default list).
+    #[serde(default = "defaults::fields_ts", deserialize_with = "named::field_list")]
+    pub fields_ts: Vec<String>,
+    /// JSON names tried for the level, in order.
+    #[serde(default = "defaults::fields_level", deserialize_with = "named::field_list")]
+    pub fields_level: Vec<String>,
+    /// JSON names tried for the service, in order.
+    #[serde(default = "defaults::fields_service", deserialize_with = "named::field_list")]
+    pub fields_service: Vec<String>,
+    /// JSON names tried for the message, in order.
+    #[serde(default = "defaults::fields_message", deserialize_with = "named::field_list")]
+    pub fields_message: Vec<String>,
+    /// JSON names tried for the user id, in order.
+    #[serde(default = "defaults::fields_user", deserialize_with = "named::field_list")]
+    pub fields_user: Vec<String>,
+    /// `auto`: JSON objects and text lines are events; `json`: text lines are `not_json` rejects.
+    #[serde(default, deserialize_with = "named::input_format")]
+    pub input_format: InputFormatSetting,
+    /// Service of events that name none (before the topic name); empty: the topic.
+    #[serde(default, deserialize_with = "named::default_service")]
+    pub default_service: Option<String>,
+    /// Level of events that state none and whose message shows none.
+    #[serde(default = "defaults::default_level", deserialize_with = "named::default_level")]
+    pub default_level: actors::domain::Level,
     /// Largest accepted POST /ingest body, in bytes.
     #[serde(default = "defaults::ingest_max_body_bytes")]
     pub ingest_max_body_bytes: usize,
@@ -111,6 +135,7 @@ pub struct Settings {
 
 mod defaults {
     use super::*;
+    use actors::domain::resolve;
 
     pub fn kafka_brokers() -> String {
         "127.0.0.1:9092".into()
@@ -192,6 +217,27 @@ mod defaults {
     pub fn ingest_timeout_ms() -> u64 {
         5_000
     }
+    fn own(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+    pub fn fields_ts() -> Vec<String> {
+        own(resolve::DEFAULT_TS)
+    }
+    pub fn fields_level() -> Vec<String> {
+        own(resolve::DEFAULT_LEVEL)
+    }
+    pub fn fields_service() -> Vec<String> {
+        own(resolve::DEFAULT_SERVICE)
+    }
+    pub fn fields_message() -> Vec<String> {
+        own(resolve::DEFAULT_MESSAGE)
+    }
+    pub fn fields_user() -> Vec<String> {
+        own(resolve::DEFAULT_USER)
+    }
+    pub fn default_level() -> actors::domain::Level {
+        actors::domain::Level::Info
+    }
 }
 
 /// Parsers for fields whose errors would otherwise not say which variable is wrong.
@@ -243,6 +289,35 @@ mod named {
         Ok(optional_text(d)?.map(Secret))
     }
 
+    /// Comma-separated names; blanks around names are dropped.
+    pub fn field_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        let names: Vec<String> = text.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+        if names.is_empty() {
+            return Err(D::Error::custom("FIELDS_*: name at least one field (or leave the variable unset)"));
+        }
+        Ok(names)
+    }
+
+    pub fn input_format<'de, D: Deserializer<'de>>(d: D) -> Result<InputFormatSetting, D::Error> {
+        let text = String::deserialize(d)?;
+        actors::domain::InputFormat::parse(&text)
+            .map(InputFormatSetting)
+            .ok_or_else(|| D::Error::custom(format!("INPUT_FORMAT: {text:?} is neither auto nor json")))
+    }
+
+    pub fn default_service<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let Some(name) = optional_text(d)? else { return Ok(None) };
+        actors::domain::ServiceName::parse(name.trim())
+            .map(|s| Some(s.into_inner()))
+            .map_err(|e| D::Error::custom(format!("DEFAULT_SERVICE {e}")))
+    }
+
+    pub fn default_level<'de, D: Deserializer<'de>>(d: D) -> Result<actors::domain::Level, D::Error> {
+        let text = String::deserialize(d)?;
+        actors::domain::Level::parse(text.trim()).map_err(|e| D::Error::custom(format!("DEFAULT_LEVEL: {e}")))
+    }
+
     pub fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<LogLevel, D::Error> {
         let text = String::deserialize(d)?;
         parse_log_level(&text).map(LogLevel).map_err(|e| D::Error::custom(format!("LOG_LEVEL: {e}")))
@@ -277,7 +352,7 @@ impl Settings {
         if self.kafka_partitions < 1 {
             return invalid("KAFKA_PARTITIONS", "must be at least 1");
         }
-        if self.kafka_topic.is_empty() {
+        if self.kafka_topics().is_empty() {
             return invalid("KAFKA_TOPIC", "must not be empty");
         }
         if self.retention_days < 1 {
@@ -333,7 +408,36 @@ impl Settings {
 
     /// The rules LogEvent::parse applies.
     pub fn parse_rules(&self) -> actors::domain::ParseRules {
-        actors::domain::ParseRules { max_message_bytes: self.max_message_bytes, retention_days: self.retention_days }
+        actors::domain::ParseRules {
+            max_message_bytes: self.max_message_bytes,
+            retention_days: self.retention_days,
+            input_format: self.input_format.0,
+            default_service: self.default_service.as_deref().and_then(|s| actors::domain::ServiceName::parse(s).ok()),
+            default_level: self.default_level,
+            fields: std::sync::Arc::new(actors::domain::FieldNames {
+                ts: self.fields_ts.clone(),
+                level: self.fields_level.clone(),
+                service: self.fields_service.clone(),
+                message: self.fields_message.clone(),
+                user: self.fields_user.clone(),
+            }),
+        }
+    }
+
+    /// The topics of `KAFKA_TOPIC` (a comma-separated list), in the order given, without repeats.
+    pub fn kafka_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for topic in self.kafka_topic.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if !topics.iter().any(|t| t == topic) {
+                topics.push(topic.to_owned());
+            }
+        }
+        topics
+    }
+
+    /// The topic events are produced to (POST /ingest, the generator): the first of `KAFKA_TOPIC`.
+    pub fn primary_topic(&self) -> &str {
+        self.kafka_topic.split(',').map(str::trim).find(|t| !t.is_empty()).unwrap_or("logs")
     }
 }
 
@@ -368,6 +472,19 @@ impl Serialize for Secret {
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
         self.0 == other.0
+    }
+}
+
+/// `INPUT_FORMAT`, shown by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InputFormatSetting(pub actors::domain::InputFormat);
+
+impl Serialize for InputFormatSetting {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self.0 {
+            actors::domain::InputFormat::Auto => "auto",
+            actors::domain::InputFormat::Json => "json",
+        })
     }
 }
 

@@ -35,6 +35,15 @@ impl Ingest {
         log: &Logger,
     ) -> anyhow::Result<Ingest> {
         let log = log.new(slog::o!("role" => "ingest"));
+        let topics = settings.kafka_topics();
+        if topics.len() > 1 {
+            // Per-topic offsets exist, but the poll loop, lag and the live windows are keyed by partition alone.
+            anyhow::bail!(
+                "KAFKA_TOPIC lists {} topics ({}); ingest consumes one topic per process for now",
+                topics.len(),
+                topics.join(", ")
+            );
+        }
         let mut arbiters = Vec::new();
         let mut writers = Vec::new();
         let write_timeout = Duration::from_millis(settings.database_write_timeout_ms);

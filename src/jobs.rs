@@ -75,7 +75,7 @@ pub async fn rejects_list(settings: &Settings, filter: &RejectFilter, limit: i64
 /// `rejects replay`: with today's parser rules (MAX_MESSAGE_BYTES, RETENTION_DAYS).
 pub async fn rejects_replay(settings: &Settings, filter: &RejectFilter) -> anyhow::Result<ReplayReport> {
     let mut client = connect(settings.database_url.expose()).await.context("connecting to PostgreSQL")?;
-    rejects::replay(&mut client, filter, &settings.parse_rules(), &settings.kafka_topic, Utc::now()).await
+    rejects::replay(&mut client, filter, &settings.parse_rules(), settings.primary_topic(), Utc::now()).await
 }
 
 /// One line per reject for a terminal: position, reason, sizes, and the start of the payload.
@@ -96,4 +96,82 @@ pub fn format_reject(r: &RejectRow) -> String {
         trunc = if r.truncated() { " (truncated)" } else { "" },
         detail = r.detail,
     )
+}
+
+/// How many lines `parse` resolved and rejected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ParseCounts {
+    pub events: u64,
+    pub rejects: u64,
+}
+
+/// `log-analyzer parse`: resolves each line of `input` as if it arrived on Kafka now (on the first
+/// topic of `KAFKA_TOPIC`, or as `POST /ingest?service=` asked, when `service` is given) and writes
+/// one JSON object per line: `{"line", "event"}` or `{"line", "reject"}`. Blank lines are skipped,
+/// as `POST /ingest` skips them.
+pub fn parse_lines(
+    settings: &Settings,
+    input: impl std::io::BufRead,
+    service: Option<&str>,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<ParseCounts> {
+    use actors::domain::{Fallback, LogEvent};
+    let rules = settings.parse_rules();
+    let topic = settings.primary_topic().to_owned();
+    let mut counts = ParseCounts::default();
+    for (i, line) in input.split(b'\n').enumerate() {
+        let line = line.context("reading the input")?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let now = Utc::now();
+        let fallback = match service {
+            Some(service) => Fallback { ts: Some(now), service, service_requested: true },
+            None => Fallback::kafka(Some(now), &topic),
+        };
+        let answer = match LogEvent::parse(&line, fallback, now, &rules) {
+            Ok(event) => {
+                counts.events += 1;
+                serde_json::json!({ "line": i + 1, "event": event.to_json() })
+            }
+            Err(reject) => {
+                counts.rejects += 1;
+                serde_json::json!({ "line": i + 1, "reject": reject.to_json() })
+            }
+        };
+        serde_json::to_writer(&mut *out, &answer)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_answers_each_line_with_its_event_or_reject() {
+        let settings = Settings::from_vars(vec![("KAFKA_TOPIC".into(), "app-logs,other".into())]).unwrap();
+        let input =
+            b"{\"level\":30,\"msg\":\"hi\",\"name\":\"svc\"}\n\n2015-10-18 18:01:47,978 WARN [main] x\r\n{oops\n";
+        let mut out = Vec::new();
+        let counts = parse_lines(&settings, &input[..], None, &mut out).unwrap();
+        assert_eq!(counts, ParseCounts { events: 2, rejects: 1 });
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!((lines[0]["line"].as_u64(), lines[0]["event"]["level"].as_str()), (Some(1), Some("info")));
+        assert_eq!(lines[0]["event"]["service"], "svc");
+        assert_eq!(lines[1]["line"], 3);
+        assert_eq!(lines[1]["event"]["message"], "2015-10-18 18:01:47,978 WARN [main] x");
+        assert_eq!(
+            (lines[1]["event"]["level"].as_str(), lines[1]["event"]["service"].as_str()),
+            (Some("warn"), Some("app-logs"))
+        );
+        assert_eq!((lines[2]["line"].as_u64(), lines[2]["reject"]["reason"].as_str()), (Some(4), Some("not_json")));
+        let mut out = Vec::new();
+        parse_lines(&settings, &b"plain\n"[..], Some("asked"), &mut out).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("\"service\":\"asked\""));
+    }
 }

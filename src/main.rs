@@ -47,6 +47,15 @@ enum Command {
         #[arg(long, value_parser = day)]
         date: chrono::NaiveDate,
     },
+    /// Resolve log lines (stdin, or the files named) as ingest would and print each event or reject
+    /// as one JSON line; needs no server. Exits 1 when a line was rejected.
+    Parse {
+        /// Files to read, one log line per line; none: stdin.
+        files: Vec<std::path::PathBuf>,
+        /// The service of lines that name none, as `POST /ingest?service=` (default: the first topic).
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Dead letters (log_rejects): list them, or replay them through today's parser.
     #[command(subcommand)]
     Rejects(RejectsCommand),
@@ -206,6 +215,36 @@ impl GenerateArgs {
     }
 }
 
+/// `log-analyzer parse`: no runtime, no logger (stdout carries only the answers).
+fn parse(settings: &Settings, files: &[std::path::PathBuf], service: Option<&str>) -> std::process::ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut total = jobs::ParseCounts::default();
+    let result: anyhow::Result<()> = (|| {
+        if files.is_empty() {
+            total = jobs::parse_lines(settings, std::io::stdin().lock(), service, &mut out)?;
+        }
+        for path in files {
+            let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+            let counts = jobs::parse_lines(settings, std::io::BufReader::new(file), service, &mut out)?;
+            total.events += counts.events;
+            total.rejects += counts.rejects;
+        }
+        Ok(())
+    })();
+    drop(out);
+    if let Err(e) = result {
+        eprintln!("log-analyzer: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    eprintln!("log-analyzer parse: {} events, {} rejects", total.events, total.rejects);
+    if total.rejects > 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A missing .env is normal; a broken one is worth saying.
@@ -221,6 +260,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Command::Parse { files, service } = &cli.command {
+        return parse(&settings, files, service.as_deref());
+    }
     let (log, level) = telemetry::init_logger(&settings);
     let result = actix_rt::System::new().block_on(async {
         match cli.command {
@@ -292,6 +334,7 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
+            Command::Parse { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -36,9 +36,14 @@ pub async fn migrate(settings: &Settings, log: &Logger) -> anyhow::Result<Migrat
     let partitions_created = db::migrate::ensure_partitions(&mut conn, first, last).await?;
     info!(log, "logs partitions ready"; "from" => %first, "to" => %last, "created" => partitions_created);
 
-    let topic = ensure_topic(&settings.kafka_brokers, &settings.kafka_topic, settings.kafka_partitions).await?;
-    info!(log, "kafka topic ready"; "topic" => &settings.kafka_topic, "state" => ?topic,
-          "partitions" => settings.kafka_partitions);
+    // Every topic of KAFKA_TOPIC; the report carries the first one's state.
+    let mut first_state = None;
+    for name in settings.kafka_topics() {
+        let state = ensure_topic(&settings.kafka_brokers, &name, settings.kafka_partitions).await?;
+        info!(log, "kafka topic ready"; "topic" => &name, "state" => ?state, "partitions" => settings.kafka_partitions);
+        first_state.get_or_insert(state);
+    }
+    let topic = first_state.context("KAFKA_TOPIC names no topic")?;
     Ok(MigrationReport { applied, partitions_created, topic })
 }
 

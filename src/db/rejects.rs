@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 
-use actors::domain::{LogEvent, ParseRules};
+use actors::domain::{Fallback, LogEvent, ParseRules};
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -50,6 +50,15 @@ pub struct RejectRow {
 }
 
 impl RejectRow {
+    /// What the message's first delivery knew besides its bytes: a Kafka reject has its topic and
+    /// message time; a POST /ingest reject its receive time (`rejected_at`) and no service.
+    pub fn fallback(&self) -> Fallback<'_> {
+        match &self.topic {
+            Some(topic) => Fallback::kafka(self.kafka_ts.or(Some(self.rejected_at)), topic),
+            None => Fallback::http(self.kafka_ts.unwrap_or(self.rejected_at), None),
+        }
+    }
+
     /// The stored bytes are only the first 4 KiB of a longer payload.
     pub fn truncated(&self) -> bool {
         self.raw_len as usize > self.raw.len()
@@ -138,7 +147,7 @@ pub async fn replay(
                 *report.skipped.entry("truncated".into()).or_default() += 1;
                 continue;
             }
-            match LogEvent::parse(&reject.raw, reject.kafka_ts, now, rules) {
+            match LogEvent::parse(&reject.raw, reject.fallback(), now, rules) {
                 Ok(event) => parsed.push((reject, event)),
                 Err(e) => *report.still_invalid.entry(e.reason.code().into()).or_default() += 1,
             }

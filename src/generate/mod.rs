@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use actors::domain::{LogEvent, ParseRules};
+use actors::domain::{Fallback, LogEvent, ParseRules};
 use actors::generator::{
     EventSink, GeneratorActor, GeneratorConfig, GeneratorStats, LogGenerator, RunLimit, SinkError, StopGenerator,
 };
@@ -205,7 +205,8 @@ impl FileSink {
 
     fn write_csv_row(&mut self, payload: &[u8], timestamp_ms: i64) -> std::io::Result<()> {
         let kafka_ts = Utc.timestamp_millis_opt(timestamp_ms).single();
-        let Ok(event) = LogEvent::parse(payload, kafka_ts, Utc::now(), &self.rules) else {
+        let Ok(event) = LogEvent::parse(payload, Fallback::kafka(kafka_ts, &self.topic), Utc::now(), &self.rules)
+        else {
             return Ok(()); // COPY baselines hold valid rows only
         };
         let n = self.written as i64;

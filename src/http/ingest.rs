@@ -28,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::domain::LogEvent;
+use actors::domain::{Fallback, LogEvent, ServiceName};
 use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -72,13 +73,27 @@ impl Answer {
     }
 }
 
+/// `?service=S`: the service of lines that name none; `?dry_run=true`: resolve and answer, store nothing.
+#[derive(Debug, serde::Deserialize)]
+pub struct IngestQuery {
+    service: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
 pub async fn ingest(
     req: HttpRequest,
     mut body: web::Payload,
+    query: web::Query<IngestQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
     let key = idempotency_key(&req)?;
+    let IngestQuery { service, dry_run } = query.into_inner();
+    let service = service.filter(|s| !s.is_empty());
+    if let Some(name) = &service {
+        ServiceName::parse(name).map_err(|e| ApiError::bad("bad_service", format!("`service` {e}")))?;
+    }
     let limit = state.ingest_max_body_bytes;
     let too_large = || ApiError::TooLarge(format!("the body is over {limit} bytes; send smaller batches"));
     let declared = req
@@ -98,10 +113,22 @@ pub async fn ingest(
         bytes.extend_from_slice(&chunk);
     }
     let body = bytes.freeze();
+    if dry_run {
+        let now = Utc::now();
+        let lines: Vec<Value> = lines(&body)
+            .map(|(i, line)| {
+                match LogEvent::parse(line, Fallback::http(now, service.as_deref()), now, &state.parse_rules) {
+                    Ok(event) => json!({ "line": i + 1, "event": event.to_json() }),
+                    Err(reject) => json!({ "line": i + 1, "reject": reject.to_json() }),
+                }
+            })
+            .collect();
+        return Ok(HttpResponse::Ok().json(json!({ "dry_run": true, "lines": lines })));
+    }
     let log = super::request_log(&req, &state.log);
     // Its own task: a client that hangs up does not cut the work short between producing and
     // storing the dead letters.
-    let task = actix_rt::spawn(async move { handle(&state, &body, key.as_deref(), &log).await });
+    let task = actix_rt::spawn(async move { handle(&state, &body, key.as_deref(), service.as_deref(), &log).await });
     let answer = match task.await {
         Ok(answer) => answer?,
         Err(e) => Answer::json(
@@ -128,7 +155,13 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
-async fn handle(state: &AppState, body: &[u8], key: Option<&str>, log: &Logger) -> Result<Answer, ApiError> {
+async fn handle(
+    state: &AppState,
+    body: &[u8],
+    key: Option<&str>,
+    service: Option<&str>,
+    log: &Logger,
+) -> Result<Answer, ApiError> {
     let producer =
         state.producer.as_ref().ok_or_else(|| ApiError::unavailable("kafka_unavailable", "no Kafka producer"))?;
     let pg_down = |e: anyhow::Error| ApiError::unavailable("database_unavailable", format!("{e:#}; send it again"));
@@ -171,7 +204,7 @@ async fn handle(state: &AppState, body: &[u8], key: Option<&str>, log: &Logger) 
     let stored = async {
         for (i, line) in lines(body) {
             let line_no = i as u32 + 1;
-            match check_line(line, now, state) {
+            match check_line(line, now, service, state) {
                 Ok(()) => valid.push(ValidLine { line: line_no, start: offset(body, line), len: line.len() }),
                 Err(reject) => {
                     if copy.is_none() {
@@ -208,7 +241,8 @@ async fn handle(state: &AppState, body: &[u8], key: Option<&str>, log: &Logger) 
     }
 
     // Pass 2: every valid line in flight at once (bounded), one answer when all are acknowledged.
-    produce(producer, &state.topic, body, &valid, now, state.ingest_timeout, &mut tally).await;
+    let destination = Destination::new(&state.topic, service);
+    produce(producer, &destination, body, &valid, now, state.ingest_timeout, &mut tally).await;
     let queued_none = tally.accepted == 0 && !tally.not_queued.is_empty();
     if queued_none {
         if let Some(c) = client.take() {
@@ -289,8 +323,13 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 }
 
 /// The one place a line meets the event parser.
-fn check_line(line: &[u8], now: DateTime<Utc>, state: &AppState) -> Result<(), actors::domain::event::Reject> {
-    LogEvent::parse(line, Some(now), now, &state.parse_rules).map(drop)
+fn check_line(
+    line: &[u8],
+    now: DateTime<Utc>,
+    service: Option<&str>,
+    state: &AppState,
+) -> Result<(), actors::domain::event::Reject> {
+    LogEvent::parse(line, Fallback::http(now, service), now, &state.parse_rules).map(drop)
 }
 
 /// A line that parsed, found again in pass 2 without splitting the body a second time.
@@ -307,9 +346,35 @@ fn offset(body: &[u8], line: &[u8]) -> usize {
 
 /// Produces the `valid` lines, at most `MAX_IN_FLIGHT` outstanding. After the first failure that is
 /// not about one message (Kafka unreachable, timed out), the rest are not sent.
+/// Where the lines of one body go: the topic, and the `?service=` default travelling with each line
+/// in a header (the consumer resolves the line, so it needs the default too).
+struct Destination<'a> {
+    topic: &'a str,
+    headers: Option<OwnedHeaders>,
+}
+
+impl<'a> Destination<'a> {
+    fn new(topic: &'a str, service: Option<&str>) -> Destination<'a> {
+        let headers = service
+            .map(|name| OwnedHeaders::new().insert(Header { key: actors::ingest::SERVICE_HEADER, value: Some(name) }));
+        Destination { topic, headers }
+    }
+
+    fn record<'b>(&self, line: &'b [u8], timestamp: i64) -> FutureRecord<'b, (), [u8]>
+    where
+        'a: 'b,
+    {
+        let record = FutureRecord::to(self.topic).payload(line).timestamp(timestamp);
+        match &self.headers {
+            Some(headers) => record.headers(headers.clone()),
+            None => record,
+        }
+    }
+}
+
 async fn produce(
     producer: &FutureProducer,
-    topic: &str,
+    destination: &Destination<'_>,
     body: &[u8],
     valid: &[ValidLine],
     now: DateTime<Utc>,
@@ -325,7 +390,7 @@ async fn produce(
             tally.not_queued(line_no, format!("not sent: {why}"));
             continue;
         }
-        let mut record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(line).timestamp(timestamp);
+        let mut record = destination.record(line, timestamp);
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {

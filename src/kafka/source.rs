@@ -531,6 +531,7 @@ impl Router {
             offset: message.offset(),
             timestamp: message.timestamp().to_millis().and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
             payload: message.payload().map(<[u8]>::to_vec),
+            service: requested_service(message),
         };
         let raw = Tracked::queued(raw, &slot.probe);
         if slot.paused {
@@ -548,6 +549,18 @@ impl Router {
             Err(_) => {}
         }
     }
+}
+
+/// The service `POST /ingest?service=` put in the message's header, if any.
+fn requested_service(message: &BorrowedMessage<'_>) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == actors::ingest::SERVICE_HEADER)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
 }
 
 /// A running Kafka source.

@@ -368,7 +368,7 @@ async fn post_ingest_queues_good_lines_and_reports_and_dead_letters_bad_ones() {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let body = format!(
         "{{\"level\":\"info\",\"service\":\"web\",\"message\":\"hello\",\"eid\":\"h1\",\"ts\":{now_ms}}}\n\
-         not json at all\n\
+         {{not json at all\n\
          \n\
          {{\"level\":\"error\",\"service\":\"web\",\"message\":\"upstream timeout\",\"eid\":\"h2\"}}\n\
          {{\"level\":\"nope\",\"service\":\"web\",\"message\":\"x\"}}\n\

@@ -160,8 +160,8 @@ fn malformed(kind: usize, now: &DateTime<Utc>) -> (Vec<u8>, &'static str) {
         0 => (vec![0xc3, 0x28, b'{', b'}'], "not_utf8"),
         1 => (b"{\"level\": \"info\", ".to_vec(), "not_json"),
         2 => (b"[\"level\", \"info\"]".to_vec(), "not_object"),
-        3 => (br#"{"level":"info","message":"no service"}"#.to_vec(), "missing_field"),
-        4 => (br#"{"level":"verbose","service":"s","message":"m"}"#.to_vec(), "bad_level"),
+        3 => (br#"{"level":"info","service":"no message"}"#.to_vec(), "missing_field"),
+        4 => (br#"{"level":"loud","service":"s","message":"m"}"#.to_vec(), "bad_level"),
         5 => (br#"{"ts":"26/11/2026","level":"info","service":"s","message":"m"}"#.to_vec(), "bad_ts"),
         6 => {
             let ts = (*now - chrono::Duration::days(400)).timestamp_millis();
@@ -171,7 +171,7 @@ fn malformed(kind: usize, now: &DateTime<Utc>) -> (Vec<u8>, &'static str) {
             let big = "x".repeat(20_000);
             (format!(r#"{{"level":"info","service":"s","message":"{big}"}}"#).into_bytes(), "too_large")
         }
-        _ => (br#"{"level":"info","service":"s","message":["not","a","string"]}"#.to_vec(), "bad_field"),
+        _ => (br#"{"level":"info","service":"","message":"m"}"#.to_vec(), "bad_field"),
     }
 }
 
@@ -382,7 +382,10 @@ async fn the_fence_rejects_a_batch_that_does_not_start_at_the_stored_offset() {
         let mut b = BatchBuilder::new(topic.clone(), 0, from, ParseRules::default());
         for offset in from..to {
             let payload = format!(r#"{{"level":"info","service":"s","message":"m","eid":"f{offset}"}}"#);
-            b.push(RawMessage { offset, timestamp: Some(Utc::now()), payload: Some(payload.into_bytes()) }, Utc::now());
+            b.push(
+                RawMessage { offset, timestamp: Some(Utc::now()), payload: Some(payload.into_bytes()), service: None },
+                Utc::now(),
+            );
         }
         b.take(Arc::default())
     };

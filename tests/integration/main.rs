@@ -6,6 +6,7 @@ mod generate;
 mod helpers;
 mod http_ingest;
 mod ingest;
+mod loghub;
 mod observability;
 mod smoke;
 mod store_robust;

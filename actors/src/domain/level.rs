@@ -17,6 +17,9 @@ pub enum Level {
     Fatal = 5,
 }
 
+/// Longest level name (`informational`), in bytes.
+pub const LONGEST_NAME: usize = 13;
+
 /// A level name that is none of the accepted spellings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown level {0:?}: expected trace, debug, info, warn, error or fatal")]
@@ -26,21 +29,59 @@ impl Level {
     /// All levels, lowest first.
     pub const ALL: [Level; 6] = [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error, Level::Fatal];
 
-    /// Parses a level name case-insensitively; `warning` and `critical` are accepted aliases.
+    /// Parses a level name, any case, with every spelling of DESIGN §4 (`err`, `notice`, `v`, `severe`, …).
     pub fn parse(name: &str) -> Result<Level, UnknownLevel> {
-        // Level names are short ASCII: compare without allocating.
-        let level = match name.len() {
-            4 if name.eq_ignore_ascii_case("info") => Level::Info,
-            4 if name.eq_ignore_ascii_case("warn") => Level::Warn,
-            5 if name.eq_ignore_ascii_case("trace") => Level::Trace,
-            5 if name.eq_ignore_ascii_case("debug") => Level::Debug,
-            5 if name.eq_ignore_ascii_case("error") => Level::Error,
-            5 if name.eq_ignore_ascii_case("fatal") => Level::Fatal,
-            7 if name.eq_ignore_ascii_case("warning") => Level::Warn,
-            8 if name.eq_ignore_ascii_case("critical") => Level::Fatal,
-            _ => return Err(UnknownLevel(name.to_owned())),
+        Level::from_name(name).ok_or_else(|| UnknownLevel(name.to_owned()))
+    }
+
+    /// The level a name spells, if any (names are short ASCII: compared without allocating).
+    pub fn from_name(name: &str) -> Option<Level> {
+        let bytes = name.as_bytes();
+        let mut lower = [0u8; LONGEST_NAME];
+        if bytes.is_empty() || bytes.len() > LONGEST_NAME {
+            return None;
+        }
+        for (d, s) in lower.iter_mut().zip(bytes) {
+            *d = s.to_ascii_lowercase();
+        }
+        let level = match &lower[..bytes.len()] {
+            b"trace" | b"verbose" | b"finest" | b"finer" | b"v" => Level::Trace,
+            b"debug" | b"fine" | b"config" | b"d" => Level::Debug,
+            b"info" | b"information" | b"informational" | b"notice" | b"i" => Level::Info,
+            b"warn" | b"warning" | b"w" => Level::Warn,
+            b"error" | b"err" | b"severe" | b"e" => Level::Error,
+            b"fatal" | b"critical" | b"crit" | b"alert" | b"emerg" | b"emergency" | b"panic" | b"f" => Level::Fatal,
+            _ => return None,
         };
-        Ok(level)
+        Some(level)
+    }
+
+    /// An OpenTelemetry `SeverityNumber` (1–4 trace … 21–24 fatal).
+    pub fn from_otel_number(n: i64) -> Option<Level> {
+        let level = match n {
+            1..=4 => Level::Trace,
+            5..=8 => Level::Debug,
+            9..=12 => Level::Info,
+            13..=16 => Level::Warn,
+            17..=20 => Level::Error,
+            21..=24 => Level::Fatal,
+            _ => return None,
+        };
+        Some(level)
+    }
+
+    /// A number in a level field: 0–7 is a syslog severity, 10–69 a pino/bunyan level (by its tens).
+    pub fn from_number(n: i64) -> Option<Level> {
+        let level = match n {
+            0..=2 => Level::Fatal,
+            3 => Level::Error,
+            4 => Level::Warn,
+            5 | 6 => Level::Info,
+            7 => Level::Debug,
+            10..=69 => Level::ALL[usize::try_from(n / 10 - 1).ok()?],
+            _ => return None,
+        };
+        Some(level)
     }
 
     /// The canonical lowercase name.
@@ -89,21 +130,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_aliases_parse_case_insensitively() {
-        assert_eq!(Level::parse("TRACE"), Ok(Level::Trace));
-        assert_eq!(Level::parse("Debug"), Ok(Level::Debug));
-        assert_eq!(Level::parse("info"), Ok(Level::Info));
-        assert_eq!(Level::parse("WARNING"), Ok(Level::Warn));
-        assert_eq!(Level::parse("warn"), Ok(Level::Warn));
-        assert_eq!(Level::parse("eRRor"), Ok(Level::Error));
-        assert_eq!(Level::parse("Critical"), Ok(Level::Fatal));
-        assert_eq!(Level::parse("fatal"), Ok(Level::Fatal));
+    fn every_spelling_of_every_level_parses_in_any_case() {
+        let table: [(Level, &[&str]); 6] = [
+            (Level::Trace, &["trace", "verbose", "finest", "finer", "v"]),
+            (Level::Debug, &["debug", "fine", "config", "d"]),
+            (Level::Info, &["info", "information", "informational", "notice", "i"]),
+            (Level::Warn, &["warn", "warning", "w"]),
+            (Level::Error, &["error", "err", "severe", "e"]),
+            (Level::Fatal, &["fatal", "critical", "crit", "alert", "emerg", "emergency", "panic", "f"]),
+        ];
+        for (level, names) in table {
+            for name in names {
+                let upper = name.to_uppercase();
+                let capitalised = format!("{}{}", &upper[..1], &name[1..]);
+                for spelling in [name.to_string(), upper, capitalised] {
+                    assert_eq!(Level::parse(&spelling), Ok(level), "{spelling:?}");
+                }
+            }
+        }
     }
 
     #[test]
     fn unknown_names_are_rejected() {
-        for bad in ["", "err", "information", "warn ", " info", "fatal!", "5"] {
+        for bad in ["", "loud", "warn ", " info", "fatal!", "5", "informationally", "é", "infö"] {
             assert!(Level::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn number_ranges_map_as_documented() {
+        let otel = [
+            (0, None),
+            (1, Some(Level::Trace)),
+            (4, Some(Level::Trace)),
+            (5, Some(Level::Debug)),
+            (8, Some(Level::Debug)),
+            (9, Some(Level::Info)),
+            (12, Some(Level::Info)),
+            (13, Some(Level::Warn)),
+            (16, Some(Level::Warn)),
+            (17, Some(Level::Error)),
+            (20, Some(Level::Error)),
+            (21, Some(Level::Fatal)),
+            (24, Some(Level::Fatal)),
+            (25, None),
+            (-1, None),
+        ];
+        for (n, want) in otel {
+            assert_eq!(Level::from_otel_number(n), want, "otel {n}");
+        }
+        let numbers = [
+            (-1, None),
+            (0, Some(Level::Fatal)),
+            (1, Some(Level::Fatal)),
+            (2, Some(Level::Fatal)),
+            (3, Some(Level::Error)),
+            (4, Some(Level::Warn)),
+            (5, Some(Level::Info)),
+            (6, Some(Level::Info)),
+            (7, Some(Level::Debug)),
+            (8, None),
+            (9, None),
+            (10, Some(Level::Trace)),
+            (19, Some(Level::Trace)),
+            (20, Some(Level::Debug)),
+            (30, Some(Level::Info)),
+            (40, Some(Level::Warn)),
+            (50, Some(Level::Error)),
+            (60, Some(Level::Fatal)),
+            (69, Some(Level::Fatal)),
+            (70, None),
+            (100, None),
+        ];
+        for (n, want) in numbers {
+            assert_eq!(Level::from_number(n), want, "number {n}");
         }
     }
 

@@ -194,9 +194,9 @@ impl LogGenerator {
         match i % 5 {
             0 => b"{\"level\":\"info\",\"service\":\"trunc".to_vec(),
             1 => format!(r#"{{"ts":{ts_ms},"level":"loud","service":"gen","message":"bad level {i}"}}"#).into_bytes(),
-            2 => format!(r#"{{"ts":{ts_ms},"service":"gen","message":"no level {i}"}}"#).into_bytes(),
+            2 => format!(r#"{{"ts":{ts_ms},"level":"info","service":"gen","text_is_missing":{i}}}"#).into_bytes(),
             3 => vec![0xff, 0xfe, 0xfd, b'{'],
-            _ => format!("plain text line {i}").into_bytes(),
+            _ => format!("[{i}]").into_bytes(),
         }
     }
 }
@@ -244,7 +244,7 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{LogEvent, ParseRules};
+    use crate::domain::{Fallback, LogEvent, ParseRules};
     use chrono::{TimeZone, Utc};
 
     const NOW: i64 = 1_795_000_000_000;
@@ -257,7 +257,7 @@ mod tests {
         let (mut bad, mut flagged) = (0, 0);
         for _ in 0..10_000 {
             let out = g.next(NOW);
-            let parsed = LogEvent::parse(&out.payload, None, now, &ParseRules::default());
+            let parsed = LogEvent::parse(&out.payload, Fallback::kafka(None, "t"), now, &ParseRules::default());
             assert_eq!(parsed.is_err(), out.malformed, "{:?}", String::from_utf8_lossy(&out.payload));
             bad += usize::from(parsed.is_err());
             flagged += usize::from(out.malformed);
@@ -285,7 +285,7 @@ mod tests {
         let n = 20_000;
         for _ in 0..n {
             let out = g.next(NOW);
-            let e = LogEvent::parse(&out.payload, None, now, &ParseRules::default()).unwrap();
+            let e = LogEvent::parse(&out.payload, Fallback::kafka(None, "t"), now, &ParseRules::default()).unwrap();
             errors += usize::from(e.level.is_error());
             late += usize::from(out.ts_ms < NOW);
             if let Some(u) = &e.user_id {
@@ -300,5 +300,60 @@ mod tests {
         // Zipf: the first user is by far the most frequent (≈ 1/H(100, 1.1) ≈ 23 %).
         let top = user1 as f64 / with_user as f64;
         assert!(top > 0.15 && top < 0.30, "user-1 share {top}");
+    }
+}
+
+#[cfg(test)]
+mod parse_speed {
+    use super::*;
+    use crate::domain::{Fallback, LogEvent, ParseRules};
+    use chrono::{TimeZone, Utc};
+
+    /// `cargo test -p actors --lib parse_speed -- --ignored --nocapture`: events/s of the resolution
+    /// on the generator's (the bench's) events.
+    #[test]
+    #[ignore]
+    fn events_per_second_on_generator_events() {
+        let now_ms = 1_795_000_000_000;
+        let now = Utc.timestamp_millis_opt(now_ms).unwrap();
+        let mut g = LogGenerator::new(GeneratorConfig::default());
+        let payloads: Vec<Vec<u8>> = (0..200_000).map(|_| g.next(now_ms).payload).collect();
+        let rules = ParseRules::default();
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let ok = payloads
+                .iter()
+                .filter(|p| LogEvent::parse(p, Fallback::kafka(Some(now), "logs"), now, &rules).is_ok())
+                .count();
+            assert_eq!(ok, payloads.len());
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        eprintln!("parse: {:.0} events/s", payloads.len() as f64 / best);
+    }
+
+    /// The same on the Loghub samples as plain-text lines (`LOGHUB_DIR`, default the shared copy).
+    #[test]
+    #[ignore]
+    fn events_per_second_on_loghub_text_lines() {
+        let dir = std::env::var("LOGHUB_DIR").unwrap_or_else(|_| "/work/shared/data/loghub".into());
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for system in ["Apache", "HDFS", "Hadoop", "Zookeeper", "Spark", "Android", "OpenSSH", "Linux"] {
+            let raw = std::fs::read(format!("{dir}/{system}/{system}_2k.log")).expect("a Loghub sample");
+            lines.extend(raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        }
+        let now = Utc::now();
+        let rules = ParseRules::default();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            let ok = lines
+                .iter()
+                .filter(|l| LogEvent::parse(l, Fallback::kafka(Some(now), "logs"), now, &rules).is_ok())
+                .count();
+            assert_eq!(ok, lines.len());
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        eprintln!("parse loghub text: {:.0} events/s", lines.len() as f64 / best);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::event::REJECT_RAW_PREFIX_BYTES;
-use crate::domain::{LogEvent, ParseRules, RejectReason};
+use crate::domain::{Fallback, LogEvent, ParseRules, RejectReason};
 
 /// A message as the source delivers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +16,14 @@ pub struct RawMessage {
     pub timestamp: Option<DateTime<Utc>>,
     /// `None` for a message without a value (a tombstone).
     pub payload: Option<Vec<u8>>,
+    /// The service a producer asked for (header [`SERVICE_HEADER`], set by `POST /ingest?service=`)
+    /// for events that name none.
+    pub service: Option<String>,
 }
+
+/// Kafka header carrying the service `POST /ingest?service=S` asked for, so the consumer resolves
+/// the line exactly as the HTTP answer did.
+pub const SERVICE_HEADER: &str = "log-analyzer-service";
 
 /// A valid event and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,7 +218,11 @@ impl BatchBuilder {
         self.to = message.offset + 1;
         let payload = message.payload.unwrap_or_default();
         self.payload_bytes += payload.len() as u64;
-        match LogEvent::parse(&payload, message.timestamp, now, &self.rules) {
+        let fallback = match &message.service {
+            Some(service) => Fallback { ts: message.timestamp, service, service_requested: true },
+            None => Fallback::kafka(message.timestamp, &self.topic),
+        };
+        match LogEvent::parse(&payload, fallback, now, &self.rules) {
             Ok(event) => self.events.push(StoredEvent { offset: message.offset, event }),
             Err(reject) => {
                 let keep = payload.len().min(REJECT_RAW_PREFIX_BYTES);
@@ -254,7 +265,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn msg(offset: i64, payload: &[u8]) -> RawMessage {
-        RawMessage { offset, timestamp: Some(now()), payload: Some(payload.to_vec()) }
+        RawMessage { offset, timestamp: Some(now()), payload: Some(payload.to_vec()), service: None }
     }
 
     fn now() -> DateTime<Utc> {
@@ -266,7 +277,7 @@ mod tests {
         let mut b = BatchBuilder::new("t".into(), 3, 10, ParseRules::default());
         assert!(b.push(msg(10, br#"{"level":"info","service":"s","message":"a"}"#), now()));
         // 11 and 12 are transaction markers the consumer never sees.
-        assert!(b.push(msg(13, b"garbage"), now()));
+        assert!(b.push(msg(13, b"{garbage"), now()));
         let batch = b.take(Arc::default());
         assert_eq!((batch.from, batch.to, batch.events.len(), batch.rejects.len()), (10, 14, 1, 1));
         assert_eq!(batch.rejects[0].reason, RejectReason::NotJson);
@@ -281,7 +292,7 @@ mod tests {
         let mut b = BatchBuilder::new("t".into(), 1, 100, ParseRules::default());
         for offset in 100..107 {
             let payload: &[u8] = if offset == 103 {
-                b"junk"
+                b"{junk"
             } else {
                 br#"{"level":"warn","service":"s","message":"m","user_id":"u","k":1}"#
             };
@@ -317,10 +328,10 @@ mod tests {
         assert!(rejected.rejects.iter().all(|r| r.reason == RejectReason::StoreRejected));
         assert!(rejected.rejects.windows(2).all(|w| w[0].offset < w[1].offset));
         let was_junk = rejected.rejects.iter().find(|r| r.offset == 103).unwrap();
-        assert_eq!(was_junk.raw, b"junk");
+        assert_eq!(was_junk.raw, b"{junk");
         assert!(was_junk.detail.contains("was not_json"), "{}", was_junk.detail);
         let first = &rejected.rejects[0];
-        let reparsed = LogEvent::parse(&first.raw, None, now(), &ParseRules::default()).unwrap();
+        let reparsed = LogEvent::parse(&first.raw, Fallback::kafka(None, "t"), now(), &ParseRules::default()).unwrap();
         assert_eq!(reparsed, batch.events[0].event);
         assert!(batch.fence_only().is_empty());
     }
@@ -337,13 +348,13 @@ mod tests {
     #[test]
     fn rejects_keep_a_4_kib_prefix_and_the_full_length() {
         let mut b = BatchBuilder::new("t".into(), 0, 0, ParseRules::default());
-        let big = vec![b'x'; 10_000];
+        let big = vec![0xff; 10_000];
         b.push(msg(0, &big), now());
-        b.push(RawMessage { offset: 1, timestamp: None, payload: None }, now());
+        b.push(RawMessage { offset: 1, timestamp: None, payload: None, service: None }, now());
         let batch = b.take(Arc::default());
         assert_eq!(batch.rejects[0].raw.len(), REJECT_RAW_PREFIX_BYTES);
         assert_eq!(batch.rejects[0].raw_len, 10_000);
-        assert_eq!(batch.rejects[1].reason, RejectReason::NotJson);
+        assert_eq!(batch.rejects[1].reason, RejectReason::Empty);
         assert_eq!(batch.rejects[1].raw_len, 0);
     }
 }

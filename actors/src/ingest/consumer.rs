@@ -112,7 +112,8 @@ pub struct ConsumerParts {
 
 impl ConsumerActor {
     pub fn new(parts: ConsumerParts) -> ConsumerActor {
-        let builder = BatchBuilder::new(parts.topic.clone(), parts.partition, parts.start_offset, parts.config.rules);
+        let builder =
+            BatchBuilder::new(parts.topic.clone(), parts.partition, parts.start_offset, parts.config.rules.clone());
         parts.stats.stored_offset.store(parts.start_offset.max(0) as u64, Ordering::Relaxed);
         ConsumerActor {
             log: parts.log.new(slog::o!("topic" => parts.topic.to_string(), "partition" => parts.partition)),

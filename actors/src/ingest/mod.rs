@@ -4,7 +4,7 @@ pub mod batch;
 pub mod consumer;
 pub mod writer;
 
-pub use batch::{Batch, BatchBuilder, RawMessage, RejectRecord, StoredEvent};
+pub use batch::{Batch, BatchBuilder, RawMessage, RejectRecord, StoredEvent, SERVICE_HEADER};
 pub use consumer::{Committed, ConsumerActor, ConsumerConfig, ConsumerParts, ConsumerStats};
 pub use writer::{Backoff, WriteBatch, WriterActor, WriterPool, WriterStats};
 

@@ -80,7 +80,7 @@ impl PartitionControl for RecordingControl {
 
 fn event(offset: i64) -> RawMessage {
     let payload = format!(r#"{{"level":"info","service":"svc","message":"event {offset}"}}"#);
-    RawMessage { offset, timestamp: Some(chrono::Utc::now()), payload: Some(payload.into_bytes()) }
+    RawMessage { offset, timestamp: Some(chrono::Utc::now()), payload: Some(payload.into_bytes()), service: None }
 }
 
 struct Harness {
@@ -164,7 +164,7 @@ async fn every_message_is_written_once_in_order_by_size_and_by_age() {
     for offset in 0..25 {
         h.push(event(offset)).await;
     }
-    h.push(RawMessage { offset: 25, timestamp: None, payload: Some(b"not json".to_vec()) }).await;
+    h.push(RawMessage { offset: 25, timestamp: None, payload: Some(b"{not json".to_vec()), service: None }).await;
     let store = h.store.clone();
     until("26 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&26)).await;
     let s = h.store.inner.lock().unwrap();
@@ -244,7 +244,7 @@ async fn rows_the_store_refuses_become_dead_letters_and_the_rest_is_stored_once(
     for offset in 0..20 {
         h.push(event(offset)).await;
     }
-    h.push(RawMessage { offset: 20, timestamp: None, payload: Some(b"not json".to_vec()) }).await;
+    h.push(RawMessage { offset: 20, timestamp: None, payload: Some(b"{not json".to_vec()), service: None }).await;
     for offset in 21..30 {
         h.push(event(offset)).await;
     }

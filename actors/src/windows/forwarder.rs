@@ -77,7 +77,10 @@ mod tests {
             (7, r#"{"level":"error","service":"a","message":"db timeout"}"#),
             (8, r#"{"level":"info","service":"a","message":"ok"}"#),
         ] {
-            builder.push(RawMessage { offset, timestamp: Some(now), payload: Some(body.as_bytes().to_vec()) }, now);
+            builder.push(
+                RawMessage { offset, timestamp: Some(now), payload: Some(body.as_bytes().to_vec()), service: None },
+                now,
+            );
         }
         forwarder.send(Committed(Arc::new(builder.take(Arc::default())))).await.unwrap();
         let deltas = sink.0.lock().unwrap();
