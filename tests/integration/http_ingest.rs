@@ -158,7 +158,7 @@ async fn with_kafka_unreachable_the_answer_is_a_503_within_the_ingest_timeout() 
         &[("KAFKA_BROKERS", &closed), ("INGEST_TIMEOUT_MS", "1500")],
     );
     app.wait_listening().await;
-    let body = format!("{}not json\n", valid_lines("lost", 50));
+    let body = format!("{}{{not json\n", valid_lines("lost", 50));
     let started = Instant::now();
     let (status, _, answer) = tokio::time::timeout(
         Duration::from_secs(10),
