@@ -5,6 +5,9 @@ import json
 
 import schemathesis
 
+# POST /ingest takes newline-delimited JSON: text, sent as it is.
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+
 # The one 5xx a healthy server gives on purpose: a caller forced `source=` and that path cannot
 # answer this window (README: "503 with the reason if it cannot answer").
 FORCED_SOURCE_REFUSALS = {"source_unavailable"}

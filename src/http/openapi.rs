@@ -269,6 +269,8 @@ impl utoipa::Modify for BearerAuth {
         super::routes::readyz,
         serve_document,
     ),
+    // Schemas only named by query parameters are not collected on their own.
+    components(schemas(SourceParam)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
@@ -307,6 +309,7 @@ mod tests {
                 }
             }
         }
+        assert!(doc["components"]["schemas"]["SourceParam"].is_object(), "every $ref resolves");
         let error = &doc["components"]["schemas"]["ErrorBody"];
         assert_eq!(error["required"], serde_json::json!(["error", "message"]));
     }
