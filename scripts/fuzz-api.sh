@@ -61,11 +61,12 @@ done
 
 log "fuzzing $URL/openapi.json (≤ $MAX_EXAMPLES examples per operation, ≤ $MAX_SECONDS s)"
 status=0
-SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$ROOT/scripts/fuzz" "$VENV/bin/schemathesis" run "$URL/openapi.json" \
+# From the scratch directory: schemathesis keeps its crash cache (.schemathesis/) in the working directory.
+(cd "$WORK" && SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$ROOT/scripts/fuzz" "$VENV/bin/schemathesis" run "$URL/openapi.json" \
   --checks status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "$MAX_EXAMPLES" --max-time "$MAX_SECONDS" --request-timeout 10 --workers 1 \
   --seed "${FUZZ_SEED:-1}" --no-color --suppress-health-check all --generation-database none \
-  --report har --report-har-path "$WORK/requests.har" || status=$?
+  --report har --report-har-path "$WORK/requests.har") || status=$?
 
 requests=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["log"]["entries"]))' "$WORK/requests.har" 2>/dev/null || echo "?")
 # 5xx by status and error code (the hooks allow only 503 source_unavailable with source= forced).

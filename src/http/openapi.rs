@@ -203,7 +203,7 @@ pub struct TopKeywordsQuery {
 #[allow(dead_code)]
 pub struct SummaryQuery {
     /// The UTC day, YYYY-MM-DD.
-    #[param(example = "2026-11-25")]
+    #[param(example = "2026-11-25", format = Date)]
     pub date: String,
     /// Only this user.
     pub user_id: Option<String>,
