@@ -272,6 +272,8 @@ fn main() -> std::process::ExitCode {
             Command::Generate(args) => generate::run(&settings, args.options(&settings)).await.map(drop),
         }
     });
+    // The hook holds a logger: dropping it lets the last `drop(log)` below flush the async drain.
+    drop(std::panic::take_hook());
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
