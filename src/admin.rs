@@ -58,6 +58,8 @@ pub struct Metrics {
     /// Public HTTP requests by route pattern and status, and their latency.
     pub http_requests: IntCounterVec,
     pub http_seconds: HistogramVec,
+    /// Public HTTP handlers that panicked (each answered 500).
+    pub http_panics: IntCounter,
     /// The daily summary job: duration and runs by status.
     pub summary_seconds: Histogram,
     pub summary_runs: IntCounterVec,
@@ -212,6 +214,11 @@ impl Metrics {
                 latency_buckets(),
                 &["route"],
             ),
+            http_panics: plain_counter(
+                &r,
+                "log_analyzer_http_panics_total",
+                "Public HTTP handlers that panicked (each answered 500)",
+            ),
             summary_seconds: register(
                 &r,
                 Histogram::with_opts(
@@ -236,6 +243,13 @@ impl Metrics {
             actors,
             registry: r,
         }
+    }
+
+    /// The registry in Prometheus' text format (what `/metrics` answers, without the refresh).
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding of metrics");
+        String::from_utf8(out).expect("the text format is UTF-8")
     }
 
     /// Counters for a generator run in this process, exported as `log_analyzer_generator_*`.
@@ -471,12 +485,57 @@ async fn take_profile(duration: Duration, svg: bool) -> Result<Vec<u8>, String> 
     Ok(out)
 }
 
-/// The admin server on an already bound listener.
-pub fn serve(state: AdminState, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
+/// `ADMIN_TOKEN`, when set: what the routes that change the process or cost it CPU require.
+struct AdminToken(Option<crate::config::Secret>);
+
+impl AdminToken {
+    /// Whether this request must show the token: changing the log level, and every profile.
+    fn guards(req: &actix_web::dev::ServiceRequest) -> bool {
+        req.path().starts_with("/debug/pprof/")
+            || (req.path() == "/debug/log-level" && req.method() != actix_web::http::Method::GET)
+    }
+
+    fn admits(&self, header: Option<&str>) -> bool {
+        let Some(expected) = &self.0 else { return true };
+        let given = header.and_then(crate::http::auth::bearer_token).unwrap_or_default();
+        // Compared in time independent of where they differ, so the token cannot be guessed byte by byte.
+        let (a, b) = (given.as_bytes(), expected.expose().as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+async fn require_admin_token(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let token = req.app_data::<web::Data<AdminToken>>().cloned();
+    if let Some(token) = token.filter(|_| AdminToken::guards(&req)) {
+        let header = req.headers().get("Authorization").and_then(|h| h.to_str().ok());
+        if !token.admits(header) {
+            let response = HttpResponse::Unauthorized().insert_header(("WWW-Authenticate", "Bearer")).json(json!({
+                "error": "unauthorized",
+                "message": "this admin route needs Authorization: Bearer <ADMIN_TOKEN>",
+            }));
+            return Ok(req.into_response(response));
+        }
+    }
+    next.call(req).await.map(actix_web::dev::ServiceResponse::map_into_boxed_body)
+}
+
+/// The admin server on an already bound listener; with `admin_token`, PUT /debug/log-level and
+/// /debug/pprof/* require `Authorization: Bearer <admin_token>`.
+pub fn serve(
+    state: AdminState,
+    admin_token: Option<crate::config::Secret>,
+    listener: TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
+    let token = web::Data::new(AdminToken(admin_token));
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(token.clone())
+            .wrap(actix_web::middleware::from_fn(require_admin_token))
             .route("/metrics", web::get().to(metrics))
             .route("/debug/actors", web::get().to(actors))
             .route("/debug/log-level", web::get().to(log_level))
@@ -488,4 +547,23 @@ pub fn serve(state: AdminState, listener: TcpListener) -> std::io::Result<actix_
     .shutdown_timeout(2)
     .listen(listener)?
     .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_token_must_match_exactly_when_set() {
+        let open = AdminToken(None);
+        assert!(open.admits(None));
+        let token = AdminToken(Some(crate::config::Secret::new("admin-token-1")));
+        assert!(token.admits(Some("Bearer admin-token-1")));
+        assert!(token.admits(Some("bearer admin-token-1")));
+        for bad in
+            [None, Some("Bearer admin-token-2"), Some("Bearer admin-token-1x"), Some("admin-token-1"), Some("Bearer ")]
+        {
+            assert!(!token.admits(bad), "{bad:?}");
+        }
+    }
 }

@@ -131,6 +131,21 @@ pub struct Settings {
     /// Required `aud` of tokens, when set.
     #[serde(default, deserialize_with = "named::optional_text")]
     pub jwt_audience: Option<String>,
+    /// When set, the admin listener's mutating and profiling routes require `Bearer <this>`.
+    #[serde(default, deserialize_with = "named::optional_secret")]
+    pub admin_token: Option<Secret>,
+    /// Requests per second allowed to one client IP on the public API; 0 turns the limit off.
+    #[serde(default)]
+    pub rate_limit_rps: u32,
+    /// Requests one client IP may send at once above its rate; 0 means the same as RATE_LIMIT_RPS.
+    #[serde(default)]
+    pub rate_limit_burst: u32,
+    /// A client must send a request's headers within this many milliseconds, or it is cut.
+    #[serde(default = "defaults::http_request_timeout_ms")]
+    pub http_request_timeout_ms: u64,
+    /// A client must send a whole request body within this many milliseconds (else 408).
+    #[serde(default = "defaults::http_body_timeout_ms")]
+    pub http_body_timeout_ms: u64,
 }
 
 mod defaults {
@@ -238,6 +253,12 @@ mod defaults {
     pub fn default_level() -> actors::domain::Level {
         actors::domain::Level::Info
     }
+    pub fn http_request_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn http_body_timeout_ms() -> u64 {
+        30_000
+    }
 }
 
 /// Parsers for fields whose errors would otherwise not say which variable is wrong.
@@ -324,6 +345,9 @@ mod named {
     }
 }
 
+/// Shortest JWT_SECRET accepted: HS256's output size.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
 /// A configuration problem, named so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -378,6 +402,22 @@ impl Settings {
         }
         if self.database_write_timeout_ms == 0 || self.database_rebuild_timeout_ms == 0 {
             return invalid("DATABASE_WRITE_TIMEOUT_MS/DATABASE_REBUILD_TIMEOUT_MS", "must be at least 1");
+        }
+        if self.http_request_timeout_ms == 0 || self.http_body_timeout_ms == 0 {
+            return invalid("HTTP_REQUEST_TIMEOUT_MS/HTTP_BODY_TIMEOUT_MS", "must be at least 1");
+        }
+        if let Some(secret) = &self.jwt_secret {
+            // RFC 7518 §3.2: an HS256 key shorter than the hash (32 bytes) can be brute-forced offline.
+            if secret.expose().len() < MIN_HS256_SECRET_BYTES {
+                return invalid(
+                    "JWT_SECRET",
+                    &format!(
+                        "an HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes (this one is {}); \
+                         make one with `openssl rand -base64 32`",
+                        secret.expose().len()
+                    ),
+                );
+            }
         }
         if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
             return invalid("JWT_SECRET/JWT_PUBLIC_KEY", "set one, not both");
@@ -576,6 +616,9 @@ mod tests {
             (("LOG_FORMAT", "xml"), "LOG_FORMAT"),
             (("SUMMARY_AT", "25:00"), "SUMMARY_AT"),
             (("SUMMARY_AT", "midnight"), "SUMMARY_AT"),
+            (("JWT_SECRET", "short-secret"), "JWT_SECRET"),
+            (("RATE_LIMIT_RPS", "-1"), "rate_limit_rps"),
+            (("HTTP_BODY_TIMEOUT_MS", "0"), "HTTP_BODY_TIMEOUT_MS"),
         ];
         for ((name, value), expect) in cases {
             let err = Settings::from_vars(vars(&[(name, value)])).unwrap_err().to_string();

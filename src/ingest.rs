@@ -106,12 +106,11 @@ impl Ingest {
     pub async fn stop(mut self) {
         let mut source = std::mem::replace(&mut self.source, KafkaSource::stopped());
         let _ = tokio::task::spawn_blocking(move || source.stop()).await;
-        for writer in self.writers.inboxes() {
-            // A writer answers this only after every batch queued before it.
-            let drained = tokio::time::timeout(DRAIN_TIMEOUT, writer.send(actors::ingest::writer::Drain)).await;
-            if drained.is_err() {
-                warn!(self.log, "a writer did not drain in time");
-            }
+        // A writer answers this only after every batch queued before it. All drain at once under one
+        // deadline: waiting for them in turn would stretch shutdown to DRAIN_TIMEOUT per writer.
+        let drains = self.writers.inboxes().iter().map(|writer| writer.send(actors::ingest::writer::Drain));
+        if tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(drains)).await.is_err() {
+            warn!(self.log, "a writer did not drain in time");
         }
         for arbiter in &self.arbiters {
             arbiter.stop();

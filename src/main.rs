@@ -245,6 +245,19 @@ fn parse(settings: &Settings, files: &[std::path::PathBuf], service: Option<&str
     }
 }
 
+/// Panics are logged as one structured line like every other error, not as loose text on stderr
+/// (an HTTP handler's panic is also answered 500 and counted by the server).
+fn install_panic_hook(log: &slog::Logger) {
+    let log = log.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = log_analyzer::http::limits::panic_text(info.payload());
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        slog::crit!(log, "panic"; "panic" => text, "location" => location, "thread" => thread,
+                    "backtrace" => std::backtrace::Backtrace::capture().to_string());
+    }));
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A missing .env is normal; a broken one is worth saying.
@@ -264,6 +277,7 @@ fn main() -> std::process::ExitCode {
         return parse(&settings, files, service.as_deref());
     }
     let (log, level) = telemetry::init_logger(&settings);
+    install_panic_hook(&log);
     let result = actix_rt::System::new().block_on(async {
         match cli.command {
             Command::Migrate => startup::migrate(&settings, &log).await.map(drop),
@@ -337,6 +351,8 @@ fn main() -> std::process::ExitCode {
             Command::Parse { .. } => unreachable!("handled before the runtime starts"),
         }
     });
+    // The hook holds a logger: dropping it lets the last `drop(log)` below flush the async drain.
+    drop(std::panic::take_hook());
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

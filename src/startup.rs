@@ -138,7 +138,7 @@ pub fn start_admin(
     let listener = std::net::TcpListener::bind(settings.admin_addr)
         .with_context(|| format!("binding ADMIN_ADDR {}", settings.admin_addr))?;
     let port = listener.local_addr()?.port();
-    let server = crate::admin::serve(state, listener)?;
+    let server = crate::admin::serve(state, settings.admin_token.clone(), listener)?;
     let handle = server.handle();
     actix_rt::spawn(server);
     info!(log, "admin listening"; "addr" => %settings.admin_addr, "port" => port);
@@ -298,7 +298,7 @@ impl Application {
         let listener = std::net::TcpListener::bind(settings.http_addr)
             .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
         let port = listener.local_addr()?.port();
-        let server = crate::http::serve(state, listener)?;
+        let server = crate::http::serve(state, settings, listener)?;
         info!(log, "listening"; "addr" => %settings.http_addr, "port" => port);
         Ok(Application { metrics, port, admin_port, admin, server, ingest, scheduler, arbiters, log })
     }

@@ -111,7 +111,7 @@ pub async fn run_observed(
     let terminal = std::io::stderr().is_terminal();
     // The counters now, with the rate since `last_sent` was read a second ago.
     let snapshot = |last_sent: u64| {
-        let sent = stats.sent.load(Ordering::Relaxed);
+        let sent = stats.sent.load(Ordering::Relaxed) + stats.send_errors.load(Ordering::Relaxed);
         Snapshot {
             elapsed: started.elapsed(),
             sent,
@@ -154,11 +154,14 @@ pub async fn run_observed(
     if terminal {
         eprintln!();
     }
+    // An event the sink refused at once was offered all the same: it counts as sent and failed,
+    // so failed never exceeds sent.
+    let refused = stats.send_errors.load(Ordering::Relaxed);
     let summary = GenerateSummary {
-        sent: stats.sent.load(Ordering::Relaxed),
+        sent: stats.sent.load(Ordering::Relaxed) + refused,
         acked: sink.acked(),
         rejected: sink.rejected(),
-        failed: sink.failed() + stats.send_errors.load(Ordering::Relaxed),
+        failed: sink.failed() + refused,
         malformed: stats.malformed.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -174,7 +177,7 @@ pub async fn run_observed(
     );
     result.map_err(|e| anyhow::anyhow!("flushing the generator's output: {e}"))?;
     if summary.failed > 0 {
-        let why = sink.first_error().unwrap_or_else(|| "see the log".into());
+        let why = sink.first_error().unwrap_or_else(|| "the target gave no reason".into());
         anyhow::bail!("{} of {} events were not delivered; first error: {why}", summary.failed, summary.sent);
     }
     Ok(summary)

@@ -45,6 +45,8 @@ impl Auth {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp"]);
         validation.leeway = 5;
+        // A token issued for later ("not before") is not valid yet, whatever its expiry says.
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         if let Some(issuer) = &settings.jwt_issuer {
             validation.set_issuer(&[issuer]);
@@ -66,13 +68,25 @@ impl Auth {
             .get("Authorization")
             .and_then(|h| h.to_str().ok())
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
-        let token = header
-            .strip_prefix("Bearer ")
+        let token = bearer_token(header)
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be: Bearer <token>".into()))?;
-        decode::<serde_json::Value>(token.trim(), key, validation)
-            .map(drop)
-            .map_err(|e| ApiError::Unauthorized(format!("token refused: {e}")))
+        decode::<serde_json::Value>(token, key, validation).map(drop).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            let why = match e.kind() {
+                ErrorKind::ImmatureSignature => "it is not valid yet (its nbf is in the future)".to_owned(),
+                ErrorKind::ExpiredSignature => "it has expired (exp)".to_owned(),
+                _ => e.to_string(),
+            };
+            ApiError::Unauthorized(format!("token refused: {why}"))
+        })
     }
+}
+
+/// The token of `Bearer <token>`; the scheme name is case-insensitive (RFC 7235 §2.1).
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -85,6 +99,8 @@ mod tests {
     fn settings(vars: &[(&str, &str)]) -> Settings {
         Settings::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
     }
+
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes!";
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
@@ -111,25 +127,25 @@ mod tests {
     #[test]
     fn hs256_tokens_are_checked_for_signature_expiry_algorithm_issuer_and_audience() {
         let auth = Auth::from_settings(&settings(&[
-            ("JWT_SECRET", "s3cret"),
+            ("JWT_SECRET", SECRET),
             ("JWT_ISSUER", "idp"),
             ("JWT_AUDIENCE", "log-analyzer"),
         ]))
         .unwrap();
         let good = json!({"exp": now() + 60, "iss": "idp", "aud": "log-analyzer"});
-        assert!(status(&auth, Some(&hs(Algorithm::HS256, "s3cret", good.clone()))).is_ok());
+        assert!(status(&auth, Some(&hs(Algorithm::HS256, SECRET, good.clone()))).is_ok());
         assert!(status(&auth, None).is_err(), "missing");
         assert!(status(&auth, Some("not.a.jwt")).is_err(), "garbage");
         assert!(status(&auth, Some(&hs(Algorithm::HS256, "other", good.clone()))).is_err(), "wrong key");
-        assert!(status(&auth, Some(&hs(Algorithm::HS384, "s3cret", good.clone()))).is_err(), "wrong alg");
+        assert!(status(&auth, Some(&hs(Algorithm::HS384, SECRET, good.clone()))).is_err(), "wrong alg");
         let expired = json!({"exp": now() - 600, "iss": "idp", "aud": "log-analyzer"});
-        assert!(status(&auth, Some(&hs(Algorithm::HS256, "s3cret", expired))).is_err(), "expired");
+        assert!(status(&auth, Some(&hs(Algorithm::HS256, SECRET, expired))).is_err(), "expired");
         let no_exp = json!({"iss": "idp", "aud": "log-analyzer"});
-        assert!(status(&auth, Some(&hs(Algorithm::HS256, "s3cret", no_exp))).is_err(), "no exp");
+        assert!(status(&auth, Some(&hs(Algorithm::HS256, SECRET, no_exp))).is_err(), "no exp");
         let wrong_iss = json!({"exp": now() + 60, "iss": "evil", "aud": "log-analyzer"});
-        assert!(status(&auth, Some(&hs(Algorithm::HS256, "s3cret", wrong_iss))).is_err(), "iss");
+        assert!(status(&auth, Some(&hs(Algorithm::HS256, SECRET, wrong_iss))).is_err(), "iss");
         let wrong_aud = json!({"exp": now() + 60, "iss": "idp", "aud": "someone-else"});
-        assert!(status(&auth, Some(&hs(Algorithm::HS256, "s3cret", wrong_aud))).is_err(), "aud");
+        assert!(status(&auth, Some(&hs(Algorithm::HS256, SECRET, wrong_aud))).is_err(), "aud");
         // alg=none must never pass.
         let none = format!(
             "{}.{}.",
@@ -137,6 +153,30 @@ mod tests {
             base64url(json!({"exp": now() + 60, "iss": "idp", "aud": "log-analyzer"}).to_string().as_bytes())
         );
         assert!(status(&auth, Some(&none)).is_err(), "alg none");
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let auth = Auth::from_settings(&settings(&[("JWT_SECRET", SECRET)])).unwrap();
+        let later = json!({"exp": now() + 3_600, "nbf": now() + 600});
+        let err = status(&auth, Some(&hs(Algorithm::HS256, SECRET, later))).unwrap_err();
+        assert!(err.contains("not valid yet"), "{err}");
+        let now_valid = json!({"exp": now() + 3_600, "nbf": now() - 1});
+        assert!(status(&auth, Some(&hs(Algorithm::HS256, SECRET, now_valid))).is_ok());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let auth = Auth::from_settings(&settings(&[("JWT_SECRET", SECRET)])).unwrap();
+        let token = hs(Algorithm::HS256, SECRET, json!({"exp": now() + 60}));
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let req = TestRequest::default().insert_header(("Authorization", format!("{scheme} {token}")));
+            assert!(auth.check(&req.to_http_request()).is_ok(), "{scheme}");
+        }
+        for header in [token.clone(), format!("Basic {token}"), "Bearer ".into(), "Bearer".into()] {
+            let req = TestRequest::default().insert_header(("Authorization", header.clone()));
+            assert!(auth.check(&req.to_http_request()).is_err(), "{header}");
+        }
     }
 
     #[test]

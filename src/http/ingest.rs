@@ -75,6 +75,7 @@ impl Answer {
 
 /// `?service=S`: the service of lines that name none; `?dry_run=true`: resolve and answer, store nothing.
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IngestQuery {
     service: Option<String>,
     #[serde(default)]

@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod errors;
 pub mod ingest;
+pub mod limits;
+pub mod openapi;
 pub mod params;
 pub mod read_path;
 pub mod routes;
@@ -12,7 +14,7 @@ use std::net::TcpListener;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpServer};
 use actors::domain::{ParseRules, Window};
@@ -55,7 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/stats/summary", web::get().to(summary::summary))
         .route("/ingest", web::post().to(ingest::ingest))
         .route("/healthz", web::get().to(routes::healthz))
-        .route("/readyz", web::get().to(routes::readyz));
+        .route("/readyz", web::get().to(routes::readyz))
+        .route("/openapi.json", web::get().to(openapi::serve_document));
 }
 
 /// The id of one request: the caller's `X-Request-Id` when it is a sane token, else a new one.
@@ -101,7 +104,21 @@ async fn observe(
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let mut res = next.call(req).await?;
+    let mut res = match next.call(req).await {
+        Ok(res) => res,
+        Err(e) => {
+            // An error the server itself turns into the answer (a handler's panic): counted and
+            // logged here all the same.
+            let status = e.as_response_error().status_code();
+            if let Some(state) = state {
+                state.metrics.http_requests.with_label_values(&[&route, status.as_str()]).inc();
+                state.metrics.http_seconds.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+                slog::error!(state.log.new(slog::o!("request_id" => id.0)), "request failed";
+                             "method" => %method, "route" => &route, "status" => status.as_u16(), "error" => e.to_string());
+            }
+            return Err(e);
+        }
+    };
     let elapsed = started.elapsed();
     let status = res.status();
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id.0) {
@@ -128,21 +145,42 @@ async fn observe(
 }
 
 /// The public server on an already bound listener (port 0 works: read the port off the listener).
-pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
+pub fn serve(
+    state: web::Data<AppState>,
+    settings: &crate::config::Settings,
+    listener: TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let panics = web::Data::new(limits::PanicGuard::new(state.metrics.http_panics.clone(), state.log.clone()));
+    let rate_limit = web::Data::new(limits::RateLimit::new(settings.rate_limit_rps, settings.rate_limit_burst));
+    let body_timeout = web::Data::new(limits::BodyTimeout(Duration::from_millis(settings.http_body_timeout_ms)));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::QueryConfig::default())
+            .app_data(panics.clone())
+            .app_data(rate_limit.clone())
+            .app_data(body_timeout.clone())
+            // A query that does not fit a route's typed parameters is a 400 with the usual JSON body.
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                errors::ApiError::bad("bad_query", format!("the query string is not valid: {e}")).into()
+            }))
+            // Innermost first: a panic becomes a 500 before `observe` counts and logs it.
+            .wrap(actix_web::middleware::from_fn(limits::catch_panics))
+            .wrap(actix_web::middleware::from_fn(limits::body_deadline))
+            .wrap(actix_web::middleware::from_fn(limits::rate_limit))
             .wrap(actix_web::middleware::from_fn(observe))
             .configure(configure)
             .default_service(web::to(|| async {
                 actix_web::HttpResponse::NotFound().json(serde_json::json!({
                     "error": "not_found",
-                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /stats/summary, /ingest",
+                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /stats/summary, /ingest, /openapi.json",
                 }))
             }))
     })
     .shutdown_timeout(5)
+    // A client that does not finish its headers in time is cut (slowloris); one that stops reading
+    // after the answer gets a second to go.
+    .client_request_timeout(Duration::from_millis(settings.http_request_timeout_ms))
+    .client_disconnect_timeout(Duration::from_secs(1))
     .listen(listener)?
     .run();
     Ok(server)

@@ -103,7 +103,7 @@ impl Params {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn max() -> Window {
@@ -156,5 +156,68 @@ mod tests {
             assert_eq!(code(p(&format!("limit={limit}")).limit()), "bad_limit");
         }
         assert_eq!(code(p("source=disk").source()), "bad_source");
+    }
+
+    /// Percent-encodes every byte, so any byte string (valid UTF-8 or not) reaches the parsers.
+    pub(crate) fn encoded(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    /// Every getter on one parsed query: each answers a value or a 400, never a panic or a 5xx.
+    fn every_getter_answers(p: &Params) -> Result<(), proptest::test_runner::TestCaseError> {
+        let checks: [Result<(), ApiError>; 6] = [
+            p.window("60s", max()).map(drop),
+            p.at(Utc::now()).map(drop),
+            p.service().map(drop),
+            p.keyword().map(drop),
+            p.limit().map(drop),
+            p.source().map(drop),
+        ];
+        for check in checks {
+            if let Err(e) = check {
+                proptest::prop_assert!(matches!(e, ApiError::BadRequest { .. }), "not a 400: {e:?}");
+            }
+        }
+        Ok(())
+    }
+
+    const ALL: [&str; 6] = ["window", "at", "service", "q", "limit", "source"];
+
+    proptest::proptest! {
+        #[test]
+        fn any_raw_query_string_is_a_400_or_parses(query in "\\PC*") {
+            match Params::parse(&query, &ALL) {
+                Ok(p) => every_getter_answers(&p)?,
+                Err(e) => proptest::prop_assert!(matches!(e, ApiError::BadRequest { .. }), "not a 400: {:?}", e),
+            }
+        }
+
+        #[test]
+        fn any_value_of_any_parameter_is_a_400_or_parses(
+            name in proptest::sample::select(ALL.to_vec()),
+            value in "\\PC{0,40}",
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
+        ) {
+            for query in [format!("{name}={}", encoded(value.as_bytes())), format!("{name}={}", encoded(&bytes))] {
+                match Params::parse(&query, &ALL) {
+                    Ok(p) => every_getter_answers(&p)?,
+                    Err(e) => proptest::prop_assert!(matches!(e, ApiError::BadRequest { .. }), "not a 400: {:?}", e),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_values_are_400s() {
+        for value in ["1%C3%A9", "%C3%A9", "5%E2%82%AC", "%F0%9F%98%80"] {
+            let p = Params::parse(&format!("window={value}&limit={value}&at={value}"), &ALL).unwrap();
+            assert_eq!(code(p.window("60s", max())), "bad_window", "{value}");
+            assert_eq!(code(p.limit()), "bad_limit", "{value}");
+            assert_eq!(code(p.at(Utc::now())), "bad_at", "{value}");
+        }
+        // Bytes that are not UTF-8 are read lossily: still a 400 from the window parser.
+        if let Ok(p) = Params::parse("window=1%FF", &ALL) {
+            assert_eq!(code(p.window("60s", max())), "bad_window");
+        }
     }
 }

@@ -10,6 +10,11 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
+#[allow(unused_imports)] // Named by the OpenAPI annotations.
+use super::openapi::{
+    ErrorBody, ErrorsAnswer, ErrorsQuery, Health, KeywordAnswer, KeywordQuery, Readiness, TopKeywordsAnswer,
+    TopKeywordsQuery,
+};
 use super::params::Params;
 use super::AppState;
 
@@ -52,6 +57,15 @@ fn range_of(params: &Params, window: Window) -> Result<WindowRange, ApiError> {
     Ok(WindowRange::ending_at(params.at(Utc::now())?, window.seconds()))
 }
 
+#[utoipa::path(get, path = "/stats/errors", tag = "stats", params(ErrorsQuery),
+    responses(
+        (status = 200, body = ErrorsAnswer),
+        (status = 400, description = "A parameter is malformed, unknown or repeated", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_RPS; see Retry-After", body = ErrorBody),
+        (status = 503, description = "No source (or not the forced one) could answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn errors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
     let params = Params::parse(req.query_string(), &["window", "service", "at", "source"])?;
@@ -70,6 +84,15 @@ pub async fn errors(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(get, path = "/stats/keywords", tag = "stats", params(KeywordQuery),
+    responses(
+        (status = 200, body = KeywordAnswer),
+        (status = 400, description = "A parameter is malformed, unknown or repeated", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_RPS; see Retry-After", body = ErrorBody),
+        (status = 503, description = "No source (or not the forced one) could answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
     let params = Params::parse(req.query_string(), &["q", "window", "service", "at", "source"])?;
@@ -88,6 +111,15 @@ pub async fn keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(get, path = "/stats/keywords/top", tag = "stats", params(TopKeywordsQuery),
+    responses(
+        (status = 200, body = TopKeywordsAnswer),
+        (status = 400, description = "A parameter is malformed, unknown or repeated", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_RPS; see Retry-After", body = ErrorBody),
+        (status = 503, description = "No source (or not the forced one) could answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn top_keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
     let params = Params::parse(req.query_string(), &["window", "limit", "at", "source"])?;
@@ -103,11 +135,15 @@ pub async fn top_keywords(req: HttpRequest, state: web::Data<AppState>) -> Resul
     Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// Ready when PostgreSQL (the authority) answers; names each dependency's state.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "PostgreSQL answers", body = Readiness),
+    (status = 503, description = "PostgreSQL does not answer", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let postgres = state.reader.pg.ping().await;
     let redis = match &state.reader.redis {

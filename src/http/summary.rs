@@ -10,6 +10,8 @@ use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
+#[allow(unused_imports)] // Named by the OpenAPI annotations.
+use super::openapi::{ErrorBody, SummaryAnswer, SummaryQuery};
 use super::params::Params;
 use super::AppState;
 use crate::db::stats::KeywordRow;
@@ -80,6 +82,16 @@ fn time(t: DateTime<Utc>) -> Value {
     json!(t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
+#[utoipa::path(get, path = "/stats/summary", tag = "stats", params(SummaryQuery),
+    responses(
+        (status = 200, body = SummaryAnswer),
+        (status = 400, description = "A parameter is malformed, unknown or repeated", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "The day has not been summarized", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_RPS; see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL did not answer in time", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn summary(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
     let params = Params::parse(req.query_string(), &["date", "user_id", "limit"])?;
@@ -153,4 +165,40 @@ pub async fn summary(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         "users": users,
         "keywords": keywords,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(name: &str, value: &[u8]) -> Option<Params> {
+        Params::parse(&format!("{name}={}", crate::http::params::tests::encoded(value)), &["date", "user_id", "limit"])
+            .ok()
+    }
+
+    fn is_400<T>(r: Result<T, ApiError>) -> bool {
+        r.as_ref().err().is_none_or(|e| matches!(e, ApiError::BadRequest { .. }))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_date_user_or_limit_is_a_400_or_parses(
+            name in proptest::sample::select(vec!["date", "user_id", "limit"]),
+            text in "\\PC{0,40}",
+        ) {
+            if let Some(p) = params(name, text.as_bytes()) {
+                proptest::prop_assert!(is_400(date_param(&p)));
+                proptest::prop_assert!(is_400(user_param(&p)));
+                proptest::prop_assert!(is_400(limit_param(&p)));
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_dates_and_limits_are_400s() {
+        let p = params("date", "2026-01-0é".as_bytes()).unwrap();
+        assert!(matches!(date_param(&p), Err(ApiError::BadRequest { code: "bad_date", .. })));
+        let p = params("limit", "1é".as_bytes()).unwrap();
+        assert!(matches!(limit_param(&p), Err(ApiError::BadRequest { code: "bad_limit", .. })));
+    }
 }

@@ -1,20 +1,38 @@
 //! The generator's Kafka sink: a throughput-tuned producer (batching, lz4, acks=all, idempotent).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actors::generator::{EventSink, SinkError};
 use anyhow::Context as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 
-/// Counts delivery reports.
+/// Counts delivery reports and keeps the first failure's text.
 #[derive(Default, Clone)]
 pub struct DeliveryCounter {
     acked: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    first_error: Arc<OnceLock<String>>,
+}
+
+impl DeliveryCounter {
+    fn note_error(&self, topic: &str, error: &KafkaError) {
+        self.first_error.get_or_init(|| explain(topic, error));
+    }
+}
+
+/// The error as the operator needs it: a missing topic is named as such, with what to do.
+fn explain(topic: &str, error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition) => format!(
+            "topic {topic:?} does not exist ({error}); create it with `log-analyzer migrate` or check KAFKA_TOPIC"
+        ),
+        _ => format!("topic {topic:?}: {error}"),
+    }
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -24,9 +42,14 @@ impl ProducerContext for DeliveryCounter {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
         match result {
-            Ok(_) => self.acked.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => {
+                self.note_error(message.topic(), error);
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -62,7 +85,10 @@ impl EventSink for KafkaSink {
         match self.producer.send(record) {
             Ok(()) => Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(SinkError::Full(payload)),
-            Err((e, _)) => Err(SinkError::Failed(e.to_string())),
+            Err((e, _)) => {
+                self.counter.note_error(&self.topic, &e);
+                Err(SinkError::Failed(e.to_string()))
+            }
         }
     }
 
@@ -74,7 +100,29 @@ impl EventSink for KafkaSink {
         self.counter.failed.load(Ordering::Relaxed)
     }
 
+    fn first_error(&self) -> Option<String> {
+        self.counter.first_error.get().cloned()
+    }
+
     fn flush(&mut self, timeout: Duration) -> Result<(), String> {
         self.producer.flush(timeout).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_topic_is_named_plainly() {
+        let missing = KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopic);
+        let text = explain("nope", &missing);
+        assert!(text.contains("topic \"nope\" does not exist"), "{text}");
+        let other = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(explain("logs", &other).starts_with("topic \"logs\": "));
+        let counter = DeliveryCounter::default();
+        counter.note_error("a", &missing);
+        counter.note_error("b", &other);
+        assert!(counter.first_error.get().unwrap().contains("\"a\""), "the first error is kept");
     }
 }

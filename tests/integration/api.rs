@@ -469,7 +469,7 @@ async fn with_a_jwt_secret_stats_and_ingest_need_a_valid_token_and_health_stays_
         "api",
         &stack().redis_url,
         &unique("la_jwt"),
-        &[("JWT_SECRET", "integration-secret"), ("JWT_AUDIENCE", "log-analyzer")],
+        &[("JWT_SECRET", "integration-secret-at-least-32-bytes"), ("JWT_AUDIENCE", "log-analyzer")],
     );
     let port = app.port;
     app.wait_listening().await;
@@ -483,10 +483,10 @@ async fn with_a_jwt_secret_stats_and_ingest_need_a_valid_token_and_health_stays_
         http(port, "GET", "/stats/errors?window=10s&source=postgres", b"", &headers).await.unwrap().0
     };
     assert_eq!(get(None).await, 401, "missing");
-    assert_eq!(get(Some(token("integration-secret", Algorithm::HS256, -600))).await, 401, "expired");
-    assert_eq!(get(Some(token("integration-secret", Algorithm::HS512, 600))).await, 401, "wrong alg");
+    assert_eq!(get(Some(token("integration-secret-at-least-32-bytes", Algorithm::HS256, -600))).await, 401, "expired");
+    assert_eq!(get(Some(token("integration-secret-at-least-32-bytes", Algorithm::HS512, 600))).await, 401, "wrong alg");
     assert_eq!(get(Some(token("wrong-secret", Algorithm::HS256, 600))).await, 401, "wrong key");
-    assert_eq!(get(Some(token("integration-secret", Algorithm::HS256, 600))).await, 200, "valid");
+    assert_eq!(get(Some(token("integration-secret-at-least-32-bytes", Algorithm::HS256, 600))).await, 200, "valid");
     let (status, _) = http(port, "POST", "/ingest", b"{}", &[]).await.unwrap();
     assert_eq!(status, 401);
     assert_eq!(http(port, "GET", "/healthz", b"", &[]).await.unwrap().0, 200);

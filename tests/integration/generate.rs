@@ -47,7 +47,7 @@ async fn generate_to_http_delivers_every_event_as_a_row_or_a_reject_and_sends_th
             ("REDIS_PREFIX", &prefix),
             ("HTTP_ADDR", &addr),
             ("ADMIN_ADDR", "127.0.0.1:0"),
-            ("JWT_SECRET", "generate-secret"),
+            ("JWT_SECRET", "generate-secret-at-least-32-bytes-long"),
             ("JWT_AUDIENCE", "log-analyzer"),
         ],
     );
@@ -73,7 +73,12 @@ async fn generate_to_http_delivers_every_event_as_a_row_or_a_reject_and_sends_th
     assert!(log.contains("401"), "{log}");
 
     let claims = json!({"exp": chrono::Utc::now().timestamp() + 600, "aud": "log-analyzer"});
-    let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"generate-secret")).unwrap();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(b"generate-secret-at-least-32-bytes-long"),
+    )
+    .unwrap();
     let mut run = generate(Some(&token));
     let (status, log) = finished(&mut run, Duration::from_secs(120)).await;
     assert!(status.success(), "{log}");

@@ -2,6 +2,7 @@
 //! Each test makes its own topic, consumer group, database and Redis key prefix.
 
 mod api;
+mod edges;
 mod generate;
 mod helpers;
 mod http_ingest;

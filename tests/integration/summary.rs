@@ -602,7 +602,7 @@ async fn stats_summary_answers_the_stored_rows_behind_the_jwt_guard() {
             ("REDIS_PREFIX", &prefix),
             ("HTTP_ADDR", &addr),
             ("ADMIN_ADDR", &admin),
-            ("JWT_SECRET", "summary-secret"),
+            ("JWT_SECRET", "summary-secret-at-least-32-bytes-long"),
         ],
     );
     eventually("HTTP listening", Duration::from_secs(30), || async move {
@@ -610,7 +610,9 @@ async fn stats_summary_answers_the_stored_rows_behind_the_jwt_guard() {
     })
     .await;
     let claims = json!({"exp": Utc::now().timestamp() + 600});
-    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(b"summary-secret")).unwrap();
+    let token =
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(b"summary-secret-at-least-32-bytes-long"))
+            .unwrap();
     let bearer = format!("Bearer {token}");
     let get = |path: String| {
         let bearer = bearer.clone();

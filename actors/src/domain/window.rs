@@ -39,16 +39,18 @@ impl Window {
     /// Parses `<integer><s|m|h|d>` with no upper bound (configuration values).
     pub fn parse_unbounded(text: &str) -> Result<Window, WindowError> {
         let malformed = || WindowError::Malformed(text.to_owned());
-        let unit_at = text.len().checked_sub(1).ok_or_else(malformed)?;
-        let (digits, unit) = text.split_at(unit_at);
+        // Split at the last *character*: a byte index would land inside a multi-byte one ("1é").
+        let mut chars = text.chars();
+        let unit = chars.next_back().ok_or_else(malformed)?;
+        let digits = chars.as_str();
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(malformed());
         }
         let scale = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3_600,
-            "d" => 86_400,
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
             _ => return Err(malformed()),
         };
         let n: u64 = digits.parse().map_err(|_| malformed())?;
@@ -120,6 +122,26 @@ mod tests {
         assert!(matches!(Window::parse("31d", day30()), Err(WindowError::TooLong { .. })));
         // u64 overflow in the multiplication is malformed, not a panic.
         assert!(Window::parse_unbounded("18446744073709551615d").is_err());
+        // A multi-byte last character is malformed, not a panic (it once split inside "é").
+        for bad in ["1é", "é", "10\u{1F600}", "5m\u{301}", "\u{0}"] {
+            assert!(matches!(Window::parse_unbounded(bad), Err(WindowError::Malformed(_))), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in "\\PC*", max in 1u64..=u64::MAX) {
+            let max = Window::from_seconds(max).unwrap();
+            if let Ok(w) = Window::parse(&text, max) {
+                proptest::prop_assert!(w <= max && w.seconds() >= 1);
+            }
+        }
+
+        #[test]
+        fn a_window_reads_back_from_its_display(seconds in 1u64..=1_000_000_000) {
+            let w = Window::from_seconds(seconds).unwrap();
+            proptest::prop_assert_eq!(Window::parse_unbounded(&w.to_string()), Ok(w));
+        }
     }
 
     #[test]
