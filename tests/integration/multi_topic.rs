@@ -169,9 +169,19 @@ async fn one_run_process_ingests_two_topics_exactly_once_and_answers_for_both() 
         (!mine.is_empty() && mine.len() < all.len()).then_some(())
     })
     .await;
-    let (more_a, more_b) = (dataset(53, 2_000, 2, 0), dataset(54, 2_000, 3, 0));
+    let (mut more_a, mut more_b) = (dataset(53, 2_000, 2, 0), dataset(54, 2_000, 3, 0));
     sent(&a, &more_a, &mut truth);
     sent(&b, &more_b, &mut truth);
+    // An event naming no service is its own topic's.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (topic, more) in [(&a, &mut more_a), (&b, &mut more_b)] {
+        let eid = format!("no-service-{topic}");
+        let payload = json!({"message": "a line without a service", "eid": eid}).to_string().into_bytes();
+        more.messages.push(Outgoing { partition: 1, timestamp_ms: now_ms, payload });
+        let event =
+            Sent { topic: topic.clone(), second: now_ms.div_euclid(1_000), service: topic.clone(), error: false };
+        truth.insert(eid, event);
+    }
     produce_all(&kafka, &a, &more_a.messages).await;
     produce_all(&kafka, &b, &more_b.messages).await;
     wait_stored(
@@ -180,6 +190,13 @@ async fn one_run_process_ingests_two_topics_exactly_once_and_answers_for_both() 
     )
     .await;
     assert_stored_once_with_topic(&client, &truth).await;
+    for topic in [&a, &b] {
+        let row = client
+            .query_one("SELECT service FROM logs WHERE attrs->>'eid' = $1", &[&format!("no-service-{topic}")])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), *topic, "fallback service is the event's own topic");
+    }
     let (status, answer) = get_json(port, &format!("/stats/errors?window=30m&at={at}&source=memory")).await;
     assert_eq!(status, 503, "{answer}");
     let (status, answer) = get_json(port, &format!("/stats/errors?window=30m&at={at}&source=postgres")).await;
@@ -188,6 +205,32 @@ async fn one_run_process_ingests_two_topics_exactly_once_and_answers_for_both() 
 
     let status = joined.terminate(Duration::from_secs(10));
     assert!(status.success(), "{}", joined.log_tail());
+
+    // The partitions come back: memory rebuilds from what both topics' partitions stored meanwhile
+    // (some by the other process, never seen here) and is exact again.
+    eventually("all five partitions owned again", Duration::from_secs(60), || async {
+        (owned(admin).await? == all).then_some(())
+    })
+    .await;
+    let at = chrono::Utc::now().timestamp() + 1; // the events without a service included
+    let want_total = errors(&truth, at, 1_800, None)["total"].clone();
+    eventually("memory answers again", Duration::from_secs(60), || {
+        let want_total = want_total.clone();
+        async move {
+            let (status, answer) = get_json(port, &format!("/stats/errors?window=30m&at={at}&source=memory")).await;
+            (status == 200 && answer["total"] == want_total).then_some(())
+        }
+    })
+    .await;
+    for (window, seconds) in [("1m", 60), ("30m", 1_800)] {
+        for service in [None, Some("payments"), Some(a.as_str())] {
+            let param = service.map(|s| format!("&service={s}")).unwrap_or_default();
+            let path = format!("/stats/errors?window={window}&at={at}{param}&source=memory");
+            let (status, answer) = get_json(port, &path).await;
+            assert_eq!(status, 200, "{path}: {answer}");
+            assert_eq!(pick(&answer), errors(&truth, at, seconds, service), "{path}");
+        }
+    }
     drop(client);
     drop(app);
     env.db.drop_db().await;
