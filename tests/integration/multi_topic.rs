@@ -135,7 +135,8 @@ async fn one_run_process_ingests_two_topics_exactly_once_and_answers_for_both() 
     })
     .await;
 
-    // Memory owns every partition of both topics: its answers are the truth over both.
+    // Memory owns every partition of both topics: its answers are the truth over both, like Redis's
+    // and PostgreSQL's.
     app.wait_memory_ready().await;
     let port = app.port;
     let at = generated_at + 1;
@@ -148,10 +149,19 @@ async fn one_run_process_ingests_two_topics_exactly_once_and_answers_for_both() 
         }
     })
     .await;
+    // Redis is fed behind memory, its fence keyed by topic and partition as well.
+    eventually("redis caught up", Duration::from_secs(30), || {
+        let want_total = want_total.clone();
+        async move {
+            let (_, answer) = get_json(port, &format!("/stats/errors?window=30m&at={at}&source=redis")).await;
+            (answer["total"] == want_total).then_some(())
+        }
+    })
+    .await;
     for (window, seconds) in [("1m", 60), ("10m", 600), ("30m", 1_800)] {
         for service in [None, Some("payments"), Some("checkout")] {
             let param = service.map(|s| format!("&service={s}")).unwrap_or_default();
-            for source in ["memory", "postgres"] {
+            for source in ["memory", "redis", "postgres"] {
                 let path = format!("/stats/errors?window={window}&at={at}{param}&source={source}");
                 let (status, answer) = get_json(port, &path).await;
                 assert_eq!(status, 200, "{path}: {answer}");
