@@ -286,13 +286,12 @@ impl Metrics {
             sync(&self.writer_errors, &[&id, "rejected"], w.rejected.load(Ordering::Relaxed));
         }
         if let Some(source) = &state.source {
-            let topic = state.topic.as_str();
             let highs = source.high_watermarks.lock().expect("source state").clone();
             self.consumer_lag.reset();
             self.stored_offset.reset();
             let mut rejects = [0u64; RejectReason::ALL.len()];
             for (p, stats) in source.all_partitions() {
-                let labels = [topic, &p.to_string()];
+                let labels = [p.0.as_str(), &p.1.to_string()];
                 sync(&self.consumer_messages, &labels, stats.messages.load(Ordering::Relaxed));
                 sync(&self.ingested_events, &labels, stats.stored_events.load(Ordering::Relaxed));
                 sync(&self.ingested_bytes, &labels, stats.stored_bytes.load(Ordering::Relaxed));
@@ -300,7 +299,7 @@ impl Metrics {
                 for (total, count) in rejects.iter_mut().zip(&stats.rejects) {
                     *total += count.load(Ordering::Relaxed);
                 }
-                if !source.owns(p) {
+                if !source.owns(&p) {
                     continue;
                 }
                 let stored = stats.stored_offset.load(Ordering::Relaxed) as i64;
@@ -350,8 +349,6 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub writers: Vec<Arc<WriterStats>>,
     pub source: Option<Arc<SourceState>>,
-    /// The topic the source consumes (a metric label).
-    pub topic: String,
     pub aggregator: Option<Inbox<WindowAggregatorActor>>,
     pub deltas: Option<Arc<DeltaStats>>,
     /// The daily summary's counters, in processes that run the scheduler.
@@ -373,18 +370,22 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
 }
 
-/// Every actor with its mailbox figures; consumers with the partition they own and its counters.
+/// Every actor with its mailbox figures; consumers (instance `topic/partition`) with the partition
+/// they own and its counters.
 async fn actors(state: web::Data<AdminState>) -> HttpResponse {
-    let owned = state.source.as_ref().map(|s| s.owned()).unwrap_or_default();
+    use crate::kafka::source::partition_name;
+    let owned: Vec<String> =
+        state.source.as_ref().map(|s| s.owned().iter().map(partition_name).collect()).unwrap_or_default();
     let mut list = Vec::new();
     for probe in state.metrics.actors.probes() {
         let mut entry = serde_json::to_value(probe.snapshot()).expect("snapshot serializes");
         if probe.actor() == "consumer" {
-            let partition: Option<i32> = probe.instance().parse().ok();
-            let owns = partition.is_some_and(|p| owned.contains(&p));
-            entry["partitions"] = json!(if owns { vec![partition] } else { vec![] });
-            if let (Some(p), Some(source)) = (partition, &state.source) {
-                if let Some(stats) = source.all_partitions().into_iter().find(|(q, _)| *q == p).map(|(_, s)| s) {
+            let instance = probe.instance();
+            let owns = owned.iter().any(|p| p.as_str() == instance);
+            entry["partitions"] = json!(if owns { vec![instance] } else { vec![] });
+            if let Some(source) = &state.source {
+                let stats = source.all_partitions().into_iter().find(|(q, _)| partition_name(q) == instance);
+                if let Some((_, stats)) = stats {
                     entry["messages"] = json!(stats.messages.load(Ordering::Relaxed));
                     entry["batches"] = json!(stats.batches.load(Ordering::Relaxed));
                     entry["stored_offset"] = json!(stats.stored_offset.load(Ordering::Relaxed));

@@ -13,7 +13,7 @@ pub struct Settings {
     /// Kafka bootstrap servers, comma-separated `host:port`.
     #[serde(default = "defaults::kafka_brokers")]
     pub kafka_brokers: String,
-    /// Topic the logs arrive on (a comma-separated list: `migrate` creates each; ingest takes one so far).
+    /// Topics the logs arrive on, comma-separated: `migrate` creates each; ingest consumes them all in one group.
     #[serde(default = "defaults::kafka_topic")]
     pub kafka_topic: String,
     /// Consumer group shared by every ingest process.

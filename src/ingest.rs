@@ -35,15 +35,6 @@ impl Ingest {
         log: &Logger,
     ) -> anyhow::Result<Ingest> {
         let log = log.new(slog::o!("role" => "ingest"));
-        let topics = settings.kafka_topics();
-        if topics.len() > 1 {
-            // Per-topic offsets exist, but the poll loop, lag and the live windows are keyed by partition alone.
-            anyhow::bail!(
-                "KAFKA_TOPIC lists {} topics ({}); ingest consumes one topic per process for now",
-                topics.len(),
-                topics.join(", ")
-            );
-        }
         let mut arbiters = Vec::new();
         let mut writers = Vec::new();
         let write_timeout = Duration::from_millis(settings.database_write_timeout_ms);
@@ -76,7 +67,7 @@ impl Ingest {
         let config = SourceConfig {
             brokers: settings.kafka_brokers.clone(),
             group: settings.kafka_group.clone(),
-            topic: settings.kafka_topic.clone(),
+            topics: settings.kafka_topics(),
             consumer: ConsumerConfig {
                 batch_max_events: settings.batch_max_events,
                 batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
@@ -86,7 +77,7 @@ impl Ingest {
         };
         let offsets = Arc::new(PgOffsetStore::new(settings.database_url.expose()).with_timeout(write_timeout));
         let source = KafkaSource::start(config, offsets, wiring, log.clone())?;
-        info!(log, "ingest started"; "topic" => &settings.kafka_topic, "group" => &settings.kafka_group,
+        info!(log, "ingest started"; "topics" => &settings.kafka_topic, "group" => &settings.kafka_group,
               "writers" => settings.writer_count);
         Ok(Ingest { source, writers, arbiters, log })
     }

@@ -92,7 +92,6 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
         metrics,
         writers: ingest.writer_stats(),
         source: Some(ingest.state()),
-        topic: settings.kafka_topic.clone(),
         aggregator: None,
         deltas: Some(deltas),
         summary: None,
@@ -115,7 +114,6 @@ pub async fn run_schedule(settings: &Settings, log_level: LogLevelHandle, log: &
         metrics,
         writers: Vec::new(),
         source: None,
-        topic: settings.kafka_topic.clone(),
         aggregator: None,
         deltas: None,
         summary: Some(scheduler.stats.clone()),
@@ -210,7 +208,7 @@ impl Application {
         redis.warm_up().await;
         let db_timeout = Duration::from_millis(settings.database_timeout_ms);
         let pool = db::pool(settings.database_url.expose(), settings.database_pool_size, db_timeout);
-        let pg = PgStats::new(pool.clone(), &settings.kafka_topic, db_timeout);
+        let pg = PgStats::new(pool.clone(), settings.kafka_topics(), db_timeout);
 
         let metrics = Arc::new(crate::admin::Metrics::new());
         let mut arbiters = Vec::new();
@@ -221,7 +219,7 @@ impl Application {
                 let deltas = RedisDeltaSink::start(redis.clone(), keywords.clone(), cache_probe, &log);
                 delta_stats = Some(deltas.stats());
                 let config = WindowConfig {
-                    topic: settings.kafka_topic.clone(),
+                    topics: settings.kafka_topics(),
                     horizon,
                     skew: settings.window_skew_seconds,
                     keywords: keywords.clone(),
@@ -263,7 +261,6 @@ impl Application {
             metrics: metrics.clone(),
             writers: ingest.as_ref().map(|i| i.writer_stats()).unwrap_or_default(),
             source: ingest.as_ref().map(|i| i.state()),
-            topic: settings.kafka_topic.clone(),
             aggregator: aggregator.clone(),
             deltas: delta_stats,
             summary: scheduler.as_ref().map(|s| s.stats.clone()),
@@ -280,7 +277,8 @@ impl Application {
             },
             max_window: actors::domain::Window::from_seconds(u64::from(settings.retention_days) * 86_400)
                 .expect("retention is at least a day"),
-            topic: settings.kafka_topic.clone(),
+            // POST /ingest produces to one topic: the first of the list, like the generator.
+            topic: settings.primary_topic().to_owned(),
             producer: Some(producer),
             pool,
             parse_rules: settings.parse_rules(),

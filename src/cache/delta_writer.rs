@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ::actors::mailbox::{ActorProbe, Inbox};
-use ::actors::windows::{BucketDelta, DeltaSink, KeywordSet};
+use ::actors::windows::{BucketDelta, DeltaSink, KeywordSet, PartitionOffsets};
 use actix::prelude::*;
 use slog::{warn, Logger};
 
@@ -20,7 +20,7 @@ struct Apply(Arc<BucketDelta>);
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Audit(std::collections::BTreeMap<i32, i64>);
+struct Audit(PartitionOffsets);
 
 impl Handler<Audit> for BucketCacheActor {
     type Result = AtomicResponse<Self, ()>;
@@ -157,7 +157,7 @@ impl DeltaSink for RedisDeltaSink {
         }
     }
 
-    fn rebuilt(&self, offsets: &std::collections::BTreeMap<i32, i64>) {
+    fn rebuilt(&self, offsets: &PartitionOffsets) {
         let _ = self.inbox.try_send(Audit(offsets.clone()));
     }
 }

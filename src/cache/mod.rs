@@ -4,7 +4,7 @@
 //!
 //! Keys, under `<REDIS_PREFIX>:<topic>`: `:s:<second>` and `:m:<minute>` hashes with fields
 //! `<service>\x1ft` (events), `<service>\x1fe` (errors), `<service>\x1fk\x1f<keyword>`; `:applied`
-//! (partition → next offset folded in); `:expect` (offsets a rebuild saw in PostgreSQL: Redis answers
+//! (`<topic>/<partition>` → next offset folded in); `:expect` (offsets a rebuild saw in PostgreSQL: Redis answers
 //! only once `:applied` reaches them); `:incomplete` (set, with a TTL, when Redis missed batches);
 //! `:future` (seconds of events too far ahead to bucket); `:watermark`; `:ans:…` cached answers.
 
@@ -47,6 +47,11 @@ struct Breaker {
 const BREAKER_OPEN_MS: i64 = 1_000;
 /// Timeout of writes (bucket deltas), which are off the request path.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A partition's field in `:applied` and `:expect`: one cache serves every topic of `KAFKA_TOPIC`.
+fn partition_field(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
@@ -184,7 +189,7 @@ impl RedisCache {
         let mut invocation = self.apply_script.prepare_invoke();
         invocation
             .arg(&self.base)
-            .arg(delta.partition)
+            .arg(partition_field(&delta.topic, delta.partition))
             .arg(delta.from)
             .arg(delta.to)
             .arg(self.incomplete_ttl())
@@ -219,11 +224,11 @@ impl RedisCache {
     }
 
     /// Records the offsets a rebuild saw in PostgreSQL: Redis answers only once it has caught up.
-    pub async fn audit(&self, offsets: &std::collections::BTreeMap<i32, i64>) -> Result<bool, StoreError> {
+    pub async fn audit(&self, offsets: &actors::windows::PartitionOffsets) -> Result<bool, StoreError> {
         let mut invocation = self.audit_script.prepare_invoke();
         invocation.arg(&self.base).arg(self.incomplete_ttl());
-        for (p, o) in offsets {
-            invocation.arg(*p).arg(*o);
+        for ((topic, partition), o) in offsets {
+            invocation.arg(partition_field(topic, *partition)).arg(*o);
         }
         let complete: i64 = self.bounded_write(async |conn| invocation.invoke_async(conn).await).await?;
         Ok(complete == 1)

@@ -69,6 +69,8 @@ struct SecondKeywordRow {
 struct OffsetRow {
     #[diesel(sql_type = diesel::sql_types::Integer)]
     partition: i32,
+    #[diesel(sql_type = Text)]
+    topic: String,
     #[diesel(sql_type = BigInt)]
     next_offset: i64,
 }
@@ -83,7 +85,8 @@ struct MaybeSecond {
 #[derive(Clone)]
 pub struct PgStats {
     pool: PgPool,
-    topic: String,
+    /// Every topic of `KAFKA_TOPIC`: stats cover them together.
+    topics: Vec<String>,
     timeout: Duration,
 }
 
@@ -92,8 +95,8 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl PgStats {
-    pub fn new(pool: PgPool, topic: impl Into<String>, timeout: Duration) -> PgStats {
-        PgStats { pool, topic: topic.into(), timeout }
+    pub fn new(pool: PgPool, topics: Vec<String>, timeout: Duration) -> PgStats {
+        PgStats { pool, topics, timeout }
     }
 
     /// Runs `work` on a pooled connection, giving up on the whole (pool wait included) at the timeout;
@@ -113,16 +116,16 @@ impl PgStats {
     }
 
     pub async fn errors(&self, range: WindowRange, service: Option<String>) -> Result<ErrorStats, StoreError> {
-        let topic = self.topic.clone();
+        let topics = self.topics.clone();
         let only = service.clone();
         let rows: Vec<ServiceRow> = self
             .bounded(async move |conn| {
                 diesel::sql_query(
                     "SELECT service, count(*)::bigint AS total, count(*) FILTER (WHERE level >= 4)::bigint AS errors \
-                         FROM logs WHERE topic = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                         FROM logs WHERE topic = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
                          AND ($4::text IS NULL OR service = $4) GROUP BY service",
                 )
-                .bind::<Text, _>(topic)
+                .bind::<Array<Text>, _>(topics)
                 .bind::<BigInt, _>(range.from)
                 .bind::<BigInt, _>(range.to)
                 .bind::<Nullable<Text>, _>(only)
@@ -146,14 +149,14 @@ impl PgStats {
         keyword: String,
         service: Option<String>,
     ) -> Result<u64, StoreError> {
-        let topic = self.topic.clone();
+        let topics = self.topics.clone();
         let row: CountRow = self
             .bounded(async move |conn| {
                     diesel::sql_query(
-                        "SELECT count(*)::bigint AS count FROM logs WHERE topic = $1 AND ts >= to_timestamp($2) \
+                        "SELECT count(*)::bigint AS count FROM logs WHERE topic = ANY($1) AND ts >= to_timestamp($2) \
                          AND ts < to_timestamp($3) AND tokens @> ARRAY[$4]::text[] AND ($5::text IS NULL OR service = $5)",
                     )
-                    .bind::<Text, _>(topic)
+                    .bind::<Array<Text>, _>(topics)
                     .bind::<BigInt, _>(range.from)
                     .bind::<BigInt, _>(range.to)
                     .bind::<Text, _>(keyword)
@@ -172,15 +175,15 @@ impl PgStats {
         keywords: Vec<String>,
         limit: usize,
     ) -> Result<Vec<KeywordCount>, StoreError> {
-        let topic = self.topic.clone();
+        let topics = self.topics.clone();
         let rows: Vec<KeywordRow> = self
             .bounded(async move |conn| {
                 diesel::sql_query(
                     "SELECT kw AS keyword, count(*)::bigint AS count FROM logs, unnest(tokens) AS kw \
-                         WHERE topic = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                         WHERE topic = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
                          AND tokens && $4 AND kw = ANY($4) GROUP BY kw ORDER BY count DESC, kw LIMIT $5",
                 )
-                .bind::<Text, _>(topic)
+                .bind::<Array<Text>, _>(topics)
                 .bind::<BigInt, _>(range.from)
                 .bind::<BigInt, _>(range.to)
                 .bind::<Array<Text>, _>(keywords)
@@ -222,9 +225,15 @@ impl PgBucketSource {
 
 #[async_trait]
 impl BucketSource for PgBucketSource {
-    async fn snapshot(&self, topic: &str, first: i64, last: i64, keywords: &KeywordSet) -> Result<Rebuilt, StoreError> {
+    async fn snapshot(
+        &self,
+        topics: &[String],
+        first: i64,
+        last: i64,
+        keywords: &KeywordSet,
+    ) -> Result<Rebuilt, StoreError> {
         let ms = self.timeout.as_millis();
-        tokio::time::timeout(self.timeout, self.snapshot_once(topic, first, last, keywords)).await.unwrap_or_else(
+        tokio::time::timeout(self.timeout, self.snapshot_once(topics, first, last, keywords)).await.unwrap_or_else(
             |_| Err(StoreError::Unavailable(format!("rebuilding windows: PostgreSQL did not answer within {ms} ms"))),
         )
     }
@@ -233,32 +242,33 @@ impl BucketSource for PgBucketSource {
 impl PgBucketSource {
     async fn snapshot_once(
         &self,
-        topic: &str,
+        topics: &[String],
         first: i64,
         last: i64,
         keywords: &KeywordSet,
     ) -> Result<Rebuilt, StoreError> {
         let mut conn = AsyncPgConnection::establish(&self.url).await.map_err(failed)?;
-        let topic = topic.to_owned();
+        let topics = topics.to_vec();
         let tracked: Vec<String> = keywords.iter().map(|k| k.as_str().to_owned()).collect();
         let keywords = Arc::new(keywords.clone());
         conn.build_transaction()
             .repeatable_read()
             .read_only()
             .run(async move |conn| {
-                let offsets: Vec<OffsetRow> =
-                    diesel::sql_query("SELECT \"partition\", next_offset FROM kafka_offsets WHERE topic = $1")
-                        .bind::<Text, _>(&topic)
-                        .load(conn)
-                        .await?;
+                let offsets: Vec<OffsetRow> = diesel::sql_query(
+                    "SELECT topic, \"partition\", next_offset FROM kafka_offsets WHERE topic = ANY($1)",
+                )
+                .bind::<Array<Text>, _>(&topics)
+                .load(conn)
+                .await?;
                 let seconds: Vec<SecondRow> = diesel::sql_query(
                     "SELECT floor(extract(epoch FROM ts))::bigint AS second, service, count(*)::bigint AS total, \
                          count(*) FILTER (WHERE level >= 4)::bigint AS errors, \
                          floor(extract(epoch FROM max(ts)) * 1000)::bigint AS newest_ms \
-                         FROM logs WHERE topic = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                         FROM logs WHERE topic = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
                          GROUP BY 1, 2",
                 )
-                .bind::<Text, _>(&topic)
+                .bind::<Array<Text>, _>(&topics)
                 .bind::<BigInt, _>(first)
                 .bind::<BigInt, _>(last + 1)
                 .load(conn)
@@ -269,10 +279,10 @@ impl PgBucketSource {
                     diesel::sql_query(
                         "SELECT floor(extract(epoch FROM ts))::bigint AS second, service, kw AS keyword, \
                              count(*)::bigint AS hits FROM logs, unnest(tokens) AS kw \
-                             WHERE topic = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                             WHERE topic = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
                              AND tokens && $4 AND kw = ANY($4) GROUP BY 1, 2, 3",
                     )
-                    .bind::<Text, _>(&topic)
+                    .bind::<Array<Text>, _>(&topics)
                     .bind::<BigInt, _>(first)
                     .bind::<BigInt, _>(last + 1)
                     .bind::<Array<Text>, _>(&tracked)
@@ -281,15 +291,15 @@ impl PgBucketSource {
                 };
                 let beyond: MaybeSecond = diesel::sql_query(
                     "SELECT floor(extract(epoch FROM max(ts)))::bigint AS second FROM logs \
-                         WHERE topic = $1 AND ts >= to_timestamp($2)",
+                         WHERE topic = ANY($1) AND ts >= to_timestamp($2)",
                 )
-                .bind::<Text, _>(&topic)
+                .bind::<Array<Text>, _>(&topics)
                 .bind::<BigInt, _>(last + 1)
                 .get_result(conn)
                 .await?;
 
                 let mut rebuilt = Rebuilt {
-                    offsets: offsets.into_iter().map(|o| (o.partition, o.next_offset)).collect(),
+                    offsets: offsets.into_iter().map(|o| ((o.topic, o.partition), o.next_offset)).collect(),
                     beyond_last: beyond.second,
                     ..Rebuilt::default()
                 };

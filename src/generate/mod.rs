@@ -90,10 +90,12 @@ pub async fn run_observed(
     probe: Option<Arc<actors::mailbox::ActorProbe>>,
 ) -> anyhow::Result<GenerateSummary> {
     let sink: Box<dyn EventSink> = match &options.target {
-        Target::Kafka => Box::new(KafkaSink::new(&settings.kafka_brokers, &settings.kafka_topic)?),
+        Target::Kafka => Box::new(KafkaSink::new(&settings.kafka_brokers, settings.primary_topic())?),
         Target::Http(target) => Box::new(HttpSink::new(target.clone(), options.http.clone())?),
-        Target::Ndjson(path) => Box::new(FileSink::create(path, false, settings.parse_rules(), &settings.kafka_topic)?),
-        Target::Csv(path) => Box::new(FileSink::create(path, true, settings.parse_rules(), &settings.kafka_topic)?),
+        Target::Ndjson(path) => {
+            Box::new(FileSink::create(path, false, settings.parse_rules(), settings.primary_topic())?)
+        }
+        Target::Csv(path) => Box::new(FileSink::create(path, true, settings.parse_rules(), settings.primary_topic())?),
     };
     let (done_tx, mut done) = tokio::sync::oneshot::channel();
     let clock: SharedClock = Arc::new(SystemClock);

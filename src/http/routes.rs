@@ -185,18 +185,19 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// stalled: some partition's batch has waited for PostgreSQL longer than a readiness ping may
 /// (`DATABASE_TIMEOUT_MS`), so the process says so well before the write itself times out.
 fn ingest_health(source: &crate::kafka::source::SourceState, stall_after_ms: u64) -> (Value, bool) {
+    use crate::kafka::source::partition_name;
     use std::sync::atomic::Ordering;
     let now = Utc::now().timestamp_millis();
     let mut owned = Vec::new();
     let mut stalled = Vec::new();
     for (partition, stats) in source.partitions.lock().expect("source state").iter() {
-        owned.push(*partition);
+        owned.push(partition_name(partition));
         let started = stats.write_started_ms.load(Ordering::Relaxed);
         if started > 0 && now.saturating_sub(started) > stall_after_ms as i64 {
-            stalled.push(*partition);
+            stalled.push(partition_name(partition));
         }
     }
-    let paused: Vec<i32> = source.paused.lock().expect("source state").iter().copied().collect();
+    let paused: Vec<String> = source.paused.lock().expect("source state").iter().map(partition_name).collect();
     let is_stalled = !stalled.is_empty();
     let body = json!({
         "state": if is_stalled { "stalled" } else { "flowing" },

@@ -1,6 +1,7 @@
 //! The Kafka side of ingest: one poll thread owns the rdkafka consumer (blocking work stays off the
-//! actix arbiters), seeks each assigned partition to its offset stored in PostgreSQL, and feeds each
-//! partition's ConsumerActor through a bounded channel, pausing the partition while that channel is full.
+//! actix arbiters), subscribed to every topic of `KAFKA_TOPIC` in one group, seeks each assigned
+//! (topic, partition) to its offset stored in PostgreSQL, and feeds each partition's ConsumerActor
+//! through a bounded channel, pausing the partition while that channel is full.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,12 +32,21 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(20);
 /// How long the check of a partition's available offsets waits for the broker.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A partition of one of the subscribed topics: partitions of different topics share numbers.
+pub type TopicPartition = (String, i32);
+
+/// How a partition is named where one string must say which (actor instances, readiness).
+pub fn partition_name((topic, partition): &TopicPartition) -> String {
+    format!("{topic}/{partition}")
+}
+
 /// What the source needs to know.
 #[derive(Clone)]
 pub struct SourceConfig {
     pub brokers: String,
     pub group: String,
-    pub topic: String,
+    /// The topics subscribed to, all in the one group.
+    pub topics: Vec<String>,
     pub consumer: ConsumerConfig,
 }
 
@@ -44,33 +54,37 @@ pub struct SourceConfig {
 #[derive(Default)]
 pub struct SourceState {
     /// The partitions owned now.
-    pub partitions: Mutex<BTreeMap<i32, Arc<ConsumerStats>>>,
+    pub partitions: Mutex<BTreeMap<TopicPartition, Arc<ConsumerStats>>>,
     /// Every partition this process has owned: a partition owned again keeps counting where it
     /// left off, so exported counters never go back.
-    ever: Mutex<BTreeMap<i32, Arc<ConsumerStats>>>,
+    ever: Mutex<BTreeMap<TopicPartition, Arc<ConsumerStats>>>,
     /// Each owned partition's high watermark (next offset the broker will assign), refreshed each second.
-    pub high_watermarks: Mutex<BTreeMap<i32, i64>>,
+    pub high_watermarks: Mutex<BTreeMap<TopicPartition, i64>>,
     /// Owned partitions whose fetching is paused (their consumer is behind on writing).
-    pub paused: Mutex<BTreeSet<i32>>,
+    pub paused: Mutex<BTreeSet<TopicPartition>>,
 }
 
 impl SourceState {
-    pub fn owned(&self) -> BTreeSet<i32> {
-        self.partitions.lock().expect("source state").keys().copied().collect()
+    pub fn owned(&self) -> BTreeSet<TopicPartition> {
+        self.partitions.lock().expect("source state").keys().cloned().collect()
     }
 
-    pub fn owns(&self, partition: i32) -> bool {
-        self.partitions.lock().expect("source state").contains_key(&partition)
+    pub fn owns(&self, partition: &TopicPartition) -> bool {
+        self.partitions.lock().expect("source state").contains_key(partition)
     }
 
     /// Every partition ever owned, with its counters.
-    pub fn all_partitions(&self) -> Vec<(i32, Arc<ConsumerStats>)> {
-        self.ever.lock().expect("source state").iter().map(|(p, s)| (*p, s.clone())).collect()
+    pub fn all_partitions(&self) -> Vec<(TopicPartition, Arc<ConsumerStats>)> {
+        self.ever.lock().expect("source state").iter().map(|(p, s)| (p.clone(), s.clone())).collect()
     }
 
     /// The counters of `partition`, kept across the times it is owned.
-    fn stats_for(&self, partition: i32) -> Arc<ConsumerStats> {
-        self.ever.lock().expect("source state").entry(partition).or_default().clone()
+    fn stats_for(&self, partition: &TopicPartition) -> Arc<ConsumerStats> {
+        let mut ever = self.ever.lock().expect("source state");
+        if let Some(stats) = ever.get(partition) {
+            return stats.clone();
+        }
+        ever.entry(partition.clone()).or_default().clone()
     }
 
     /// Events in the owned partitions not yet stored, as far as this process knows.
@@ -92,41 +106,54 @@ pub struct ActorWiring {
     pub arbiters: Vec<ArbiterHandle>,
     pub clock: SharedClock,
     pub committed: Option<TrackedRecipient<Committed>>,
-    /// Told whether this process owns every partition of the topic, after each rebalance.
+    /// Told whether this process owns every partition of every topic, after each rebalance.
     pub ownership: Option<TrackedRecipient<Ownership>>,
-    /// Where each consumer's probe comes from (instance = partition).
+    /// Where each consumer's probe comes from (instance = `topic/partition`).
     pub actors: ActorRegistry,
 }
 
 enum RebalanceEvent {
-    Assigned(BTreeMap<i32, i64>),
-    Revoked(Vec<i32>),
+    Assigned(BTreeMap<TopicPartition, i64>),
+    Revoked(Vec<TopicPartition>),
 }
 
 enum Command {
-    Restart(i32),
+    Restart(TopicPartition),
 }
 
 /// rdkafka callbacks: offsets come from the store at assignment, before any message is fetched.
 struct IngestContext {
-    topic: String,
+    topics: Vec<String>,
     offsets: Arc<dyn OffsetStore>,
     /// Runs the offset store's futures inside rdkafka's callbacks, on the poll thread.
     runtime: tokio::runtime::Runtime,
     events: Mutex<Vec<RebalanceEvent>>,
-    cancels: Mutex<HashMap<i32, Arc<AtomicBool>>>,
+    cancels: Mutex<HashMap<TopicPartition, Arc<AtomicBool>>>,
     /// Partitions whose stored offset had to jump a gap, for the router to count.
-    gaps: Mutex<Vec<i32>>,
+    gaps: Mutex<Vec<TopicPartition>>,
     stopping: Arc<AtomicBool>,
     log: Logger,
 }
 
 impl IngestContext {
     /// Loads stored offsets, retrying while the store is unavailable (the partitions wait).
-    fn load_offsets(&self, partitions: &[i32]) -> Option<BTreeMap<i32, i64>> {
+    fn load_offsets(&self, partitions: &[TopicPartition]) -> Option<BTreeMap<TopicPartition, i64>> {
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, partition) in partitions {
+            by_topic.entry(topic).or_default().push(*partition);
+        }
+        let mut all = BTreeMap::new();
+        for (topic, partitions) in by_topic {
+            let offsets = self.load_topic_offsets(topic, &partitions)?;
+            all.extend(offsets.into_iter().map(|(p, o)| ((topic.to_owned(), p), o)));
+        }
+        Some(all)
+    }
+
+    fn load_topic_offsets(&self, topic: &str, partitions: &[i32]) -> Option<BTreeMap<i32, i64>> {
         let mut backoff = actors::ingest::Backoff::default();
         loop {
-            match self.runtime.block_on(self.offsets.load(&self.topic, partitions)) {
+            match self.runtime.block_on(self.offsets.load(topic, partitions)) {
                 Ok(offsets) => return Some(offsets),
                 Err(e) => {
                     if self.stopping.load(Ordering::Relaxed) {
@@ -134,7 +161,7 @@ impl IngestContext {
                     }
                     backoff.fail();
                     warn!(self.log, "cannot load stored offsets; partitions wait"; "error" => %e,
-                          "partitions" => ?partitions, "retry_in_ms" => backoff.delay().as_millis());
+                          "topic" => topic, "partitions" => ?partitions, "retry_in_ms" => backoff.delay().as_millis());
                     std::thread::sleep(backoff.delay());
                 }
             }
@@ -145,43 +172,48 @@ impl IngestContext {
     /// (retention deleted it before it was stored, or the topic was recreated) is never skipped
     /// silently: the gap is logged, counted and recorded in the store, in the transaction that moves
     /// the stored offset to the earliest available one, which is then where the partition starts.
-    fn close_gaps(&self, consumer: &BaseConsumer<Self>, mut offsets: BTreeMap<i32, i64>) -> Option<BTreeMap<i32, i64>> {
-        for (&partition, offset) in offsets.iter_mut() {
+    fn close_gaps(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        mut offsets: BTreeMap<TopicPartition, i64>,
+    ) -> Option<BTreeMap<TopicPartition, i64>> {
+        for (key, offset) in offsets.iter_mut() {
+            let (topic, partition) = (key.0.as_str(), key.1);
             loop {
-                let (low, high) = match consumer.fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT) {
+                let (low, high) = match consumer.fetch_watermarks(topic, partition, WATERMARK_TIMEOUT) {
                     Ok(watermarks) => watermarks,
                     Err(e) => {
                         // Not checked now: librdkafka reports an out-of-range start (auto.offset.reset=error).
-                        warn!(self.log, "cannot check the partition's available offsets"; "partition" => partition,
-                              "error" => %e);
+                        warn!(self.log, "cannot check the partition's available offsets"; "topic" => topic,
+                              "partition" => partition, "error" => %e);
                         break;
                     }
                 };
                 if (low..=high).contains(offset) {
                     break;
                 }
-                if self.record_gap(partition, *offset, low)? {
+                if self.record_gap(topic, partition, *offset, low)? {
                     error!(self.log, "stored offset no longer in Kafka; offsets skipped and recorded in offset_gaps";
-                           "topic" => &self.topic, "partition" => partition, "from_offset" => *offset,
+                           "topic" => topic, "partition" => partition, "from_offset" => *offset,
                            "to_offset" => low, "kafka_low" => low, "kafka_high" => high,
                            "why" => if *offset < low { "deleted by retention before they were stored" }
                                     else { "the partition's offsets went back (topic recreated?)" });
-                    self.gaps.lock().expect("gaps").push(partition);
+                    self.gaps.lock().expect("gaps").push(key.clone());
                     *offset = low;
                     break;
                 }
                 // Someone else moved the partition meanwhile: check from where it stands now.
-                *offset = *self.load_offsets(&[partition])?.get(&partition)?;
+                *offset = *self.load_topic_offsets(topic, &[partition])?.get(&partition)?;
             }
         }
         Some(offsets)
     }
 
     /// Records a gap, retrying while the store is unavailable; false when fenced.
-    fn record_gap(&self, partition: i32, from: i64, to: i64) -> Option<bool> {
+    fn record_gap(&self, topic: &str, partition: i32, from: i64, to: i64) -> Option<bool> {
         let mut backoff = actors::ingest::Backoff::default();
         loop {
-            match self.runtime.block_on(self.offsets.record_gap(&self.topic, partition, from, to)) {
+            match self.runtime.block_on(self.offsets.record_gap(topic, partition, from, to)) {
                 Ok(recorded) => return Some(recorded),
                 Err(e) => {
                     if self.stopping.load(Ordering::Relaxed) {
@@ -189,15 +221,19 @@ impl IngestContext {
                     }
                     backoff.fail();
                     warn!(self.log, "cannot record an offset gap; the partition waits"; "error" => %e,
-                          "partition" => partition, "retry_in_ms" => backoff.delay().as_millis());
+                          "topic" => topic, "partition" => partition, "retry_in_ms" => backoff.delay().as_millis());
                     std::thread::sleep(backoff.delay());
                 }
             }
         }
     }
 
-    fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
+    fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+        tpl.elements()
+            .iter()
+            .filter(|e| self.topics.iter().any(|t| t == e.topic()))
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect()
     }
 }
 
@@ -229,9 +265,10 @@ impl ConsumerContext for IngestContext {
                     self.load_offsets(&partitions).and_then(|offsets| self.close_gaps(consumer, offsets))
                 };
                 if let Some(offsets) = &offsets {
-                    for (partition, offset) in offsets {
-                        if let Err(e) = tpl.set_partition_offset(&self.topic, *partition, Offset::Offset(*offset)) {
-                            error!(self.log, "cannot set start offset"; "partition" => partition, "error" => %e);
+                    for ((topic, partition), offset) in offsets {
+                        if let Err(e) = tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                            error!(self.log, "cannot set start offset"; "topic" => topic, "partition" => partition,
+                                   "error" => %e);
                         }
                     }
                 }
@@ -255,7 +292,7 @@ impl ConsumerContext for IngestContext {
             }
             other => {
                 error!(self.log, "rebalance error; dropping the assignment"; "error" => ?other);
-                let all: Vec<i32> = self.cancels.lock().expect("cancels").keys().copied().collect();
+                let all: Vec<TopicPartition> = self.cancels.lock().expect("cancels").keys().cloned().collect();
                 self.revoke(&all);
                 let _ = consumer.unassign();
             }
@@ -265,7 +302,7 @@ impl ConsumerContext for IngestContext {
 
 impl IngestContext {
     /// Cancels the partitions' in-flight batches at once, then lets the poll loop retire their actors.
-    fn revoke(&self, partitions: &[i32]) {
+    fn revoke(&self, partitions: &[TopicPartition]) {
         let cancels = self.cancels.lock().expect("cancels");
         for p in partitions {
             if let Some(flag) = cancels.get(p) {
@@ -296,8 +333,8 @@ impl PartitionControl for KafkaControl {
         }
     }
 
-    fn restart(&self, _topic: &str, partition: i32) {
-        let _ = self.commands.lock().expect("commands").send(Command::Restart(partition));
+    fn restart(&self, topic: &str, partition: i32) {
+        let _ = self.commands.lock().expect("commands").send(Command::Restart((topic.to_owned(), partition)));
     }
 }
 
@@ -316,22 +353,24 @@ struct Router {
     wiring: ActorWiring,
     control: Arc<KafkaControl>,
     state: Arc<SourceState>,
-    slots: HashMap<i32, Slot>,
+    slots: HashMap<TopicPartition, Slot>,
+    /// Reused to look up each message's slot without allocating its topic.
+    route_key: TopicPartition,
     next_arbiter: usize,
     log: Logger,
 }
 
 impl Router {
-    fn start_partition(&mut self, consumer: &IngestConsumer, partition: i32, offset: i64) {
-        self.stop_partition(consumer, partition);
+    fn start_partition(&mut self, consumer: &IngestConsumer, key: TopicPartition, offset: i64) {
+        self.stop_partition(consumer, &key);
         let cancelled = Arc::new(AtomicBool::new(false));
-        consumer.context().cancels.lock().expect("cancels").insert(partition, cancelled.clone());
+        consumer.context().cancels.lock().expect("cancels").insert(key.clone(), cancelled.clone());
         let (tx, rx) = chan::channel(PARTITION_CHANNEL);
-        let stats = self.state.stats_for(partition);
-        let probe = self.wiring.actors.probe("consumer", partition.to_string());
+        let stats = self.state.stats_for(&key);
+        let probe = self.wiring.actors.probe("consumer", partition_name(&key));
         let parts = ConsumerParts {
-            topic: Arc::from(self.config.topic.as_str()),
-            partition,
+            topic: Arc::from(key.0.as_str()),
+            partition: key.1,
             start_offset: offset,
             config: self.config.consumer.clone(),
             writers: self.wiring.writers.clone(),
@@ -349,41 +388,42 @@ impl Router {
             ctx.add_stream(rx);
             ConsumerActor::new(parts)
         });
-        self.state.partitions.lock().expect("source state").insert(partition, stats);
-        self.slots.insert(partition, Slot { tx, pending: VecDeque::new(), probe, paused: false, cancelled });
+        self.state.partitions.lock().expect("source state").insert(key.clone(), stats);
+        self.slots.insert(key, Slot { tx, pending: VecDeque::new(), probe, paused: false, cancelled });
     }
 
-    fn stop_partition(&mut self, consumer: &IngestConsumer, partition: i32) {
-        if let Some(slot) = self.slots.remove(&partition) {
+    fn stop_partition(&mut self, consumer: &IngestConsumer, partition: &TopicPartition) {
+        if let Some(slot) = self.slots.remove(partition) {
             slot.cancelled.store(true, Ordering::SeqCst);
             if slot.paused {
                 self.set_paused(consumer, partition, false);
             }
             // Dropping the sender ends the actor's stream.
         }
-        consumer.context().cancels.lock().expect("cancels").remove(&partition);
-        self.state.partitions.lock().expect("source state").remove(&partition);
+        consumer.context().cancels.lock().expect("cancels").remove(partition);
+        self.state.partitions.lock().expect("source state").remove(partition);
     }
 
-    fn set_paused(&self, consumer: &IngestConsumer, partition: i32, paused: bool) {
+    fn set_paused(&self, consumer: &IngestConsumer, partition: &TopicPartition, paused: bool) {
         let mut paused_now = self.state.paused.lock().expect("source state");
         if paused {
-            paused_now.insert(partition);
+            paused_now.insert(partition.clone());
         } else {
-            paused_now.remove(&partition);
+            paused_now.remove(partition);
         }
         drop(paused_now);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.config.topic, partition);
+        tpl.add_partition(&partition.0, partition.1);
         let result = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
         if let Err(e) = result {
-            warn!(self.log, "pause/resume failed"; "partition" => partition, "pause" => paused, "error" => %e);
+            warn!(self.log, "pause/resume failed"; "topic" => &partition.0, "partition" => partition.1,
+                  "pause" => paused, "error" => %e);
         }
     }
 
     fn apply_rebalance(&mut self, consumer: &IngestConsumer) {
         for partition in std::mem::take(&mut *consumer.context().gaps.lock().expect("gaps")) {
-            self.state.stats_for(partition).offset_gaps.fetch_add(1, Ordering::Relaxed);
+            self.state.stats_for(&partition).offset_gaps.fetch_add(1, Ordering::Relaxed);
         }
         let events = std::mem::take(&mut *consumer.context().events.lock().expect("events"));
         if events.is_empty() {
@@ -398,7 +438,7 @@ impl Router {
                 }
                 RebalanceEvent::Revoked(partitions) => {
                     for partition in partitions {
-                        self.stop_partition(consumer, partition);
+                        self.stop_partition(consumer, &partition);
                     }
                 }
             }
@@ -408,58 +448,66 @@ impl Router {
 
     fn announce_ownership(&mut self, consumer: &IngestConsumer) {
         let Some(ownership) = &self.wiring.ownership else { return };
-        let total = consumer
-            .fetch_metadata(Some(&self.config.topic), Duration::from_secs(2))
-            .ok()
-            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
-            .unwrap_or(0);
-        let owns_all = total > 0 && self.slots.len() == total;
+        // A topic whose partitions cannot be counted now counts as not wholly owned.
+        let mut total = Some(0);
+        for topic in &self.config.topics {
+            let partitions = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+                .ok()
+                .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+                .filter(|&n| n > 0);
+            total = total.zip(partitions).map(|(sum, n)| sum + n);
+        }
+        let owns_all = total.is_some_and(|total| self.slots.len() == total);
         ownership.do_send(Ownership { owns_all });
     }
 
     /// Refreshes the owned partitions' high watermarks (for lag).
     fn refresh_watermarks(&mut self, consumer: &IngestConsumer) {
         let mut highs = BTreeMap::new();
-        for &partition in self.slots.keys() {
-            if let Ok((_, high)) = consumer.fetch_watermarks(&self.config.topic, partition, Duration::from_millis(200))
-            {
-                highs.insert(partition, high);
+        for key in self.slots.keys() {
+            if let Ok((_, high)) = consumer.fetch_watermarks(&key.0, key.1, Duration::from_millis(200)) {
+                highs.insert(key.clone(), high);
             }
         }
         *self.state.high_watermarks.lock().expect("source state") = highs;
     }
 
-    fn restart_partition(&mut self, consumer: &IngestConsumer, partition: i32) {
+    fn restart_partition(&mut self, consumer: &IngestConsumer, partition: TopicPartition) {
         if !self.slots.contains_key(&partition) {
             return; // revoked meanwhile
         }
-        self.stop_partition(consumer, partition);
+        self.stop_partition(consumer, &partition);
         let context = consumer.context();
-        let Some(offsets) = context.load_offsets(&[partition]).and_then(|o| context.close_gaps(consumer, o)) else {
+        let Some(offsets) =
+            context.load_offsets(std::slice::from_ref(&partition)).and_then(|o| context.close_gaps(consumer, o))
+        else {
             return;
         };
         for partition in std::mem::take(&mut *context.gaps.lock().expect("gaps")) {
-            self.state.stats_for(partition).offset_gaps.fetch_add(1, Ordering::Relaxed);
+            self.state.stats_for(&partition).offset_gaps.fetch_add(1, Ordering::Relaxed);
         }
         let Some(&offset) = offsets.get(&partition) else { return };
-        if let Err(e) = self.reposition(consumer, partition, offset) {
+        if let Err(e) = self.reposition(consumer, &partition, offset) {
             error!(self.log, "seek failed; partition left idle until the next rebalance";
-                   "partition" => partition, "offset" => offset, "error" => %e);
+                   "topic" => &partition.0, "partition" => partition.1, "offset" => offset, "error" => %e);
             return;
         }
-        info!(self.log, "partition restarted from its stored offset"; "partition" => partition, "offset" => offset);
-        self.wiring.actors.probe("consumer", partition.to_string()).restarted();
+        info!(self.log, "partition restarted from its stored offset"; "topic" => &partition.0,
+              "partition" => partition.1, "offset" => offset);
+        self.wiring.actors.probe("consumer", partition_name(&partition)).restarted();
         self.start_partition(consumer, partition, offset);
     }
 
     /// Points the partition's fetcher at `offset`. A partition whose fetch stopped on an offset out
     /// of range cannot be seeked ("erroneous state"); assigning it again with the offset restarts it.
-    fn reposition(&self, consumer: &IngestConsumer, partition: i32, offset: i64) -> Result<(), KafkaError> {
-        let topic = &self.config.topic;
+    fn reposition(&self, consumer: &IngestConsumer, key: &TopicPartition, offset: i64) -> Result<(), KafkaError> {
+        let (topic, partition) = (key.0.as_str(), key.1);
         let Err(seek_error) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(10)) else {
             return Ok(());
         };
-        debug!(self.log, "seek refused; assigning the partition again"; "partition" => partition, "error" => %seek_error);
+        debug!(self.log, "seek refused; assigning the partition again"; "topic" => topic, "partition" => partition,
+               "error" => %seek_error);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
@@ -477,22 +525,22 @@ impl Router {
     /// what the broker has, which records the gap and goes on from the earliest offset.
     fn offsets_out_of_range(&mut self, consumer: &IngestConsumer, error: &KafkaError) {
         let positions = consumer.position().unwrap_or_default();
-        let mut owned: Vec<i32> = self.slots.keys().copied().collect();
+        let mut owned: Vec<TopicPartition> = self.slots.keys().cloned().collect();
         owned.sort_unstable();
         let mut restarted = Vec::new();
         for partition in owned {
-            let Ok((low, high)) = consumer.fetch_watermarks(&self.config.topic, partition, WATERMARK_TIMEOUT) else {
+            let Ok((low, high)) = consumer.fetch_watermarks(&partition.0, partition.1, WATERMARK_TIMEOUT) else {
                 continue;
             };
-            let stored = self.state.stats_for(partition).stored_offset.load(Ordering::Relaxed) as i64;
-            let position = positions.find_partition(&self.config.topic, partition).map(|e| e.offset());
+            let stored = self.state.stats_for(&partition).stored_offset.load(Ordering::Relaxed) as i64;
+            let position = positions.find_partition(&partition.0, partition.1).map(|e| e.offset());
             let fetching_outside = match position {
                 Some(Offset::Offset(p)) => !(low..=high).contains(&p),
                 _ => true,
             };
             if fetching_outside || !(low..=high).contains(&stored) {
+                restarted.push(partition_name(&partition));
                 self.restart_partition(consumer, partition);
-                restarted.push(partition);
             }
         }
         warn!(self.log, "kafka reports offsets out of range"; "error" => %error, "restarted" => ?restarted);
@@ -516,17 +564,19 @@ impl Router {
             }
             if slot.pending.is_empty() {
                 slot.paused = false;
-                resume.push(*partition);
+                resume.push(partition.clone());
             }
         }
         for partition in resume {
-            self.set_paused(consumer, partition, false);
+            self.set_paused(consumer, &partition, false);
         }
     }
 
     fn route(&mut self, consumer: &IngestConsumer, message: &BorrowedMessage<'_>) {
-        let partition = message.partition();
-        let Some(slot) = self.slots.get_mut(&partition) else { return };
+        self.route_key.0.clear();
+        self.route_key.0.push_str(message.topic());
+        self.route_key.1 = message.partition();
+        let Some(slot) = self.slots.get_mut(&self.route_key) else { return };
         let raw = RawMessage {
             offset: message.offset(),
             timestamp: message.timestamp().to_millis().and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
@@ -544,7 +594,8 @@ impl Router {
                 // The partition's actor is busy writing: stop fetching it until it catches up.
                 slot.pending.push_back(e.into_inner());
                 slot.paused = true;
-                self.set_paused(consumer, partition, true);
+                let partition = self.route_key.clone();
+                self.set_paused(consumer, &partition, true);
             }
             Err(_) => {}
         }
@@ -571,7 +622,7 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Subscribes to the topic and starts the poll thread.
+    /// Subscribes to the topics and starts the poll thread.
     pub fn start(
         config: SourceConfig,
         offsets: Arc<dyn OffsetStore>,
@@ -580,7 +631,7 @@ impl KafkaSource {
     ) -> anyhow::Result<KafkaSource> {
         let stopping = Arc::new(AtomicBool::new(false));
         let context = IngestContext {
-            topic: config.topic.clone(),
+            topics: config.topics.clone(),
             offsets,
             runtime: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
             events: Mutex::new(Vec::new()),
@@ -611,7 +662,8 @@ impl KafkaSource {
             .set("enable.partition.eof", "false")
             .create_with_context(context)
             .context("creating the Kafka consumer")?;
-        consumer.subscribe(&[&config.topic]).context("subscribing to the topic")?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).context("subscribing to the topics")?;
         let consumer = Arc::new(consumer);
         let (commands_tx, commands) = mpsc::channel();
         let control = Arc::new(KafkaControl { consumer: Arc::downgrade(&consumer), commands: Mutex::new(commands_tx) });
@@ -622,6 +674,7 @@ impl KafkaSource {
             control,
             state: state.clone(),
             slots: HashMap::new(),
+            route_key: (String::new(), 0),
             next_arbiter: 0,
             log: log.clone(),
         };
@@ -654,9 +707,9 @@ impl KafkaSource {
                 }
             }
             // Stop: cancel what is in flight, end every actor's stream, then leave the group.
-            let owned: Vec<i32> = router.slots.keys().copied().collect();
+            let owned: Vec<TopicPartition> = router.slots.keys().cloned().collect();
             for partition in owned {
-                router.stop_partition(&consumer, partition);
+                router.stop_partition(&consumer, &partition);
             }
             drop(router);
             match Arc::try_unwrap(consumer) {

@@ -8,6 +8,7 @@ mod helpers;
 mod http_ingest;
 mod ingest;
 mod loghub;
+mod multi_topic;
 mod observability;
 mod smoke;
 mod store_robust;

@@ -222,8 +222,10 @@ fn group_assignment(brokers: &str, group: &str, topic: &str) -> BTreeSet<BTreeSe
         .collect()
 }
 
+/// The partition numbers of the `topic/partition` names a process owns (one topic here).
 fn owned_partitions(actors: &Value) -> BTreeSet<i32> {
-    actors["partitions"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect()
+    let number = |p: &Value| p.as_str().unwrap().rsplit_once('/').unwrap().1.parse::<i32>().unwrap();
+    actors["partitions"].as_array().unwrap().iter().map(number).collect()
 }
 
 #[tokio::test]
@@ -269,10 +271,10 @@ async fn debug_actors_lists_every_actor_and_consumers_match_the_group_assignment
         assert_eq!(of("delta_forwarder").len(), 1);
         // Each owned partition has a running consumer that says it owns it.
         for p in owned_partitions(actors) {
-            let consumer =
-                of("consumer").into_iter().find(|c| c["instance"].as_str() == Some(&*p.to_string())).unwrap();
+            let name = format!("{}/{p}", env.topic);
+            let consumer = of("consumer").into_iter().find(|c| c["instance"].as_str() == Some(&*name)).unwrap();
             assert_eq!(consumer["running"], true, "{consumer}");
-            assert_eq!(consumer["partitions"], serde_json::json!([p]));
+            assert_eq!(consumer["partitions"], serde_json::json!([name]));
         }
         for entry in list {
             for field in ["mailbox_depth", "handled", "restarts", "send_blocked_seconds"] {

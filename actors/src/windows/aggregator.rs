@@ -22,7 +22,8 @@ pub const HORIZON_GRACE: i64 = 5;
 /// How the aggregator buckets.
 #[derive(Debug, Clone)]
 pub struct WindowConfig {
-    pub topic: String,
+    /// Every topic of `KAFKA_TOPIC`: memory answers for all of them together.
+    pub topics: Vec<String>,
     /// Seconds of history held.
     pub horizon: i64,
     /// Seconds ahead of the clock that are still bucketed.
@@ -30,12 +31,15 @@ pub struct WindowConfig {
     pub keywords: Arc<KeywordSet>,
 }
 
+/// Stored next offset of each (topic, partition).
+pub type PartitionOffsets = BTreeMap<(String, i32), i64>;
+
 /// Counts from the authoritative store, consistent with the partitions' stored offsets.
 #[derive(Debug, Clone, Default)]
 pub struct Rebuilt {
     pub seconds: BTreeMap<i64, SecondCounts>,
     /// Stored next offset of each partition at the snapshot.
-    pub offsets: BTreeMap<i32, i64>,
+    pub offsets: PartitionOffsets,
     /// Newest event time stored (epoch ms).
     pub newest_ms: Option<i64>,
     /// Latest second of a stored event beyond the rebuilt range, if any.
@@ -46,14 +50,20 @@ pub struct Rebuilt {
 #[async_trait]
 pub trait BucketSource: Send + Sync + 'static {
     /// Counts for seconds `[first, last]` with the stored offsets, from one consistent snapshot.
-    async fn snapshot(&self, topic: &str, first: i64, last: i64, keywords: &KeywordSet) -> Result<Rebuilt, StoreError>;
+    async fn snapshot(
+        &self,
+        topics: &[String],
+        first: i64,
+        last: i64,
+        keywords: &KeywordSet,
+    ) -> Result<Rebuilt, StoreError>;
 }
 
 /// Where each committed batch's delta is also sent (Redis in production), best effort.
 pub trait DeltaSink: Send + Sync + 'static {
     fn offer(&self, delta: Arc<BucketDelta>);
     /// Memory was rebuilt from the store at these partition offsets (a chance to check the sink).
-    fn rebuilt(&self, _offsets: &BTreeMap<i32, i64>) {}
+    fn rebuilt(&self, _offsets: &PartitionOffsets) {}
 }
 
 /// Why memory does not answer.
@@ -61,7 +71,7 @@ pub trait DeltaSink: Send + Sync + 'static {
 pub enum Unanswerable {
     #[error("the in-memory windows are being rebuilt")]
     NotReady,
-    #[error("this process does not own every partition of the topic")]
+    #[error("this process does not own every partition of the topics")]
     NotOwner,
     #[error("the window reaches beyond the in-memory horizon")]
     OutsideHorizon,
@@ -121,8 +131,8 @@ enum Phase {
 pub struct WindowAggregatorActor {
     config: WindowConfig,
     buckets: Buckets,
-    /// Per partition, the offset up to which batches are folded in.
-    applied: BTreeMap<i32, i64>,
+    /// Per (topic, partition), the offset up to which batches are folded in.
+    applied: PartitionOffsets,
     phase: Phase,
     owns_all: bool,
     watermark_ms: Option<i64>,
@@ -189,9 +199,9 @@ impl WindowAggregatorActor {
         }
         let (first, last) = self.bucketed_span();
         let source = self.source.clone();
-        let topic = self.config.topic.clone();
+        let topics = self.config.topics.clone();
         let keywords = self.config.keywords.clone();
-        let fetch = async move { (source.snapshot(&topic, first, last, &keywords).await, first, last) };
+        let fetch = async move { (source.snapshot(&topics, first, last, &keywords).await, first, last) };
         ctx.spawn(fetch.into_actor(self).map(move |(result, first, last), act, ctx| {
             if act.rebuild_seq != seq {
                 return; // a newer rebuild superseded this one
@@ -244,7 +254,8 @@ impl WindowAggregatorActor {
 
     /// Folds a batch's delta into memory; returns false if a gap calls for a rebuild instead.
     fn fold(&mut self, delta: &BucketDelta) -> bool {
-        let applied = self.applied.get(&delta.partition).copied();
+        let key = (delta.topic.clone(), delta.partition);
+        let applied = self.applied.get(&key).copied();
         match applied {
             Some(at) if delta.to <= at => return true, // already in the snapshot
             Some(at) if delta.from == at => {}
@@ -252,7 +263,8 @@ impl WindowAggregatorActor {
             // another process stored batches we never saw, so memory cannot be exact any more.
             None if delta.from == 0 => {}
             _ => {
-                warn!(self.log, "gap in a partition's batches; rebuilding"; "partition" => delta.partition,
+                warn!(self.log, "gap in a partition's batches; rebuilding"; "topic" => &delta.topic,
+                      "partition" => delta.partition,
                       "applied" => ?applied, "batch_from" => delta.from);
                 self.phase = Phase::Rebuilding { buffered: Vec::new() };
                 self.needs_rebuild = true;
@@ -261,7 +273,7 @@ impl WindowAggregatorActor {
         }
         let (_, last) = self.bucketed_span();
         self.apply(delta, last);
-        self.applied.insert(delta.partition, delta.to);
+        self.applied.insert(key, delta.to);
         true
     }
 

@@ -6,8 +6,8 @@ pub mod forwarder;
 pub mod stats;
 
 pub use aggregator::{
-    AggregatorStatus, BucketSource, DeltaSink, Ownership, QueryErrors, QueryKeyword, QueryStatus, QueryTopKeywords,
-    Rebuilt, Unanswerable, WindowAggregatorActor, WindowConfig,
+    AggregatorStatus, BucketSource, DeltaSink, Ownership, PartitionOffsets, QueryErrors, QueryKeyword, QueryStatus,
+    QueryTopKeywords, Rebuilt, Unanswerable, WindowAggregatorActor, WindowConfig,
 };
 pub use buckets::{BucketDelta, BucketRing, Buckets, Counts, KeywordSet, SecondCounts};
 pub use stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
