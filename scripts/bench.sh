@@ -29,6 +29,8 @@
 # harness works end to end (tiny sizes, debug build, docs untouched; CI runs `all --quick`).
 # BENCH_PROFILE=debug|release overrides the build (default: release, debug with --quick).
 # BENCH_STACK=running skips `scripts/stack.sh up` (the stack is already up).
+# BENCH_BIN=PATH measures that binary (the generator stays this checkout's build), e.g. an older
+# build, to compare two versions in one session.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -65,7 +67,11 @@ prepare() {
   else
     cargo build --quiet
   fi
-  BIN="$ROOT/target/$PROFILE/log-analyzer"
+  # The generator is always this checkout's, so two binaries measured one after the other get the
+  # same events.
+  GEN="$ROOT/target/$PROFILE/log-analyzer"
+  BIN="${BENCH_BIN:-$GEN}"
+  [ -x "$BIN" ] || die "BENCH_BIN=$BIN is not an executable"
   WORK="$(mktemp -d)"
   ADMIN_URL="$DATABASE_URL"
   DB=
@@ -162,13 +168,13 @@ bench_ingest() {
   setup
   LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
   log "pre-producing $EVENTS events to $KAFKA_TOPIC ($PARTITIONS partitions)"
-  "$BIN" generate --rate 0 --count "$EVENTS" --seed 7 --to kafka 2>"$WORK/produce.log" || {
+  "$GEN" generate --rate 0 --count "$EVENTS" --seed 7 --to kafka 2>"$WORK/produce.log" || {
     cat "$WORK/produce.log" >&2
     exit 1
   }
   tail -n 1 "$WORK/produce.log" >&2
   local bytes
-  bytes=$("$BIN" generate --rate 0 --count "$EVENTS" --seed 7 --to csv:"$WORK/rows.csv" 2>/dev/null && stat -c %s "$WORK/rows.csv")
+  bytes=$("$GEN" generate --rate 0 --count "$EVENTS" --seed 7 --to csv:"$WORK/rows.csv" 2>/dev/null && stat -c %s "$WORK/rows.csv")
 
   # Baseline: psql COPY of the same rows into an identical (partitioned, same index) table.
   logs_like logs_copy
@@ -419,7 +425,7 @@ bench_query() {
   if [ "$QUICK" = 1 ]; then rate=200 history_s=120 duration=2s probes=3; fi
   local history=$((rate * history_s))
   log "history: $history events spread over the last $history_s s, straight into PostgreSQL"
-  "$BIN" generate --rate 0 --count "$history" --seed 3 --late-ratio 1 --late-max "${history_s}s" \
+  "$GEN" generate --rate 0 --count "$history" --seed 3 --late-ratio 1 --late-max "${history_s}s" \
     --to csv:"$WORK/history.csv" 2>/dev/null
   # Rows reach the table in time order in production (ingest follows the stream), which is what
   # keeps its BRIN index on ts useful: load the history the same way.
@@ -654,7 +660,7 @@ generate_secs() {
   local to=$1 t0 t1
   shift
   t0=$(now)
-  "$BIN" generate --rate 0 --count "$HTTP_EVENTS" --seed 11 --to "$to" "$@" 2>"$WORK/generate.log" || {
+  "$GEN" generate --rate 0 --count "$HTTP_EVENTS" --seed 11 --to "$to" "$@" 2>"$WORK/generate.log" || {
     tail -n 5 "$WORK/generate.log" >&2
     die "generate --to $to $* failed"
   }
