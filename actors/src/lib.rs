@@ -9,4 +9,6 @@ pub mod ingest;
 pub mod mailbox;
 pub mod ports;
 pub mod schedule;
+#[cfg(test)]
+pub mod testing;
 pub mod windows;

@@ -476,6 +476,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{eventually, paused};
 
     /// Holds each `Hold` until its gate opens; answers `Ping` at once.
     struct Slow;
@@ -514,18 +515,9 @@ mod tests {
 
     crate::tracked!(Slow => Hold, Ping);
 
-    async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-        for _ in 0..2_000 {
-            if condition() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!("timed out waiting until {what}");
-    }
-
     #[actix_rt::test]
     async fn depth_and_blocked_time_follow_a_held_actor() {
+        paused();
         let registry = ActorRegistry::new();
         let inbox = Inbox::new(Slow.start(), registry.probe("slow", "0"));
         let probe = inbox.probe().clone();
@@ -535,7 +527,7 @@ mod tests {
             let inbox = inbox.clone();
             async move { inbox.send(Hold(first_gate)).await }
         });
-        until("the first message is taken", || probe.handled() == 1).await;
+        eventually("the first message is taken", || probe.handled() == 1).await;
         assert_eq!(probe.mailbox_depth(), 0);
 
         // The actor is busy with the first (atomically): the next three wait in its mailbox.
@@ -546,20 +538,23 @@ mod tests {
         });
         inbox.do_send(Ping);
         inbox.do_send(Ping);
-        until("three messages are queued", || probe.mailbox_depth() == 3).await;
+        eventually("three messages are queued", || probe.mailbox_depth() == 3).await;
         let blocked_then = probe.send_blocked();
-        until("blocked time grows while the sender waits", || probe.send_blocked() > blocked_then).await;
+        eventually("blocked time grows while the sender waits", || probe.send_blocked() > blocked_then).await;
 
         open_first.send(()).unwrap();
         assert_eq!(first.await.unwrap().unwrap(), 7);
         open_second.send(()).unwrap();
         assert_eq!(second.await.unwrap().unwrap(), 7);
-        until("every message is handled", || probe.handled() == 4).await;
+        eventually("every message is handled", || probe.handled() == 4).await;
         assert_eq!(probe.mailbox_depth(), 0);
 
-        // Served: the blocked time stops growing.
+        // Served: no send is counted as waiting, so the blocked time stops growing. (The probe reads
+        // the process's monotonic clock, not tokio's: let that clock move, by any amount, and look again.)
+        assert_eq!(probe.blocked_now.load(Ordering::Acquire), 0);
         let settled = probe.send_blocked();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let looked_at = now_ns();
+        eventually("the monotonic clock moves on", || now_ns() > looked_at).await;
         assert_eq!(probe.send_blocked(), settled);
         assert!(settled > Duration::ZERO);
 
@@ -584,10 +579,11 @@ mod tests {
 
     #[actix_rt::test]
     async fn messages_an_actor_never_takes_leave_the_count() {
+        paused();
         let probe = ActorProbe::detached("slow", "x");
         let inbox = Inbox::new(Slow.start(), probe.clone());
         inbox.send(Quit).await.unwrap();
-        until("the actor is gone", || !inbox.addr().connected()).await;
+        eventually("the actor is gone", || !inbox.addr().connected()).await;
         inbox.do_send(Ping);
         assert!(matches!(inbox.try_send(Ping), Err(SendError::Closed(Ping))));
         assert!(inbox.send(Ping).await.is_err());

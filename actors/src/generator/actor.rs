@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -166,7 +166,8 @@ pub struct StopGenerator;
 /// Generates events and offers them to the sink every few milliseconds.
 pub struct GeneratorActor {
     run: Option<GeneratorRun>,
-    started: Instant,
+    /// tokio's clock, the one `run_interval` ticks by (a test pauses and drives it).
+    started: actix::clock::Instant,
     done: Option<tokio::sync::oneshot::Sender<Box<dyn EventSink>>>,
     probe: Option<Arc<ActorProbe>>,
 }
@@ -185,7 +186,7 @@ impl GeneratorActor {
     ) -> GeneratorActor {
         GeneratorActor {
             run: Some(GeneratorRun::new(generator, rate, sink, limit, clock, stats)),
-            started: Instant::now(),
+            started: actix::clock::Instant::now(),
             done: Some(done),
             probe: None,
         }
@@ -202,7 +203,7 @@ impl Actor for GeneratorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.started = Instant::now();
+        self.started = actix::clock::Instant::now();
         if let Some(probe) = &self.probe {
             probe.started();
         }
@@ -244,6 +245,7 @@ mod tests {
     use super::*;
     use crate::generator::GeneratorConfig;
     use crate::ports::SystemClock;
+    use crate::testing::{eventually, paused};
     use std::sync::Mutex;
 
     #[derive(Clone, Default)]
@@ -274,6 +276,8 @@ mod tests {
         rate: Option<f64>,
         limit: RunLimit,
     ) -> (Arc<GeneratorStats>, tokio::sync::oneshot::Receiver<Box<dyn EventSink>>) {
+        // The ticks and the run's deadline are on tokio's clock: paused, they take no real time.
+        paused();
         let stats = Arc::new(GeneratorStats::default());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let generator = LogGenerator::new(GeneratorConfig { malformed_ratio: 0.01, ..GeneratorConfig::default() });
@@ -323,6 +327,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_stopped_run_hands_the_sink_back_with_what_it_sent() {
+        paused();
         let sink = VecSink::default();
         let stats = Arc::new(GeneratorStats::default());
         let (tx, done) = tokio::sync::oneshot::channel();
@@ -338,9 +343,7 @@ mod tests {
             tx,
         )
         .start();
-        while stats.sent.load(Ordering::Relaxed) == 0 {
-            actix_rt::task::yield_now().await;
-        }
+        eventually("something is sent", || stats.sent.load(Ordering::Relaxed) > 0).await;
         addr.send(StopGenerator).await.unwrap();
         let back = done.await.expect("sink handed back");
         assert_eq!(back.acked(), stats.sent.load(Ordering::Relaxed));

@@ -1,12 +1,10 @@
-//! The ingest actors against in-memory ports: no Kafka, no database.
+//! The ingest actors against in-memory ports: no Kafka, no database, and no waiting in real time —
+//! the batch-age timer, the retry pauses and the writer's restart pause run on tokio's paused clock.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use actix::prelude::*;
-use async_trait::async_trait;
 use futures::channel::mpsc;
 use futures::SinkExt;
 
@@ -14,73 +12,16 @@ use super::consumer::{ConsumerParts, ConsumerStats};
 use super::writer::WriterStats;
 use super::*;
 use crate::mailbox::{ActorProbe, Inbox, Tracked};
-use crate::ports::{EventStore, PartitionControl, StoreError, SystemClock};
+use crate::ports::EventStore;
+use crate::testing::{eventually, paused, MemoryStore, RecordingControl, SimClock, Stored};
 
-/// A store that keeps rows in memory, fences like the real one, and can be made to fail.
-#[derive(Clone, Default)]
-struct MemoryStore {
-    inner: Arc<Mutex<Stored>>,
-    fail_next: Arc<AtomicUsize>,
-    /// Offsets of events the store refuses for their data (as a CHECK constraint would).
-    poison: Arc<Mutex<Vec<i64>>>,
-    refusals: Arc<AtomicUsize>,
-}
-
-#[derive(Default)]
-struct Stored {
-    offsets: BTreeMap<i32, i64>,
-    event_offsets: Vec<(i32, i64)>,
-    reject_offsets: Vec<(i32, i64)>,
-    reject_reasons: Vec<crate::domain::RejectReason>,
-    batches: Vec<(i64, i64, usize)>,
-}
-
-#[async_trait]
-impl EventStore for MemoryStore {
-    async fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        if self.fail_next.load(Ordering::SeqCst) > 0 {
-            self.fail_next.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Unavailable("injected failure".into()));
-        }
-        let poison = self.poison.lock().unwrap().clone();
-        if batch.events.iter().any(|e| poison.contains(&e.offset)) {
-            self.refusals.fetch_add(1, Ordering::SeqCst);
-            return Err(StoreError::Rejected("new row violates check constraint \"no_poison\"".into()));
-        }
-        let mut s = self.inner.lock().unwrap();
-        let stored = *s.offsets.get(&batch.partition).unwrap_or(&0);
-        if stored != batch.from {
-            return Err(StoreError::Fenced { batch_from: batch.from, stored: Some(stored) });
-        }
-        s.offsets.insert(batch.partition, batch.to);
-        s.event_offsets.extend(batch.events.iter().map(|e| (batch.partition, e.offset)));
-        s.reject_offsets.extend(batch.rejects.iter().map(|r| (batch.partition, r.offset)));
-        s.reject_reasons.extend(batch.rejects.iter().map(|r| r.reason));
-        s.batches.push((batch.from, batch.to, batch.len()));
-        Ok(())
-    }
-
-    fn reset(&mut self) {}
-}
-
-#[derive(Default)]
-struct RecordingControl {
-    stored: Mutex<Vec<(i32, i64)>>,
-    restarts: Mutex<Vec<i32>>,
-}
-
-impl PartitionControl for RecordingControl {
-    fn stored(&self, _topic: &str, partition: i32, next_offset: i64) {
-        self.stored.lock().unwrap().push((partition, next_offset));
-    }
-    fn restart(&self, _topic: &str, partition: i32) {
-        self.restarts.lock().unwrap().push(partition);
-    }
-}
+/// When the tests' events happen, on the simulated clock.
+const NOW_S: i64 = 1_795_000_000;
 
 fn event(offset: i64) -> RawMessage {
     let payload = format!(r#"{{"level":"info","service":"svc","message":"event {offset}"}}"#);
-    RawMessage { offset, timestamp: Some(chrono::Utc::now()), payload: Some(payload.into_bytes()), service: None }
+    let timestamp = chrono::DateTime::from_timestamp(NOW_S, 0);
+    RawMessage { offset, timestamp, payload: Some(payload.into_bytes()), service: None }
 }
 
 struct Harness {
@@ -100,9 +41,18 @@ impl Harness {
     async fn push(&mut self, message: RawMessage) {
         self.tx.send(Tracked::queued(message, &self.probe)).await.unwrap();
     }
+
+    /// Waits until the partition is stored up to `offset` and the consumer has announced it (its
+    /// counters are then final).
+    async fn until_stored(&self, offset: i64) {
+        self.store.until_offset(2, offset).await;
+        let what = format!("offset {offset} announced");
+        self.control.calls.until(&what, |c| c.stored.last() == Some(&(2, offset))).await;
+    }
 }
 
 fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harness {
+    paused();
     let writer_stats = Arc::new(WriterStats::default());
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let boxed: Box<dyn EventStore> = Box::new(store.clone());
@@ -123,7 +73,7 @@ fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harne
         config,
         writers: pool,
         control: control.clone(),
-        clock: Arc::new(SystemClock),
+        clock: SimClock::at_second(NOW_S),
         cancelled: cancelled.clone(),
         committed: None,
         stats: consumer_stats.clone(),
@@ -137,37 +87,20 @@ fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harne
     Harness { store, control, writer_stats, writer_probe, consumer_stats, probe, cancelled, tx, consumer }
 }
 
-fn fast_config(batch_max_events: usize) -> ConsumerConfig {
-    ConsumerConfig {
-        batch_max_events,
-        batch_max_wait: Duration::from_millis(20),
-        retry_base: Duration::from_millis(5),
-        retry_max: Duration::from_millis(20),
-        ..ConsumerConfig::default()
-    }
-}
-
-/// Waits (bounded) until `done` holds.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if done() {
-            return;
-        }
-        actix::clock::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
+/// The production pauses (batch age, retry backoff): on the paused clock they cost no real time.
+fn batching(batch_max_events: usize) -> ConsumerConfig {
+    ConsumerConfig { batch_max_events, ..ConsumerConfig::default() }
 }
 
 #[actix_rt::test]
 async fn every_message_is_written_once_in_order_by_size_and_by_age() {
-    let mut h = start(0, fast_config(10), MemoryStore::default());
+    let mut h = start(0, batching(10), MemoryStore::default());
     for offset in 0..25 {
         h.push(event(offset)).await;
     }
     h.push(RawMessage { offset: 25, timestamp: None, payload: Some(b"{not json".to_vec()), service: None }).await;
-    let store = h.store.clone();
-    until("26 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&26)).await;
-    let s = h.store.inner.lock().unwrap();
+    h.until_stored(26).await;
+    let s = h.store.state.read(Stored::clone);
     let events: Vec<i64> = s.event_offsets.iter().map(|(_, o)| *o).collect();
     assert_eq!(events, (0..25).collect::<Vec<_>>());
     assert_eq!(s.reject_offsets, vec![(2, 25)]);
@@ -175,7 +108,7 @@ async fn every_message_is_written_once_in_order_by_size_and_by_age() {
     assert_eq!(s.batches[0], (0, 10, 10));
     assert_eq!(s.batches[1], (10, 20, 10));
     assert!(s.batches.windows(2).all(|w| w[0].1 == w[1].0));
-    assert_eq!(h.control.stored.lock().unwrap().last(), Some(&(2, 26)));
+    assert_eq!(h.control.calls.read(|c| c.stored.last().copied()), Some((2, 26)));
     assert_eq!(h.consumer_stats.stored_offset.load(Ordering::Relaxed), 26);
     assert_eq!(h.consumer_stats.stored_events.load(Ordering::Relaxed), 25);
     assert_eq!(h.consumer_stats.rejects[crate::domain::RejectReason::NotJson.index()].load(Ordering::Relaxed), 1);
@@ -189,13 +122,12 @@ async fn every_message_is_written_once_in_order_by_size_and_by_age() {
 async fn an_unavailable_store_is_retried_and_the_writer_restarted_without_loss() {
     let store = MemoryStore::default();
     store.fail_next.store(3, Ordering::SeqCst);
-    let mut h = start(0, fast_config(5), store);
+    let mut h = start(0, batching(5), store);
     for offset in 0..12 {
         h.push(event(offset)).await;
     }
-    let store = h.store.clone();
-    until("12 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&12)).await;
-    assert_eq!(h.store.inner.lock().unwrap().event_offsets.len(), 12, "nothing lost, nothing doubled");
+    h.until_stored(12).await;
+    assert_eq!(h.store.state.read(|s| s.event_offsets.len()), 12, "nothing lost, nothing doubled");
     assert_eq!(h.writer_stats.restarts.load(Ordering::Relaxed), 3);
     assert_eq!(h.writer_stats.failures.load(Ordering::Relaxed), 3);
     assert_eq!(h.writer_probe.restarts(), 3);
@@ -206,33 +138,32 @@ async fn an_unavailable_store_is_retried_and_the_writer_restarted_without_loss()
 #[actix_rt::test]
 async fn a_fenced_batch_writes_nothing_and_asks_for_a_restart() {
     let store = MemoryStore::default();
-    store.inner.lock().unwrap().offsets.insert(2, 100); // another owner got further
-    let mut h = start(40, fast_config(3), store);
+    store.state.update(|s| s.offsets.insert(2, 100)); // another owner got further
+    let mut h = start(40, batching(3), store);
     for offset in 40..43 {
         h.push(event(offset)).await;
     }
-    let control = h.control.clone();
-    until("restart requested", || !control.restarts.lock().unwrap().is_empty()).await;
-    assert_eq!(*h.control.restarts.lock().unwrap(), vec![2]);
-    assert!(h.store.inner.lock().unwrap().event_offsets.is_empty());
+    h.control.calls.until("restart requested", |c| !c.restarts.is_empty()).await;
+    assert_eq!(h.control.calls.read(|c| c.restarts.clone()), vec![2]);
+    assert!(h.store.state.read(|s| s.event_offsets.is_empty()));
     let consumer = h.consumer.clone();
-    until("consumer stopped", || !consumer.connected()).await;
+    eventually("consumer stopped", || !consumer.connected()).await;
 }
 
 #[actix_rt::test]
 async fn a_revoked_partition_drops_its_batches() {
     let store = MemoryStore::default();
     store.fail_next.store(1_000, Ordering::SeqCst); // the database is down…
-    let mut h = start(0, fast_config(2), store);
+    let mut h = start(0, batching(2), store);
     h.push(event(0)).await;
     h.push(event(1)).await;
     let stats = h.consumer_stats.clone();
-    until("a retry", || stats.retries.load(Ordering::Relaxed) > 0).await;
+    eventually("a retry", || stats.retries.load(Ordering::Relaxed) > 0).await;
     h.cancelled.store(true, Ordering::SeqCst); // …and the partition is revoked meanwhile
     let consumer = h.consumer.clone();
-    until("consumer stopped", || !consumer.connected()).await;
-    assert!(h.store.inner.lock().unwrap().event_offsets.is_empty());
-    assert!(h.control.stored.lock().unwrap().is_empty());
+    eventually("consumer stopped", || !consumer.connected()).await;
+    assert!(h.store.state.read(|s| s.event_offsets.is_empty()));
+    assert!(h.control.calls.read(|c| c.stored.is_empty()));
 }
 
 #[actix_rt::test]
@@ -240,7 +171,7 @@ async fn rows_the_store_refuses_become_dead_letters_and_the_rest_is_stored_once(
     use crate::domain::RejectReason;
     let store = MemoryStore::default();
     store.poison.lock().unwrap().extend([3, 17, 18]);
-    let mut h = start(0, fast_config(20), store);
+    let mut h = start(0, batching(20), store);
     for offset in 0..20 {
         h.push(event(offset)).await;
     }
@@ -248,9 +179,8 @@ async fn rows_the_store_refuses_become_dead_letters_and_the_rest_is_stored_once(
     for offset in 21..30 {
         h.push(event(offset)).await;
     }
-    let store = h.store.clone();
-    until("30 messages stored", || store.inner.lock().unwrap().offsets.get(&2) == Some(&30)).await;
-    let s = h.store.inner.lock().unwrap();
+    h.until_stored(30).await;
+    let s = h.store.state.read(Stored::clone);
     let mut events: Vec<i64> = s.event_offsets.iter().map(|(_, o)| *o).collect();
     events.sort_unstable();
     let want: Vec<i64> = (0..30).filter(|o| ![3, 17, 18, 20].contains(o)).collect();
@@ -270,7 +200,7 @@ async fn rows_the_store_refuses_become_dead_letters_and_the_rest_is_stored_once(
     assert!(s.batches.windows(2).all(|w| w[0].1 == w[1].0), "stored parts are contiguous: {:?}", s.batches);
     assert_eq!(h.consumer_stats.rejects[RejectReason::StoreRejected.index()].load(Ordering::Relaxed), 3);
     // The whole first batch was tried a bounded number of times before it was split.
-    assert!(h.store.refusals.load(Ordering::SeqCst) >= 3);
+    assert!(s.refusals >= 3);
     assert_eq!(h.writer_stats.restarts.load(Ordering::Relaxed), 0, "a refusal is not an outage");
     assert_eq!(h.consumer_stats.write_started_ms.load(Ordering::Relaxed), 0);
 }

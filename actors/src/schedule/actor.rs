@@ -57,7 +57,8 @@ pub struct SchedulerActor {
     leading: bool,
     /// Work owed: catch-up after becoming leader, or a run that failed.
     owed: bool,
-    not_before: Option<Instant>,
+    /// On tokio's clock, like the tick interval (a test pauses and drives it).
+    not_before: Option<actix::clock::Instant>,
     probe: Option<Arc<crate::mailbox::ActorProbe>>,
     log: Logger,
 }
@@ -107,7 +108,7 @@ impl SchedulerActor {
         let now = self.clock.now();
         time::at(now, || self.schedule.run_pending());
         let due = self.due.swap(false, Ordering::SeqCst);
-        let waiting = self.not_before.is_some_and(|t| Instant::now() < t);
+        let waiting = self.not_before.is_some_and(|t| actix::clock::Instant::now() < t);
         let owed = self.owed || due;
         let (jobs, config, stats, log) = (self.jobs.clone(), self.config.clone(), self.stats.clone(), self.log.clone());
         let was_leading = self.leading;
@@ -145,7 +146,12 @@ impl SchedulerActor {
                 act.stats.leading.store(outcome.leading, Ordering::Relaxed);
             }
             act.leading = outcome.leading;
-            act.not_before = outcome.failed.as_ref().map(|_| Instant::now() + act.config.retry_after);
+            act.not_before = match &outcome.failed {
+                Some(_) => Some(actix::clock::Instant::now() + act.config.retry_after),
+                // A look inside the pause keeps it: clearing it here would retry at the next tick.
+                None if waiting => act.not_before,
+                None => None,
+            };
             act.owed = owed;
             if let Some(probe) = &act.probe {
                 probe.handled_in(started.elapsed());

@@ -9,21 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 
 use super::*;
-use crate::ports::{Clock, DailyJobs, StoreError};
-
-struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    fn set(&self, t: DateTime<Utc>) {
-        *self.0.lock().unwrap() = t;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
+use crate::ports::{DailyJobs, StoreError};
+use crate::testing::SimClock;
 
 /// One database as the schedulers would see it: summarized days, partitions, and the lead.
 #[derive(Default)]
@@ -99,11 +86,20 @@ fn config() -> ScheduleConfig {
     }
 }
 
-fn start(id: usize, world: &Arc<Mutex<World>>, clock: &Arc<ManualClock>) -> (Addr<SchedulerActor>, Arc<SummaryStats>) {
+fn start(id: usize, world: &Arc<Mutex<World>>, clock: &Arc<SimClock>) -> (Addr<SchedulerActor>, Arc<SummaryStats>) {
+    start_with(id, world, clock, config())
+}
+
+fn start_with(
+    id: usize,
+    world: &Arc<Mutex<World>>,
+    clock: &Arc<SimClock>,
+    config: ScheduleConfig,
+) -> (Addr<SchedulerActor>, Arc<SummaryStats>) {
     let stats = Arc::new(SummaryStats::default());
     let jobs = Arc::new(MemoryJobs { id, world: world.clone() });
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let actor = SchedulerActor::new(jobs, clock.clone(), config(), stats.clone(), log);
+    let actor = SchedulerActor::new(jobs, clock.clone(), config, stats.clone(), log);
     (actor.start(), stats)
 }
 
@@ -137,7 +133,7 @@ fn catch_up_starts_after_the_last_run_and_stays_within_retention() {
 async fn fires_at_summary_at_on_the_injected_clock_and_catches_up_missed_days() {
     let world = Arc::new(Mutex::new(World::default()));
     world.lock().unwrap().summarized.push((0, day(2026, 11, 25)));
-    let clock = Arc::new(ManualClock(Mutex::new(utc(2026, 11, 27, 8, 0, 0))));
+    let clock = SimClock::at(utc(2026, 11, 27, 8, 0, 0));
     let (addr, stats) = start(1, &world, &clock);
 
     // Start: leads, catches up the 26th (the 25th was done), makes partitions.
@@ -169,7 +165,7 @@ async fn fires_at_summary_at_on_the_injected_clock_and_catches_up_missed_days() 
 #[actix_rt::test]
 async fn only_the_leader_runs_the_job() {
     let world = Arc::new(Mutex::new(World::default()));
-    let clock = Arc::new(ManualClock(Mutex::new(utc(2026, 11, 27, 0, 5, 0))));
+    let clock = SimClock::at(utc(2026, 11, 27, 0, 5, 0));
     let (a, a_stats) = start(1, &world, &clock);
     let (b, b_stats) = start(2, &world, &clock);
     a.send(Tick).await.unwrap();
@@ -195,7 +191,7 @@ async fn only_the_leader_runs_the_job() {
 async fn a_failed_run_is_retried_and_counted() {
     let world = Arc::new(Mutex::new(World::default()));
     world.lock().unwrap().fail_summaries = true;
-    let clock = Arc::new(ManualClock(Mutex::new(utc(2026, 11, 27, 9, 0, 0))));
+    let clock = SimClock::at(utc(2026, 11, 27, 9, 0, 0));
     let (addr, stats) = start(1, &world, &clock);
     let failed = addr.send(Tick).await.unwrap();
     assert!(failed.failed.is_some());
@@ -206,10 +202,31 @@ async fn a_failed_run_is_retried_and_counted() {
 }
 
 #[actix_rt::test]
+async fn a_failed_run_waits_retry_after_on_the_paused_clock() {
+    crate::testing::paused();
+    let world = Arc::new(Mutex::new(World::default()));
+    world.lock().unwrap().fail_summaries = true;
+    let clock = SimClock::at(utc(2026, 11, 27, 9, 0, 0));
+    let retry_after = Duration::from_secs(60);
+    let (addr, stats) = start_with(1, &world, &clock, ScheduleConfig { retry_after, ..config() });
+    // The look at start failed; within the pause nothing is tried, however often the scheduler looks.
+    let waiting = addr.send(Tick).await.unwrap();
+    assert!(waiting.leading && waiting.summarized.is_empty() && waiting.failed.is_none());
+    assert_eq!(stats.runs_failed.load(std::sync::atomic::Ordering::Relaxed), 1);
+    world.lock().unwrap().fail_summaries = false;
+    tokio::time::advance(retry_after - Duration::from_secs(1)).await;
+    assert!(addr.send(Tick).await.unwrap().summarized.is_empty());
+    assert!(days_of(&world).is_empty());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let retried = addr.send(Tick).await.unwrap();
+    assert_eq!(retried.summarized.iter().map(|r| r.day).collect::<Vec<_>>(), vec![day(2026, 11, 26)]);
+}
+
+#[actix_rt::test]
 async fn maintenance_drops_expired_partitions() {
     let world = Arc::new(Mutex::new(World::default()));
     world.lock().unwrap().partitions.extend([day(2026, 10, 1), day(2026, 10, 28), day(2026, 10, 29)]);
-    let clock = Arc::new(ManualClock(Mutex::new(utc(2026, 11, 28, 9, 0, 0))));
+    let clock = SimClock::at(utc(2026, 11, 28, 9, 0, 0));
     let (addr, stats) = start(1, &world, &clock);
     addr.send(Tick).await.unwrap();
     let parts = world.lock().unwrap().partitions.clone();
