@@ -11,3 +11,6 @@ pub use aggregator::{
 };
 pub use buckets::{BucketDelta, BucketRing, Buckets, Counts, KeywordSet, SecondCounts};
 pub use stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
+
+#[cfg(test)]
+mod tests;
