@@ -12,7 +12,8 @@ use slog::{info, warn, Logger};
 use crate::config::Settings;
 use crate::db::event_store::PgEventStore;
 use crate::db::offset_store::PgOffsetStore;
-use crate::kafka::source::{ActorWiring, KafkaSource, SourceConfig, SourceState};
+use crate::http::readiness::{IngestView, PartitionProgress};
+use crate::kafka::source::{partition_name, ActorWiring, KafkaSource, SourceConfig, SourceState};
 
 /// How long shutdown waits for writers to finish the batches they hold.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(6);
@@ -87,6 +88,11 @@ impl Ingest {
         self.source.state.clone()
     }
 
+    /// What readiness sees of the owned partitions.
+    pub fn view(&self) -> Arc<dyn IngestView> {
+        Arc::new(SourceView(self.source.state.clone()))
+    }
+
     /// Writers' counters.
     pub fn writer_stats(&self) -> Vec<Arc<WriterStats>> {
         self.writers.stats().to_vec()
@@ -107,5 +113,25 @@ impl Ingest {
             arbiter.stop();
         }
         info!(self.log, "ingest stopped");
+    }
+}
+
+/// The source's partitions as readiness reads them.
+struct SourceView(Arc<SourceState>);
+
+impl IngestView for SourceView {
+    fn partitions(&self) -> Vec<PartitionProgress> {
+        let partitions = self.0.partitions.lock().expect("source state");
+        partitions
+            .iter()
+            .map(|(partition, stats)| PartitionProgress {
+                name: partition_name(partition),
+                write_started_ms: stats.write_started_ms.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn paused(&self) -> Vec<String> {
+        self.0.paused.lock().expect("source state").iter().map(partition_name).collect()
     }
 }

@@ -288,7 +288,7 @@ impl Application {
             database_timeout_ms: settings.database_timeout_ms,
             lag,
             kafka_ready,
-            ingest: ingest.as_ref().map(|i| i.state()),
+            ingest: ingest.as_ref().map(|i| i.view()),
             auth: crate::http::auth::Auth::from_settings(settings)?,
             metrics: metrics.clone(),
             log: log.clone(),

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod openapi;
 pub mod params;
 pub mod read_path;
+pub mod readiness;
 pub mod routes;
 pub mod summary;
 
@@ -43,7 +44,7 @@ pub struct AppState {
     pub lag: Option<LagProbe>,
     pub kafka_ready: Option<Probe>,
     /// The partitions this process ingests (`run`), for readiness: paused or stalled on PostgreSQL.
-    pub ingest: Option<std::sync::Arc<crate::kafka::source::SourceState>>,
+    pub ingest: Option<std::sync::Arc<dyn readiness::IngestView>>,
     pub auth: auth::Auth,
     pub metrics: std::sync::Arc<crate::admin::Metrics>,
     pub log: Logger,
