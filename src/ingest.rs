@@ -1,10 +1,12 @@
 //! The ingest role: Kafka source → ConsumerActors → supervised WriterActors → PostgreSQL.
 
+pub mod metrics;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Arbiter, Supervisor};
-use actors::ingest::{Committed, ConsumerConfig, WriterActor, WriterPool, WriterStats};
+use actors::ingest::{Committed, ConsumerConfig, WriterActor, WriterPool};
 use actors::mailbox::{Inbox, TrackedRecipient};
 use actors::ports::{EventStore, SystemClock};
 use slog::{info, warn, Logger};
@@ -41,7 +43,7 @@ impl Ingest {
         let write_timeout = Duration::from_millis(settings.database_write_timeout_ms);
         for id in 0..settings.writer_count {
             let arbiter = Arbiter::new();
-            let stats = Arc::new(metrics.writer_stats(id));
+            let stats = metrics.writers.writer(id);
             let probe = metrics.actors.probe("writer", id.to_string());
             let store: Box<dyn EventStore> =
                 Box::new(PgEventStore::new(settings.database_url.expose()).with_timeout(write_timeout));
@@ -78,6 +80,7 @@ impl Ingest {
         };
         let offsets = Arc::new(PgOffsetStore::new(settings.database_url.expose()).with_timeout(write_timeout));
         let source = KafkaSource::start(config, offsets, wiring, log.clone())?;
+        metrics.source.watch(source.state.clone());
         info!(log, "ingest started"; "topics" => &settings.kafka_topic, "group" => &settings.kafka_group,
               "writers" => settings.writer_count);
         Ok(Ingest { source, writers, arbiters, log })
@@ -91,11 +94,6 @@ impl Ingest {
     /// What readiness sees of the owned partitions.
     pub fn view(&self) -> Arc<dyn IngestView> {
         Arc::new(SourceView(self.source.state.clone()))
-    }
-
-    /// Writers' counters.
-    pub fn writer_stats(&self) -> Vec<Arc<WriterStats>> {
-        self.writers.stats().to_vec()
     }
 
     /// Stops fetching and leaves the group, lets writers finish what they hold (dropping batches of

@@ -5,6 +5,7 @@
 
 mod assignment;
 mod config;
+pub mod metrics;
 mod rebalance;
 mod router;
 mod state;
