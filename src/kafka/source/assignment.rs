@@ -100,9 +100,6 @@ impl Assignment {
     }
 
     pub(super) fn apply_rebalance(&mut self, consumer: &IngestConsumer) {
-        for partition in std::mem::take(&mut *consumer.context().gaps.lock().expect("gaps")) {
-            self.state.stats_for(&partition).offset_gaps.fetch_add(1, Ordering::Relaxed);
-        }
         let events = std::mem::take(&mut *consumer.context().events.lock().expect("events"));
         if events.is_empty() {
             return;
@@ -162,9 +159,6 @@ impl Assignment {
         else {
             return;
         };
-        for partition in std::mem::take(&mut *context.gaps.lock().expect("gaps")) {
-            self.state.stats_for(&partition).offset_gaps.fetch_add(1, Ordering::Relaxed);
-        }
         let Some(&offset) = offsets.get(&partition) else { return };
         if let Err(e) = self.reposition(consumer, &partition, offset) {
             error!(self.log, "seek failed; partition left idle until the next rebalance";

@@ -101,13 +101,14 @@ impl KafkaSource {
         log: Logger,
     ) -> anyhow::Result<KafkaSource> {
         let stopping = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(SourceState::default());
         let context = IngestContext {
             topics: config.topics.clone(),
             offsets,
             runtime: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
             events: Mutex::new(Vec::new()),
             cancels: Mutex::new(HashMap::new()),
-            gaps: Mutex::new(Vec::new()),
+            state: state.clone(),
             stopping: stopping.clone(),
             log: log.new(slog::o!("component" => "kafka")),
         };
@@ -118,7 +119,6 @@ impl KafkaSource {
         let consumer = Arc::new(consumer);
         let (commands_tx, commands) = mpsc::channel();
         let control = Arc::new(KafkaControl { consumer: Arc::downgrade(&consumer), commands: Mutex::new(commands_tx) });
-        let state = Arc::new(SourceState::default());
         let mut owned = Assignment {
             config,
             wiring,

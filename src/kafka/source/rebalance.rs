@@ -13,7 +13,8 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use slog::{debug, error, info, warn, Logger};
 
-use super::{TopicPartition, WATERMARK_TIMEOUT};
+use super::metrics::OffsetGapRecorded;
+use super::{SourceState, TopicPartition, WATERMARK_TIMEOUT};
 
 pub(super) enum RebalanceEvent {
     Assigned(BTreeMap<TopicPartition, i64>),
@@ -28,8 +29,8 @@ pub(super) struct IngestContext {
     pub(super) runtime: tokio::runtime::Runtime,
     pub(super) events: Mutex<Vec<RebalanceEvent>>,
     pub(super) cancels: Mutex<HashMap<TopicPartition, Arc<AtomicBool>>>,
-    /// Partitions whose stored offset had to jump a gap, for the router to count.
-    pub(super) gaps: Mutex<Vec<TopicPartition>>,
+    /// Where a partition's offset gaps are counted.
+    pub(super) state: Arc<SourceState>,
     pub(super) stopping: Arc<AtomicBool>,
     pub(super) log: Logger,
 }
@@ -92,12 +93,8 @@ impl IngestContext {
                     break;
                 }
                 if self.record_gap(topic, partition, *offset, low)? {
-                    error!(self.log, "stored offset no longer in Kafka; offsets skipped and recorded in offset_gaps";
-                           "topic" => topic, "partition" => partition, "from_offset" => *offset,
-                           "to_offset" => low, "kafka_low" => low, "kafka_high" => high,
-                           "why" => if *offset < low { "deleted by retention before they were stored" }
-                                    else { "the partition's offsets went back (topic recreated?)" });
-                    self.gaps.lock().expect("gaps").push(key.clone());
+                    OffsetGapRecorded { partition: key, from: *offset, kafka_low: low, kafka_high: high }
+                        .emit(&self.state, &self.log);
                     *offset = low;
                     break;
                 }
