@@ -1,8 +1,9 @@
 //! The admin listener (`ADMIN_ADDR`, keep it private): `/metrics` for Prometheus, `/debug/actors`,
 //! `/debug/pprof/profile`, and `/debug/log-level`.
 //!
-//! Hot-path counters live in the actors as atomics (and in their mailbox probes); a scrape copies
-//! them into the registry. Histograms and the HTTP counters are Prometheus types updated directly.
+//! Each component defines its metrics beside itself and registers them in [`Metrics`]; what its
+//! actors count in atomics on the hot path is copied in at each scrape, and what happens in the
+//! shell (a request, a delta) is counted by its event as it happens.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,23 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use actors::domain::RejectReason;
-use actors::generator::GeneratorStats;
-use actors::ingest::WriterStats;
 use actors::mailbox::{ActorRegistry, Inbox};
 use actors::windows::aggregator::QueryStatus;
 use actors::windows::WindowAggregatorActor;
-use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
-};
+use prometheus::{CounterVec, Encoder, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder};
 use serde_json::json;
 
-use crate::cache::delta_writer::DeltaStats;
 use crate::kafka::source::SourceState;
+use crate::telemetry::metric::{counter, gauge, raise_to, register, seconds_counter};
 use crate::telemetry::LogLevelHandle;
 
-/// Every metric the process exports (names `log_analyzer_<name>_<unit>[_total]`).
+/// The registry every metric of the process is in; each component's metrics are defined beside it
+/// and registered here, so a scrape answers them all.
 pub struct Metrics {
     registry: Registry,
     /// Every actor's mailbox probe.
@@ -35,66 +31,23 @@ pub struct Metrics {
     handled: IntCounterVec,
     send_blocked: CounterVec,
     restarts: IntCounterVec,
-    ingested_events: IntCounterVec,
-    ingested_bytes: IntCounterVec,
-    rejects: IntCounterVec,
-    consumer_messages: IntCounterVec,
-    consumer_lag: IntGaugeVec,
-    stored_offset: IntGaugeVec,
-    offset_gaps: IntCounterVec,
-    writer_batches: IntCounterVec,
-    writer_errors: IntCounterVec,
-    /// Messages (events + rejects) per committed batch.
-    pub writer_batch_events: Histogram,
-    /// Time to commit one batch, per writer.
-    pub writer_batch_seconds: HistogramVec,
     window_buckets: IntGauge,
-    /// Redis reads on the stats path: `hit` (Redis answered), `miss` (Redis could not answer
-    /// exactly), `error` (timeout, breaker open, connection).
+    /// The Kafka source's partitions (`run`, `ingest`).
+    pub source: crate::kafka::source::metrics::SourceMetrics,
+    /// The writers into PostgreSQL (`run`, `ingest`).
+    pub writers: crate::ingest::metrics::WriterMetrics,
+    /// The public listener.
+    pub http: crate::http::metrics::HttpMetrics,
+    /// Redis reads on the stats path: `hit`, `miss`, `error` (see `http::metrics::cache_requests`).
     pub cache: IntCounterVec,
-    cache_deltas: IntCounterVec,
     /// Stats answers by route and source.
     pub answers: IntCounterVec,
-    /// Public HTTP requests by route pattern and status, and their latency.
-    pub http_requests: IntCounterVec,
-    pub http_seconds: HistogramVec,
-    /// Public HTTP handlers that panicked (each answered 500).
-    pub http_panics: IntCounter,
-    /// The daily summary job: duration and runs by status.
-    pub summary_seconds: Histogram,
-    pub summary_runs: IntCounterVec,
-    /// Events the in-process generator (`run --generate`) sent, had acknowledged, and failed.
-    pub generator_sent: IntCounter,
-    pub generator_acked: IntCounter,
-    pub generator_errors: IntCounter,
-    generator: std::sync::Mutex<Option<Arc<GeneratorStats>>>,
-}
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
-    registry.register(Box::new(collector.clone())).expect("metric registered once");
-    collector
-}
-
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    register(r, IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition"))
-}
-
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    register(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition"))
-}
-
-fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>, labels: &[&str]) -> HistogramVec {
-    let opts = HistogramOpts::new(name, help).buckets(buckets);
-    register(r, HistogramVec::new(opts, labels).expect("metric definition"))
-}
-
-fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    register(r, IntCounter::new(name, help).expect("metric definition"))
-}
-
-/// Latency buckets from 100 µs to ~105 s (×4).
-fn latency_buckets() -> Vec<f64> {
-    prometheus::exponential_buckets(0.000_1, 4.0, 11).expect("valid buckets")
+    /// Bucket deltas offered to Redis.
+    pub deltas: crate::cache::delta_writer::DeltaMetrics,
+    /// The daily summary job.
+    pub summary: crate::jobs::SummaryMetrics,
+    /// The in-process generator (`run --generate`).
+    pub generator: crate::generate::metrics::GeneratorMetrics,
 }
 
 impl Metrics {
@@ -103,7 +56,6 @@ impl Metrics {
         let actors = ActorRegistry::new();
         register(&r, actors.handling_histogram());
         let actor = ["actor", "instance"];
-        let partition = ["topic", "partition"];
         Metrics {
             mailbox_depth: gauge(
                 &r,
@@ -112,16 +64,11 @@ impl Metrics {
                 &actor,
             ),
             handled: counter(&r, "log_analyzer_actor_messages_handled_total", "Messages the actor handled", &actor),
-            send_blocked: register(
+            send_blocked: seconds_counter(
                 &r,
-                CounterVec::new(
-                    Opts::new(
-                        "log_analyzer_actor_send_blocked_seconds_total",
-                        "Time senders spent waiting for the actor to take their message (full mailbox or queue)",
-                    ),
-                    &actor,
-                )
-                .expect("metric definition"),
+                "log_analyzer_actor_send_blocked_seconds_total",
+                "Time senders spent waiting for the actor to take their message (full mailbox or queue)",
+                &actor,
             ),
             restarts: counter(
                 &r,
@@ -129,117 +76,19 @@ impl Metrics {
                 "Restarts by a supervisor or the source",
                 &actor,
             ),
-            ingested_events: counter(
-                &r,
-                "log_analyzer_ingested_events_total",
-                "Events stored in PostgreSQL",
-                &partition,
-            ),
-            ingested_bytes: counter(
-                &r,
-                "log_analyzer_ingested_bytes_total",
-                "Payload bytes of the messages stored (events and dead letters)",
-                &partition,
-            ),
-            rejects: counter(&r, "log_analyzer_rejects_total", "Dead letters stored, by reason", &["reason"]),
-            consumer_messages: counter(
-                &r,
-                "log_analyzer_consumer_messages_total",
-                "Messages taken in by the partition's consumer",
-                &partition,
-            ),
-            consumer_lag: gauge(
-                &r,
-                "log_analyzer_consumer_lag_events",
-                "Broker high watermark minus the offset stored in PostgreSQL",
-                &partition,
-            ),
-            stored_offset: gauge(&r, "log_analyzer_stored_offset", "Next offset stored in PostgreSQL", &partition),
-            offset_gaps: counter(
-                &r,
-                "log_analyzer_offset_gaps_total",
-                "Times the stored offset jumped over offsets Kafka no longer had (see offset_gaps)",
-                &partition,
-            ),
-            writer_batches: counter(&r, "log_analyzer_writer_batches_total", "Batches committed", &["writer"]),
-            writer_errors: counter(
-                &r,
-                "log_analyzer_writer_errors_total",
-                "Batch writes that failed: unavailable (retried after a restart), fenced, or rejected (data refused)",
-                &["writer", "kind"],
-            ),
-            writer_batch_events: register(
-                &r,
-                Histogram::with_opts(
-                    HistogramOpts::new("log_analyzer_writer_batch_events", "Messages per committed batch")
-                        .buckets(prometheus::exponential_buckets(1.0, 4.0, 9).expect("valid buckets")),
-                )
-                .expect("metric definition"),
-            ),
-            writer_batch_seconds: histogram(
-                &r,
-                "log_analyzer_writer_batch_seconds",
-                "Time to write and commit one batch",
-                latency_buckets(),
-                &["writer"],
-            ),
             window_buckets: register(
                 &r,
                 IntGauge::new("log_analyzer_window_buckets", "Seconds held in the in-memory windows")
                     .expect("metric definition"),
             ),
-            cache: counter(&r, "log_analyzer_cache_requests_total", "Redis reads on the stats path", &["result"]),
-            cache_deltas: counter(
-                &r,
-                "log_analyzer_cache_deltas_total",
-                "Bucket deltas offered to Redis: applied, duplicate, failed, dropped",
-                &["result"],
-            ),
-            answers: counter(
-                &r,
-                "log_analyzer_stats_answers_total",
-                "Stats answers by route and source",
-                &["route", "source"],
-            ),
-            http_requests: counter(
-                &r,
-                "log_analyzer_http_requests_total",
-                "Public HTTP requests by route and status",
-                &["route", "status"],
-            ),
-            http_seconds: histogram(
-                &r,
-                "log_analyzer_http_request_seconds",
-                "Public HTTP request latency",
-                latency_buckets(),
-                &["route"],
-            ),
-            http_panics: plain_counter(
-                &r,
-                "log_analyzer_http_panics_total",
-                "Public HTTP handlers that panicked (each answered 500)",
-            ),
-            summary_seconds: register(
-                &r,
-                Histogram::with_opts(
-                    HistogramOpts::new("log_analyzer_summary_job_seconds", "Duration of a daily summary run")
-                        .buckets(prometheus::exponential_buckets(0.1, 3.0, 9).expect("valid buckets")),
-                )
-                .expect("metric definition"),
-            ),
-            summary_runs: counter(&r, "log_analyzer_summary_runs_total", "Daily summary runs by status", &["status"]),
-            generator_sent: plain_counter(&r, "log_analyzer_generator_sent_total", "Events the generator sent"),
-            generator_acked: plain_counter(
-                &r,
-                "log_analyzer_generator_acked_total",
-                "Events the generator's target acknowledged",
-            ),
-            generator_errors: plain_counter(
-                &r,
-                "log_analyzer_generator_errors_total",
-                "Events the generator failed to deliver",
-            ),
-            generator: std::sync::Mutex::new(None),
+            source: crate::kafka::source::metrics::SourceMetrics::new(&r),
+            writers: crate::ingest::metrics::WriterMetrics::new(&r),
+            cache: crate::http::metrics::cache_requests(&r),
+            deltas: crate::cache::delta_writer::DeltaMetrics::new(&r),
+            answers: crate::http::metrics::stats_answers(&r),
+            http: crate::http::metrics::HttpMetrics::new(&r),
+            summary: crate::jobs::SummaryMetrics::new(&r),
+            generator: crate::generate::metrics::GeneratorMetrics::new(&r),
             actors,
             registry: r,
         }
@@ -253,89 +102,26 @@ impl Metrics {
     }
 
     /// Counters for a generator run in this process, exported as `log_analyzer_generator_*`.
-    pub fn watch_generator(&self) -> Arc<GeneratorStats> {
-        let stats = Arc::new(GeneratorStats::default());
-        *self.generator.lock().expect("generator stats") = Some(stats.clone());
-        stats
+    pub fn watch_generator(&self) -> Arc<actors::generator::GeneratorStats> {
+        self.generator.watch()
     }
 
-    /// The stats a new writer reports into (its histograms are this registry's).
-    pub fn writer_stats(&self, writer: usize) -> WriterStats {
-        WriterStats {
-            batch_events: Some(self.writer_batch_events.clone()),
-            batch_seconds: Some(self.writer_batch_seconds.with_label_values(&[&writer.to_string()])),
-            ..WriterStats::default()
-        }
-    }
-
-    /// Copies the actors' counters in (they only grow, so the difference is added).
-    fn refresh(&self, state: &AdminState) {
+    /// Brings what is counted outside the registry in: the actors' probes, and each component's
+    /// counters kept in its actors.
+    fn refresh(&self) {
         for probe in self.actors.probes() {
             let labels = [probe.actor(), probe.instance()];
             self.mailbox_depth.with_label_values(&labels).set(probe.mailbox_depth());
-            sync(&self.handled, &labels, probe.handled());
-            sync(&self.restarts, &labels, probe.restarts());
+            raise_to(&self.handled, &labels, probe.handled());
+            raise_to(&self.restarts, &labels, probe.restarts());
             let blocked = self.send_blocked.with_label_values(&labels);
             blocked.inc_by((probe.send_blocked().as_secs_f64() - blocked.get()).max(0.0));
         }
-        for (i, w) in state.writers.iter().enumerate() {
-            let id = i.to_string();
-            sync(&self.writer_batches, &[&id], w.batches.load(Ordering::Relaxed));
-            sync(&self.writer_errors, &[&id, "unavailable"], w.failures.load(Ordering::Relaxed));
-            sync(&self.writer_errors, &[&id, "fenced"], w.fenced.load(Ordering::Relaxed));
-            sync(&self.writer_errors, &[&id, "rejected"], w.rejected.load(Ordering::Relaxed));
-        }
-        if let Some(source) = &state.source {
-            let highs = source.high_watermarks.lock().expect("source state").clone();
-            self.consumer_lag.reset();
-            self.stored_offset.reset();
-            let mut rejects = [0u64; RejectReason::ALL.len()];
-            for (p, stats) in source.all_partitions() {
-                let labels = [p.0.as_str(), &p.1.to_string()];
-                sync(&self.consumer_messages, &labels, stats.messages.load(Ordering::Relaxed));
-                sync(&self.ingested_events, &labels, stats.stored_events.load(Ordering::Relaxed));
-                sync(&self.ingested_bytes, &labels, stats.stored_bytes.load(Ordering::Relaxed));
-                sync(&self.offset_gaps, &labels, stats.offset_gaps.load(Ordering::Relaxed));
-                for (total, count) in rejects.iter_mut().zip(&stats.rejects) {
-                    *total += count.load(Ordering::Relaxed);
-                }
-                if !source.owns(&p) {
-                    continue;
-                }
-                let stored = stats.stored_offset.load(Ordering::Relaxed) as i64;
-                self.stored_offset.with_label_values(&labels).set(stored);
-                if let Some(high) = highs.get(&p) {
-                    self.consumer_lag.with_label_values(&labels).set((high - stored).max(0));
-                }
-            }
-            for (reason, total) in RejectReason::ALL.iter().zip(rejects) {
-                sync(&self.rejects, &[reason.code()], total);
-            }
-        }
-        if let Some(generator) = self.generator.lock().expect("generator stats").as_ref() {
-            let raise = |c: &IntCounter, value: u64| c.inc_by(value.saturating_sub(c.get()));
-            raise(&self.generator_sent, generator.sent.load(Ordering::Relaxed));
-            raise(&self.generator_acked, generator.acked.load(Ordering::Relaxed));
-            let errors = generator.failed.load(Ordering::Relaxed) + generator.send_errors.load(Ordering::Relaxed);
-            raise(&self.generator_errors, errors);
-        }
-        if let Some(summary) = &state.summary {
-            sync(&self.summary_runs, &["ok"], summary.runs_ok.load(Ordering::Relaxed));
-            sync(&self.summary_runs, &["failed"], summary.runs_failed.load(Ordering::Relaxed));
-        }
-        if let Some(deltas) = &state.deltas {
-            sync(&self.cache_deltas, &["applied"], deltas.applied.load(Ordering::Relaxed));
-            sync(&self.cache_deltas, &["duplicate"], deltas.duplicates.load(Ordering::Relaxed));
-            sync(&self.cache_deltas, &["failed"], deltas.failed.load(Ordering::Relaxed));
-            sync(&self.cache_deltas, &["dropped"], deltas.dropped.load(Ordering::Relaxed));
-        }
+        self.writers.refresh();
+        self.source.refresh();
+        self.generator.refresh();
+        self.summary.refresh();
     }
-}
-
-/// Raises a counter to `value` (counters of the actors only grow).
-fn sync(c: &IntCounterVec, labels: &[&str], value: u64) {
-    let counter = c.with_label_values(labels);
-    counter.inc_by(value.saturating_sub(counter.get()));
 }
 
 impl Default for Metrics {
@@ -347,12 +133,9 @@ impl Default for Metrics {
 /// What the admin routes read.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    pub writers: Vec<Arc<WriterStats>>,
+    /// The partitions owned, for /debug/actors.
     pub source: Option<Arc<SourceState>>,
     pub aggregator: Option<Inbox<WindowAggregatorActor>>,
-    pub deltas: Option<Arc<DeltaStats>>,
-    /// The daily summary's counters, in processes that run the scheduler.
-    pub summary: Option<Arc<actors::schedule::SummaryStats>>,
     pub log_level: LogLevelHandle,
 }
 
@@ -362,7 +145,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
             state.metrics.window_buckets.set(status.seconds_held as i64);
         }
     }
-    state.metrics.refresh(&state);
+    state.metrics.refresh();
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&state.metrics.registry.gather(), &mut out) {
         return HttpResponse::InternalServerError().body(e.to_string());

@@ -1,10 +1,12 @@
 //! The ingest role: Kafka source → ConsumerActors → supervised WriterActors → PostgreSQL.
 
+pub mod metrics;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Arbiter, Supervisor};
-use actors::ingest::{Committed, ConsumerConfig, WriterActor, WriterPool, WriterStats};
+use actors::ingest::{Committed, ConsumerConfig, WriterActor, WriterPool};
 use actors::mailbox::{Inbox, TrackedRecipient};
 use actors::ports::{EventStore, SystemClock};
 use slog::{info, warn, Logger};
@@ -12,7 +14,8 @@ use slog::{info, warn, Logger};
 use crate::config::Settings;
 use crate::db::event_store::PgEventStore;
 use crate::db::offset_store::PgOffsetStore;
-use crate::kafka::source::{ActorWiring, KafkaSource, SourceConfig, SourceState};
+use crate::http::readiness::{IngestView, PartitionProgress};
+use crate::kafka::source::{partition_name, ActorWiring, KafkaSource, SourceConfig, SourceState};
 
 /// How long shutdown waits for writers to finish the batches they hold.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(6);
@@ -40,7 +43,7 @@ impl Ingest {
         let write_timeout = Duration::from_millis(settings.database_write_timeout_ms);
         for id in 0..settings.writer_count {
             let arbiter = Arbiter::new();
-            let stats = Arc::new(metrics.writer_stats(id));
+            let stats = metrics.writers.writer(id);
             let probe = metrics.actors.probe("writer", id.to_string());
             let store: Box<dyn EventStore> =
                 Box::new(PgEventStore::new(settings.database_url.expose()).with_timeout(write_timeout));
@@ -77,6 +80,7 @@ impl Ingest {
         };
         let offsets = Arc::new(PgOffsetStore::new(settings.database_url.expose()).with_timeout(write_timeout));
         let source = KafkaSource::start(config, offsets, wiring, log.clone())?;
+        metrics.source.watch(source.state.clone());
         info!(log, "ingest started"; "topics" => &settings.kafka_topic, "group" => &settings.kafka_group,
               "writers" => settings.writer_count);
         Ok(Ingest { source, writers, arbiters, log })
@@ -87,9 +91,9 @@ impl Ingest {
         self.source.state.clone()
     }
 
-    /// Writers' counters.
-    pub fn writer_stats(&self) -> Vec<Arc<WriterStats>> {
-        self.writers.stats().to_vec()
+    /// What readiness sees of the owned partitions.
+    pub fn view(&self) -> Arc<dyn IngestView> {
+        Arc::new(SourceView(self.source.state.clone()))
     }
 
     /// Stops fetching and leaves the group, lets writers finish what they hold (dropping batches of
@@ -107,5 +111,25 @@ impl Ingest {
             arbiter.stop();
         }
         info!(self.log, "ingest stopped");
+    }
+}
+
+/// The source's partitions as readiness reads them.
+struct SourceView(Arc<SourceState>);
+
+impl IngestView for SourceView {
+    fn partitions(&self) -> Vec<PartitionProgress> {
+        let partitions = self.0.partitions.lock().expect("source state");
+        partitions
+            .iter()
+            .map(|(partition, stats)| PartitionProgress {
+                name: partition_name(partition),
+                write_started_ms: stats.write_started_ms.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn paused(&self) -> Vec<String> {
+        self.0.paused.lock().expect("source state").iter().map(partition_name).collect()
     }
 }

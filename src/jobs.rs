@@ -32,6 +32,46 @@ pub fn schedule_config(settings: &Settings) -> ScheduleConfig {
     }
 }
 
+/// The daily summary job's metrics: run durations, observed as runs end, and runs by status,
+/// copied from the scheduler's counters at each scrape.
+pub struct SummaryMetrics {
+    seconds: prometheus::Histogram,
+    runs: prometheus::IntCounterVec,
+    stats: std::sync::Mutex<Option<Arc<SummaryStats>>>,
+}
+
+impl SummaryMetrics {
+    pub fn new(r: &prometheus::Registry) -> SummaryMetrics {
+        use crate::telemetry::metric::{counter, single_histogram};
+        SummaryMetrics {
+            seconds: single_histogram(
+                r,
+                "log_analyzer_summary_job_seconds",
+                "Duration of a daily summary run",
+                prometheus::exponential_buckets(0.1, 3.0, 9).expect("valid buckets"),
+            ),
+            runs: counter(r, "log_analyzer_summary_runs_total", "Daily summary runs by status", &["status"]),
+            stats: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Counters for a scheduler of this process, exported from now on.
+    fn watch(&self) -> Arc<SummaryStats> {
+        let stats = Arc::new(SummaryStats { duration: Some(self.seconds.clone()), ..SummaryStats::default() });
+        *self.stats.lock().expect("summary metrics") = Some(stats.clone());
+        stats
+    }
+
+    pub fn refresh(&self) {
+        use crate::telemetry::metric::raise_to;
+        use std::sync::atomic::Ordering;
+        if let Some(stats) = self.stats.lock().expect("summary metrics").as_ref() {
+            raise_to(&self.runs, &["ok"], stats.runs_ok.load(Ordering::Relaxed));
+            raise_to(&self.runs, &["failed"], stats.runs_failed.load(Ordering::Relaxed));
+        }
+    }
+}
+
 /// A running SchedulerActor and its counters.
 pub struct Scheduler {
     pub addr: actix::Addr<SchedulerActor>,
@@ -42,8 +82,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// Starts the scheduler on its own arbiter (a long summary never holds up other actors).
     pub fn start(settings: &Settings, metrics: &crate::admin::Metrics, log: &Logger) -> Scheduler {
-        let stats =
-            Arc::new(SummaryStats { duration: Some(metrics.summary_seconds.clone()), ..SummaryStats::default() });
+        let stats = metrics.summary.watch();
         let probe = metrics.actors.probe("scheduler", "0");
         let jobs = Arc::new(PgDailyJobs::new(settings.database_url.expose(), log));
         let (config, counters, log) = (schedule_config(settings), stats.clone(), log.clone());

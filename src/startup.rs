@@ -77,8 +77,8 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
     redis.warm_up().await;
     let keywords = Arc::new(actors::windows::KeywordSet::new(settings.keywords()));
     let cache_probe = metrics.actors.probe("bucket_cache", "0");
-    let sink = crate::cache::delta_writer::RedisDeltaSink::start(redis, keywords.clone(), cache_probe, log);
-    let deltas = sink.stats();
+    let sink =
+        crate::cache::delta_writer::RedisDeltaSink::start(redis, keywords.clone(), &metrics.deltas, cache_probe, log);
     let forwarder = actors::windows::forwarder::DeltaForwarder::new(
         keywords,
         settings.window_horizon.seconds() as i64,
@@ -88,15 +88,7 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
     );
     let forwarder = actors::mailbox::Inbox::new(forwarder.start(), metrics.actors.probe("delta_forwarder", "0"));
     let ingest = crate::ingest::Ingest::start(settings, Some(forwarder.recipient()), None, &metrics, log)?;
-    let admin = crate::admin::AdminState {
-        metrics,
-        writers: ingest.writer_stats(),
-        source: Some(ingest.state()),
-        aggregator: None,
-        deltas: Some(deltas),
-        summary: None,
-        log_level,
-    };
+    let admin = crate::admin::AdminState { metrics, source: Some(ingest.state()), aggregator: None, log_level };
     let (admin, _) = start_admin(settings, admin, log)?;
     shutdown_signal().await;
     admin.stop(true).await;
@@ -110,15 +102,7 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
 pub async fn run_schedule(settings: &Settings, log_level: LogLevelHandle, log: &Logger) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(crate::admin::Metrics::new());
     let scheduler = crate::jobs::Scheduler::start(settings, &metrics, log);
-    let admin = crate::admin::AdminState {
-        metrics,
-        writers: Vec::new(),
-        source: None,
-        aggregator: None,
-        deltas: None,
-        summary: Some(scheduler.stats.clone()),
-        log_level,
-    };
+    let admin = crate::admin::AdminState { metrics, source: None, aggregator: None, log_level };
     let (admin, _) = start_admin(settings, admin, log)?;
     shutdown_signal().await;
     info!(log, "shutdown requested");
@@ -212,12 +196,10 @@ impl Application {
 
         let metrics = Arc::new(crate::admin::Metrics::new());
         let mut arbiters = Vec::new();
-        let mut delta_stats = None;
         let (aggregator, ingest, lag, kafka_ready): (_, _, Option<LagProbe>, Option<Probe>) = match role {
             Role::Run => {
                 let cache_probe = metrics.actors.probe("bucket_cache", "0");
-                let deltas = RedisDeltaSink::start(redis.clone(), keywords.clone(), cache_probe, &log);
-                delta_stats = Some(deltas.stats());
+                let deltas = RedisDeltaSink::start(redis.clone(), keywords.clone(), &metrics.deltas, cache_probe, &log);
                 let config = WindowConfig {
                     topics: settings.kafka_topics(),
                     horizon,
@@ -259,11 +241,8 @@ impl Application {
         let scheduler = (role == Role::Run).then(|| crate::jobs::Scheduler::start(settings, &metrics, &log));
         let admin_state = crate::admin::AdminState {
             metrics: metrics.clone(),
-            writers: ingest.as_ref().map(|i| i.writer_stats()).unwrap_or_default(),
             source: ingest.as_ref().map(|i| i.state()),
             aggregator: aggregator.clone(),
-            deltas: delta_stats,
-            summary: scheduler.as_ref().map(|s| s.stats.clone()),
             log_level,
         };
         let (admin, admin_port) = start_admin(settings, admin_state, &log)?;
@@ -288,7 +267,7 @@ impl Application {
             database_timeout_ms: settings.database_timeout_ms,
             lag,
             kafka_ready,
-            ingest: ingest.as_ref().map(|i| i.state()),
+            ingest: ingest.as_ref().map(|i| i.view()),
             auth: crate::http::auth::Auth::from_settings(settings)?,
             metrics: metrics.clone(),
             log: log.clone(),

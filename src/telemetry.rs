@@ -83,3 +83,53 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Building blocks for the metrics each component defines beside itself (names
+/// `log_analyzer_<name>_<unit>[_total]`); the admin listener's registry exports them.
+pub mod metric {
+    use prometheus::core::Collector;
+    use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+    pub fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+        registry.register(Box::new(collector.clone())).expect("metric registered once");
+        collector
+    }
+
+    pub fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        register(r, IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition"))
+    }
+
+    pub fn seconds_counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        register(r, CounterVec::new(Opts::new(name, help), labels).expect("metric definition"))
+    }
+
+    pub fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        register(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition"))
+    }
+
+    pub fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        register(r, HistogramVec::new(opts, labels).expect("metric definition"))
+    }
+
+    pub fn single_histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        register(r, prometheus::Histogram::with_opts(opts).expect("metric definition"))
+    }
+
+    pub fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+        register(r, IntCounter::new(name, help).expect("metric definition"))
+    }
+
+    /// Latency buckets from 100 µs to ~105 s (×4).
+    pub fn latency_buckets() -> Vec<f64> {
+        prometheus::exponential_buckets(0.000_1, 4.0, 11).expect("valid buckets")
+    }
+
+    /// Raises a counter to `value`: what the actors count in atomics only grows, so a scrape adds
+    /// the difference.
+    pub fn raise_to(c: &IntCounterVec, labels: &[&str], value: u64) {
+        let counter = c.with_label_values(labels);
+        counter.inc_by(value.saturating_sub(counter.get()));
+    }
+}

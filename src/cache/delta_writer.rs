@@ -1,12 +1,13 @@
 //! BucketCacheActor: applies bucket deltas to Redis one after another (a partition's deltas must
 //! arrive in order for the per-partition fence to accept them).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ::actors::mailbox::{ActorProbe, Inbox};
 use ::actors::windows::{BucketDelta, DeltaSink, KeywordSet, PartitionOffsets};
 use actix::prelude::*;
+use prometheus::IntCounter;
 use slog::{warn, Logger};
 
 use super::RedisCache;
@@ -41,19 +42,82 @@ impl Handler<Audit> for BucketCacheActor {
 
 ::actors::tracked!(BucketCacheActor => Apply, Audit);
 
-/// What became of the bucket deltas offered to Redis.
-#[derive(Debug, Default)]
-pub struct DeltaStats {
-    pub applied: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub failed: AtomicU64,
-    pub dropped: AtomicU64,
+/// What became of the bucket deltas offered to Redis (`log_analyzer_cache_deltas_total`).
+pub struct DeltaMetrics(prometheus::IntCounterVec);
+
+impl DeltaMetrics {
+    pub fn new(r: &prometheus::Registry) -> DeltaMetrics {
+        DeltaMetrics(crate::telemetry::metric::counter(
+            r,
+            "log_analyzer_cache_deltas_total",
+            "Bucket deltas offered to Redis: applied, duplicate, failed, dropped",
+            &["result"],
+        ))
+    }
+
+    /// Every result is exported (at 0 too) once a process offers deltas, and only then.
+    fn counters(&self) -> DeltaCounters {
+        DeltaCounters {
+            applied: self.0.with_label_values(&["applied"]),
+            duplicate: self.0.with_label_values(&["duplicate"]),
+            failed: self.0.with_label_values(&["failed"]),
+            dropped: self.0.with_label_values(&["dropped"]),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct DeltaCounters {
+    applied: IntCounter,
+    duplicate: IntCounter,
+    failed: IntCounter,
+    dropped: IntCounter,
+}
+
+/// A delta landed in Redis.
+struct DeltaApplied;
+
+impl DeltaApplied {
+    fn emit(self, metrics: &DeltaCounters) {
+        metrics.applied.inc();
+    }
+}
+
+/// Redis' fence refused a delta it already had (a retry that had landed, or a replay).
+struct DeltaDuplicate;
+
+impl DeltaDuplicate {
+    fn emit(self, metrics: &DeltaCounters) {
+        metrics.duplicate.inc();
+    }
+}
+
+/// A delta could not be applied after its retries: Redis now has a gap its fence will report.
+struct DeltaFailed<'a> {
+    error: &'a dyn std::fmt::Display,
+}
+
+impl DeltaFailed<'_> {
+    fn emit(self, metrics: &DeltaCounters, probe: &ActorProbe, log: &Logger) {
+        metrics.failed.inc();
+        probe.error(format_args!("delta not applied: {}", self.error));
+        warn!(log, "bucket delta not applied to redis"; "error" => %self.error);
+    }
+}
+
+/// The actor's mailbox was full: the delta never reached Redis.
+struct DeltaDropped;
+
+impl DeltaDropped {
+    fn emit(self, metrics: &DeltaCounters) {
+        metrics.dropped.inc();
+    }
 }
 
 pub struct BucketCacheActor {
     cache: RedisCache,
     keywords: Arc<KeywordSet>,
-    stats: Arc<DeltaStats>,
+    metrics: DeltaCounters,
     /// A delta was dropped (mailbox full): Redis must be marked incomplete.
     lost: Arc<std::sync::atomic::AtomicBool>,
     probe: Arc<ActorProbe>,
@@ -96,7 +160,7 @@ impl Handler<Apply> for BucketCacheActor {
             .into_actor(self)
             .map(|result, act, ctx| match result {
                 Ok(true) => {
-                    act.stats.applied.fetch_add(1, Ordering::Relaxed);
+                    DeltaApplied.emit(&act.metrics);
                     if act.lost.swap(false, Ordering::AcqRel) {
                         let cache = act.cache.clone();
                         ctx.wait(async move { cache.mark_incomplete("dropped-delta").await }.into_actor(act).map(
@@ -108,14 +172,10 @@ impl Handler<Apply> for BucketCacheActor {
                         ));
                     }
                 }
-                Ok(false) => {
-                    act.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(false) => DeltaDuplicate.emit(&act.metrics),
                 Err(e) => {
-                    act.stats.failed.fetch_add(1, Ordering::Relaxed);
                     act.lost.store(true, Ordering::Release);
-                    act.probe.error(format_args!("delta not applied: {e}"));
-                    warn!(act.log, "bucket delta not applied to redis"; "error" => %e);
+                    DeltaFailed { error: &e }.emit(&act.metrics, &act.probe, &act.log);
                 }
             }),
         ))
@@ -125,34 +185,36 @@ impl Handler<Apply> for BucketCacheActor {
 /// The aggregator's way to Redis: never blocks it.
 pub struct RedisDeltaSink {
     inbox: Inbox<BucketCacheActor>,
-    stats: Arc<DeltaStats>,
+    metrics: DeltaCounters,
     lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RedisDeltaSink {
-    pub fn start(cache: RedisCache, keywords: Arc<KeywordSet>, probe: Arc<ActorProbe>, log: &Logger) -> RedisDeltaSink {
-        let stats = Arc::new(DeltaStats::default());
+    pub fn start(
+        cache: RedisCache,
+        keywords: Arc<KeywordSet>,
+        metrics: &DeltaMetrics,
+        probe: Arc<ActorProbe>,
+        log: &Logger,
+    ) -> RedisDeltaSink {
+        let metrics = metrics.counters();
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let actor = BucketCacheActor {
             cache,
             keywords,
-            stats: stats.clone(),
+            metrics: metrics.clone(),
             lost: lost.clone(),
             probe: probe.clone(),
             log: log.new(slog::o!("actor" => "bucket_cache")),
         };
-        RedisDeltaSink { inbox: Inbox::new(actor.start(), probe), stats, lost }
-    }
-
-    pub fn stats(&self) -> Arc<DeltaStats> {
-        self.stats.clone()
+        RedisDeltaSink { inbox: Inbox::new(actor.start(), probe), metrics, lost }
     }
 }
 
 impl DeltaSink for RedisDeltaSink {
     fn offer(&self, delta: Arc<BucketDelta>) {
         if self.inbox.try_send(Apply(delta)).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            DeltaDropped.emit(&self.metrics);
             self.lost.store(true, Ordering::Release);
         }
     }

@@ -2,6 +2,7 @@
 //! shaped like the `logs` table for COPY baselines).
 
 pub mod http;
+pub mod metrics;
 pub mod progress;
 
 use std::io::{BufWriter, IsTerminal, Write};

@@ -199,7 +199,7 @@ mod tests {
     #[actix_web::test]
     async fn a_panicking_handler_answers_500_json_and_is_counted() {
         let metrics = crate::admin::Metrics::new();
-        let guard = web::Data::new(PanicGuard::new(metrics.http_panics.clone(), discard()));
+        let guard = web::Data::new(PanicGuard::new(metrics.http.panics.clone(), discard()));
         let app = web_test::init_service(
             App::new()
                 .app_data(guard)
@@ -220,11 +220,11 @@ mod tests {
         assert_eq!(body["error"], "internal");
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
         assert!(!body.to_string().contains("boom: 42"), "the panic text stays in the log: {body}");
-        assert_eq!(metrics.http_panics.get(), 1);
+        assert_eq!(metrics.http.panics.get(), 1);
         // The worker lives on: the next request is served.
         let res = web_test::call_service(&app, web_test::TestRequest::get().uri("/fine").to_request()).await;
         assert_eq!(res.status(), 200);
-        assert_eq!(metrics.http_panics.get(), 1);
+        assert_eq!(metrics.http.panics.get(), 1);
         let metrics_text = metrics.render();
         assert!(metrics_text.contains("log_analyzer_http_panics_total 1"), "{metrics_text}");
     }

@@ -4,9 +4,11 @@ pub mod auth;
 pub mod errors;
 pub mod ingest;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod read_path;
+pub mod readiness;
 pub mod routes;
 pub mod summary;
 
@@ -43,7 +45,7 @@ pub struct AppState {
     pub lag: Option<LagProbe>,
     pub kafka_ready: Option<Probe>,
     /// The partitions this process ingests (`run`), for readiness: paused or stalled on PostgreSQL.
-    pub ingest: Option<std::sync::Arc<crate::kafka::source::SourceState>>,
+    pub ingest: Option<std::sync::Arc<dyn readiness::IngestView>>,
     pub auth: auth::Auth,
     pub metrics: std::sync::Arc<crate::admin::Metrics>,
     pub log: Logger,
@@ -109,12 +111,15 @@ async fn observe(
         Err(e) => {
             // An error the server itself turns into the answer (a handler's panic): counted and
             // logged here all the same.
-            let status = e.as_response_error().status_code();
             if let Some(state) = state {
-                state.metrics.http_requests.with_label_values(&[&route, status.as_str()]).inc();
-                state.metrics.http_seconds.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
-                slog::error!(state.log.new(slog::o!("request_id" => id.0)), "request failed";
-                             "method" => %method, "route" => &route, "status" => status.as_u16(), "error" => e.to_string());
+                metrics::RequestHandled {
+                    method: &method,
+                    route: &route,
+                    status: e.as_response_error().status_code(),
+                    elapsed: started.elapsed(),
+                    error: Some(e.to_string()),
+                }
+                .emit(&state.metrics.http, &state.log.new(slog::o!("request_id" => id.0)));
             }
             return Err(e);
         }
@@ -125,21 +130,9 @@ async fn observe(
         res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
     }
     if let Some(state) = state {
-        state.metrics.http_requests.with_label_values(&[&route, status.as_str()]).inc();
-        state.metrics.http_seconds.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
-        let log = state.log.new(slog::o!("request_id" => id.0));
-        let micros = elapsed.as_micros() as u64;
-        if status.is_server_error() {
-            let error = res.response().error().map(|e| e.to_string()).unwrap_or_default();
-            slog::error!(log, "request failed"; "method" => %method, "route" => &route, "status" => status.as_u16(),
-                         "micros" => micros, "error" => error);
-        } else if status.is_client_error() {
-            slog::info!(log, "request refused"; "method" => %method, "route" => &route, "status" => status.as_u16(),
-                        "micros" => micros);
-        } else {
-            slog::debug!(log, "request"; "method" => %method, "route" => &route, "status" => status.as_u16(),
-                         "micros" => micros);
-        }
+        let error = status.is_server_error().then(|| res.response().error().map(|e| e.to_string()).unwrap_or_default());
+        metrics::RequestHandled { method: &method, route: &route, status, elapsed, error }
+            .emit(&state.metrics.http, &state.log.new(slog::o!("request_id" => id.0)));
     }
     Ok(res)
 }
@@ -150,7 +143,7 @@ pub fn serve(
     settings: &crate::config::Settings,
     listener: TcpListener,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let panics = web::Data::new(limits::PanicGuard::new(state.metrics.http_panics.clone(), state.log.clone()));
+    let panics = web::Data::new(limits::PanicGuard::new(state.metrics.http.panics.clone(), state.log.clone()));
     let rate_limit = web::Data::new(limits::RateLimit::new(settings.rate_limit_rps, settings.rate_limit_burst));
     let body_timeout = web::Data::new(limits::BodyTimeout(Duration::from_millis(settings.http_body_timeout_ms)));
     let server = HttpServer::new(move || {

@@ -164,7 +164,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         None => json!("unknown"),
     };
     let (ingest, stalled) = match &state.ingest {
-        Some(source) => ingest_health(source, state.database_timeout_ms),
+        Some(view) => super::readiness::ingest_health(view.as_ref(), state.database_timeout_ms),
         None => (json!("disabled"), false),
     };
     let ready = postgres && !stalled;
@@ -179,34 +179,6 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
-}
-
-/// `{state, waiting_on, partitions, paused, stalled}` of this process's ingest, and whether it is
-/// stalled: some partition's batch has waited for PostgreSQL longer than a readiness ping may
-/// (`DATABASE_TIMEOUT_MS`), so the process says so well before the write itself times out.
-fn ingest_health(source: &crate::kafka::source::SourceState, stall_after_ms: u64) -> (Value, bool) {
-    use crate::kafka::source::partition_name;
-    use std::sync::atomic::Ordering;
-    let now = Utc::now().timestamp_millis();
-    let mut owned = Vec::new();
-    let mut stalled = Vec::new();
-    for (partition, stats) in source.partitions.lock().expect("source state").iter() {
-        owned.push(partition_name(partition));
-        let started = stats.write_started_ms.load(Ordering::Relaxed);
-        if started > 0 && now.saturating_sub(started) > stall_after_ms as i64 {
-            stalled.push(partition_name(partition));
-        }
-    }
-    let paused: Vec<String> = source.paused.lock().expect("source state").iter().map(partition_name).collect();
-    let is_stalled = !stalled.is_empty();
-    let body = json!({
-        "state": if is_stalled { "stalled" } else { "flowing" },
-        "waiting_on": if is_stalled { json!("postgres") } else { Value::Null },
-        "partitions": owned,
-        "paused": paused,
-        "stalled": stalled,
-    });
-    (body, is_stalled)
 }
 
 /// A probe the readiness check calls (kept abstract so roles can plug in what they know).

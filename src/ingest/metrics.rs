@@ -1,0 +1,74 @@
+//! The writers' metrics: batches committed, failed writes by kind, batch sizes and commit latency.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use actors::ingest::WriterStats;
+use prometheus::{Histogram, HistogramVec, IntCounterVec, Registry};
+
+use crate::telemetry::metric::{counter, histogram, latency_buckets, raise_to, single_histogram};
+
+pub struct WriterMetrics {
+    batches: IntCounterVec,
+    errors: IntCounterVec,
+    /// Messages (events + rejects) per committed batch.
+    batch_events: Histogram,
+    /// Time to commit one batch, per writer.
+    batch_seconds: HistogramVec,
+    /// Every writer's counters, by writer id.
+    writers: Mutex<Vec<Arc<WriterStats>>>,
+}
+
+impl WriterMetrics {
+    pub fn new(r: &Registry) -> WriterMetrics {
+        WriterMetrics {
+            batches: counter(r, "log_analyzer_writer_batches_total", "Batches committed", &["writer"]),
+            errors: counter(
+                r,
+                "log_analyzer_writer_errors_total",
+                "Batch writes that failed: unavailable (retried after a restart), fenced, or rejected (data refused)",
+                &["writer", "kind"],
+            ),
+            batch_events: single_histogram(
+                r,
+                "log_analyzer_writer_batch_events",
+                "Messages per committed batch",
+                prometheus::exponential_buckets(1.0, 4.0, 9).expect("valid buckets"),
+            ),
+            batch_seconds: histogram(
+                r,
+                "log_analyzer_writer_batch_seconds",
+                "Time to write and commit one batch",
+                latency_buckets(),
+                &["writer"],
+            ),
+            writers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The counters writer `id` reports into: its histograms are observed as it commits, the rest
+    /// is copied in at each scrape.
+    pub fn writer(&self, id: usize) -> Arc<WriterStats> {
+        let stats = Arc::new(WriterStats {
+            batch_events: Some(self.batch_events.clone()),
+            batch_seconds: Some(self.batch_seconds.with_label_values(&[&id.to_string()])),
+            ..WriterStats::default()
+        });
+        let mut writers = self.writers.lock().expect("writer metrics");
+        if writers.len() <= id {
+            writers.resize_with(id + 1, Arc::default);
+        }
+        writers[id] = stats.clone();
+        stats
+    }
+
+    pub fn refresh(&self) {
+        for (i, w) in self.writers.lock().expect("writer metrics").iter().enumerate() {
+            let id = i.to_string();
+            raise_to(&self.batches, &[&id], w.batches.load(Ordering::Relaxed));
+            raise_to(&self.errors, &[&id, "unavailable"], w.failures.load(Ordering::Relaxed));
+            raise_to(&self.errors, &[&id, "fenced"], w.fenced.load(Ordering::Relaxed));
+            raise_to(&self.errors, &[&id, "rejected"], w.rejected.load(Ordering::Relaxed));
+        }
+    }
+}
