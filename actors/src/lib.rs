@@ -8,5 +8,6 @@ pub mod generator;
 pub mod ingest;
 pub mod mailbox;
 pub mod ports;
+pub mod protocols;
 pub mod schedule;
 pub mod windows;
