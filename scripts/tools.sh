@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Installs the real clients the protocol tests drive (telemetrygen, grpcurl) into
-# ~/.cache/log-analyzer/bin with `go install`, once: a binary already there is kept, so later runs
-# cost nothing. The tests look for them there (or in TOOLS_BIN).
+# What building and testing need beyond cargo: `protoc` (the build compiles proto/ with prost-build;
+# from the distribution's protobuf-compiler package when missing), and the real clients the protocol
+# tests drive (telemetrygen, grpcurl) in ~/.cache/log-analyzer/bin with `go install`, once: a binary
+# already there is kept, so later runs cost nothing. The tests look for them there (or in TOOLS_BIN).
 set -euo pipefail
+if ! command -v protoc >/dev/null && [[ -z "${PROTOC:-}" ]]; then
+    echo "tools.sh: installing protoc (protobuf-compiler)" >&2
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq protobuf-compiler >/dev/null
+fi
 bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
 mkdir -p "$bin"
 go=go
