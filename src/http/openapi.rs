@@ -361,6 +361,8 @@ mod tests {
                 }
             }
         }
+        let otlp = &paths["/v1/logs"]["post"]["responses"]["200"]["content"];
+        assert!(otlp["application/x-protobuf"].is_object() && otlp["application/json"].is_object(), "{otlp}");
         assert!(doc["components"]["schemas"]["SourceParam"].is_object(), "every $ref resolves");
         let error = &doc["components"]["schemas"]["ErrorBody"];
         assert_eq!(error["required"], serde_json::json!(["error", "message"]));

@@ -199,7 +199,8 @@ fn with_retry_after(mut response: HttpResponse) -> HttpResponse {
     request_body(content = String, description = "An OTLP ExportLogsServiceRequest (protobuf or JSON, gzip allowed)",
                  content_type = "application/x-protobuf"),
     responses(
-        (status = 200, description = "ExportLogsServiceResponse in the request's encoding; partial_success counts refused records"),
+        (status = 200, description = "ExportLogsServiceResponse in the request's encoding; partial_success counts refused records",
+            content((serde_json::Value = "application/json"), (String = "application/x-protobuf"))),
         (status = 400, description = "Malformed body", body = super::openapi::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
         (status = 413, description = "Over INGEST_MAX_BODY_BYTES, as sent or decompressed", body = super::openapi::ErrorBody),
