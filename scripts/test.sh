@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/stack.sh up
+scripts/tools.sh
 set -a
 eval "$(scripts/stack.sh env)"
 set +a

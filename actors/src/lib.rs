@@ -8,6 +8,7 @@ pub mod generator;
 pub mod ingest;
 pub mod mailbox;
 pub mod ports;
+pub mod protocols;
 pub mod schedule;
 #[cfg(test)]
 pub mod testing;

@@ -140,6 +140,23 @@ pub async fn ingest(
     Ok(answer.response())
 }
 
+/// What POST /ingest makes of `lines` (each a JSON object or a text line, without a newline) with
+/// its `service` option: the same resolution, dead letters and queue, and the same per-body tally
+/// (`accepted`, `rejected`, `rejected_by_reason`, `errors`, `not_queued`…) with its status (202, or
+/// 503 when nothing was queued). The other intake routes (OTLP, Loki) come in through here.
+pub async fn intake_lines(
+    state: web::Data<AppState>,
+    lines: Vec<Vec<u8>>,
+    service: Option<String>,
+    log: Logger,
+) -> Result<(StatusCode, Value), ApiError> {
+    let body = lines.join(&b'\n');
+    let task = actix_rt::spawn(async move { handle(&state, &body, None, service.as_deref(), &log).await });
+    let answer = task.await.map_err(|e| ApiError::unavailable("internal", format!("ingest failed: {e}")))??;
+    let tally = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    Ok((answer.status, tally))
+}
+
 /// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("idempotency-key") else { return Ok(None) };

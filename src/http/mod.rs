@@ -7,6 +7,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod protocols;
 pub mod read_path;
 pub mod readiness;
 pub mod routes;
@@ -58,6 +59,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/stats/keywords/top", web::get().to(routes::top_keywords))
         .route("/stats/summary", web::get().to(summary::summary))
         .route("/ingest", web::post().to(ingest::ingest))
+        .route("/v1/logs", web::post().to(protocols::otlp_logs))
+        .route("/loki/api/v1/push", web::post().to(protocols::loki_push))
         .route("/healthz", web::get().to(routes::healthz))
         .route("/readyz", web::get().to(routes::readyz))
         .route("/openapi.json", web::get().to(openapi::serve_document));
@@ -165,7 +168,7 @@ pub fn serve(
             .default_service(web::to(|| async {
                 actix_web::HttpResponse::NotFound().json(serde_json::json!({
                     "error": "not_found",
-                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /stats/summary, /ingest, /openapi.json",
+                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /stats/summary, /ingest, /v1/logs, /loki/api/v1/push, /openapi.json",
                 }))
             }))
     })

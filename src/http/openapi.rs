@@ -306,13 +306,15 @@ impl utoipa::Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "log-analyzer", description = "Exact, live answers about a Kafka stream of application logs. \
-          With JWT_SECRET or JWT_PUBLIC_KEY set, /stats/* and /ingest need a Bearer token."),
+          With JWT_SECRET or JWT_PUBLIC_KEY set, /stats/* and the intake routes (/ingest, /v1/logs, /loki/api/v1/push) need a Bearer token."),
     paths(
         super::routes::errors,
         super::routes::keywords,
         super::routes::top_keywords,
         super::summary::summary,
         ingest,
+        super::protocols::otlp_logs,
+        super::protocols::loki_push,
         super::routes::healthz,
         super::routes::readyz,
         serve_document,
@@ -345,18 +347,22 @@ mod tests {
             ("/stats/keywords/top", "get"),
             ("/stats/summary", "get"),
             ("/ingest", "post"),
+            ("/v1/logs", "post"),
+            ("/loki/api/v1/push", "post"),
             ("/healthz", "get"),
             ("/readyz", "get"),
         ] {
             let op = &paths[path][method];
             assert!(op.is_object(), "{method} {path} is missing");
-            if path.starts_with("/stats") || path == "/ingest" {
+            if path.starts_with("/stats") || matches!(path, "/ingest" | "/v1/logs" | "/loki/api/v1/push") {
                 for status in ["400", "401", "429"] {
                     let schema = &op["responses"][status]["content"]["application/json"]["schema"]["$ref"];
                     assert_eq!(schema, "#/components/schemas/ErrorBody", "{path} {status}");
                 }
             }
         }
+        let otlp = &paths["/v1/logs"]["post"]["responses"]["200"]["content"];
+        assert!(otlp["application/x-protobuf"].is_object() && otlp["application/json"].is_object(), "{otlp}");
         assert!(doc["components"]["schemas"]["SourceParam"].is_object(), "every $ref resolves");
         let error = &doc["components"]["schemas"]["ErrorBody"];
         assert_eq!(error["required"], serde_json::json!(["error", "message"]));

@@ -10,6 +10,7 @@ mod ingest;
 mod loghub;
 mod multi_topic;
 mod observability;
+mod protocols;
 mod smoke;
 mod store_robust;
 mod summary;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# What building and testing need beyond cargo: `protoc` (the build compiles proto/ with prost-build;
+# from the distribution's protobuf-compiler package when missing), and the real clients the protocol
+# tests drive (telemetrygen, grpcurl) in ~/.cache/log-analyzer/bin with `go install`, once: a binary
+# already there is kept, so later runs cost nothing. The tests look for them there (or in TOOLS_BIN).
+set -euo pipefail
+if ! command -v protoc >/dev/null && [[ -z "${PROTOC:-}" ]]; then
+    echo "tools.sh: installing protoc (protobuf-compiler)" >&2
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq protobuf-compiler >/dev/null
+fi
+bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
+mkdir -p "$bin"
+go=go
+command -v go >/dev/null || go=/usr/local/go/bin/go
+install() {
+    local name=$1 module=$2
+    if [[ -x "$bin/$name" ]]; then
+        return
+    fi
+    echo "tools.sh: installing $name ($module)" >&2
+    # One package at a time: the build machines have two cores.
+    GOBIN="$bin" GOFLAGS=-mod=mod "$go" install -p 1 "$module"
+}
+install telemetrygen github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v0.161.0
+install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
