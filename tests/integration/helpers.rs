@@ -376,20 +376,26 @@ pub async fn http(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> Option<(u16, Vec<u8>)> {
-    // awc's client is not Send and spawns its connection tasks locally: a LocalSet of the call's own
-    // lets plain #[tokio::test]s use it.
-    let exchange = async {
-        let client = awc::Client::builder().disable_timeout().disable_redirects().no_default_headers().finish();
-        let method = awc::http::Method::from_bytes(method.as_bytes()).ok()?;
-        let mut request = client.request(method, format!("http://127.0.0.1:{port}{path}")).force_close();
-        for (name, value) in headers {
-            request = request.append_header((*name, *value));
-        }
-        let mut response = request.send_body(body.to_vec()).await.ok()?;
-        let body = response.body().limit(usize::MAX).await.ok()?;
-        Some((response.status().as_u16(), body.to_vec()))
+    // awc's client is not Send: it runs on a blocking thread with a runtime of its own, so the
+    // returned future stays Send (tests spawn it) and plain #[tokio::test]s can call it.
+    let (method, url) = (method.to_owned(), format!("http://127.0.0.1:{port}{path}"));
+    let (body, headers): (Vec<u8>, Vec<(String, String)>) =
+        (body.to_vec(), headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let exchange = move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        tokio::task::LocalSet::new().block_on(&runtime, async move {
+            let client = awc::Client::builder().disable_timeout().disable_redirects().no_default_headers().finish();
+            let method = awc::http::Method::from_bytes(method.as_bytes()).ok()?;
+            let mut request = client.request(method, url).force_close();
+            for (name, value) in &headers {
+                request = request.append_header((name.as_str(), value.as_str()));
+            }
+            let mut response = request.send_body(body).await.ok()?;
+            let body = response.body().limit(usize::MAX).await.ok()?;
+            Some((response.status().as_u16(), body.to_vec()))
+        })
     };
-    tokio::task::LocalSet::new().run_until(exchange).await
+    tokio::task::spawn_blocking(exchange).await.ok()?
 }
 
 /// GET returning the status and the JSON body.
