@@ -72,7 +72,9 @@ pub fn discard() -> Logger {
     Logger::root(slog::Discard, o!())
 }
 
-/// An error with its whole cause chain on one line, for logging it once.
+/// An error with its whole cause chain on one line, for logging it once. For a plain
+/// `std::error::Error` (tokio-postgres' in the event store): an anyhow error prints the same with
+/// `{:#}`, but wrapping one there would take the error by value only to format it.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

@@ -1,18 +1,17 @@
 //! The generator's HTTP sink: NDJSON batches POSTed to `/ingest` over keep-alive HTTP/1.1 connections,
 //! a bounded number in flight, counting what the 202 answers say was accepted and rejected.
 //!
-//! A deliberately small client (the dependency tree has no HTTP client, and the generator needs one
-//! request shape): plain `http://` only; requests carry Content-Length; responses are read by their
-//! Content-Length (actix-web sends one with its JSON answers) or to the end of the connection — a
-//! chunked response is reported as an error, not decoded.
+//! The client is awc (actix's, on the actix-http already in the tree), on a thread of its own with a
+//! single-threaded runtime: awc's client is not `Send`, and the generator actor must not wait on it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix_web::web::Bytes;
 use actors::generator::{EventSink, SinkError};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use awc::error::{ConnectError, SendRequestError};
+use awc::http::header::{CONNECTION, CONTENT_TYPE};
 
 /// Where `POST /ingest` goes: `http://HOST:PORT[/PATH]` (the path defaults to `/ingest`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +70,12 @@ impl Default for HttpSinkOptions {
 /// request never reached it.
 const ATTEMPTS: u32 = 5;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An idle connection is dropped before a server's usual keep-alive (actix-web's is 5 s) closes it,
+/// so a request rarely meets a connection the server is closing.
+const IDLE_KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// A 202 lists at most 100 ranges and 100 errors: far below this.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 #[derive(Default)]
 struct Counters {
@@ -92,7 +96,7 @@ impl Counters {
 }
 
 struct Batch {
-    body: Vec<u8>,
+    body: Bytes,
     events: u64,
 }
 
@@ -116,13 +120,23 @@ impl HttpSink {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (c, token) = (counters.clone(), options.token.clone());
         let thread = std::thread::Builder::new().name("http-sink".into()).spawn(move || {
-            runtime.block_on(async move {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                // One pool of keep-alive connections, one per worker at most.
+                let connector =
+                    awc::Connector::new().limit(in_flight).timeout(CONNECT_TIMEOUT).conn_keep_alive(IDLE_KEEP_ALIVE);
+                let mut builder =
+                    awc::Client::builder().connector(connector).timeout(REQUEST_TIMEOUT).disable_redirects();
+                if let Some(token) = &token {
+                    builder = builder.bearer_auth(token);
+                }
+                let awc = builder.finish();
                 let rx = Arc::new(tokio::sync::Mutex::new(rx));
                 let workers: Vec<_> = (0..in_flight)
                     .map(|_| {
-                        let mut client = Client { target: target.clone(), token: token.clone(), conn: None };
+                        let mut client = Client { target: target.clone(), awc: awc.clone(), kept_alive: false };
                         let (rx, c) = (rx.clone(), c.clone());
-                        tokio::spawn(async move {
+                        tokio::task::spawn_local(async move {
                             loop {
                                 let next = rx.lock().await.recv().await;
                                 let Some(batch) = next else { break };
@@ -153,7 +167,7 @@ impl HttpSink {
             return true;
         }
         let Some(queue) = self.queue.as_ref() else { return false };
-        let batch = Batch { body: std::mem::take(&mut self.open), events: self.open_events };
+        let batch = Batch { body: Bytes::from(std::mem::take(&mut self.open)), events: self.open_events };
         let events = batch.events;
         self.counters.outstanding.fetch_add(events, Ordering::Relaxed);
         match queue.try_send(batch) {
@@ -163,7 +177,7 @@ impl HttpSink {
             }
             Err(tokio::sync::mpsc::error::TrySendError::Full(batch)) => {
                 self.counters.outstanding.fetch_sub(events, Ordering::Relaxed);
-                self.open = batch.body;
+                self.open = batch.body.into();
                 false
             }
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
@@ -253,8 +267,8 @@ impl Drop for HttpSink {
 /// Why a request got no answer.
 #[derive(Debug)]
 enum PostError {
-    /// The server cannot have processed it (no connection, the request not written, or a reused
-    /// keep-alive connection closed before any answer): safe to send again.
+    /// The server cannot have processed it (no connection, the request not written, or a kept-alive
+    /// connection closed before any answer): safe to send again.
     NotSent(String),
     /// It may have been processed: sending again could duplicate events.
     Unknown(String),
@@ -262,8 +276,9 @@ enum PostError {
 
 struct Client {
     target: HttpTarget,
-    token: Option<String>,
-    conn: Option<BufReader<TcpStream>>,
+    awc: awc::Client,
+    /// The last answer left its connection open, so the next request most likely goes on it.
+    kept_alive: bool,
 }
 
 impl Client {
@@ -298,7 +313,7 @@ impl Client {
                     if not_queued.is_empty() || last {
                         return;
                     }
-                    body = lines(&body, &not_queued);
+                    body = Bytes::from(lines(&body, &not_queued));
                     events = not_queued.len() as u64;
                 }
                 Ok((status @ (429 | 502 | 503 | 504), _)) if !last => {
@@ -318,60 +333,42 @@ impl Client {
         }
     }
 
-    /// One request on the kept-alive connection (a new one if there is none); status and body.
-    async fn post(&mut self, body: &[u8]) -> Result<(u16, Vec<u8>), PostError> {
-        let reused = self.conn.is_some();
-        if self.conn.is_none() {
-            let connect = TcpStream::connect((self.target.host.as_str(), self.target.port));
-            let stream = tokio::time::timeout(Duration::from_secs(10), connect)
-                .await
-                .map_err(|_| PostError::NotSent("connect timed out".into()))?
-                .map_err(|e| PostError::NotSent(format!("connect: {e}")))?;
-            let _ = stream.set_nodelay(true);
-            self.conn = Some(BufReader::new(stream));
-        }
-        let mut request = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n",
-            self.target.path,
-            self.target.host,
-            self.target.port,
-            body.len()
-        );
-        if let Some(token) = &self.token {
-            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        request.push_str("\r\n");
-        let conn = self.conn.as_mut().expect("connected above");
-        let written = async {
-            conn.get_mut().write_all(request.as_bytes()).await?;
-            conn.get_mut().write_all(body).await
+    /// One request, on a kept-alive connection when the pool has one; status and body.
+    async fn post(&mut self, body: &Bytes) -> Result<(u16, Vec<u8>), PostError> {
+        let reused = std::mem::take(&mut self.kept_alive);
+        let request = self.awc.post(self.target.to_string()).insert_header((CONTENT_TYPE, "application/x-ndjson"));
+        let mut response = match request.send_body(body.clone()).await {
+            Ok(response) => response,
+            Err(e) => return Err(classify(e, reused)),
         };
-        if let Err(e) = written.await {
-            self.conn = None;
-            return Err(PostError::NotSent(format!("sending: {e}")));
+        let status = response.status().as_u16();
+        let closes = response.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+            || response.version() < awc::http::Version::HTTP_11;
+        let answer = response
+            .body()
+            .limit(MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| PostError::Unknown(format!("reading the answer: {e}")))?;
+        self.kept_alive = !closes;
+        Ok((status, answer.to_vec()))
+    }
+}
+
+/// Whether a failed request may have reached the server.
+fn classify(e: SendRequestError, reused: bool) -> PostError {
+    match e {
+        // The connection closed with no answer: on a kept-alive one, the server had closed it idle
+        // before reading the request; on a fresh one, it may have read it and then failed.
+        SendRequestError::Connect(ConnectError::Disconnected) if reused => {
+            PostError::NotSent("keep-alive connection closed by the server".into())
         }
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, read_response(conn)).await;
-        match answer {
-            Ok(Ok(response)) => {
-                if response.close {
-                    self.conn = None;
-                }
-                Ok((response.status, response.body))
-            }
-            Ok(Err(ReadError::ClosedBeforeAnswer)) if reused => {
-                // The server had closed the idle keep-alive connection before reading the request.
-                self.conn = None;
-                Err(PostError::NotSent("keep-alive connection closed by the server".into()))
-            }
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(PostError::Unknown(format!("reading the answer: {e}")))
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(PostError::Unknown(format!("no answer within {REQUEST_TIMEOUT:?}")))
-            }
+        SendRequestError::Connect(ConnectError::Disconnected) => {
+            PostError::Unknown("the connection closed before any answer".into())
         }
+        SendRequestError::Connect(e) => PostError::NotSent(format!("connect: {e}")),
+        SendRequestError::Send(e) => PostError::NotSent(format!("sending: {e}")),
+        SendRequestError::Timeout => PostError::Unknown(format!("no answer within {REQUEST_TIMEOUT:?}")),
+        e => PostError::Unknown(format!("reading the answer: {e}")),
     }
 }
 
@@ -406,94 +403,6 @@ fn lines(body: &[u8], numbers: &[usize]) -> Vec<u8> {
     out
 }
 
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-    /// The server closes the connection after this answer.
-    close: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    #[error("the connection closed before any answer")]
-    ClosedBeforeAnswer,
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("malformed answer: {0}")]
-    Malformed(String),
-}
-
-/// Reads one HTTP/1.1 response: status line, headers, then a Content-Length body (or, without one, the
-/// rest of the connection). Chunked transfer coding is refused.
-async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(conn: &mut R) -> Result<Response, ReadError> {
-    let mut line = Vec::new();
-    let mut head_bytes = 0;
-    let mut status = None;
-    let (mut length, mut close, mut chunked) = (None, false, false);
-    loop {
-        line.clear();
-        let n = conn.read_until(b'\n', &mut line).await?;
-        if n == 0 {
-            return Err(if status.is_none() && head_bytes == 0 {
-                ReadError::ClosedBeforeAnswer
-            } else {
-                ReadError::Malformed("the connection closed inside the head".into())
-            });
-        }
-        head_bytes += n;
-        if head_bytes > MAX_HEAD_BYTES {
-            return Err(ReadError::Malformed("head over 64 KiB".into()));
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        if status.is_none() {
-            // "HTTP/1.1 202 Accepted"
-            let mut parts = text.splitn(3, ' ');
-            let version = parts.next().unwrap_or_default();
-            let code = parts.next().and_then(|c| c.parse::<u16>().ok());
-            match (version.starts_with("HTTP/1."), code) {
-                (true, Some(code)) => status = Some(code),
-                _ => return Err(ReadError::Malformed(format!("status line {text:?}"))),
-            }
-            close = version == "HTTP/1.0";
-            continue;
-        }
-        if text.is_empty() {
-            break;
-        }
-        let Some((name, value)) = text.split_once(':') else {
-            return Err(ReadError::Malformed(format!("header {text:?}")));
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "content-length" => {
-                length = Some(value.parse::<usize>().map_err(|_| ReadError::Malformed(format!("length {value:?}")))?)
-            }
-            "transfer-encoding" => chunked = !value.eq_ignore_ascii_case("identity"),
-            "connection" => close = value.eq_ignore_ascii_case("close"),
-            _ => {}
-        }
-    }
-    let status = status.expect("set by the first line");
-    if chunked {
-        return Err(ReadError::Malformed("chunked answers are not supported by this client".into()));
-    }
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            conn.read_exact(&mut body).await?;
-        }
-        None if status == 204 || status == 304 || (100..200).contains(&status) => {}
-        None => {
-            conn.read_to_end(&mut body).await?;
-            close = true;
-        }
-    }
-    Ok(Response { status, body, close })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,31 +416,6 @@ mod tests {
         assert!("https://x:1".parse::<HttpTarget>().is_err());
         assert!("http://:80".parse::<HttpTarget>().is_err());
         assert!("http://x:port".parse::<HttpTarget>().is_err());
-    }
-
-    #[tokio::test]
-    async fn responses_are_read_by_length_and_keep_alive_is_honoured() {
-        let raw = b"HTTP/1.1 202 Accepted\r\ncontent-length: 5\r\ncontent-type: application/json\r\n\r\n{\"a\"}HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        let mut reader = BufReader::new(&raw[..]);
-        let first = read_response(&mut reader).await.unwrap();
-        assert_eq!((first.status, first.body.as_slice(), first.close), (202, &b"{\"a\"}"[..], false));
-        let second = read_response(&mut reader).await.unwrap();
-        assert_eq!((second.status, second.body.len(), second.close), (503, 0, true));
-        assert!(matches!(read_response(&mut reader).await, Err(ReadError::ClosedBeforeAnswer)));
-    }
-
-    #[tokio::test]
-    async fn chunked_truncated_and_garbled_answers_are_errors() {
-        for raw in [
-            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
-            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"[..],
-            &b"SMTP ready\r\n\r\n"[..],
-            &b"HTTP/1.1 200 OK\r\nContent-Le"[..],
-        ] {
-            let mut reader = BufReader::new(raw);
-            let result = read_response(&mut reader).await;
-            assert!(matches!(result, Err(ReadError::Malformed(_) | ReadError::Io(_))), "{result:?}");
-        }
     }
 
     /// A scripted server on a thread: answers the n-th request with `answers[n]`; hands back the
@@ -615,6 +499,25 @@ mod tests {
         assert_eq!((sink.acked(), sink.failed(), sink.retries()), (0, 2, 0));
         assert!(sink.first_error().unwrap().contains("401"), "{:?}", sink.first_error());
         assert_eq!(server.join().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_chunked_answer_is_read_and_a_garbled_one_fails_without_a_resend() {
+        let json = r#"{"accepted":2,"rejected":0,"errors":[]}"#;
+        let chunked = format!(
+            "HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{json}\r\n0\r\n\r\n",
+            json.len()
+        );
+        let (port, server) = scripted_server(vec![chunked, "SMTP ready\r\n\r\n".into()]);
+        let target = HttpTarget { host: "127.0.0.1".into(), port, path: "/ingest".into() };
+        let options = HttpSinkOptions { batch_events: 2, in_flight: 1, ..HttpSinkOptions::default() };
+        let mut sink = HttpSink::new(target, options).unwrap();
+        for payload in ["a", "b", "c", "d"] {
+            sink.send(payload.as_bytes().to_vec(), 0).unwrap();
+        }
+        sink.flush(Duration::from_secs(20)).unwrap();
+        assert_eq!((sink.acked(), sink.failed(), sink.retries()), (2, 2, 0), "{:?}", sink.first_error());
+        assert_eq!(server.join().unwrap(), vec![b"a\nb\n".to_vec(), b"c\nd\n".to_vec()]);
     }
 
     #[test]

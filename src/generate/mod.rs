@@ -111,7 +111,10 @@ pub async fn run_observed(
     let mut stopping = false;
 
     let started = Instant::now();
-    let terminal = std::io::stderr().is_terminal();
+    let limit = options.limit;
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| progress::terminal_bar(limit.count.is_some() || limit.duration.is_some()));
     // The counters now, with the rate since `last_sent` was read a second ago.
     let snapshot = |last_sent: u64| {
         let sent = stats.sent.load(Ordering::Relaxed) + stats.send_errors.load(Ordering::Relaxed);
@@ -137,10 +140,8 @@ pub async fn run_observed(
             _ = ticker.tick() => {
                 let now = snapshot(last_sent);
                 last_sent = now.sent;
-                if terminal {
-                    let done = progress::fraction(options.limit.count, options.limit.duration, now.sent, now.elapsed);
-                    // \r returns to the line's start; ESC[K clears what a longer line left behind.
-                    eprint!("\r{}\x1b[K", now.bar(done, 24));
+                if let Some(bar) = &bar {
+                    progress::show(bar, &now, progress::fraction(limit.count, limit.duration, now.sent, now.elapsed));
                 } else {
                     eprintln!("{}", now.line());
                 }
@@ -154,8 +155,9 @@ pub async fn run_observed(
     })
     .await?;
     let (sink, result) = flushed;
-    if terminal {
-        eprintln!();
+    if let Some(bar) = bar {
+        // The last state stays on screen above the summary.
+        bar.abandon();
     }
     // An event the sink refused at once was offered all the same: it counts as sent and failed,
     // so failed never exceeds sent.

@@ -1,6 +1,11 @@
-//! The generator's progress report: a redrawn bar on a terminal, plain lines otherwise.
+//! The generator's progress report: a redrawn bar on a terminal (indicatif), plain lines otherwise.
 
 use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The bar's resolution: a run's fraction done is shown in thousandths.
+const BAR_STEPS: u64 = 1_000;
 
 /// The counters of a run at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -27,14 +32,22 @@ impl Snapshot {
             self.errors
         )
     }
+}
 
-    /// The line behind a bar of `width` cells filled to `done` (0..=1), when the run's end is known.
-    pub fn bar(&self, done: Option<f64>, width: usize) -> String {
-        let Some(done) = done else { return self.line() };
-        let done = done.clamp(0.0, 1.0);
-        let filled = (done * width as f64).round() as usize;
-        format!("[{}{}] {:>3.0}% {}", "#".repeat(filled), "-".repeat(width - filled), done * 100.0, self.line())
+/// A bar on stderr for a run whose end is known (by count or duration), else the line alone, redrawn.
+pub fn terminal_bar(end_known: bool) -> ProgressBar {
+    let template = if end_known { "[{bar:24}] {percent:>3}% {msg}" } else { "{msg}" };
+    let bar = ProgressBar::with_draw_target(Some(BAR_STEPS), ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("#-"));
+    bar
+}
+
+/// Moves the bar to `done` (0..=1; past the end stays at the end) and shows the counters beside it.
+pub fn show(bar: &ProgressBar, snapshot: &Snapshot, done: Option<f64>) {
+    if let Some(done) = done {
+        bar.set_position((done.clamp(0.0, 1.0) * BAR_STEPS as f64).round() as u64);
     }
+    bar.set_message(snapshot.line());
 }
 
 /// How far a run with these limits is: the larger share of its count or of its duration.
@@ -57,10 +70,14 @@ mod tests {
         assert_eq!(s.line(), "generate:    3.0s sent=250 acked=240 rejected=5 rate=100/s errors=1");
         let done = fraction(Some(1_000), Some(Duration::from_secs(6)), s.sent, s.elapsed);
         assert_eq!(done, Some(0.5));
-        assert!(s.bar(done, 10).starts_with("[#####-----]  50% generate:"), "{}", s.bar(done, 10));
-        assert_eq!(s.bar(None, 10), s.line());
+        let bar = ProgressBar::with_draw_target(Some(BAR_STEPS), ProgressDrawTarget::hidden());
+        show(&bar, &s, done);
+        assert_eq!((bar.position(), bar.message()), (500, s.line()));
+        show(&bar, &s, None);
+        assert_eq!(bar.position(), 500, "no known end leaves the bar where it was");
         assert_eq!(fraction(None, None, 5, s.elapsed), None);
         assert_eq!(fraction(Some(100), None, 500, s.elapsed), Some(5.0));
-        assert!(s.bar(Some(5.0), 4).starts_with("[####] 100%"));
+        show(&bar, &s, Some(5.0));
+        assert_eq!(bar.position(), BAR_STEPS, "past the end stays at the end");
     }
 }

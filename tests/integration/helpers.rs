@@ -113,8 +113,23 @@ where
     }
 }
 
-/// The generator's deterministic random source, reused so failing runs replay by seed.
-pub use actors::generator::events::Rng;
+/// A seeded random source, so failing runs replay by seed.
+pub struct Rng(rand::rngs::SmallRng);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
+    }
+
+    /// Uniform in 0..n (0 when n is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            rand::RngExt::random_range(&mut self.0, 0..n)
+        }
+    }
+}
 
 /// A producer tuned for pushing many test messages quickly (acks=all).
 pub fn producer(brokers: &str) -> rdkafka::producer::FutureProducer {
@@ -361,41 +376,26 @@ pub async fn http(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> Option<(u16, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    stream.write_all(body).await.ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.ok()?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    Some((status, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
-        data = &data[line_end + 2 + size + 2..];
-    }
-    out
+    // awc's client is not Send: it runs on a blocking thread with a runtime of its own, so the
+    // returned future stays Send (tests spawn it) and plain #[tokio::test]s can call it.
+    let (method, url) = (method.to_owned(), format!("http://127.0.0.1:{port}{path}"));
+    let (body, headers): (Vec<u8>, Vec<(String, String)>) =
+        (body.to_vec(), headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let exchange = move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        tokio::task::LocalSet::new().block_on(&runtime, async move {
+            let client = awc::Client::builder().disable_timeout().disable_redirects().no_default_headers().finish();
+            let method = awc::http::Method::from_bytes(method.as_bytes()).ok()?;
+            let mut request = client.request(method, url).force_close();
+            for (name, value) in &headers {
+                request = request.append_header((name.as_str(), value.as_str()));
+            }
+            let mut response = request.send_body(body).await.ok()?;
+            let body = response.body().limit(usize::MAX).await.ok()?;
+            Some((response.status().as_u16(), body.to_vec()))
+        })
+    };
+    tokio::task::spawn_blocking(exchange).await.ok()?
 }
 
 /// GET returning the status and the JSON body.

@@ -1,6 +1,9 @@
 //! Realistic synthetic events: services, Zipf-distributed users, levels, keyword-bearing messages,
 //! late/out-of-order timestamps, and an exact share of malformed payloads.
 
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, Zipf};
 use serde_json::json;
 
 /// What to generate.
@@ -51,9 +54,10 @@ pub struct Generated {
 /// A deterministic event stream: the same seed and config give the same payloads for the same clock.
 pub struct LogGenerator {
     config: GeneratorConfig,
-    rng: Rng,
-    /// Cumulative Zipf weights of users 1..=users.
-    user_cdf: Vec<f64>,
+    /// Seeded, so a seed replays the same stream (within one version of rand).
+    rng: SmallRng,
+    /// Users 1..=users with weight 1/k^1.1.
+    users: Zipf<f64>,
     service_names: Vec<String>,
     produced: u64,
 }
@@ -92,13 +96,7 @@ const ERROR_MESSAGES: [&str; 6] = [
 
 impl LogGenerator {
     pub fn new(config: GeneratorConfig) -> LogGenerator {
-        let mut acc = 0.0;
-        let user_cdf = (1..=config.users.max(1))
-            .map(|k| {
-                acc += 1.0 / (k as f64).powf(1.1);
-                acc
-            })
-            .collect();
+        let users = Zipf::new(config.users.max(1) as f64, 1.1).expect("n ≥ 1 and s > 0");
         let service_names = (0..config.services.max(1))
             .map(|i| {
                 let stem = SERVICE_STEMS[i % SERVICE_STEMS.len()];
@@ -109,8 +107,8 @@ impl LogGenerator {
                 }
             })
             .collect();
-        let rng = Rng::new(config.seed);
-        LogGenerator { config, rng, user_cdf, service_names, produced: 0 }
+        let rng = SmallRng::seed_from_u64(config.seed);
+        LogGenerator { config, rng, users, service_names, produced: 0 }
     }
 
     /// How many payloads so far.
@@ -125,52 +123,51 @@ impl LogGenerator {
         // Exactly floor(n × ratio) of the first n payloads are malformed.
         let ratio = self.config.malformed_ratio;
         let malformed = ((i + 1) as f64 * ratio).floor() > (i as f64 * ratio).floor();
-        let late = self.rng.chance(self.config.late_ratio);
-        let ts_ms =
-            if late { now_ms - 1 - self.rng.below(self.config.late_max_ms.max(1) as u64) as i64 } else { now_ms };
+        let late = self.chance(self.config.late_ratio);
+        let ts_ms = if late { now_ms - 1 - self.rng.random_range(0..self.config.late_max_ms.max(1)) } else { now_ms };
         if malformed {
             return Generated { payload: self.malformed(i, ts_ms), ts_ms, malformed: true };
         }
-        let service = self.service_names[self.rng.below(self.service_names.len() as u64) as usize].clone();
+        let service = self.service_names[self.rng.random_range(0..self.service_names.len())].clone();
         let user = self.zipf_user();
-        let is_error = self.rng.chance(self.config.error_ratio);
+        let is_error = self.chance(self.config.error_ratio);
         let level = if is_error {
-            if self.rng.chance(0.1) {
+            if self.chance(0.1) {
                 "fatal"
             } else {
                 "error"
             }
         } else {
-            ["debug", "info", "info", "info", "info", "warn"][self.rng.below(6) as usize]
+            ["debug", "info", "info", "info", "info", "warn"][self.rng.random_range(0..6)]
         };
-        let with_keyword = is_error || self.rng.chance(self.config.keyword_ratio);
+        let with_keyword = is_error || self.chance(self.config.keyword_ratio);
         let template = if with_keyword {
-            ERROR_MESSAGES[self.rng.below(ERROR_MESSAGES.len() as u64) as usize]
+            ERROR_MESSAGES[self.rng.random_range(0..ERROR_MESSAGES.len())]
         } else {
-            INFO_MESSAGES[self.rng.below(INFO_MESSAGES.len() as u64) as usize]
+            INFO_MESSAGES[self.rng.random_range(0..INFO_MESSAGES.len())]
         };
         let keyword = if self.config.keywords.is_empty() {
             "failed".to_owned()
         } else {
-            self.config.keywords[self.rng.below(self.config.keywords.len() as u64) as usize].clone()
+            self.config.keywords[self.rng.random_range(0..self.config.keywords.len())].clone()
         };
-        let other = self.service_names[self.rng.below(self.service_names.len() as u64) as usize].clone();
+        let other = self.service_names[self.rng.random_range(0..self.service_names.len())].clone();
         let message = template
-            .replace("{n}", &self.rng.below(100_000).to_string())
-            .replace("{ms}", &(1 + self.rng.below(5_000)).to_string())
+            .replace("{n}", &self.rng.random_range(0..100_000u32).to_string())
+            .replace("{ms}", &self.rng.random_range(1..=5_000u32).to_string())
             .replace("{user}", &user)
             .replace("{svc}", &other)
             .replace("{kw}", &keyword)
-            .replace("{region}", REGIONS[self.rng.below(4) as usize]);
+            .replace("{region}", REGIONS[self.rng.random_range(0..REGIONS.len())]);
         let mut event = json!({
             "ts": ts_ms,
             "level": level,
             "service": service,
             "message": message,
-            "request_id": format!("{:016x}", self.rng.next_u64()),
-            "trace_id": format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64()),
-            "host": format!("{}-{}", service, self.rng.below(8)),
-            "region": REGIONS[self.rng.below(4) as usize],
+            "request_id": format!("{:016x}", self.rng.random::<u64>()),
+            "trace_id": format!("{:016x}{:016x}", self.rng.random::<u64>(), self.rng.random::<u64>()),
+            "host": format!("{}-{}", service, self.rng.random_range(0..8u32)),
+            "region": REGIONS[self.rng.random_range(0..REGIONS.len())],
             "seq": i,
         });
         if !user.is_empty() {
@@ -181,13 +178,16 @@ impl LogGenerator {
 
     /// Users 1..=n with weight 1/k^1.1; one event in ten has no user.
     fn zipf_user(&mut self) -> String {
-        if self.rng.chance(0.1) {
+        if self.chance(0.1) {
             return String::new();
         }
-        let total = *self.user_cdf.last().unwrap_or(&1.0);
-        let x = self.rng.unit() * total;
-        let k = self.user_cdf.partition_point(|&c| c < x);
-        format!("user-{}", k + 1)
+        let k = self.users.sample(&mut self.rng) as u64;
+        format!("user-{k}")
+    }
+
+    /// True with probability `p` (any `p`: at or below 0 never, at or above 1 always).
+    fn chance(&mut self, p: f64) -> bool {
+        self.rng.random::<f64>() < p
     }
 
     fn malformed(&mut self, i: u64, ts_ms: i64) -> Vec<u8> {
@@ -198,46 +198,6 @@ impl LogGenerator {
             3 => vec![0xff, 0xfe, 0xfd, b'{'],
             _ => format!("[{i}]").into_bytes(),
         }
-    }
-}
-
-/// xorshift64*: small, fast, and reproducible across platforms.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        // Spread small seeds (splitmix64) so seeds 1 and 2 give unrelated streams.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)).max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
     }
 }
 

@@ -1,28 +1,66 @@
-//! A token bucket: the generator's steady rate, with time passed in so it can be tested exactly.
+//! The generator's steady rate: governor's GCRA limiter on a clock the caller moves, so ticks of
+//! simulated time test it exactly.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::FakeRelativeClock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 /// Grants up to `rate` tokens per second, with at most `burst` saved up.
-#[derive(Debug, Clone)]
 pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Option<f64>,
+    limiter: RateLimiter<NotKeyed, InMemoryState, FakeRelativeClock, NoOpMiddleware<Nanos>>,
+    clock: FakeRelativeClock,
+    burst: NonZeroU32,
+    /// The first `take`'s time (the clock's zero) and how far the clock has been moved since.
+    origin: Option<f64>,
+    advanced_nanos: u64,
+}
+
+impl std::fmt::Debug for TokenBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenBucket").field("burst", &self.burst).field("origin", &self.origin).finish()
+    }
 }
 
 impl TokenBucket {
     /// `rate` per second; `burst` bounds how much an idle period can save (at least one token).
     pub fn new(rate: f64, burst: f64) -> TokenBucket {
-        TokenBucket { rate, burst: burst.max(1.0), tokens: 0.0, last: None }
+        let burst = NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN);
+        // A rate of zero (or below) grants nothing: one token per century is as good as none.
+        let per_token = if rate > 0.0 { (1.0 / rate).min(3.2e9) } else { 3.2e9 };
+        let period = Duration::from_secs_f64(per_token).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period).expect("a period of at least 1 ns").allow_burst(burst);
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
+        TokenBucket { limiter, clock, burst, origin: None, advanced_nanos: 0 }
     }
 
     /// Takes up to `want` tokens at time `now_secs` (any monotonic origin); returns how many it got.
     pub fn take(&mut self, now_secs: f64, want: u64) -> u64 {
-        let elapsed = self.last.map_or(0.0, |last| (now_secs - last).max(0.0));
-        self.last = Some(now_secs);
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        // The epsilon keeps 0.1 × 100 from flooring to 9 through rounding.
-        let granted = ((self.tokens + 1e-9).floor() as u64).min(want);
-        self.tokens -= granted as f64;
+        match self.origin {
+            None => {
+                // The limiter starts full; the bucket starts empty at its first use, as the rate is
+                // counted from the run's start, not from a saved-up idle period.
+                self.origin = Some(now_secs);
+                let _ = self.limiter.check_n(self.burst);
+            }
+            Some(origin) => {
+                // Rounded, not truncated: 60.01 s is 60 010 000 000 ns, not one nanosecond short of it.
+                let target = ((now_secs - origin).max(0.0) * 1e9).round() as u64;
+                if target > self.advanced_nanos {
+                    self.clock.advance(Duration::from_nanos(target - self.advanced_nanos));
+                    self.advanced_nanos = target;
+                }
+            }
+        }
+        let mut granted = 0;
+        while granted < want && self.limiter.check().is_ok() {
+            granted += 1;
+        }
         granted
     }
 }

@@ -6,31 +6,51 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use slog::{warn, Logger};
 
 use super::batch::Batch;
 use crate::mailbox::{ActorProbe, Inbox};
 use crate::ports::{EventStore, StoreError};
 
-/// Exponential backoff: nothing after a success, then `base`, 2×`base`, … up to `max`.
-#[derive(Debug, Clone)]
+/// Exponential backoff with jitter (backon's): nothing after a success, then about `base`, 2×`base`,
+/// … each stretched by a random share of itself so that writers and consumers failing together do
+/// not retry in step; never more than `max`.
+#[derive(Debug)]
 pub struct Backoff {
     base: Duration,
     max: Duration,
+    delays: ExponentialBackoff,
     failures: u32,
+    /// The pause drawn at the last failure: callers read it more than once (to log it, then to sleep).
+    delay: Duration,
 }
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff { base, max, failures: 0 }
+        Backoff { base, max, delays: Backoff::delays(base, max), failures: 0, delay: Duration::ZERO }
+    }
+
+    /// Jitter adds up to the step itself, so the steps stop at half of `max` (and the sum at `max`).
+    fn delays(base: Duration, max: Duration) -> ExponentialBackoff {
+        ExponentialBuilder::new()
+            .with_jitter()
+            .with_factor(2.0)
+            .with_min_delay(base)
+            .with_max_delay((max / 2).max(base))
+            .without_max_times()
+            .build()
     }
 
     pub fn fail(&mut self) {
         self.failures = self.failures.saturating_add(1);
+        self.delay = self.delays.next().unwrap_or(self.max).min(self.max);
     }
 
     pub fn succeed(&mut self) {
         self.failures = 0;
+        self.delay = Duration::ZERO;
+        self.delays = Backoff::delays(self.base, self.max);
     }
 
     pub fn failures(&self) -> u32 {
@@ -39,11 +59,7 @@ impl Backoff {
 
     /// The pause before the next attempt.
     pub fn delay(&self) -> Duration {
-        if self.failures == 0 {
-            return Duration::ZERO;
-        }
-        let factor = 2u32.saturating_pow(self.failures - 1);
-        self.base.saturating_mul(factor).min(self.max)
+        self.delay
     }
 }
 
@@ -245,20 +261,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_millis(500));
+        let mut b = Backoff::new(base, max);
         assert_eq!(b.delay(), Duration::ZERO);
-        let mut seen = Vec::new();
-        for _ in 0..5 {
+        // Step n is base·2^(n-1) (at most max/2), stretched by up to itself, never past max.
+        let steps = [100, 200, 250, 250, 250];
+        for (n, step) in steps.into_iter().enumerate() {
             b.fail();
-            seen.push(b.delay().as_millis());
+            let delay = b.delay().as_millis();
+            assert!((step..=(2 * step).min(500)).contains(&delay), "failure {}: {delay} ms", n + 1);
+            assert_eq!(b.delay().as_millis(), delay, "read twice, the same pause");
         }
-        assert_eq!(seen, vec![100, 200, 400, 500, 500]);
         b.succeed();
-        assert_eq!(b.delay(), Duration::ZERO);
+        assert_eq!((b.delay(), b.failures()), (Duration::ZERO, 0));
+        b.fail();
+        assert!((100..200).contains(&b.delay().as_millis()), "after a success it starts over: {:?}", b.delay());
+        let mut distinct = std::collections::BTreeSet::new();
         for _ in 0..100 {
             b.fail();
+            assert!((250..=500).contains(&b.delay().as_millis()), "{:?}", b.delay());
+            distinct.insert(b.delay());
         }
-        assert_eq!(b.delay(), Duration::from_millis(500));
+        assert!(distinct.len() > 10, "jittered, not one fixed pause: {distinct:?}");
+        assert_eq!(b.failures(), 101);
     }
 }
