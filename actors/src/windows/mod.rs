@@ -3,7 +3,8 @@
 pub mod aggregator;
 pub mod buckets;
 pub mod forwarder;
-pub mod stats;
+/// The answers are domain types (the ports speak in them); the old path keeps working.
+pub use crate::domain::window_stats as stats;
 
 pub use aggregator::{
     AggregatorStatus, BucketSource, DeltaSink, Ownership, PartitionOffsets, QueryErrors, QueryKeyword, QueryStatus,
