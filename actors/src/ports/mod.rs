@@ -15,4 +15,7 @@ pub use generator::{EventSink, SinkError};
 pub use jobs::{DailyJobs, PartitionChanges, SummaryRun};
 pub use partition::PartitionControl;
 pub use store::{EventStore, OffsetStore, StoreError};
-pub use windows::{BucketSource, DeltaSink, PartitionOffsets, Rebuilt};
+pub use windows::{
+    AnswerCache, BucketSource, CannotAnswer, DeltaSink, PartitionOffsets, Rebuilt, WindowAnswer, WindowQuery,
+    WindowQuestion,
+};

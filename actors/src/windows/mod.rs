@@ -3,6 +3,10 @@
 pub mod aggregator;
 pub mod buckets;
 pub mod forwarder;
+mod memory;
+pub mod read_path;
+#[cfg(test)]
+mod read_path_tests;
 /// The answers are domain types (the ports speak in them); the old path keeps working.
 pub use crate::domain::window_stats as stats;
 
@@ -11,4 +15,5 @@ pub use aggregator::{
     QueryTopKeywords, Rebuilt, Unanswerable, WindowAggregatorActor, WindowConfig,
 };
 pub use buckets::{BucketDelta, BucketRing, Buckets, Counts, KeywordSet, SecondCounts};
+pub use read_path::{CacheRead, CacheReadObserver, RedisSource, Source, Unanswered, WindowReader};
 pub use stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
