@@ -179,10 +179,13 @@ impl Application {
         use actors::windows::{KeywordSet, WindowAggregatorActor, WindowConfig};
 
         use crate::cache::delta_writer::RedisDeltaSink;
+        use actors::windows::{CacheReadObserver, RedisSource, WindowReader};
+        use futures::FutureExt;
+
+        use crate::cache::answers::RedisBuckets;
         use crate::cache::RedisCache;
         use crate::db::stats::{PgBucketSource, PgStats};
-        use crate::http::read_path::StatsReader;
-        use crate::http::routes::{LagProbe, Probe};
+        use crate::http::routes::{LagProbe, Probe, WindowHealth};
         use crate::http::AppState;
 
         let log = log.new(slog::o!("role" => format!("{role:?}").to_lowercase()));
@@ -192,7 +195,7 @@ impl Application {
         redis.warm_up().await;
         let db_timeout = Duration::from_millis(settings.database_timeout_ms);
         let pool = db::pool(settings.database_url.expose(), settings.database_pool_size, db_timeout);
-        let pg = PgStats::new(pool.clone(), settings.kafka_topics(), db_timeout);
+        let pg = PgStats::new(pool.clone(), settings.kafka_topics(), keywords.clone(), db_timeout);
 
         let metrics = Arc::new(crate::admin::Metrics::new());
         let mut arbiters = Vec::new();
@@ -246,14 +249,37 @@ impl Application {
             log_level,
         };
         let (admin, admin_port) = start_admin(settings, admin_state, &log)?;
+        let cache_results = metrics.cache.clone();
+        let count_cache_read: CacheReadObserver =
+            Arc::new(move |read| cache_results.with_label_values(&[read.as_str()]).inc());
+        let mut reader = WindowReader::new(Arc::new(pg.clone()), Arc::new(SystemClock))
+            .with_redis(RedisSource {
+                answers: Arc::new(redis.clone()),
+                buckets: Arc::new(RedisBuckets::new(redis.clone(), keywords.clone())),
+            })
+            .observing_redis(count_cache_read);
+        if let Some(aggregator) = &aggregator {
+            reader = reader.with_memory(Arc::new(aggregator.clone()));
+        }
+        let (redis_up, redis_watermark) = (redis.clone(), redis.clone());
+        let windows = WindowHealth {
+            memory: aggregator,
+            postgres_up: Arc::new(move || {
+                let pg = pg.clone();
+                async move { pg.ping().await }.boxed()
+            }),
+            redis_up: Some(Arc::new(move || {
+                let redis = redis_up.clone();
+                async move { redis.ping().await }.boxed()
+            })),
+            redis_watermark: Some(Arc::new(move || {
+                let redis = redis_watermark.clone();
+                async move { redis.watermark().await.ok().flatten() }.boxed()
+            })),
+        };
         let state = actix_web::web::Data::new(AppState {
-            reader: StatsReader {
-                aggregator,
-                redis: Some(redis),
-                pg,
-                keywords,
-                cache_results: Some(metrics.cache.clone()),
-            },
+            reader,
+            windows,
             max_window: actors::domain::Window::from_seconds(u64::from(settings.retention_days) * 86_400)
                 .expect("retention is at least a day"),
             // POST /ingest produces to one topic: the first of the list, like the generator.

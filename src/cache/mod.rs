@@ -8,6 +8,7 @@
 //! only once `:applied` reaches them); `:incomplete` (set, with a TTL, when Redis missed batches);
 //! `:future` (seconds of events too far ahead to bucket); `:watermark`; `:ans:…` cached answers.
 
+pub mod answers;
 pub mod delta_writer;
 
 use std::collections::HashMap;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::ports::StoreError;
+use actors::ports::{CannotAnswer, StoreError, WindowAnswer, WindowQuery, WindowQuestion};
 use actors::windows::{BucketSource, Counts, ErrorStats, KeywordCount, KeywordSet, Rebuilt, ServiceStats, WindowRange};
 use async_trait::async_trait;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
@@ -87,6 +87,8 @@ pub struct PgStats {
     pool: PgPool,
     /// Every topic of `KAFKA_TOPIC`: stats cover them together.
     topics: Vec<String>,
+    /// The tracked keywords: the top-keywords answer ranks only these.
+    keywords: Arc<KeywordSet>,
     timeout: Duration,
 }
 
@@ -95,8 +97,8 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl PgStats {
-    pub fn new(pool: PgPool, topics: Vec<String>, timeout: Duration) -> PgStats {
-        PgStats { pool, topics, timeout }
+    pub fn new(pool: PgPool, topics: Vec<String>, keywords: Arc<KeywordSet>, timeout: Duration) -> PgStats {
+        PgStats { pool, topics, keywords, timeout }
     }
 
     /// Runs `work` on a pooled connection, giving up on the whole (pool wait included) at the timeout;
@@ -198,6 +200,25 @@ impl PgStats {
     /// True when PostgreSQL answers a trivial query in time.
     pub async fn ping(&self) -> bool {
         self.bounded(async |conn| diesel::sql_query("SELECT 1").execute(conn).await).await.is_ok()
+    }
+}
+
+/// PostgreSQL as a source of window answers: it holds every stored event, so it fails only by being
+/// unreachable or slow.
+#[async_trait]
+impl WindowQuery for PgStats {
+    async fn answer(&self, question: &WindowQuestion) -> Result<WindowAnswer, CannotAnswer> {
+        let answer = match question.clone() {
+            WindowQuestion::Errors { range, service } => self.errors(range, service).await.map(WindowAnswer::Errors),
+            WindowQuestion::Keyword { range, keyword, service } => {
+                self.keyword(range, keyword.as_str().to_owned(), service).await.map(WindowAnswer::Keyword)
+            }
+            WindowQuestion::TopKeywords { range, limit } => {
+                let tracked: Vec<String> = self.keywords.iter().map(|k| k.as_str().to_owned()).collect();
+                self.top_keywords(range, tracked, limit).await.map(WindowAnswer::TopKeywords)
+            }
+        };
+        answer.map_err(|e| CannotAnswer::Unavailable(e.to_string()))
     }
 }
 

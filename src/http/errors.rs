@@ -43,6 +43,14 @@ impl ApiError {
     }
 }
 
+/// No source (or not the forced one) could answer a stats question: 503 `no_source` or
+/// `source_unavailable`, naming every source's reason.
+impl From<actors::windows::Unanswered> for ApiError {
+    fn from(why: actors::windows::Unanswered) -> ApiError {
+        ApiError::unavailable(why.code(), why.message())
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

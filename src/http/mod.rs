@@ -8,7 +8,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod protocols;
-pub mod read_path;
 pub mod readiness;
 pub mod routes;
 pub mod summary;
@@ -25,12 +24,15 @@ use rdkafka::producer::FutureProducer;
 use slog::Logger;
 
 use crate::db::PgPool;
-use read_path::StatsReader;
-use routes::{LagProbe, Probe};
+use actors::windows::WindowReader;
+use routes::{LagProbe, Probe, WindowHealth};
 
 /// What every handler can reach.
 pub struct AppState {
-    pub reader: StatsReader,
+    /// Answers the stats questions: memory → Redis → PostgreSQL.
+    pub reader: WindowReader,
+    /// What readiness and the freshness fields ask of the window sources.
+    pub windows: WindowHealth,
     pub max_window: Window,
     pub topic: String,
     pub producer: Option<FutureProducer>,

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use actors::domain::{Keyword, ServiceName, Window};
+use actors::windows::Source;
 use chrono::{DateTime, Utc};
 
 use super::errors::ApiError;
-use super::read_path::Source;
 
 /// The query string of one request, checked against the parameters its route takes.
 pub struct Params(HashMap<String, String>);

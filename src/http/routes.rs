@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::domain::Window;
+use actors::mailbox::Inbox;
 use actors::windows::aggregator::QueryStatus;
-use actors::windows::WindowRange;
+use actors::windows::{Source, WindowAggregatorActor, WindowRange};
 use chrono::{SecondsFormat, TimeZone, Utc};
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
@@ -35,12 +37,12 @@ fn window_fields(window: Window, range: WindowRange) -> serde_json::Map<String, 
 /// `{watermark, lag_events}`: the newest committed event time, and the consumer lag this process knows.
 async fn freshness(state: &AppState) -> Value {
     let mut watermark_ms = None;
-    if let Some(agg) = &state.reader.aggregator {
+    if let Some(agg) = &state.windows.memory {
         if let Ok(status) = agg.send(QueryStatus).await {
             watermark_ms = status.watermark_ms;
         }
-    } else if let Some(redis) = &state.reader.redis {
-        watermark_ms = redis.watermark().await.ok().flatten();
+    } else if let Some(redis_watermark) = &state.windows.redis_watermark {
+        watermark_ms = redis_watermark().await;
     }
     let watermark = watermark_ms
         .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
@@ -49,7 +51,7 @@ async fn freshness(state: &AppState) -> Value {
     json!({ "watermark": watermark, "lag_events": lag })
 }
 
-fn count(state: &AppState, route: &str, source: super::read_path::Source) {
+fn count(state: &AppState, route: &str, source: Source) {
     state.metrics.answers.with_label_values(&[route, source.as_str()]).inc();
 }
 
@@ -145,12 +147,12 @@ pub async fn healthz() -> HttpResponse {
     (status = 200, description = "PostgreSQL answers", body = Readiness),
     (status = 503, description = "PostgreSQL does not answer", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let postgres = state.reader.pg.ping().await;
-    let redis = match &state.reader.redis {
-        Some(r) => json!(if r.ping().await { "up" } else { "down" }),
+    let postgres = (state.windows.postgres_up)().await;
+    let redis = match &state.windows.redis_up {
+        Some(up) => json!(if up().await { "up" } else { "down" }),
         None => json!("disabled"),
     };
-    let memory = match &state.reader.aggregator {
+    let memory = match &state.windows.memory {
         Some(agg) => match agg.send(QueryStatus).await {
             Ok(s) if s.ready && s.owns_all => json!("ready"),
             Ok(s) if s.ready => json!("not_owner"),
@@ -179,6 +181,22 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// A check that waits on a dependency (a ping, a read).
+pub type AsyncProbe<T> = Arc<dyn Fn() -> BoxFuture<'static, T> + Send + Sync>;
+
+/// What readiness and the freshness fields ask of the window sources (the stats answers themselves
+/// go through `AppState::reader`).
+pub struct WindowHealth {
+    /// This process's in-memory windows (`run`), for their state and watermark.
+    pub memory: Option<Inbox<WindowAggregatorActor>>,
+    /// Whether PostgreSQL answers a trivial query in time.
+    pub postgres_up: AsyncProbe<bool>,
+    /// Whether Redis answers, when configured.
+    pub redis_up: Option<AsyncProbe<bool>>,
+    /// The newest committed event time ingest processes reported to Redis (epoch ms).
+    pub redis_watermark: Option<AsyncProbe<Option<i64>>>,
 }
 
 /// A probe the readiness check calls (kept abstract so roles can plug in what they know).

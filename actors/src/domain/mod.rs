@@ -1,5 +1,7 @@
 //! Domain types: parsed once at the edge, trusted everywhere after.
 
+pub mod batch;
+pub mod counts;
 pub mod detect;
 pub mod event;
 pub mod level;
@@ -12,6 +14,7 @@ pub mod text;
 pub mod timestamp;
 pub mod tokens;
 pub mod window;
+pub mod window_stats;
 
 pub use detect::detect_level;
 pub use event::{Fallback, InputFormat, LogEvent, ParseRules, Reject, RejectReason};

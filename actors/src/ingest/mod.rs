@@ -1,6 +1,7 @@
 //! The ingest spine: ConsumerActor (one per partition) → WriterActor pool → EventStore.
 
-pub mod batch;
+/// Batches are domain types (the ports speak in them); the old path keeps working.
+pub use crate::domain::batch;
 pub mod consumer;
 pub mod writer;
 

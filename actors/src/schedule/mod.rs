@@ -7,32 +7,12 @@ mod time;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 
+pub use crate::ports::jobs::{PartitionChanges, SummaryRun};
 pub use actor::{ScheduleConfig, SchedulerActor, Tick, TickOutcome};
-
-/// What one summary run of a day wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SummaryRun {
-    pub day: NaiveDate,
-    /// Rows of `user_log_summary` (one per user, plus the `(none)` bucket).
-    pub rows: u64,
-    /// Rows of `keyword_daily`.
-    pub keywords: u64,
-    /// The day's dead letters by reason code.
-    pub invalid_rows: BTreeMap<String, u64>,
-    pub duration_ms: u64,
-}
-
-/// What partition maintenance changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PartitionChanges {
-    pub created: Vec<NaiveDate>,
-    pub dropped: Vec<NaiveDate>,
-}
 
 /// Counters of the daily jobs, read by the metrics layer at scrape
 /// (`log_analyzer_summary_runs_total{status}`, `log_analyzer_summary_job_seconds`).

@@ -5,15 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use async_trait::async_trait;
 use slog::{info, warn, Logger};
 
-use super::buckets::{BucketDelta, Buckets, KeywordSet, SecondCounts};
+use super::buckets::{BucketDelta, Buckets, KeywordSet};
 use super::stats::{top_keywords, ErrorStats, KeywordCount, WindowRange};
 use crate::domain::Keyword;
 use crate::ingest::Committed;
 use crate::mailbox::ActorProbe;
-use crate::ports::{SharedClock, StoreError};
+pub use crate::ports::windows::{BucketSource, DeltaSink, PartitionOffsets, Rebuilt};
+use crate::ports::SharedClock;
 
 /// Seconds kept beyond the horizon, so that a window of exactly the horizon, whose end was read off
 /// the clock an instant before the aggregator looks, still lies wholly in memory.
@@ -29,41 +29,6 @@ pub struct WindowConfig {
     /// Seconds ahead of the clock that are still bucketed.
     pub skew: i64,
     pub keywords: Arc<KeywordSet>,
-}
-
-/// Stored next offset of each (topic, partition).
-pub type PartitionOffsets = BTreeMap<(String, i32), i64>;
-
-/// Counts from the authoritative store, consistent with the partitions' stored offsets.
-#[derive(Debug, Clone, Default)]
-pub struct Rebuilt {
-    pub seconds: BTreeMap<i64, SecondCounts>,
-    /// Stored next offset of each partition at the snapshot.
-    pub offsets: PartitionOffsets,
-    /// Newest event time stored (epoch ms).
-    pub newest_ms: Option<i64>,
-    /// Latest second of a stored event beyond the rebuilt range, if any.
-    pub beyond_last: Option<i64>,
-}
-
-/// Where buckets are rebuilt from (PostgreSQL in production).
-#[async_trait]
-pub trait BucketSource: Send + Sync + 'static {
-    /// Counts for seconds `[first, last]` with the stored offsets, from one consistent snapshot.
-    async fn snapshot(
-        &self,
-        topics: &[String],
-        first: i64,
-        last: i64,
-        keywords: &KeywordSet,
-    ) -> Result<Rebuilt, StoreError>;
-}
-
-/// Where each committed batch's delta is also sent (Redis in production), best effort.
-pub trait DeltaSink: Send + Sync + 'static {
-    fn offer(&self, delta: Arc<BucketDelta>);
-    /// Memory was rebuilt from the store at these partition offsets (a chance to check the sink).
-    fn rebuilt(&self, _offsets: &PartitionOffsets) {}
 }
 
 /// Why memory does not answer.

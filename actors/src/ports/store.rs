@@ -1,14 +1,10 @@
-//! The ports: what the actors need from the outside world, as traits. The `log-analyzer` crate
-//! implements them with Kafka and PostgreSQL; tests implement them in memory.
+//! Durable storage of events and partition positions (PostgreSQL in production).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::ingest::batch::Batch;
-use crate::schedule::{PartitionChanges, SummaryRun};
+use crate::domain::batch::Batch;
 
 /// Why a store could not take a batch. Callers branch on the kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,50 +49,3 @@ pub trait OffsetStore: Send + Sync + 'static {
     /// next offset is not `from`.
     async fn record_gap(&self, topic: &str, partition: i32, from: i64, to: i64) -> Result<bool, StoreError>;
 }
-
-/// What a ConsumerActor tells the source of its partition.
-pub trait PartitionControl: Send + Sync + 'static {
-    /// A batch ending before `next_offset` is durably stored (the source may record it for lag tools).
-    fn stored(&self, topic: &str, partition: i32, next_offset: i64);
-    /// The partition's position is not what this consumer believed (fenced): restart it from the
-    /// stored position. The consumer stops after asking.
-    fn restart(&self, topic: &str, partition: i32);
-}
-
-/// The daily jobs the SchedulerActor runs, and the lead that makes only one scheduler run them.
-#[async_trait]
-pub trait DailyJobs: Send + Sync + 'static {
-    /// Takes or keeps the lead; true while this scheduler is the one that acts. Several schedulers
-    /// may ask at once: at most one gets true until it stops or loses its connection.
-    async fn lead(&self) -> Result<bool, StoreError>;
-    /// The newest day with a successful summary run.
-    async fn last_summarized(&self) -> Result<Option<NaiveDate>, StoreError>;
-    /// Replaces the summary of `day` (idempotent) and records the run.
-    async fn summarize(&self, day: NaiveDate) -> Result<SummaryRun, StoreError>;
-    /// Makes the daily partitions from yesterday to `ahead_days` after `today` and drops those older
-    /// than `retention_days` before `today`.
-    async fn maintain_partitions(
-        &self,
-        today: NaiveDate,
-        ahead_days: u32,
-        retention_days: u32,
-    ) -> Result<PartitionChanges, StoreError>;
-}
-
-/// The time, injectable so tests control it.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The real clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A shared clock handle.
-pub type SharedClock = Arc<dyn Clock>;
