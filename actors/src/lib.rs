@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod generator;
 pub mod ingest;
+pub mod intake;
 pub mod mailbox;
 pub mod ports;
 pub mod schedule;
