@@ -10,4 +10,5 @@ pub mod intake;
 pub mod mailbox;
 pub mod ports;
 pub mod schedule;
+pub mod summary;
 pub mod windows;

@@ -1,21 +1,21 @@
 //! The daily summary job: one day's `user_log_summary` and `keyword_daily` replaced in one transaction,
 //! and a `job_runs` row for every run. The day's events are read once, by one binary COPY (so from one
 //! snapshot), and counted in Rust on a blocking thread while PostgreSQL serializes the rest: per-user
-//! figures, every (user, token) pair and the day's tokens (see `day_scan`).
+//! figures, every (user, token) pair and the day's tokens (see `actors::summary::DayCount`).
 
-mod day_scan;
+pub mod reader;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use actors::domain::STOP_WORDS;
 use actors::schedule::SummaryRun;
+use actors::summary::{DayCount, DaySummary};
 use anyhow::Context;
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use day_scan::DaySummary;
 use futures::{pin_mut, StreamExt};
 use slog::{error, info, Logger};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
@@ -166,13 +166,14 @@ async fn scan_day(tx: &Transaction<'_>, from: DateTime<Utc>, to: DateTime<Utc>) 
             to = to.to_rfc3339(),
         ))
         .await?;
-    pin_mut!(stream);
-    let (send, mut receive) = tokio::sync::mpsc::channel::<Vec<_>>(64);
+    let rows = BinaryCopyOutStream::new(stream, &COPY_TYPES);
+    pin_mut!(rows);
+    let (send, mut receive) = tokio::sync::mpsc::channel::<Vec<BinaryCopyOutRow>>(64);
     let counter = tokio::task::spawn_blocking(move || count_batches(&mut receive));
     let streamed = async {
         let mut batch = Vec::with_capacity(COPY_BATCH);
-        while let Some(chunk) = stream.next().await {
-            batch.push(chunk?);
+        while let Some(row) = rows.next().await {
+            batch.push(row?);
             if batch.len() == COPY_BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(COPY_BATCH));
                 if send.send(full).await.is_err() {
@@ -193,18 +194,32 @@ async fn scan_day(tx: &Transaction<'_>, from: DateTime<Utc>, to: DateTime<Utc>) 
     counted
 }
 
-/// Counts the chunks received until the sender goes away.
-fn count_batches<B: AsRef<[u8]>>(receive: &mut tokio::sync::mpsc::Receiver<Vec<B>>) -> anyhow::Result<DaySummary> {
-    let mut scan = day_scan::DayScan::new(STOP_WORDS.iter().map(|w| w.as_bytes()));
+/// The columns of the day's COPY: `(user_id, level, service, ts, tokens)`.
+const COPY_TYPES: [Type; 5] = [Type::TEXT, Type::INT2, Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT_ARRAY];
+
+/// Counts the rows received until the sender goes away.
+fn count_batches(receive: &mut tokio::sync::mpsc::Receiver<Vec<BinaryCopyOutRow>>) -> anyhow::Result<DaySummary> {
+    let mut day = DayCount::new(STOP_WORDS.iter().map(|w| w.as_bytes()));
     while let Some(batch) = receive.blocking_recv() {
-        for chunk in batch {
-            scan.feed(chunk.as_ref())?;
+        for row in batch {
+            let user: Option<&str> = row.try_get(0).context("user_id")?;
+            let level: i16 = row.try_get(1).context("level")?;
+            let service: &str = row.try_get(2).context("service")?;
+            let ts: DateTime<Utc> = row.try_get(3).context("ts")?;
+            let tokens: Vec<&str> = row.try_get(4).context("tokens")?;
+            day.event(
+                user.map(str::as_bytes),
+                level,
+                service.as_bytes(),
+                ts.timestamp_micros(),
+                tokens.into_iter().map(str::as_bytes),
+            );
         }
     }
-    scan.finish(USER_TOP_KEYWORDS as usize, DAY_TOP_KEYWORDS as usize, NO_USER)
+    day.finish(USER_TOP_KEYWORDS as usize, DAY_TOP_KEYWORDS as usize, NO_USER).map_err(anyhow::Error::msg)
 }
 
-/// CopyData chunks (about one row each) handed to the counting thread at a time.
+/// Rows handed to the counting thread at a time.
 const COPY_BATCH: usize = 512;
 
 /// The newest day with a successful summary run.

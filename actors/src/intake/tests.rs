@@ -9,10 +9,13 @@ use crate::domain::InputFormat;
 /// What the in-memory queue does with a line, by its bytes.
 type QueueBehaviour = fn(&[u8]) -> Delivery;
 
+/// A key's record: the body hash, the recorded answer, when it was claimed.
+type KeyRecord = (Vec<u8>, Option<(u16, Vec<u8>)>, DateTime<Utc>);
+
 #[derive(Default)]
 struct Stored {
     /// key → (hash, recorded answer, claimed at).
-    keys: HashMap<String, (Vec<u8>, Option<(u16, Vec<u8>)>, DateTime<Utc>)>,
+    keys: HashMap<String, KeyRecord>,
     dead_letters: Vec<(String, String)>,
     queued: Vec<(Vec<u8>, Option<String>)>,
     sessions_ended: u32,
