@@ -3,6 +3,7 @@
 //! snapshot), and counted in Rust on a blocking thread while PostgreSQL serializes the rest: per-user
 //! figures, every (user, token) pair and the day's tokens (see `actors::summary::DayCount`).
 
+mod copy_rows;
 pub mod reader;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use anyhow::Context;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::{pin_mut, StreamExt};
 use slog::{error, info, Logger};
-use tokio_postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
@@ -166,14 +167,13 @@ async fn scan_day(tx: &Transaction<'_>, from: DateTime<Utc>, to: DateTime<Utc>) 
             to = to.to_rfc3339(),
         ))
         .await?;
-    let rows = BinaryCopyOutStream::new(stream, &COPY_TYPES);
-    pin_mut!(rows);
-    let (send, mut receive) = tokio::sync::mpsc::channel::<Vec<BinaryCopyOutRow>>(64);
+    pin_mut!(stream);
+    let (send, mut receive) = tokio::sync::mpsc::channel::<Vec<_>>(64);
     let counter = tokio::task::spawn_blocking(move || count_batches(&mut receive));
     let streamed = async {
         let mut batch = Vec::with_capacity(COPY_BATCH);
-        while let Some(row) = rows.next().await {
-            batch.push(row?);
+        while let Some(chunk) = stream.next().await {
+            batch.push(chunk?);
             if batch.len() == COPY_BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(COPY_BATCH));
                 if send.send(full).await.is_err() {
@@ -194,32 +194,20 @@ async fn scan_day(tx: &Transaction<'_>, from: DateTime<Utc>, to: DateTime<Utc>) 
     counted
 }
 
-/// The columns of the day's COPY: `(user_id, level, service, ts, tokens)`.
-const COPY_TYPES: [Type; 5] = [Type::TEXT, Type::INT2, Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT_ARRAY];
-
-/// Counts the rows received until the sender goes away.
-fn count_batches(receive: &mut tokio::sync::mpsc::Receiver<Vec<BinaryCopyOutRow>>) -> anyhow::Result<DaySummary> {
+/// Counts the chunks received until the sender goes away.
+fn count_batches<B: AsRef<[u8]>>(receive: &mut tokio::sync::mpsc::Receiver<Vec<B>>) -> anyhow::Result<DaySummary> {
     let mut day = DayCount::new(STOP_WORDS.iter().map(|w| w.as_bytes()));
+    let mut rows = copy_rows::CopyRows::default();
     while let Some(batch) = receive.blocking_recv() {
-        for row in batch {
-            let user: Option<&str> = row.try_get(0).context("user_id")?;
-            let level: i16 = row.try_get(1).context("level")?;
-            let service: &str = row.try_get(2).context("service")?;
-            let ts: DateTime<Utc> = row.try_get(3).context("ts")?;
-            let tokens: Vec<&str> = row.try_get(4).context("tokens")?;
-            day.event(
-                user.map(str::as_bytes),
-                level,
-                service.as_bytes(),
-                ts.timestamp_micros(),
-                tokens.into_iter().map(str::as_bytes),
-            );
+        for chunk in batch {
+            rows.feed(chunk.as_ref(), &mut day)?;
         }
     }
+    rows.finish()?;
     day.finish(USER_TOP_KEYWORDS as usize, DAY_TOP_KEYWORDS as usize, NO_USER).map_err(anyhow::Error::msg)
 }
 
-/// Rows handed to the counting thread at a time.
+/// CopyData chunks (about one row each) handed to the counting thread at a time.
 const COPY_BATCH: usize = 512;
 
 /// The newest day with a successful summary run.
