@@ -127,28 +127,6 @@ pub fn start_admin(
     Ok((handle, port))
 }
 
-/// The producer behind POST /ingest: idempotent with acks=all, so a line is acknowledged once it is
-/// on every in-sync replica and a retried send inside the producer never duplicates it; every
-/// delivery ends (acknowledged or failed) within `INGEST_TIMEOUT_MS`, so a request never outlives it
-/// by much, even with Kafka unreachable.
-fn ingest_producer(settings: &Settings) -> anyhow::Result<rdkafka::producer::FutureProducer> {
-    let timeout = settings.ingest_timeout_ms.to_string();
-    // A request to a broker must not outlast the delivery it carries.
-    let request_timeout = settings.ingest_timeout_ms.min(30_000).to_string();
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka_brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", &timeout)
-        .set("request.timeout.ms", &request_timeout)
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        // Shared by all bodies in flight; a full queue makes a body wait (then fail its lines).
-        .set("queue.buffering.max.messages", "200000")
-        .create()
-        .context("creating the Kafka producer for POST /ingest")
-}
-
 /// A running process: its HTTP server and, for `run`, its ingest pipeline and windows.
 pub struct Application {
     metrics: std::sync::Arc<crate::admin::Metrics>,
@@ -239,7 +217,7 @@ impl Application {
             }
             Role::Api => (None, None, None, None),
         };
-        let producer = ingest_producer(settings)?;
+        let producer = crate::kafka::intake::IntakeProducer::new(settings)?;
         // `run` is the whole service in one process, the daily jobs included.
         let scheduler = (role == Role::Run).then(|| crate::jobs::Scheduler::start(settings, &metrics, &log));
         let admin_state = crate::admin::AdminState {
@@ -282,14 +260,22 @@ impl Application {
             windows,
             max_window: actors::domain::Window::from_seconds(u64::from(settings.retention_days) * 86_400)
                 .expect("retention is at least a day"),
-            // POST /ingest produces to one topic: the first of the list, like the generator.
-            topic: settings.primary_topic().to_owned(),
-            producer: Some(producer),
-            pool,
-            parse_rules: settings.parse_rules(),
+            intake: Arc::new(actors::intake::Intake::new(
+                crate::kafka::intake::KafkaPgIntake {
+                    producer,
+                    store: db::idempotency::IntakeStore::new(db::idempotency::DirectClients::new(
+                        settings.database_url.expose(),
+                        db_timeout,
+                    )),
+                },
+                settings.parse_rules(),
+                Duration::from_millis(settings.ingest_timeout_ms),
+            )),
+            summary: Arc::new(db::summary::reader::PgSummaryReader::new(
+                pool,
+                Duration::from_millis(settings.database_timeout_ms),
+            )),
             ingest_max_body_bytes: settings.ingest_max_body_bytes,
-            ingest_timeout: Duration::from_millis(settings.ingest_timeout_ms),
-            ingest_pg: db::idempotency::DirectClients::new(settings.database_url.expose(), db_timeout),
             database_timeout_ms: settings.database_timeout_ms,
             lag,
             kafka_ready,

@@ -6,10 +6,12 @@
 pub mod domain;
 pub mod generator;
 pub mod ingest;
+pub mod intake;
 pub mod mailbox;
 pub mod ports;
 pub mod protocols;
 pub mod schedule;
+pub mod summary;
 #[cfg(test)]
 pub mod testing;
 pub mod windows;

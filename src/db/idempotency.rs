@@ -1,11 +1,15 @@
-//! POST /ingest's PostgreSQL side: plain tokio-postgres clients (COPY and transactions, which
-//! diesel-async does not offer) and the answers stored by `Idempotency-Key`.
+//! The intake's PostgreSQL side: plain tokio-postgres clients (COPY and transactions, which
+//! diesel-async does not offer), the answers stored by `Idempotency-Key`, and `IntakeStore`, the
+//! store half of the intake's `IntakeSink` (dead letters through `rejects::RejectCopy`).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use actors::intake::DeadLetter;
 use anyhow::Context;
 use tokio_postgres::{Client, NoTls};
+
+use super::rejects::RejectCopy;
 
 /// Idle clients kept for the next request: enough for a few concurrent bodies with dead letters.
 const IDLE_CLIENTS: usize = 4;
@@ -56,18 +60,7 @@ impl DirectClients {
     }
 }
 
-/// What a key's row says when a request claims it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// The key is this request's now: go on, then `finish` or `release` it.
-    Claimed,
-    /// An earlier request with the same body finished: its status and body.
-    Answered { status: u16, body: Vec<u8> },
-    /// An earlier request with the same body has not finished (still running, or interrupted).
-    Running { since: chrono::DateTime<chrono::Utc> },
-    /// The key was used with another body.
-    OtherBody,
-}
+pub use actors::intake::Claim;
 
 /// Claims `key` for a body hashing to `hash`, before anything is produced: the row is committed at
 /// once, so a concurrent duplicate finds it and produces nothing. A row older than 24 h is expired and
@@ -140,4 +133,107 @@ pub async fn commit(client: &Client) -> anyhow::Result<()> {
 
 pub async fn rollback(client: &Client) -> anyhow::Result<()> {
     client.batch_execute("ROLLBACK").await.context("rolling back the dead letters")
+}
+
+/// One body's PostgreSQL session: at most one client, the transaction its dead letters and answer
+/// go into, and the COPY of its dead letters.
+#[derive(Default)]
+pub struct IntakeSession {
+    client: Option<Client>,
+    in_transaction: bool,
+    copy: Option<RejectCopy>,
+    /// A statement failed on the client: its state is unknown, so it is never reused.
+    broken: bool,
+}
+
+/// The intake's store: dead letters and Idempotency-Key answers, on clients of its own.
+pub struct IntakeStore {
+    clients: DirectClients,
+}
+
+impl IntakeStore {
+    pub fn new(clients: DirectClients) -> IntakeStore {
+        IntakeStore { clients }
+    }
+
+    pub async fn claim(&self, held: &mut IntakeSession, key: &str, hash: &[u8]) -> anyhow::Result<Claim> {
+        let client = self.clients.get().await?;
+        let claim = claim(&client, key, hash).await?;
+        held.client = Some(client);
+        Ok(claim)
+    }
+
+    /// The first call opens the transaction and the COPY.
+    pub async fn store_dead_letters(&self, held: &mut IntakeSession, letters: &[DeadLetter<'_>]) -> anyhow::Result<()> {
+        let stored = async {
+            if held.copy.is_none() {
+                if held.client.is_none() {
+                    held.client = Some(self.clients.get().await?);
+                }
+                let client = held.client.as_ref().expect("just set");
+                begin(client).await?;
+                held.in_transaction = true;
+                held.copy = Some(RejectCopy::start(client).await?);
+            }
+            let copy = held.copy.as_mut().expect("just set");
+            for letter in letters {
+                copy.push(letter.source, letter.reason, &letter.detail, letter.raw).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        held.broken |= stored.is_err();
+        stored
+    }
+
+    pub async fn seal_dead_letters(&self, held: &mut IntakeSession) -> anyhow::Result<()> {
+        let Some(copy) = held.copy.take() else { return Ok(()) };
+        let sealed = copy.finish().await.map(drop);
+        held.broken |= sealed.is_err();
+        sealed
+    }
+
+    /// Commits the session's transaction, with the answer recorded under its key; a session that
+    /// opened none and records nothing only hands its client back.
+    pub async fn commit(&self, held: IntakeSession, answer: Option<(&str, u16, &[u8])>) -> anyhow::Result<()> {
+        let Some(client) = held.client else { return Ok(()) };
+        if held.in_transaction || answer.is_some() {
+            if !held.in_transaction {
+                begin(&client).await?;
+            }
+            if let Some((key, status, body)) = answer {
+                finish(&client, key, status, body).await?;
+            }
+            commit(&client).await?;
+        }
+        self.clients.put(client);
+        Ok(())
+    }
+
+    /// Rolls back what the session holds and releases `key`: on its own client when that is sound,
+    /// else on a fresh one (the server rolls the broken one back as its connection closes).
+    pub async fn discard(&self, held: IntakeSession, key: Option<&str>) -> anyhow::Result<()> {
+        let IntakeSession { client, in_transaction, copy, broken } = held;
+        drop(copy);
+        let client = match client {
+            Some(client) if !broken => {
+                if in_transaction {
+                    rollback(&client).await?;
+                }
+                client
+            }
+            unsound => {
+                drop(unsound);
+                if key.is_none() {
+                    return Ok(());
+                }
+                self.clients.get().await?
+            }
+        };
+        if let Some(key) = key {
+            release(&client, key).await?;
+        }
+        self.clients.put(client);
+        Ok(())
+    }
 }

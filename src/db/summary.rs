@@ -1,18 +1,19 @@
 //! The daily summary job: one day's `user_log_summary` and `keyword_daily` replaced in one transaction,
 //! and a `job_runs` row for every run. The day's events are read once, by one binary COPY (so from one
 //! snapshot), and counted in Rust on a blocking thread while PostgreSQL serializes the rest: per-user
-//! figures, every (user, token) pair and the day's tokens (see `day_scan`).
+//! figures, every (user, token) pair and the day's tokens (see `actors::summary::DayCount`).
 
-mod day_scan;
+mod copy_rows;
+pub mod reader;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use actors::domain::STOP_WORDS;
 use actors::schedule::SummaryRun;
+use actors::summary::{DayCount, DaySummary};
 use anyhow::Context;
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use day_scan::DaySummary;
 use futures::{pin_mut, StreamExt};
 use slog::{error, info, Logger};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -195,13 +196,15 @@ async fn scan_day(tx: &Transaction<'_>, from: DateTime<Utc>, to: DateTime<Utc>) 
 
 /// Counts the chunks received until the sender goes away.
 fn count_batches<B: AsRef<[u8]>>(receive: &mut tokio::sync::mpsc::Receiver<Vec<B>>) -> anyhow::Result<DaySummary> {
-    let mut scan = day_scan::DayScan::new(STOP_WORDS.iter().map(|w| w.as_bytes()));
+    let mut day = DayCount::new(STOP_WORDS.iter().map(|w| w.as_bytes()));
+    let mut rows = copy_rows::CopyRows::default();
     while let Some(batch) = receive.blocking_recv() {
         for chunk in batch {
-            scan.feed(chunk.as_ref())?;
+            rows.feed(chunk.as_ref(), &mut day)?;
         }
     }
-    scan.finish(USER_TOP_KEYWORDS as usize, DAY_TOP_KEYWORDS as usize, NO_USER)
+    rows.finish()?;
+    day.finish(USER_TOP_KEYWORDS as usize, DAY_TOP_KEYWORDS as usize, NO_USER).map_err(anyhow::Error::msg)
 }
 
 /// CopyData chunks (about one row each) handed to the counting thread at a time.

@@ -19,11 +19,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpServer};
-use actors::domain::{ParseRules, Window};
-use rdkafka::producer::FutureProducer;
+use actors::domain::Window;
 use slog::Logger;
 
-use crate::db::PgPool;
 use actors::windows::WindowReader;
 use routes::{LagProbe, Probe, WindowHealth};
 
@@ -34,15 +32,11 @@ pub struct AppState {
     /// What readiness and the freshness fields ask of the window sources.
     pub windows: WindowHealth,
     pub max_window: Window,
-    pub topic: String,
-    pub producer: Option<FutureProducer>,
-    pub pool: PgPool,
-    pub parse_rules: ParseRules,
+    /// POST /ingest's use case, over Kafka and PostgreSQL.
+    pub intake: std::sync::Arc<actors::intake::Intake<crate::kafka::intake::KafkaPgIntake>>,
+    /// GET /stats/summary's source.
+    pub summary: std::sync::Arc<dyn actors::summary::SummaryReader>,
     pub ingest_max_body_bytes: usize,
-    /// How long POST /ingest waits for Kafka's acknowledgements (`INGEST_TIMEOUT_MS`).
-    pub ingest_timeout: std::time::Duration,
-    /// POST /ingest's own PostgreSQL clients (dead-letter COPY, Idempotency-Key answers).
-    pub ingest_pg: crate::db::idempotency::DirectClients,
     /// Bound on the PostgreSQL queries a handler makes itself (`DATABASE_TIMEOUT_MS`).
     pub database_timeout_ms: u64,
     pub lag: Option<LagProbe>,

@@ -151,10 +151,15 @@ struct Outcome {
 
 /// Hands the lines to POST /ingest's intake; 503 with `Retry-After` when not all of them were
 /// queued (the client sends the batch again: a repeat beats a loss).
-async fn intake(state: &web::Data<AppState>, req: &HttpRequest, mapped: Mapped) -> Result<Outcome, HttpResponse> {
+async fn intake(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    mapped: Mapped,
+    source: &'static str,
+) -> Result<Outcome, HttpResponse> {
     let log = super::request_log(req, &state.log);
     let total = mapped.lines.len();
-    let (status, tally) = super::ingest::intake_lines(state.clone(), mapped.lines, None, log)
+    let (status, tally) = super::ingest::intake_lines(state.clone(), mapped.lines, None, source, log)
         .await
         .map_err(|e| with_retry_after(actix_web::ResponseError::error_response(&e)))?;
     let not_queued = tally["not_queued"].as_u64().unwrap_or(0);
@@ -231,7 +236,7 @@ async fn otlp_logs_inner(
         Encoding::Json => otlp_json::request(&body)
             .map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_json", format!("not an OTLP/JSON logs request: {e}")))?,
     };
-    let outcome = intake(state, req, otlp_lines(&request)).await?;
+    let outcome = intake(state, req, otlp_lines(&request), "otlp").await?;
     let partial_success = (outcome.rejected > 0).then(|| ExportLogsPartialSuccess {
         rejected_log_records: outcome.rejected as i64,
         error_message: outcome.summary.clone(),
@@ -538,7 +543,7 @@ async fn loki_push_inner(
             loki_json_lines(&body).map_err(malformed)?
         }
     };
-    let outcome = intake(state, req, Mapped { lines, ..Mapped::default() }).await?;
+    let outcome = intake(state, req, Mapped { lines, ..Mapped::default() }, "loki").await?;
     if outcome.rejected == 0 {
         return Ok(HttpResponse::NoContent().finish());
     }

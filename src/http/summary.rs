@@ -1,12 +1,7 @@
 //! `GET /stats/summary?date=YYYY-MM-DD[&user_id=U][&limit=N]`: the daily summary as the job wrote it.
 
-use std::time::Duration;
-
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use diesel::sql_types::{Array, BigInt, Date, Double, Jsonb, Nullable, Text, Timestamptz};
-use diesel::QueryableByName;
-use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
@@ -14,42 +9,10 @@ use super::errors::ApiError;
 use super::openapi::{ErrorBody, SummaryAnswer, SummaryQuery};
 use super::params::Params;
 use super::AppState;
-use crate::db::stats::KeywordRow;
-use crate::db::summary::SUMMARY_JOB;
 
 /// Users answered when `limit` is not given, and the most allowed.
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1_000;
-
-#[derive(QueryableByName)]
-struct RunRow {
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    finished: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Jsonb>)]
-    invalid_rows: Option<Value>,
-}
-
-#[derive(QueryableByName)]
-struct UserRow {
-    #[diesel(sql_type = Text)]
-    user_id: String,
-    #[diesel(sql_type = BigInt)]
-    total: i64,
-    #[diesel(sql_type = BigInt)]
-    errors: i64,
-    #[diesel(sql_type = BigInt)]
-    warnings: i64,
-    #[diesel(sql_type = Double)]
-    error_rate: f64,
-    #[diesel(sql_type = Array<Text>)]
-    services: Vec<String>,
-    #[diesel(sql_type = Timestamptz)]
-    first_seen: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    last_seen: DateTime<Utc>,
-    #[diesel(sql_type = Jsonb)]
-    top_keywords: Value,
-}
 
 fn date_param(params: &Params) -> Result<NaiveDate, ApiError> {
     let text = params
@@ -99,55 +62,19 @@ pub async fn summary(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     let user = user_param(&params)?;
     let limit = limit_param(&params)?;
 
-    let timeout = Duration::from_millis(state.database_timeout_ms);
-    let unavailable = |e: String| ApiError::unavailable("postgres_unavailable", format!("PostgreSQL: {e}"));
-    let query = async {
-        let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
-        let run: RunRow = diesel::sql_query(
-            "SELECT max(finished) AS finished, (array_agg(invalid_rows ORDER BY finished DESC))[1] AS invalid_rows \
-             FROM job_runs WHERE job = $1 AND day = $2 AND status = 'ok'",
-        )
-        .bind::<Text, _>(SUMMARY_JOB)
-        .bind::<Date, _>(day)
-        .get_result(&mut conn)
+    let answer = state
+        .summary
+        .day(day, user.as_deref(), limit)
         .await
-        .map_err(|e| e.to_string())?;
-        if run.finished.is_none() {
-            return Ok(None);
-        }
-        let users: Vec<UserRow> = diesel::sql_query(
-            "SELECT user_id, total, errors, warnings, error_rate, services, first_seen, last_seen, top_keywords \
-             FROM user_log_summary WHERE day = $1 AND ($2::text IS NULL OR user_id = $2) \
-             ORDER BY total DESC, user_id LIMIT $3",
-        )
-        .bind::<Date, _>(day)
-        .bind::<Nullable<Text>, _>(user.clone())
-        .bind::<BigInt, _>(limit)
-        .load(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-        let keywords: Vec<KeywordRow> = diesel::sql_query(
-            "SELECT keyword, count FROM keyword_daily WHERE day = $1 ORDER BY count DESC, keyword COLLATE \"C\" \
-             LIMIT $2",
-        )
-        .bind::<Date, _>(day)
-        .bind::<BigInt, _>(limit)
-        .load(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok::<_, String>(Some((run, users, keywords)))
-    };
-    let answer = tokio::time::timeout(timeout, query)
-        .await
-        .map_err(|_| unavailable(format!("no answer within {} ms", timeout.as_millis())))?
-        .map_err(unavailable)?;
-    let Some((run, users, keywords)) = answer else {
+        .map_err(|e| ApiError::unavailable("postgres_unavailable", format!("PostgreSQL: {e}")))?;
+    let Some(summarized) = answer else {
         return Err(ApiError::NotFound {
             code: "not_summarized",
             message: format!("{day} has not been summarized (run `log-analyzer summary --date {day}`)"),
         });
     };
-    let users: Vec<Value> = users
+    let users: Vec<Value> = summarized
+        .users
         .into_iter()
         .map(|u| {
             json!({
@@ -157,11 +84,12 @@ pub async fn summary(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
             })
         })
         .collect();
-    let keywords: Vec<Value> = keywords.into_iter().map(|k| json!({"keyword": k.keyword, "count": k.count})).collect();
+    let keywords: Vec<Value> =
+        summarized.keywords.into_iter().map(|(keyword, count)| json!({"keyword": keyword, "count": count})).collect();
     Ok(HttpResponse::Ok().json(json!({
         "date": day.to_string(),
-        "summarized_at": run.finished.map(time),
-        "invalid_rows": run.invalid_rows.unwrap_or_else(|| json!({})),
+        "summarized_at": time(summarized.summarized_at),
+        "invalid_rows": summarized.invalid_rows,
         "users": users,
         "keywords": keywords,
     })))

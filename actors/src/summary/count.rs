@@ -1,7 +1,5 @@
-//! Counting one day's events from a binary COPY stream of
-//! `(user_id text, level int2, service text, ts timestamptz, tokens text[])`: the per-user figures,
-//! every (user, token) count and the day's token counts, then the tops with the same order as
-//! `ORDER BY count DESC, keyword COLLATE "C"` (bytes).
+//! Counting one day's events: the per-user figures, every (user, token) count and the day's token
+//! counts, then the tops with the same order as `ORDER BY count DESC, keyword COLLATE "C"` (bytes).
 //!
 //! Memory is bounded by the distinct (user, token) pairs (8 bytes each in a per-user hash map, plus the
 //! table's slack) and the distinct tokens (interned once each).
@@ -10,15 +8,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use anyhow::{bail, ensure, Context};
 use chrono::{DateTime, Utc};
 
-/// The binary COPY signature.
-const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-/// Columns of a row.
-const FIELDS: i16 = 5;
 /// Tokens interned among the first this many are counted per user in an array rather than a hash map:
 /// the frequent words show up in the first rows, and a user's array stays in cache where a hash map
 /// holding its ~1M one-off ids would miss on every word (a third of the job's time).
@@ -90,10 +81,11 @@ impl Interner {
     }
 
     /// The strings by id (consumes the map: no copy of the keys).
-    fn into_names(self) -> anyhow::Result<Vec<String>> {
+    fn into_names(self) -> Result<Vec<String>, String> {
         let mut names = vec![String::new(); self.ids.len()];
         for (bytes, id) in self.ids {
-            names[id as usize] = String::from_utf8(bytes.into_vec()).context("text that is not UTF-8")?;
+            names[id as usize] =
+                String::from_utf8(bytes.into_vec()).map_err(|_| "text that is not UTF-8".to_owned())?;
         }
         Ok(names)
     }
@@ -156,16 +148,12 @@ pub struct DaySummary {
     pub keywords: Vec<(String, i64)>,
 }
 
-/// The counting state, fed the COPY stream chunk by chunk (rows may span chunks).
-pub struct DayScan {
-    header_done: bool,
-    ended: bool,
-    /// Bytes of an incomplete row carried to the next chunk.
-    pending: Vec<u8>,
+/// The counting state, fed one event at a time.
+pub struct DayCount {
     users: Interner,
-    /// User id → accumulator (`None` user_id is interned as None's bucket name by the caller's `finish`).
+    /// User id → accumulator.
     accs: Vec<UserAcc>,
-    /// The id of the NULL user_id bucket, interned on first sight.
+    /// The id of the bucket of events without a user_id, interned on first sight.
     null_user: Option<u32>,
     services: Interner,
     tokens: Interner,
@@ -175,51 +163,14 @@ pub struct DayScan {
     day_counts: Vec<u64>,
 }
 
-/// Big-endian readers over a row that is known to be complete.
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    #[inline]
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let bytes = self.buf.get(self.at..end)?;
-        self.at = end;
-        Some(bytes)
-    }
-    #[inline]
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
-    }
-    #[inline]
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    /// A field: `None` when the buffer ends first, `Some(None)` for NULL.
-    #[inline]
-    fn field(&mut self) -> Option<Option<&'a [u8]>> {
-        let len = self.i32()?;
-        if len < 0 {
-            Some(None)
-        } else {
-            self.take(len as usize).map(Some)
-        }
-    }
-}
-
-impl DayScan {
-    pub fn new<'a>(stop_words: impl IntoIterator<Item = &'a [u8]>) -> DayScan {
+impl DayCount {
+    pub fn new<'a>(stop_words: impl IntoIterator<Item = &'a [u8]>) -> DayCount {
         let mut tokens = Interner::default();
         for w in stop_words {
             tokens.id(w);
         }
         let stop_words = tokens.ids.len() as u32;
-        DayScan {
-            header_done: false,
-            ended: false,
-            pending: Vec::new(),
+        DayCount {
             users: Interner::default(),
             accs: Vec::new(),
             null_user: None,
@@ -230,68 +181,15 @@ impl DayScan {
         }
     }
 
-    /// Counts the complete rows of `chunk` (with what was left of the previous one).
-    pub fn feed(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
-            let used = self.rows(chunk)?;
-            self.pending.extend_from_slice(&chunk[used..]);
-        } else {
-            let mut buf = std::mem::take(&mut self.pending);
-            buf.extend_from_slice(chunk);
-            let used = self.rows(&buf)?;
-            buf.drain(..used);
-            self.pending = buf;
-        }
-        Ok(())
-    }
-
-    /// Counts the complete rows at the start of `buf`; returns the bytes used.
-    fn rows(&mut self, buf: &[u8]) -> anyhow::Result<usize> {
-        let mut used = 0;
-        if !self.header_done {
-            let mut r = Reader { buf, at: 0 };
-            let Some(signature) = r.take(SIGNATURE.len()) else { return Ok(0) };
-            ensure!(signature == SIGNATURE, "not a binary COPY stream");
-            let Some(_flags) = r.i32() else { return Ok(0) };
-            let Some(extension) = r.i32() else { return Ok(0) };
-            let Some(_) = r.take(extension.max(0) as usize) else { return Ok(0) };
-            self.header_done = true;
-            used = r.at;
-        }
-        while used < buf.len() {
-            ensure!(!self.ended, "data after the end of the COPY stream");
-            let mut r = Reader { buf, at: used };
-            let Some(fields) = r.i16() else { break };
-            if fields == -1 {
-                self.ended = true;
-                used = r.at;
-                continue;
-            }
-            ensure!(fields == FIELDS, "expected {FIELDS} columns, got {fields}");
-            let (Some(user), Some(level), Some(service), Some(ts), Some(tokens)) =
-                (r.field(), r.field(), r.field(), r.field(), r.field())
-            else {
-                break; // the row continues in the next chunk
-            };
-            self.row(user, level, service, ts, tokens)?;
-            used = r.at;
-        }
-        Ok(used)
-    }
-
-    fn row(
+    /// Counts one event: `level` as stored (`Level::as_i16`), `ts` in microseconds since the Unix epoch.
+    pub fn event<'t>(
         &mut self,
         user: Option<&[u8]>,
-        level: Option<&[u8]>,
-        service: Option<&[u8]>,
-        ts: Option<&[u8]>,
-        tokens: Option<&[u8]>,
-    ) -> anyhow::Result<()> {
-        let (Some(level), Some(service), Some(ts), Some(tokens)) = (level, service, ts, tokens) else {
-            bail!("NULL in a NOT NULL column of logs");
-        };
-        let level = i16::from_be_bytes(level.try_into().context("level is not an int2")?);
-        let ts = i64::from_be_bytes(ts.try_into().context("ts is not a timestamptz")?);
+        level: i16,
+        service: &[u8],
+        ts: i64,
+        tokens: impl IntoIterator<Item = &'t [u8]>,
+    ) {
         let user = match user {
             Some(name) => self.users.id(name),
             None => match self.null_user {
@@ -326,21 +224,7 @@ impl DayScan {
         if let Err(at) = acc.services.binary_search(&service) {
             acc.services.insert(at, service);
         }
-
-        // text[]: ndim, has_null, element type, (length, lower bound) per dimension, then elements.
-        let mut r = Reader { buf: tokens, at: 0 };
-        let bad = || anyhow::anyhow!("tokens is not a text[]");
-        let ndim = r.i32().ok_or_else(bad)?;
-        let _has_null = r.i32().ok_or_else(bad)?;
-        let _element_type = r.i32().ok_or_else(bad)?;
-        let mut elements: usize = if ndim > 0 { 1 } else { 0 };
-        for _ in 0..ndim.max(0) {
-            let len = r.i32().ok_or_else(bad)?;
-            let _lower_bound = r.i32().ok_or_else(bad)?;
-            elements *= len.max(0) as usize;
-        }
-        for _ in 0..elements {
-            let token = r.field().ok_or_else(bad)?.context("a NULL token")?;
+        for token in tokens {
             let id = self.tokens.id(token);
             if id < self.stop_words {
                 continue;
@@ -351,13 +235,11 @@ impl DayScan {
             self.day_counts[id as usize] += 1;
             acc.count(id, 1);
         }
-        Ok(())
     }
 
     /// The day's figures, with each user's `user_top` keywords and the day's `day_top`; events without
     /// a user_id are summarized under `no_user` (together with a user_id equal to it, as COALESCE does).
-    pub fn finish(self, user_top: usize, day_top: usize, no_user: &str) -> anyhow::Result<DaySummary> {
-        ensure!(self.pending.is_empty() && (self.ended || !self.header_done), "the COPY stream ended mid-row");
+    pub fn finish(self, user_top: usize, day_top: usize, no_user: &str) -> Result<DaySummary, String> {
         let users = self.users.into_names()?;
         let services = self.services.into_names()?;
         let tokens = self.tokens.into_names()?;
@@ -400,9 +282,7 @@ impl DayScan {
             }
         }
 
-        let time = |micros: i64| {
-            DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_MICROS)).context("a ts out of range")
-        };
+        let time = |micros: i64| DateTime::from_timestamp_micros(micros).ok_or_else(|| "a ts out of range".to_owned());
         let mut rows = Vec::with_capacity(merged.len());
         // BTreeMap<String> iterates in byte order.
         for (user_id, acc) in merged {
@@ -431,74 +311,48 @@ impl DayScan {
 mod tests {
     use super::*;
 
-    fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
-        match v {
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-            Some(b) => {
-                out.extend_from_slice(&(b.len() as i32).to_be_bytes());
-                out.extend_from_slice(b);
-            }
-        }
-    }
-
     /// (user_id, level, service, ts, tokens).
-    type Row<'a> = (Option<&'a str>, i16, &'a str, i64, &'a [&'a str]);
-
-    fn stream(rows: &[Row]) -> Vec<u8> {
-        let mut out = SIGNATURE.to_vec();
-        out.extend_from_slice(&0i32.to_be_bytes());
-        out.extend_from_slice(&0i32.to_be_bytes());
-        for (user, level, service, ts, tokens) in rows {
-            out.extend_from_slice(&FIELDS.to_be_bytes());
-            field(&mut out, user.map(str::as_bytes));
-            field(&mut out, Some(&level.to_be_bytes()));
-            field(&mut out, Some(service.as_bytes()));
-            field(&mut out, Some(&ts.to_be_bytes()));
-            let mut array = Vec::new();
-            array.extend_from_slice(&(if tokens.is_empty() { 0i32 } else { 1 }).to_be_bytes());
-            array.extend_from_slice(&0i32.to_be_bytes());
-            array.extend_from_slice(&25i32.to_be_bytes());
-            if !tokens.is_empty() {
-                array.extend_from_slice(&(tokens.len() as i32).to_be_bytes());
-                array.extend_from_slice(&1i32.to_be_bytes());
-            }
-            for t in *tokens {
-                field(&mut array, Some(t.as_bytes()));
-            }
-            field(&mut out, Some(&array));
-        }
-        out.extend_from_slice(&(-1i16).to_be_bytes());
-        out
-    }
+    type Event<'a> = (Option<&'a str>, i16, &'a str, i64, &'a [&'a str]);
 
     #[test]
-    fn counts_rows_split_anywhere_and_ranks_by_count_then_bytes() {
-        let rows: &[Row] = &[
+    fn counts_per_user_and_ranks_by_count_then_bytes() {
+        let mut day = DayCount::new(["the".as_bytes(), "to".as_bytes()]);
+        let events: &[Event] = &[
             (Some("b"), 4, "s2", 10, &["zeta", "the", "Ärger"]),
             (None, 3, "s1", 5, &["zeta", "alpha"]),
             (Some("b"), 1, "s1", 7, &["zeta", "beta"]),
             (Some("(none)"), 0, "s3", 1, &[]),
         ];
-        let bytes = stream(rows);
-        for split in [1, 3, 7, 64, bytes.len()] {
-            let mut scan = DayScan::new(["the".as_bytes(), "to".as_bytes()]);
-            for chunk in bytes.chunks(split) {
-                scan.feed(chunk).unwrap();
-            }
-            let day = scan.finish(2, 3, "(none)").unwrap();
-            let names: Vec<&str> = day.users.iter().map(|u| u.user_id.as_str()).collect();
-            assert_eq!(names, ["(none)", "b"]);
-            let none = &day.users[0];
-            assert_eq!((none.total, none.errors, none.warnings), (2, 0, 1));
-            assert_eq!(none.services, ["s1", "s3"]);
-            assert_eq!(
-                (none.first_seen.timestamp_micros(), none.last_seen.timestamp_micros()),
-                (PG_EPOCH_MICROS + 1, PG_EPOCH_MICROS + 5)
-            );
-            let b = &day.users[1];
-            assert_eq!((b.total, b.errors, b.warnings), (2, 1, 0));
-            assert_eq!(b.top_keywords, [("zeta".to_owned(), 2), ("beta".to_owned(), 1)]);
-            assert_eq!(day.keywords, [("zeta".to_owned(), 3), ("alpha".to_owned(), 1), ("beta".to_owned(), 1)]);
+        for (user, level, service, ts, tokens) in events {
+            day.event(user.map(str::as_bytes), *level, service.as_bytes(), *ts, tokens.iter().map(|t| t.as_bytes()));
         }
+        let day = day.finish(2, 3, "(none)").unwrap();
+        let names: Vec<&str> = day.users.iter().map(|u| u.user_id.as_str()).collect();
+        assert_eq!(names, ["(none)", "b"], "events without a user_id join a user_id equal to the bucket's name");
+        let none = &day.users[0];
+        assert_eq!((none.total, none.errors, none.warnings), (2, 0, 1));
+        assert_eq!(none.services, ["s1", "s3"]);
+        assert_eq!((none.first_seen.timestamp_micros(), none.last_seen.timestamp_micros()), (1, 5));
+        let b = &day.users[1];
+        assert_eq!((b.total, b.errors, b.warnings), (2, 1, 0));
+        assert_eq!(b.services, ["s1", "s2"]);
+        assert_eq!(b.top_keywords, [("zeta".to_owned(), 2), ("beta".to_owned(), 1)], "stop words are not counted");
+        assert_eq!(day.keywords, [("zeta".to_owned(), 3), ("alpha".to_owned(), 1), ("beta".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn many_tokens_beyond_the_dense_ones_are_counted_alike() {
+        let mut day = DayCount::new([]);
+        let words: Vec<String> = (0..3 * DENSE_TOKENS).map(|i| format!("w{i:05}")).collect();
+        for round in 0..2 {
+            let tokens = words.iter().skip(round).map(|w| w.as_bytes());
+            day.event(Some(b"u"), 2, b"s", 0, tokens);
+        }
+        let day = day.finish(3, 2, "(none)").unwrap();
+        assert_eq!(
+            day.users[0].top_keywords,
+            [("w00001".to_owned(), 2), ("w00002".to_owned(), 2), ("w00003".to_owned(), 2)]
+        );
+        assert_eq!(day.keywords, [("w00001".to_owned(), 2), ("w00002".to_owned(), 2)]);
     }
 }
