@@ -33,7 +33,7 @@ pub struct AppState {
     pub windows: WindowHealth,
     pub max_window: Window,
     /// POST /ingest's use case, over Kafka and PostgreSQL.
-    pub intake: std::sync::Arc<actors::intake::Intake<crate::kafka::intake::KafkaPgIntake>>,
+    pub intake: std::sync::Arc<dyn actors::intake::TakeLines>,
     /// GET /stats/summary's source.
     pub summary: std::sync::Arc<dyn actors::summary::SummaryReader>,
     pub ingest_max_body_bytes: usize,

@@ -17,7 +17,6 @@
 //! accepted lines are queued, and the key stays claimed without an answer, so a retry is told the key
 //! is in use instead of queueing the lines twice.
 
-mod sink;
 mod tally;
 #[cfg(test)]
 mod tests;
@@ -29,7 +28,7 @@ use serde_json::{json, Value};
 use slog::{warn, Logger};
 
 use crate::domain::{Fallback, LogEvent, ParseRules};
-pub use sink::{Claim, DeadLetter, Delivery, IntakeSink, Line, SinkError};
+pub use crate::ports::intake::{Claim, DeadLetter, Delivery, IntakeSink, Line, SinkError};
 use tally::Tally;
 pub use tally::MAX_LISTED;
 
@@ -93,6 +92,31 @@ pub struct Intake<S> {
     rules: ParseRules,
     /// How long the queue may take to acknowledge a body's lines.
     queue_timeout: Duration,
+}
+
+/// The intake as its callers (the routes) hold it, whichever sink it runs over, so they name no
+/// adapter.
+#[async_trait::async_trait]
+pub trait TakeLines: Send + Sync + 'static {
+    /// See `Intake::take`.
+    async fn take(
+        &self,
+        lines: &[Line<'_>],
+        options: IntakeOptions<'_>,
+        log: &Logger,
+    ) -> Result<IntakeOutcome, IntakeError>;
+}
+
+#[async_trait::async_trait]
+impl<S: IntakeSink> TakeLines for Intake<S> {
+    async fn take(
+        &self,
+        lines: &[Line<'_>],
+        options: IntakeOptions<'_>,
+        log: &Logger,
+    ) -> Result<IntakeOutcome, IntakeError> {
+        Intake::take(self, lines, options, log).await
+    }
 }
 
 impl<S: IntakeSink> Intake<S> {

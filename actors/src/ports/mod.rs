@@ -5,16 +5,20 @@
 
 pub mod clock;
 pub mod generator;
+pub mod intake;
 pub mod jobs;
 pub mod partition;
 pub mod store;
+pub mod summary;
 pub mod windows;
 
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use generator::{EventSink, SinkError};
+pub use intake::IntakeSink;
 pub use jobs::{DailyJobs, PartitionChanges, SummaryRun};
 pub use partition::PartitionControl;
 pub use store::{EventStore, OffsetStore, StoreError};
+pub use summary::SummaryReader;
 pub use windows::{
     AnswerCache, BucketSource, CannotAnswer, DeltaSink, PartitionOffsets, Rebuilt, WindowAnswer, WindowQuery,
     WindowQuestion,
