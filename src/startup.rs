@@ -76,9 +76,9 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
     let redis = crate::cache::RedisCache::from_settings(settings)?;
     redis.warm_up().await;
     let keywords = Arc::new(actors::windows::KeywordSet::new(settings.keywords()));
-    let cache_probe = metrics.actors.probe("bucket_cache", "0");
+    let cache_probe = metrics.actors.probe("delta_writer", "0");
     let sink =
-        crate::cache::delta_writer::RedisDeltaSink::start(redis, keywords.clone(), &metrics.deltas, cache_probe, log);
+        crate::cache::delta_writer::DeltaWriter::start(redis, keywords.clone(), &metrics.deltas, cache_probe, log);
     let forwarder = actors::windows::forwarder::DeltaForwarder::new(
         keywords,
         settings.window_horizon.seconds() as i64,
@@ -156,7 +156,7 @@ impl Application {
         use actors::ports::SystemClock;
         use actors::windows::{KeywordSet, WindowAggregatorActor, WindowConfig};
 
-        use crate::cache::delta_writer::RedisDeltaSink;
+        use crate::cache::delta_writer::DeltaWriter;
         use actors::windows::{CacheReadObserver, RedisSource, WindowReader};
         use futures::FutureExt;
 
@@ -179,8 +179,8 @@ impl Application {
         let mut arbiters = Vec::new();
         let (aggregator, ingest, lag, kafka_ready): (_, _, Option<LagProbe>, Option<Probe>) = match role {
             Role::Run => {
-                let cache_probe = metrics.actors.probe("bucket_cache", "0");
-                let deltas = RedisDeltaSink::start(redis.clone(), keywords.clone(), &metrics.deltas, cache_probe, &log);
+                let cache_probe = metrics.actors.probe("delta_writer", "0");
+                let deltas = DeltaWriter::start(redis.clone(), keywords.clone(), &metrics.deltas, cache_probe, &log);
                 let config = WindowConfig {
                     topics: settings.kafka_topics(),
                     horizon,

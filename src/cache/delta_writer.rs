@@ -1,4 +1,4 @@
-//! BucketCacheActor: applies bucket deltas to Redis one after another (a partition's deltas must
+//! DeltaWriterActor: applies bucket deltas to Redis one after another (a partition's deltas must
 //! arrive in order for the per-partition fence to accept them).
 
 use std::sync::atomic::Ordering;
@@ -23,7 +23,7 @@ struct Apply(Arc<BucketDelta>);
 #[rtype(result = "()")]
 struct Audit(PartitionOffsets);
 
-impl Handler<Audit> for BucketCacheActor {
+impl Handler<Audit> for DeltaWriterActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, Audit(offsets): Audit, _ctx: &mut Self::Context) -> Self::Result {
@@ -40,7 +40,7 @@ impl Handler<Audit> for BucketCacheActor {
     }
 }
 
-::actors::tracked!(BucketCacheActor => Apply, Audit);
+::actors::tracked!(DeltaWriterActor => Apply, Audit);
 
 /// What became of the bucket deltas offered to Redis (`log_analyzer_cache_deltas_total`).
 pub struct DeltaMetrics(prometheus::IntCounterVec);
@@ -114,7 +114,7 @@ impl DeltaDropped {
     }
 }
 
-pub struct BucketCacheActor {
+pub struct DeltaWriterActor {
     cache: RedisCache,
     keywords: Arc<KeywordSet>,
     metrics: DeltaCounters,
@@ -124,7 +124,7 @@ pub struct BucketCacheActor {
     log: Logger,
 }
 
-impl Actor for BucketCacheActor {
+impl Actor for DeltaWriterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -132,7 +132,7 @@ impl Actor for BucketCacheActor {
     }
 }
 
-impl Handler<Apply> for BucketCacheActor {
+impl Handler<Apply> for DeltaWriterActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, Apply(delta): Apply, _ctx: &mut Self::Context) -> Self::Result {
@@ -183,35 +183,35 @@ impl Handler<Apply> for BucketCacheActor {
 }
 
 /// The aggregator's way to Redis: never blocks it.
-pub struct RedisDeltaSink {
-    inbox: Inbox<BucketCacheActor>,
+pub struct DeltaWriter {
+    inbox: Inbox<DeltaWriterActor>,
     metrics: DeltaCounters,
     lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl RedisDeltaSink {
+impl DeltaWriter {
     pub fn start(
         cache: RedisCache,
         keywords: Arc<KeywordSet>,
         metrics: &DeltaMetrics,
         probe: Arc<ActorProbe>,
         log: &Logger,
-    ) -> RedisDeltaSink {
+    ) -> DeltaWriter {
         let metrics = metrics.counters();
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let actor = BucketCacheActor {
+        let actor = DeltaWriterActor {
             cache,
             keywords,
             metrics: metrics.clone(),
             lost: lost.clone(),
             probe: probe.clone(),
-            log: log.new(slog::o!("actor" => "bucket_cache")),
+            log: log.new(slog::o!("actor" => "delta_writer")),
         };
-        RedisDeltaSink { inbox: Inbox::new(actor.start(), probe), metrics, lost }
+        DeltaWriter { inbox: Inbox::new(actor.start(), probe), metrics, lost }
     }
 }
 
-impl DeltaSink for RedisDeltaSink {
+impl DeltaSink for DeltaWriter {
     fn offer(&self, delta: Arc<BucketDelta>) {
         if self.inbox.try_send(Apply(delta)).is_err() {
             DeltaDropped.emit(&self.metrics);

@@ -2,7 +2,7 @@
 
 pub mod auth;
 pub mod errors;
-pub mod ingest;
+pub mod intake;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -54,7 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/stats/keywords", web::get().to(routes::keywords))
         .route("/stats/keywords/top", web::get().to(routes::top_keywords))
         .route("/stats/summary", web::get().to(summary::summary))
-        .route("/ingest", web::post().to(ingest::ingest))
+        .route("/ingest", web::post().to(intake::ingest))
         .route("/v1/logs", web::post().to(protocols::otlp_logs))
         .route("/loki/api/v1/push", web::post().to(protocols::loki_push))
         .route("/healthz", web::get().to(routes::healthz))

@@ -159,7 +159,7 @@ async fn intake(
 ) -> Result<Outcome, HttpResponse> {
     let log = super::request_log(req, &state.log);
     let total = mapped.lines.len();
-    let (status, tally) = super::ingest::intake_lines(state.clone(), mapped.lines, None, source, log)
+    let (status, tally) = super::intake::intake_lines(state.clone(), mapped.lines, None, source, log)
         .await
         .map_err(|e| with_retry_after(actix_web::ResponseError::error_response(&e)))?;
     let not_queued = tally["not_queued"].as_u64().unwrap_or(0);

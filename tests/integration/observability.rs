@@ -157,7 +157,7 @@ async fn metrics_follow_the_traffic_and_a_writer_held_by_a_locked_table_shows_in
     let (_, actors) = get_json(admin, "/debug/actors").await;
     let kinds: BTreeSet<&str> =
         actors["actors"].as_array().unwrap().iter().filter_map(|a| a["actor"].as_str()).collect();
-    for kind in ["consumer", "writer", "window_aggregator", "bucket_cache", "scheduler"] {
+    for kind in ["consumer", "writer", "window_aggregator", "delta_writer", "scheduler"] {
         assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
     }
     let scheduler = actors["actors"].as_array().unwrap().iter().find(|a| a["actor"] == "scheduler").unwrap();
@@ -267,7 +267,7 @@ async fn debug_actors_lists_every_actor_and_consumers_match_the_group_assignment
         let list = actors["actors"].as_array().unwrap();
         let of = |kind: &str| list.iter().filter(|x| x["actor"] == kind).cloned().collect::<Vec<_>>();
         assert_eq!(of("writer").len(), 2, "{actors}");
-        assert_eq!(of("bucket_cache").len(), 1);
+        assert_eq!(of("delta_writer").len(), 1);
         assert_eq!(of("delta_forwarder").len(), 1);
         // Each owned partition has a running consumer that says it owns it.
         for p in owned_partitions(actors) {
