@@ -114,14 +114,6 @@ impl Ingest for IngestApi {
                 batch.service = service;
             }
             for line in message.lines {
-                if line.len() > self.limit {
-                    return Err(Status::invalid_argument(format!(
-                        "line {} is over {} bytes (INGEST_MAX_BODY_BYTES); the {} lines before it were handled",
-                        totals.lines + batch.lines.len() as u64 + 1,
-                        self.limit,
-                        totals.lines + batch.lines.len() as u64,
-                    )));
-                }
                 // The newline that joins it to the batch counts against the body limit too.
                 if batch.bytes + line.len() + 1 > self.limit {
                     self.flush(&mut batch, &mut totals).await?;

@@ -273,3 +273,73 @@ async fn with_jwt_configured_a_call_without_a_token_is_unauthenticated() {
     drop(app);
     env.db.drop_db().await;
 }
+
+/// One gRPC call by hand over HTTP/2 (curl), for bodies no client library would send: the
+/// `grpc-status` the server answered, from its headers or trailers.
+async fn raw_call(port: u16, path: &str, message: &[u8]) -> String {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    let file = std::env::temp_dir().join(unique("grpc_frame"));
+    std::fs::write(&file, &frame).unwrap();
+    let mut command = tokio::process::Command::new("curl");
+    command.args(["-sS", "--http2-prior-knowledge", "-X", "POST", "-o", "/dev/null", "-D", "-"]);
+    command.args(["-H", "content-type: application/grpc", "-H", "te: trailers"]);
+    let output = command
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .await
+        .expect("curl runs");
+    std::fs::remove_file(&file).ok();
+    let dump = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = dump
+        .lines()
+        .find_map(|l| l.strip_prefix("grpc-status:").map(|s| s.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no grpc-status in: {dump}{}", String::from_utf8_lossy(&output.stderr)));
+    format!("{status} {}", dump.lines().find_map(|l| l.strip_prefix("grpc-message:")).unwrap_or("").trim())
+}
+
+#[tokio::test]
+async fn bad_otlp_bodies_get_clear_statuses_and_long_pushes_land_once_in_body_sized_batches() {
+    let env = IngestEnv::create(1).await;
+    let app = start(&env, "run", &[("INGEST_MAX_BODY_BYTES", "4096")]).await;
+    let port = app.grpc_port;
+    let export = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    // resource_logs declares 50 bytes and has 3.
+    let truncated = raw_call(port, export, &[0x0a, 0x32, 0x01, 0x02, 0x03]).await;
+    assert!(truncated.starts_with("3 "), "truncated protobuf is INVALID_ARGUMENT: {truncated}");
+    let oversize = raw_call(port, export, &vec![0u8; 5000]).await;
+    // tonic's code for a message over the limit, before anything is decoded.
+    assert!(oversize.starts_with("11 ") && oversize.contains("4096"), "over INGEST_MAX_BODY_BYTES: {oversize}");
+
+    // 200 lines of ~80 bytes: several 4 KiB batches, each line once.
+    let now = chrono::Utc::now().timestamp_millis();
+    let lines: Vec<String> = (0..200)
+        .map(|i| {
+            json!({ "ts": now - 60_000 + i, "service": "batchy", "level": "info", "message": format!("line {i:04}") })
+                .to_string()
+        })
+        .collect();
+    let stream: Vec<String> = lines.chunks(7).map(|c| json!({ "lines": c }).to_string()).collect();
+    let (ok, out, err) = grpcurl(port, &["-d", "@"], &["loganalyzer.v1.Ingest/Push"], Some(&stream.join("\n"))).await;
+    assert!(ok, "Push: {err}");
+    let reply: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((rest_shape(&reply["accepted"]), rest_shape(&reply["rejected"])), (json!(200), json!(0)), "{reply}");
+    let client = env.db.client().await;
+    env.wait_stored(&client, 200, Duration::from_secs(60)).await;
+    let row = client.query_one("SELECT count(*), count(DISTINCT message) FROM logs", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (200, 200));
+
+    // A message over the limit is refused before it is read; a bad `service` is the client's error.
+    let long = json!({ "lines": ["x".repeat(4097)] }).to_string();
+    let (ok, _, err) = grpcurl(port, &["-d", "@"], &["loganalyzer.v1.Ingest/Push"], Some(&long)).await;
+    assert!(!ok && err.contains("Code: OutOfRange"), "{err}");
+    let bad_service = json!({ "lines": ["a"], "service": "tab\there" }).to_string();
+    let (ok, _, err) = grpcurl(port, &["-d", "@"], &["loganalyzer.v1.Ingest/Push"], Some(&bad_service)).await;
+    assert!(!ok && err.contains("Code: InvalidArgument") && err.contains("`service`"), "{err}");
+    drop(client);
+    drop(app);
+    env.db.drop_db().await;
+}
