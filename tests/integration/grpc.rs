@@ -165,7 +165,8 @@ async fn grpcurl_sees_the_api_by_reflection_push_lands_once_and_stats_equal_rest
     // Known events, a second apart, in two messages of one stream; one line that is no event.
     let now = chrono::Utc::now().timestamp();
     let line = |i: i64, service: &str, level: &str, text: &str| {
-        json!({ "ts": now - 30 + i, "service": service, "level": level, "message": text }).to_string()
+        let user = format!("u{}", i % 3);
+        json!({ "ts": now - 30 + i, "service": service, "level": level, "message": text, "user_id": user }).to_string()
     };
     let first: Vec<String> =
         (0..6).map(|i| line(i, "web", if i % 2 == 0 { "error" } else { "info" }, "db timeout after retry")).collect();
@@ -229,6 +230,26 @@ async fn grpcurl_sees_the_api_by_reflection_push_lands_once_and_stats_equal_rest
     }
     let (_, errors) = rest(http_port, &format!("/stats/errors?window=1h&at={at}"), &[]).await;
     assert_eq!((errors["errors"].clone(), errors["total"].clone()), (json!(4), json!(10)), "{errors}");
+
+    // The day's summary, once the job has run: the same answer; before, the same NOT_FOUND.
+    let day = chrono::DateTime::from_timestamp(now - 30, 0).unwrap().date_naive().to_string();
+    let summary = json!({ "date": day }).to_string();
+    let (ok, _, err) = grpcurl(port, &["-d", &summary], &["loganalyzer.v1.Stats/Summary"], None).await;
+    let (status, not_found) = rest(http_port, &format!("/stats/summary?date={day}"), &[]).await;
+    assert_eq!(status, 404, "{not_found}");
+    assert!(!ok && err.contains("Code: NotFound") && err.contains(not_found["message"].as_str().unwrap()), "{err}");
+    let mut job = ChildProcess::spawn(&["summary", "--date", &day], &[("DATABASE_URL", &env.db.url)]);
+    let exit = eventually("the summary job to finish", Duration::from_secs(60), || {
+        let exit = job.child.try_wait().expect("try_wait");
+        async move { exit }
+    })
+    .await;
+    assert!(exit.success(), "{}", std::fs::read_to_string(&job.log_path).unwrap_or_default());
+    let (status, expected) = rest(http_port, &format!("/stats/summary?date={day}"), &[]).await;
+    assert_eq!(status, 200, "{expected}");
+    assert_eq!(expected["users"].as_array().map(Vec::len), Some(3), "{expected}");
+    let answer = rest_shape(&call(port, "loganalyzer.v1.Stats/Summary", json!({ "date": day }), &[]).await);
+    assert_eq!(answer, rest_shape(&expected), "Summary differs from GET /stats/summary");
 
     // A bad window: INVALID_ARGUMENT with REST's message.
     let (status, refusal) = rest(http_port, "/stats/errors?window=7x", &[]).await;
