@@ -320,7 +320,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
         if let Some(grpc) = self.grpc {
-            grpc.stop();
+            grpc.stop().await;
         }
         self.admin.stop(true).await;
         info!(self.log, "http server stopped");

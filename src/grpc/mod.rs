@@ -38,9 +38,13 @@ pub mod pb {
 /// A running gRPC listener.
 pub struct GrpcServer {
     arbiter: actix::Arbiter,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
     port: u16,
 }
+
+/// How long a stop waits for the calls in progress (the process has 10 s in all).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl GrpcServer {
     /// The port it listens on (port 0 in `GRPC_ADDR` picks one).
@@ -48,11 +52,10 @@ impl GrpcServer {
         self.port
     }
 
-    /// Stops taking calls, lets the running ones finish, then ends its thread.
-    pub fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+    /// Stops taking calls, lets the running ones finish (for up to 5 s), then ends its thread.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = tokio::time::timeout(DRAIN, self.stopped).await;
         self.arbiter.stop();
     }
 }
@@ -63,7 +66,8 @@ pub fn serve(state: web::Data<AppState>, listener: std::net::TcpListener, log: &
     let port = listener.local_addr()?.port();
     let arbiter = actix::Arbiter::new();
     let actix = Actix(arbiter.handle());
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (shutdown, shutdown_asked) = tokio::sync::oneshot::channel::<()>();
+    let (done, stopped) = tokio::sync::oneshot::channel::<()>();
     let log = log.new(slog::o!("listener" => "grpc"));
     let limit = state.ingest_max_body_bytes;
     let started = arbiter.spawn_fn(move || {
@@ -90,17 +94,18 @@ pub fn serve(state: web::Data<AppState>, listener: std::net::TcpListener, log: &
                 .add_service(ingest::service(state, actix, limit))
                 .add_service(reflection)
                 .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
+                    let _ = shutdown_asked.await;
                 })
                 .await;
             match served {
                 Ok(()) => info!(log, "stopped"),
                 Err(e) => error!(log, "the gRPC server failed"; "error" => %e),
             }
+            let _ = done.send(());
         });
     });
     anyhow::ensure!(started, "the gRPC server's thread did not start");
-    Ok(GrpcServer { arbiter, shutdown: Some(shutdown), port })
+    Ok(GrpcServer { arbiter, shutdown, stopped, port })
 }
 
 /// The arbiter whose task set runs the calls' work.
