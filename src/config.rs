@@ -40,6 +40,9 @@ pub struct Settings {
     /// Admin listener (metrics, debug, profiles): keep it private.
     #[serde(default = "defaults::admin_addr", deserialize_with = "named::admin_addr")]
     pub admin_addr: SocketAddr,
+    /// gRPC listener (OTLP/gRPC, the loganalyzer.v1 API); empty turns it off.
+    #[serde(default = "defaults::grpc_addr", deserialize_with = "named::grpc_addr")]
+    pub grpc_addr: Option<SocketAddr>,
     /// `term` or `json`; unset means `term` on a terminal, else `json`.
     #[serde(default, deserialize_with = "named::log_format")]
     pub log_format: Option<LogFormat>,
@@ -182,6 +185,9 @@ mod defaults {
     pub fn admin_addr() -> SocketAddr {
         ([127, 0, 0, 1], 9090).into()
     }
+    pub fn grpc_addr() -> Option<SocketAddr> {
+        Some(([0, 0, 0, 0], 4317).into())
+    }
     pub fn log_level() -> LogLevel {
         LogLevel(slog::Level::Info)
     }
@@ -281,6 +287,15 @@ mod named {
 
     pub fn admin_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
         socket_addr("ADMIN_ADDR", &String::deserialize(d)?)
+    }
+
+    /// Empty means "no gRPC listener".
+    pub fn grpc_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        socket_addr("GRPC_ADDR", text.trim()).map(Some)
     }
 
     /// Empty means "choose by terminal".
@@ -576,6 +591,7 @@ mod tests {
         assert_eq!(s.database_url.expose(), "postgres://postgres@127.0.0.1:5432/log_analyzer");
         assert_eq!(s.http_addr.port(), 8080);
         assert_eq!(s.admin_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(s.grpc_addr.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:4317"));
         assert_eq!(s.window_horizon.seconds(), 3_600);
         assert_eq!(s.max_message_bytes, 16_384);
         assert_eq!(s.retention_days, 30);

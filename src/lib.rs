@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod generate;
+pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod jobs;

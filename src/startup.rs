@@ -134,6 +134,7 @@ pub struct Application {
     admin_port: u16,
     admin: actix_web::dev::ServerHandle,
     server: actix_web::dev::Server,
+    grpc: Option<crate::grpc::GrpcServer>,
     ingest: Option<crate::ingest::Ingest>,
     scheduler: Option<crate::jobs::Scheduler>,
     arbiters: Vec<actix::Arbiter>,
@@ -287,9 +288,19 @@ impl Application {
         let listener = std::net::TcpListener::bind(settings.http_addr)
             .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
         let port = listener.local_addr()?.port();
+        let grpc = match settings.grpc_addr {
+            Some(addr) => {
+                let listener =
+                    std::net::TcpListener::bind(addr).with_context(|| format!("binding GRPC_ADDR {addr}"))?;
+                let grpc = crate::grpc::serve(state.clone(), listener, &log)?;
+                info!(log, "listening (gRPC)"; "addr" => %addr, "port" => grpc.port());
+                Some(grpc)
+            }
+            None => None,
+        };
         let server = crate::http::serve(state, settings, listener)?;
         info!(log, "listening"; "addr" => %settings.http_addr, "port" => port);
-        Ok(Application { metrics, port, admin_port, admin, server, ingest, scheduler, arbiters, log })
+        Ok(Application { metrics, port, admin_port, admin, server, grpc, ingest, scheduler, arbiters, log })
     }
 
     /// What the admin listener exports (a generator run in the process reports there too).
@@ -300,6 +311,11 @@ impl Application {
     /// The public listener's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The gRPC listener's port, when `GRPC_ADDR` is set.
+    pub fn grpc_port(&self) -> Option<u16> {
+        self.grpc.as_ref().map(crate::grpc::GrpcServer::port)
     }
 
     /// The admin listener's port.
@@ -315,6 +331,9 @@ impl Application {
     /// Serves until SIGINT/SIGTERM, then stops the server, then ingest (within 10 s together).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
+        if let Some(grpc) = self.grpc {
+            grpc.stop().await;
+        }
         self.admin.stop(true).await;
         info!(self.log, "http server stopped");
         if let Some(scheduler) = self.scheduler {

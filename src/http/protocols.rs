@@ -25,6 +25,7 @@ use opentelemetry_proto::tonic::common::v1 as otlp_common;
 use prost::Message;
 use serde_json::{json, Map, Value};
 
+use super::errors::ApiError;
 use super::AppState;
 
 /// The Loki push messages generated from proto/loki/push.proto.
@@ -123,7 +124,7 @@ fn decode_content(req: &HttpRequest, body: Vec<u8>, limit: usize) -> Result<Vec<
 
 /// The event lines of a request and the records that could not be mapped.
 #[derive(Default)]
-struct Mapped {
+pub(crate) struct Mapped {
     lines: Vec<Vec<u8>>,
     unmapped: u64,
     first_unmapped: Option<String>,
@@ -142,11 +143,11 @@ impl Mapped {
 }
 
 /// What the intake made of a request's lines.
-struct Outcome {
-    accepted: u64,
-    rejected: u64,
+pub(crate) struct Outcome {
+    pub accepted: u64,
+    pub rejected: u64,
     /// `reason: first message` of the rejected, for the client.
-    summary: String,
+    pub summary: String,
 }
 
 /// Hands the lines to POST /ingest's intake; 503 with `Retry-After` when not all of them were
@@ -158,16 +159,27 @@ async fn intake(
     source: &'static str,
 ) -> Result<Outcome, HttpResponse> {
     let log = super::request_log(req, &state.log);
-    let total = mapped.lines.len();
-    let (status, tally) = super::intake::intake_lines(state.clone(), mapped.lines, None, source, log)
+    intake_mapped(state.clone(), log, mapped, source)
         .await
-        .map_err(|e| with_retry_after(actix_web::ResponseError::error_response(&e)))?;
+        .map_err(|e| with_retry_after(actix_web::ResponseError::error_response(&e)))
+}
+
+/// The intake of mapped records, for every protocol (HTTP here, gRPC in `crate::grpc`): an error
+/// when not all of them were queued.
+pub(crate) async fn intake_mapped(
+    state: web::Data<AppState>,
+    log: slog::Logger,
+    mapped: Mapped,
+    source: &'static str,
+) -> Result<Outcome, ApiError> {
+    let total = mapped.lines.len();
+    let (status, tally) = super::intake::intake_lines(state, mapped.lines, None, source, log).await?;
     let not_queued = tally["not_queued"].as_u64().unwrap_or(0);
     if status == StatusCode::SERVICE_UNAVAILABLE || not_queued > 0 {
         let message = tally["message"].as_str().map(str::to_owned).unwrap_or_else(|| {
             format!("{not_queued} of {total} records were not queued (Kafka did not take them); send the batch again")
         });
-        return Err(with_retry_after(refuse(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", message)));
+        return Err(ApiError::unavailable("queue_unavailable", message));
     }
     let accepted = tally["accepted"].as_u64().unwrap_or(0);
     let rejected = tally["rejected"].as_u64().unwrap_or(0) + mapped.unmapped;
@@ -256,8 +268,8 @@ async fn otlp_logs_inner(
     })
 }
 
-/// The event lines of an OTLP request (also what OTLP/gRPC would hand over).
-fn otlp_lines(request: &ExportLogsServiceRequest) -> Mapped {
+/// The event lines of an OTLP request (OTLP/HTTP and OTLP/gRPC alike).
+pub(crate) fn otlp_lines(request: &ExportLogsServiceRequest) -> Mapped {
     let mut mapped = Mapped::default();
     for resource_logs in &request.resource_logs {
         let resource = otlp::Resource {

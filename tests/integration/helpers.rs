@@ -91,6 +91,8 @@ pub fn settings(overrides: &[(&str, &str)]) -> Settings {
         ("KAFKA_BROKERS".to_owned(), s.kafka_brokers),
         ("DATABASE_URL".to_owned(), s.database_url),
         ("REDIS_URL".to_owned(), s.redis_url),
+        // Tests run side by side: none may take the default gRPC port.
+        ("GRPC_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
     ]);
     vars.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::from_vars(vars).expect("test settings")
@@ -182,7 +184,7 @@ impl ChildProcess {
         let log_path = dir.join(format!("{}.log", unique("child")));
         let log = std::fs::File::create(&log_path).expect("child log file");
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_log-analyzer"));
-        command.args(args).env("LOG_FORMAT", "json").env("LOG_LEVEL", "info");
+        command.args(args).env("LOG_FORMAT", "json").env("LOG_LEVEL", "info").env("GRPC_ADDR", "127.0.0.1:0");
         for (k, v) in env {
             command.env(k, v);
         }

@@ -4,6 +4,7 @@
 mod api;
 mod edges;
 mod generate;
+mod grpc;
 mod helpers;
 mod http_ingest;
 mod ingest;
