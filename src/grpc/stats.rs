@@ -46,21 +46,11 @@ impl Route {
 
 /// `name=value&…` of the fields that are set (empty or zero is "not given", as an absent parameter).
 fn query(fields: &[(&str, String)]) -> String {
-    fields
-        .iter()
-        .filter(|(_, value)| !value.is_empty())
-        .map(|(name, value)| format!("{name}={}", percent_encode(value)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in fields.iter().filter(|(_, value)| !value.is_empty()) {
+        query.append_pair(name, value);
+    }
+    query.finish()
 }
 
 fn number(n: u32) -> String {
