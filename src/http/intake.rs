@@ -6,7 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::domain::ServiceName;
-use actors::intake::{lines_of, IntakeError, IntakeOptions, IntakeOutcome, Line};
+use actors::intake::{IntakeError, IntakeOptions, IntakeOutcome, Lines};
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -74,7 +74,7 @@ pub async fn ingest(
             received,
             source: SOURCE,
         };
-        state.intake.take(&lines_of(&body), options, &log).await
+        state.intake.take(Lines::Body(&body), options, &log).await
     });
     let outcome = match task.await {
         Ok(outcome) => outcome,
@@ -140,8 +140,6 @@ pub async fn intake_lines(
     log: slog::Logger,
 ) -> Result<(StatusCode, Value), ApiError> {
     let task = actix_rt::spawn(async move {
-        let numbered: Vec<Line<'_>> =
-            lines.iter().enumerate().map(|(i, bytes)| Line { number: i as u32 + 1, bytes }).collect();
         let options = IntakeOptions {
             service: service.as_deref(),
             idempotency: None,
@@ -149,7 +147,7 @@ pub async fn intake_lines(
             received: Utc::now(),
             source,
         };
-        state.intake.take(&numbered, options, &log).await
+        state.intake.take(Lines::Split(&lines), options, &log).await
     });
     let outcome = task.await.map_err(|e| ApiError::unavailable("internal", format!("ingest failed: {e}")))?;
     match outcome {

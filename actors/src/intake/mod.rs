@@ -101,7 +101,7 @@ pub trait TakeLines: Send + Sync + 'static {
     /// See `Intake::take`.
     async fn take(
         &self,
-        lines: &[Line<'_>],
+        lines: Lines<'_>,
         options: IntakeOptions<'_>,
         log: &Logger,
     ) -> Result<IntakeOutcome, IntakeError>;
@@ -111,7 +111,7 @@ pub trait TakeLines: Send + Sync + 'static {
 impl<S: IntakeSink> TakeLines for Intake<S> {
     async fn take(
         &self,
-        lines: &[Line<'_>],
+        lines: Lines<'_>,
         options: IntakeOptions<'_>,
         log: &Logger,
     ) -> Result<IntakeOutcome, IntakeError> {
@@ -128,11 +128,11 @@ impl<S: IntakeSink> Intake<S> {
         &self.rules
     }
 
-    /// Takes in the lines of one body (already split; see `lines_of`), `log` for what goes wrong
+    /// Takes in the lines of one body (see `Lines`), `log` for what goes wrong
     /// after the answer is decided.
     pub async fn take(
         &self,
-        lines: &[Line<'_>],
+        lines: Lines<'_>,
         options: IntakeOptions<'_>,
         log: &Logger,
     ) -> Result<IntakeOutcome, IntakeError> {
@@ -171,9 +171,9 @@ impl<S: IntakeSink> Intake<S> {
         let mut valid = Vec::new();
         let mut letters: Vec<DeadLetter<'_>> = Vec::new();
         let mut stored = Ok(());
-        for line in lines {
+        for line in lines.iter() {
             match LogEvent::parse(line.bytes, fallback, now, &self.rules) {
-                Ok(_) => valid.push(*line),
+                Ok(_) => valid.push(line),
                 Err(reject) => {
                     let reason = reject.reason.code();
                     if stored.is_ok() {
@@ -253,11 +253,33 @@ impl<S: IntakeSink> Intake<S> {
     }
 }
 
+/// The lines of one body, numbered as the client counts them, walked without being collected first
+/// (a body of millions of tiny lines must not cost a vector of millions of entries).
+#[derive(Debug, Clone, Copy)]
+pub enum Lines<'a> {
+    /// A newline-delimited body: numbered from 1, blank lines left out (but counted).
+    Body(&'a [u8]),
+    /// Lines already split (one per pushed record), numbered from 1 in order.
+    Split(&'a [Vec<u8>]),
+}
+
+impl<'a> Lines<'a> {
+    pub fn iter(self) -> Box<dyn Iterator<Item = Line<'a>> + Send + 'a> {
+        match self {
+            Lines::Body(body) => Box::new(
+                body.split(|b| *b == b'\n')
+                    .enumerate()
+                    .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                    .map(|(i, bytes)| Line { number: i as u32 + 1, bytes }),
+            ),
+            Lines::Split(lines) => {
+                Box::new(lines.iter().enumerate().map(|(i, bytes)| Line { number: i as u32 + 1, bytes }))
+            }
+        }
+    }
+}
+
 /// The numbered lines of a newline-delimited body (numbered from 1), blank ones left out.
 pub fn lines_of(body: &[u8]) -> Vec<Line<'_>> {
-    body.split(|b| *b == b'\n')
-        .enumerate()
-        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-        .map(|(i, bytes)| Line { number: i as u32 + 1, bytes })
-        .collect()
+    Lines::Body(body).iter().collect()
 }

@@ -132,7 +132,7 @@ fn log() -> Logger {
 const BODY: &[u8] = b"{\"message\":\"one\"}\n\n{not json\n{\"message\":\"three\"}\n";
 
 async fn take(intake: &Intake<MemorySink>, body: &[u8], options: IntakeOptions<'_>) -> IntakeOutcome {
-    intake.take(&lines_of(body), options, &log()).await.expect("an outcome")
+    intake.take(Lines::Body(body), options, &log()).await.expect("an outcome")
 }
 
 fn accepted(outcome: IntakeOutcome) -> Value {
@@ -217,7 +217,7 @@ async fn a_queue_taking_nothing_keeps_nothing_and_releases_the_key() {
 async fn dead_letters_not_stored_means_nothing_is_queued() {
     let mut intake = intake(all_queued);
     intake.sink.dead_letters_fail = true;
-    let result = intake.take(&lines_of(BODY), options(Some(("k1", b"hash"))), &log()).await;
+    let result = intake.take(Lines::Body(BODY), options(Some(("k1", b"hash"))), &log()).await;
     assert!(matches!(result, Err(IntakeError::DeadLettersNotStored(_))), "{result:?}");
     let stored = intake.sink.stored();
     assert!(stored.queued.is_empty());
