@@ -7,6 +7,9 @@ import schemathesis
 
 # POST /ingest takes newline-delimited JSON: text, sent as it is.
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+# POST /v1/logs and POST /loki/api/v1/push also take protobuf bodies; the document describes them as
+# strings, so the fuzzer sends its strings as the body's bytes (each must get a clear 4xx, never a 5xx).
+schemathesis.serializer.alias("application/x-protobuf", "text/plain")
 
 # The one 5xx a healthy server gives on purpose: a caller forced `source=` and that path cannot
 # answer this window (README: "503 with the reason if it cannot answer").
