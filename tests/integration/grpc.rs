@@ -2,7 +2,6 @@
 //! API through grpcurl and server reflection (both installed by scripts/tools.sh), against a real
 //! `run` (Kafka → PostgreSQL) or `api`.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,16 +11,6 @@ use tokio::io::AsyncWriteExt;
 use crate::api::{spawn_role_with, App};
 use crate::helpers::*;
 use crate::ingest::IngestEnv;
-
-/// A client binary scripts/tools.sh installed (TOOLS_BIN, else ~/.cache/log-analyzer/bin).
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("TOOLS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/log-analyzer/bin"));
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run scripts/tools.sh", path.display());
-    path
-}
 
 struct GrpcApp {
     app: App,
@@ -133,16 +122,13 @@ async fn telemetrygen_over_otlp_grpc_stores_every_record_mapped() {
     env.wait_stored(&client, n, Duration::from_secs(60)).await;
     let found = client.query("SELECT service, level, message, ts, attrs FROM logs", &[]).await.unwrap();
     assert_eq!(found.len(), n as usize, "exactly the records sent");
-    for row in &found {
-        let (service, level, message): (String, i16, String) = (row.get(0), row.get(1), row.get(2));
-        assert_eq!((service.as_str(), level, message.as_str()), ("payments", 3, "charge refused: upstream timeout"));
-        let ts: chrono::DateTime<chrono::Utc> = row.get(3);
-        assert!(ts >= before && ts <= chrono::Utc::now(), "ts {ts} is the record's time");
-        let attrs: Value = row.get(4);
-        assert_eq!(attrs["attributes"]["order"], "o-42", "{attrs}");
-        assert_eq!(attrs["resource"]["region"], "eu", "{attrs}");
-        assert!(attrs["resource"].get("service.name").is_none(), "service.name is the service, not an attr");
-    }
+    assert_telemetrygen_rows(
+        &found,
+        ("payments", 3, "charge refused: upstream timeout"),
+        "o-42",
+        ("region", "eu"),
+        before,
+    );
     drop(client);
     drop(app);
     env.db.drop_db().await;

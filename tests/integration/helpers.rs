@@ -457,3 +457,36 @@ impl Drop for OwnedRedis {
 fn signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
 }
+
+/// A client binary scripts/tools.sh installed (TOOLS_BIN, else ~/.cache/log-analyzer/bin).
+pub fn tool(name: &str) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let dir = std::env::var_os("TOOLS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/log-analyzer/bin"));
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run scripts/tools.sh", path.display());
+    path
+}
+
+/// What telemetrygen sent, as stored: every row has the service, level and body it was given, a
+/// time between `before` and now, `order` among the record attributes and `resource` (key, value)
+/// among the resource's, and `service.name` as the service rather than an attribute.
+pub fn assert_telemetrygen_rows(
+    found: &[tokio_postgres::Row],
+    (service, level, message): (&str, i16, &str),
+    order: &str,
+    resource: (&str, &str),
+    before: chrono::DateTime<chrono::Utc>,
+) {
+    for row in found {
+        let (s, l, m): (String, i16, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!((s.as_str(), l, m.as_str()), (service, level, message));
+        let ts: chrono::DateTime<chrono::Utc> = row.get(3);
+        assert!(ts >= before && ts <= chrono::Utc::now(), "ts {ts} is the record's time");
+        let attrs: serde_json::Value = row.get(4);
+        assert_eq!(attrs["attributes"]["order"], order, "{attrs}");
+        assert_eq!(attrs["resource"][resource.0], resource.1, "{attrs}");
+        assert!(attrs["resource"].get("service.name").is_none(), "service.name is the service, not an attr");
+    }
+}

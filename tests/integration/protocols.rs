@@ -3,7 +3,6 @@
 //! bodies on each endpoint, against a real `run` (Kafka → PostgreSQL).
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use log_analyzer::http::protocols::logproto;
@@ -13,16 +12,6 @@ use serde_json::{json, Value};
 use crate::api::{spawn_role_with, App};
 use crate::helpers::*;
 use crate::ingest::IngestEnv;
-
-/// A client binary scripts/tools.sh installed (TOOLS_BIN, else ~/.cache/log-analyzer/bin).
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("TOOLS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/log-analyzer/bin"));
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run scripts/tools.sh", path.display());
-    path
-}
 
 async fn start(env: &IngestEnv, extra: &[(&str, &str)]) -> App {
     let app = spawn_role_with(env, "run", &stack().redis_url, &unique("la_proto"), extra);
@@ -71,16 +60,13 @@ async fn telemetrygen_over_otlp_http_stores_every_record_mapped() {
     env.wait_stored(&client, n, Duration::from_secs(60)).await;
     let found = rows(&client, "SELECT service, level, message, ts, attrs FROM logs ORDER BY ts").await;
     assert_eq!(found.len(), n as usize, "exactly the records sent");
-    for row in &found {
-        let (service, level, message): (String, i16, String) = (row.get(0), row.get(1), row.get(2));
-        assert_eq!((service.as_str(), level, message.as_str()), ("checkout", 4, "card declined: upstream timeout"));
-        let ts: chrono::DateTime<chrono::Utc> = row.get(3);
-        assert!(ts >= before && ts <= chrono::Utc::now(), "ts {ts} is the record's time");
-        let attrs: Value = row.get(4);
-        assert_eq!(attrs["attributes"]["order"], "o-17", "{attrs}");
-        assert_eq!(attrs["resource"]["deployment"], "prod", "{attrs}");
-        assert!(attrs["resource"].get("service.name").is_none(), "service.name is the service, not an attr");
-    }
+    assert_telemetrygen_rows(
+        &found,
+        ("checkout", 4, "card declined: upstream timeout"),
+        "o-17",
+        ("deployment", "prod"),
+        before,
+    );
     drop(client);
     drop(app);
     env.db.drop_db().await;
