@@ -8,8 +8,8 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-/// The SQL of `migrations/`, compiled into the binary.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+/// The SQL of `migrations/postgres/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Arbitrary key of the advisory lock that serializes concurrent `migrate` runs.
 const MIGRATION_LOCK_KEY: i64 = 0x6c6f_6761_6e61_6c79;

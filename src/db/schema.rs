@@ -1,4 +1,4 @@
-//! diesel's view of the tables created by `migrations/` (written by hand; keep in step with up.sql).
+//! diesel's view of the tables created by `migrations/postgres/` (written by hand; keep in step with up.sql).
 
 diesel::table! {
     /// Partitioned by day on `ts`; no primary key in SQL, the Kafka position identifies a row.
