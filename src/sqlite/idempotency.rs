@@ -41,6 +41,9 @@ impl HeldLetter {
     }
 }
 
+/// A key's record: the body's hash, the answer's status and body once finished, when it was claimed.
+type KeyRecord = (Vec<u8>, Option<i32>, Option<Vec<u8>>, i64);
+
 /// Claims `key` for a body hashing to `hash`, committed at once. A record older than a day is
 /// expired and claimed again; expired records of other keys are deleted on the way.
 pub fn claim(conn: &mut SqliteConnection, key: &str, hash: &[u8], now_us: i64) -> QueryResult<Claim> {
@@ -49,7 +52,7 @@ pub fn claim(conn: &mut SqliteConnection, key: &str, hash: &[u8], now_us: i64) -
         diesel::delete(ingest_requests::table.filter(ingest_requests::created_at.lt(cutoff)))
             .filter(ingest_requests::key.ne(key))
             .execute(conn)?;
-        let row: Option<(Vec<u8>, Option<i32>, Option<Vec<u8>>, i64)> = ingest_requests::table
+        let row: Option<KeyRecord> = ingest_requests::table
             .find(key)
             .select((
                 ingest_requests::request_hash,

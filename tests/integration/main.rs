@@ -3,6 +3,7 @@
 
 mod api;
 mod edges;
+mod embedded_write;
 mod generate;
 mod grpc;
 mod helpers;

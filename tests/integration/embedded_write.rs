@@ -1,0 +1,194 @@
+//! The embedded write path on a real SQLite file in a fresh temp directory: the event store's fence,
+//! the offset store across a restart, and the queue → consumers → writer → SQLite pipeline driven
+//! through the intake use case (no HTTP).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::domain::ParseRules;
+use actors::ingest::{BatchBuilder, RawMessage};
+use actors::intake::{Intake, IntakeOptions, IntakeOutcome, Lines};
+use actors::ports::{EventStore, OffsetStore, StoreError};
+use chrono::Utc;
+use diesel::sql_types::BigInt;
+use diesel::RunQueryDsl;
+use log_analyzer::config::Settings;
+use log_analyzer::embedded::EmbeddedIngest;
+use log_analyzer::sqlite::event_store::SqliteEventStore;
+use log_analyzer::sqlite::offset_store::SqliteOffsetStore;
+use log_analyzer::sqlite::SqliteDb;
+
+use crate::helpers::unique;
+
+/// A temp directory removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(unique("la_embedded"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn migrated(dir: &TempDir) -> SqliteDb {
+    let db = SqliteDb::at(dir.0.join("la.db"));
+    log_analyzer::sqlite::migrate::run_migrations(&db).await.expect("migrations");
+    db
+}
+
+/// One number the SQL `expr` (a scalar subquery) comes to.
+async fn number(db: &SqliteDb, expr: &str) -> i64 {
+    let expr = expr.to_owned();
+    db.read(move |conn| diesel::select(diesel::dsl::sql::<BigInt>(&expr)).get_result(conn)).await.expect("query")
+}
+
+fn message(offset: i64, payload: &str) -> RawMessage {
+    RawMessage { offset, timestamp: Some(Utc::now()), payload: Some(payload.as_bytes().to_vec()), service: None }
+}
+
+#[tokio::test]
+async fn batches_are_stored_fenced_batches_write_nothing_and_offsets_survive_a_restart() {
+    let dir = TempDir::new();
+    let db = migrated(&dir).await;
+    let offsets = SqliteOffsetStore::new(db.clone());
+    assert_eq!(offsets.load("logs", &[0, 1]).await.unwrap(), [(0, 0), (1, 0)].into());
+
+    let mut builder = BatchBuilder::new("logs".into(), 0, 0, ParseRules::default());
+    for i in 0..50 {
+        builder.push(message(i, &format!(r#"{{"level":"error","service":"api","message":"boom {i}"}}"#)), Utc::now());
+    }
+    builder.push(message(50, "{not json"), Utc::now());
+    builder.push(message(51, ""), Utc::now());
+    let batch = builder.take(Arc::default());
+    let mut store = SqliteEventStore::new(db.clone());
+    store.write(&batch).await.expect("first write");
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs)").await, 50);
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs WHERE level = 4 AND service = 'api')").await, 50);
+    assert_eq!(number(&db, "(SELECT count(*) FROM log_rejects WHERE source = 'kafka' AND topic = 'logs')").await, 2);
+    assert_eq!(
+        number(&db, "(SELECT count(*) FROM logs WHERE tokens = '[\"boom\",\"7\"]' OR message = 'boom 7')").await,
+        1
+    );
+    assert_eq!(number(&db, "(SELECT next_offset FROM kafka_offsets WHERE topic = 'logs' AND partition = 0)").await, 52);
+
+    // The same batch again is a zombie's: fenced, nothing written.
+    match store.write(&batch).await {
+        Err(StoreError::Fenced { batch_from: 0, stored: Some(52) }) => {}
+        other => panic!("expected a fence, got {other:?}"),
+    }
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs)").await, 50);
+    assert_eq!(number(&db, "(SELECT count(*) FROM log_rejects)").await, 2);
+
+    // A gap is fenced too.
+    assert!(!offsets.record_gap("logs", 0, 10, 60).await.unwrap());
+    assert!(offsets.record_gap("logs", 0, 52, 60).await.unwrap());
+    assert_eq!(number(&db, "(SELECT count(*) FROM offset_gaps WHERE from_offset = 52 AND to_offset = 60)").await, 1);
+
+    // A new process on the same file reads the positions back.
+    drop((store, offsets, db));
+    let reopened = SqliteOffsetStore::new(SqliteDb::at(dir.0.join("la.db")));
+    assert_eq!(reopened.load("logs", &[0, 1, 2]).await.unwrap(), [(0, 60), (1, 0), (2, 0)].into());
+}
+
+fn embedded_settings(dir: &TempDir) -> Settings {
+    let url = format!("sqlite://{}", dir.0.join("la.db").display());
+    let vars = [("KAFKA_BROKERS", ""), ("DATABASE_URL", url.as_str()), ("REDIS_URL", ""), ("GRPC_ADDR", "127.0.0.1:0")];
+    Settings::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).expect("settings")
+}
+
+fn body(tag: &str, lines: usize, invalid: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..lines {
+        body.extend_from_slice(format!(r#"{{"level":"info","service":"web","message":"{tag} {i}"}}"#).as_bytes());
+        body.push(b'\n');
+    }
+    for _ in 0..invalid {
+        body.extend_from_slice(b"{broken\n");
+    }
+    body
+}
+
+fn batches(ingest: &EmbeddedIngest) -> u64 {
+    ingest.state().all_partitions().iter().map(|(_, s)| s.batches.load(Ordering::Relaxed)).sum()
+}
+
+#[actix_rt::test]
+async fn lines_are_stored_exactly_once_replays_store_nothing_and_bodies_share_transactions() {
+    let dir = TempDir::new();
+    let db = migrated(&dir).await;
+    let settings = embedded_settings(&dir);
+    let metrics = log_analyzer::admin::Metrics::new();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let ingest = EmbeddedIngest::start(&settings, db.clone(), None, None, &metrics, &log).expect("start");
+    let intake = Arc::new(Intake::new(ingest.intake(), settings.parse_rules(), Duration::from_secs(20)));
+    let options = |key: Option<(&'static str, &'static [u8])>| IntakeOptions {
+        service: None,
+        idempotency: key,
+        dry_run: false,
+        received: Utc::now(),
+        source: "http",
+    };
+
+    // One body with a key: every valid line once, every invalid one a dead letter.
+    let first = body("first", 3_000, 7);
+    let outcome = intake.take(Lines::Body(&first), options(Some(("key-1", b"hash-1"))), &log).await.unwrap();
+    let IntakeOutcome::Accepted { body: answer } = outcome else { panic!("not accepted: {outcome:?}") };
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["accepted"], 3_000, "{answer}");
+    // A 202 means committed: the rows are there the moment the answer is.
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs WHERE message LIKE 'first %')").await, 3_000);
+    assert_eq!(number(&db, "(SELECT count(DISTINCT message) FROM logs WHERE message LIKE 'first %')").await, 3_000);
+    assert_eq!(
+        number(&db, "(SELECT count(*) FROM log_rejects WHERE source = 'http' AND reason = 'not_json')").await,
+        7
+    );
+
+    // The same key and body again: the stored answer, nothing stored twice.
+    let replay = intake.take(Lines::Body(&first), options(Some(("key-1", b"hash-1"))), &log).await.unwrap();
+    assert!(matches!(replay, IntakeOutcome::Replayed { status: 202, .. }), "{replay:?}");
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs)").await, 3_000);
+    assert_eq!(number(&db, "(SELECT count(*) FROM log_rejects)").await, 7);
+
+    // Many bodies at once: one transaction holds the lines of several.
+    let before = batches(&ingest);
+    let bodies: Vec<Vec<u8>> = (0..24).map(|b| body(&format!("concurrent{b}"), 200, 0)).collect();
+    let takes = bodies.iter().map(|b| {
+        let intake = intake.clone();
+        let log = log.clone();
+        async move { intake.take(Lines::Body(b), options(None), &log).await }
+    });
+    for outcome in futures::future::join_all(takes).await {
+        assert!(matches!(outcome, Ok(IntakeOutcome::Accepted { .. })), "{outcome:?}");
+    }
+    let used = batches(&ingest) - before;
+    assert!((1..24).contains(&used), "24 bodies took {used} transactions");
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs WHERE message LIKE 'concurrent%')").await, 24 * 200);
+    let duplicates = "(SELECT count(*) FROM (SELECT 1 FROM logs GROUP BY partition, \"offset\" HAVING count(*) > 1))";
+    assert_eq!(number(&db, duplicates).await, 0);
+    ingest.stop().await;
+
+    // Started again on the same file: positions go on where they stood, nothing is stored again.
+    let stored_before = number(&db, "(SELECT sum(next_offset) FROM kafka_offsets)").await;
+    assert_eq!(
+        stored_before,
+        number(&db, "(SELECT count(*) FROM logs) + (SELECT count(*) FROM log_rejects WHERE source = 'kafka')").await
+    );
+    let ingest = EmbeddedIngest::start(&settings, db.clone(), None, None, &metrics, &log).expect("restart");
+    let intake = Intake::new(ingest.intake(), settings.parse_rules(), Duration::from_secs(20));
+    let again = body("after", 500, 0);
+    let outcome = intake.take(Lines::Body(&again), options(None), &log).await.unwrap();
+    assert!(matches!(outcome, IntakeOutcome::Accepted { .. }), "{outcome:?}");
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs)").await, 3_000 + 24 * 200 + 500);
+    assert_eq!(number(&db, duplicates).await, 0);
+    assert_eq!(number(&db, "(SELECT sum(next_offset) FROM kafka_offsets)").await, stored_before + 500);
+    ingest.stop().await;
+}
