@@ -21,11 +21,21 @@ use super::{micros, SqliteDb};
 pub struct SqliteEventStore {
     db: SqliteDb,
     conn: Option<SqliteConnection>,
+    rows_per_insert: usize,
 }
+
+/// Rows per INSERT statement: 11 columns each, far under SQLite's 32766 bound variables.
+pub const ROWS_PER_INSERT: usize = 32;
 
 impl SqliteEventStore {
     pub fn new(db: SqliteDb) -> SqliteEventStore {
-        SqliteEventStore { db, conn: None }
+        SqliteEventStore { db, conn: None, rows_per_insert: ROWS_PER_INSERT }
+    }
+
+    /// Rows per INSERT: 1, 16, 64, or `ROWS_PER_INSERT` for any other value (to measure them).
+    pub fn with_rows_per_insert(mut self, rows: usize) -> SqliteEventStore {
+        self.rows_per_insert = rows;
+        self
     }
 
     fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
@@ -76,7 +86,12 @@ pub fn classify(e: DieselError) -> StoreError {
 }
 
 /// Writes `batch` in one immediate transaction on `conn`: fence, events, keyword index, dead letters.
-pub fn write_batch(conn: &mut SqliteConnection, batch: &Batch, now_us: i64) -> Result<(), StoreError> {
+pub fn write_batch(
+    conn: &mut SqliteConnection,
+    batch: &Batch,
+    now_us: i64,
+    rows_per_insert: usize,
+) -> Result<(), StoreError> {
     let topic: &str = &batch.topic;
     let result = conn.immediate_transaction::<_, WriteError, _>(|conn| {
         // The fence first: nothing of a zombie's batch is written.
@@ -98,32 +113,11 @@ pub fn write_batch(conn: &mut SqliteConnection, batch: &Batch, now_us: i64) -> R
             return Err(WriteError::Fenced(stored));
         }
 
-        let mut tokens = String::new();
-        let mut attrs = String::new();
-        for stored in &batch.events {
-            let e = &stored.event;
-            tokens.clear();
-            attrs.clear();
-            // Writing into reused buffers: one allocation per batch, not two per row.
-            serde_json::to_writer(string_writer(&mut tokens), &e.tokens)
-                .map_err(|err| DieselError::SerializationError(Box::new(err)))?;
-            serde_json::to_writer(string_writer(&mut attrs), &e.attrs)
-                .map_err(|err| DieselError::SerializationError(Box::new(err)))?;
-            diesel::insert_into(logs::table)
-                .values((
-                    logs::ts.eq(micros(e.ts)),
-                    logs::level.eq(i32::from(e.level.as_i16())),
-                    logs::service.eq(e.service.as_str()),
-                    logs::user_id.eq(e.user_id.as_ref().map(|u| u.as_str())),
-                    logs::message.eq(e.message.as_str()),
-                    logs::tokens.eq(tokens.as_str()),
-                    logs::attrs.eq(attrs.as_str()),
-                    logs::topic.eq(topic),
-                    logs::partition.eq(batch.partition),
-                    logs::offset.eq(stored.offset),
-                    logs::ingested_at.eq(now_us),
-                ))
-                .execute(conn)?;
+        match rows_per_insert {
+            1 => insert_events::<1>(conn, batch, now_us)?,
+            16 => insert_events::<16>(conn, batch, now_us)?,
+            64 => insert_events::<64>(conn, batch, now_us)?,
+            _ => insert_events::<{ ROWS_PER_INSERT }>(conn, batch, now_us)?,
         }
         if !batch.events.is_empty() {
             let last: i64 = diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(conn)?;
@@ -159,6 +153,63 @@ pub fn write_batch(conn: &mut SqliteConnection, batch: &Batch, now_us: i64) -> R
     }
 }
 
+/// The events of `batch` into `logs`, `N` rows per INSERT (each size is its own cached statement,
+/// which needs owned values), the rest one borrowed row at a time.
+fn insert_events<const N: usize>(conn: &mut SqliteConnection, batch: &Batch, now_us: i64) -> QueryResult<()> {
+    let topic: &str = &batch.topic;
+    let failed = |err: serde_json::Error| DieselError::SerializationError(Box::new(err));
+    let mut chunks = batch.events.chunks_exact(N);
+    if N > 1 {
+        for chunk in &mut chunks {
+            let mut rows = Vec::with_capacity(N);
+            for stored in chunk {
+                let e = &stored.event;
+                rows.push((
+                    logs::ts.eq(micros(e.ts)),
+                    logs::level.eq(i32::from(e.level.as_i16())),
+                    logs::service.eq(e.service.as_str().to_owned()),
+                    logs::user_id.eq(e.user_id.as_ref().map(|u| u.as_str().to_owned())),
+                    logs::message.eq(e.message.clone()),
+                    logs::tokens.eq(serde_json::to_string(&e.tokens).map_err(failed)?),
+                    logs::attrs.eq(serde_json::to_string(&e.attrs).map_err(failed)?),
+                    logs::topic.eq(topic.to_owned()),
+                    logs::partition.eq(batch.partition),
+                    logs::offset.eq(stored.offset),
+                    logs::ingested_at.eq(now_us),
+                ));
+            }
+            let rows: [_; N] = rows.try_into().unwrap_or_else(|_| unreachable!("chunks_exact gives N rows"));
+            diesel::insert_into(logs::table).values(rows).execute(conn)?;
+        }
+    }
+    let rest = if N > 1 { chunks.remainder() } else { &batch.events[..] };
+    let (mut tokens, mut attrs) = (String::new(), String::new());
+    for stored in rest {
+        let e = &stored.event;
+        tokens.clear();
+        attrs.clear();
+        // Reused buffers: no allocation per row.
+        serde_json::to_writer(string_writer(&mut tokens), &e.tokens).map_err(failed)?;
+        serde_json::to_writer(string_writer(&mut attrs), &e.attrs).map_err(failed)?;
+        diesel::insert_into(logs::table)
+            .values((
+                logs::ts.eq(micros(e.ts)),
+                logs::level.eq(i32::from(e.level.as_i16())),
+                logs::service.eq(e.service.as_str()),
+                logs::user_id.eq(e.user_id.as_ref().map(|u| u.as_str())),
+                logs::message.eq(e.message.as_str()),
+                logs::tokens.eq(tokens.as_str()),
+                logs::attrs.eq(attrs.as_str()),
+                logs::topic.eq(topic),
+                logs::partition.eq(batch.partition),
+                logs::offset.eq(stored.offset),
+                logs::ingested_at.eq(now_us),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// A `String` as an `io::Write` for serde_json, which only ever writes valid UTF-8.
 fn string_writer(s: &mut String) -> StringWriter<'_> {
     StringWriter(s)
@@ -183,8 +234,9 @@ impl EventStore for SqliteEventStore {
     /// Runs on the writer's own arbiter thread: SQLite takes one writer at a time anyway.
     async fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let now_us = micros(chrono::Utc::now());
+        let rows_per_insert = self.rows_per_insert;
         let conn = self.conn()?;
-        let result = write_batch(conn, batch, now_us);
+        let result = write_batch(conn, batch, now_us, rows_per_insert);
         if matches!(result, Err(StoreError::Unavailable(_))) {
             // The connection's state is unknown after an I/O error: the retry opens a fresh one.
             self.reset();
