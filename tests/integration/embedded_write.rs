@@ -192,3 +192,90 @@ async fn lines_are_stored_exactly_once_replays_store_nothing_and_bodies_share_tr
     assert_eq!(number(&db, "(SELECT sum(next_offset) FROM kafka_offsets)").await, stored_before + 500);
     ingest.stop().await;
 }
+
+#[actix_rt::test]
+async fn dead_letters_beyond_the_memory_bound_are_written_early_and_deleted_on_discard() {
+    use actors::intake::{Claim, DeadLetter, IntakeSink};
+    use log_analyzer::embedded::intake::{EmbeddedSession, HELD_LETTER_BYTES};
+
+    let dir = TempDir::new();
+    let db = migrated(&dir).await;
+    let settings = embedded_settings(&dir);
+    let metrics = log_analyzer::admin::Metrics::new();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let ingest = EmbeddedIngest::start(&settings, db.clone(), None, None, &metrics, &log).expect("start");
+    let sink = ingest.intake();
+    let raw = vec![b'x'; 200];
+    let letters: Vec<DeadLetter<'_>> = (0..1_024)
+        .map(|i| DeadLetter { source: "http", reason: "not_json", detail: format!("line {i}: not JSON"), raw: &raw })
+        .collect();
+
+    // More than the bound: some are in SQLite before the body ends (memory stays bounded) ...
+    let mut held = EmbeddedSession::default();
+    let chunks = HELD_LETTER_BYTES / (1_024 * 200) + 2;
+    for _ in 0..chunks {
+        sink.store_dead_letters(&mut held, &letters).await.unwrap();
+    }
+    sink.seal_dead_letters(&mut held).await.unwrap();
+    let early = number(&db, "(SELECT count(*) FROM log_rejects)").await;
+    assert!(early > 0 && early < (chunks * 1_024) as i64, "{early} written early");
+    // ... and a discarded body leaves none behind.
+    sink.discard(held, None).await.unwrap();
+    assert_eq!(number(&db, "(SELECT count(*) FROM log_rejects)").await, 0);
+
+    // A committed body keeps its letters and its answer; a replay finds the answer.
+    let mut held = EmbeddedSession::default();
+    assert_eq!(sink.claim(&mut held, "k", b"h").await.unwrap(), Claim::Claimed);
+    sink.store_dead_letters(&mut held, &letters[..10]).await.unwrap();
+    sink.commit(held, Some(("k", 202, b"{}"))).await.unwrap();
+    assert_eq!(number(&db, "(SELECT count(*) FROM log_rejects WHERE raw_len = 200)").await, 10);
+    let mut held = EmbeddedSession::default();
+    assert_eq!(sink.claim(&mut held, "k", b"h").await.unwrap(), Claim::Answered { status: 202, body: b"{}".to_vec() });
+    assert_eq!(sink.claim(&mut held, "k", b"other").await.unwrap(), Claim::OtherBody);
+
+    // A key given up is claimed afresh by its retry.
+    let mut held = EmbeddedSession::default();
+    assert_eq!(sink.claim(&mut held, "k2", b"h").await.unwrap(), Claim::Claimed);
+    let mut twin = EmbeddedSession::default();
+    assert!(matches!(sink.claim(&mut twin, "k2", b"h").await.unwrap(), Claim::Running { .. }));
+    sink.discard(held, Some("k2")).await.unwrap();
+    assert_eq!(sink.claim(&mut twin, "k2", b"h").await.unwrap(), Claim::Claimed);
+    ingest.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_fenced_partition_restarts_from_the_stored_offset_and_its_lines_are_still_stored() {
+    let dir = TempDir::new();
+    let db = migrated(&dir).await;
+    let settings = embedded_settings(&dir);
+    let metrics = log_analyzer::admin::Metrics::new();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let ingest = EmbeddedIngest::start(&settings, db.clone(), None, None, &metrics, &log).expect("start");
+    let intake = Intake::new(ingest.intake(), settings.parse_rules(), Duration::from_secs(20));
+    let options =
+        IntakeOptions { service: None, idempotency: None, dry_run: false, received: Utc::now(), source: "http" };
+    let first = body("before", 4_096, 0);
+    assert!(matches!(intake.take(Lines::Body(&first), options, &log).await, Ok(IntakeOutcome::Accepted { .. })));
+
+    // Someone else moved the positions (a restored file, a second process): the next batch of each
+    // such partition is fenced, and its consumer starts again from what is stored.
+    db.read(|conn| {
+        diesel::sql_query("UPDATE kafka_offsets SET next_offset = next_offset - 10 WHERE next_offset >= 10")
+            .execute(conn)
+    })
+    .await
+    .unwrap();
+    let second = body("after", 2_048 * ingest.queue().partition_count(), 0);
+    let outcome = intake.take(Lines::Body(&second), options, &log).await.unwrap();
+    assert!(matches!(outcome, IntakeOutcome::Accepted { .. }), "{outcome:?}");
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs WHERE message LIKE 'after %')").await, second_len(&second));
+    let restarts: u64 = metrics.actors.probes().iter().filter(|p| p.actor() == "consumer").map(|p| p.restarts()).sum();
+    assert!(restarts >= 1, "no consumer restarted");
+    let duplicates = "(SELECT count(*) FROM (SELECT 1 FROM logs GROUP BY partition, \"offset\" HAVING count(*) > 1))";
+    assert_eq!(number(&db, duplicates).await, 0);
+    ingest.stop().await;
+}
+
+fn second_len(body: &[u8]) -> i64 {
+    body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as i64
+}
