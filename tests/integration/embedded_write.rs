@@ -279,3 +279,80 @@ async fn a_fenced_partition_restarts_from_the_stored_offset_and_its_lines_are_st
 fn second_len(body: &[u8]) -> i64 {
     body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as i64
 }
+
+#[actix_rt::test]
+async fn a_full_queue_refuses_lines_after_the_timeout_instead_of_growing() {
+    use log_analyzer::embedded::QUEUE_MESSAGES;
+
+    let dir = TempDir::new();
+    let db = migrated(&dir).await;
+    let settings = embedded_settings(&dir);
+    let metrics = log_analyzer::admin::Metrics::new();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let ingest = EmbeddedIngest::start(&settings, db.clone(), None, None, &metrics, &log).expect("start");
+    // Another connection holds SQLite's write lock: nothing the queue holds can be stored meanwhile.
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let holder = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            use diesel::connection::SimpleConnection;
+            let mut conn = db.connect().expect("connect");
+            conn.batch_execute("BEGIN IMMEDIATE").expect("lock");
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            conn.batch_execute("COMMIT").expect("unlock");
+        })
+    };
+    locked.recv().unwrap();
+    // Three bodies at once, more than the queue holds together (each alone stays under its own
+    // bound of lines in flight): what does not fit waits, then is refused.
+    let per_body = QUEUE_MESSAGES / 2 - 2_000;
+    let bodies: Vec<Vec<u8>> = (0..3).map(|b| body(&format!("full{b}"), per_body, 0)).collect();
+    let sink = ingest.intake();
+    let takes = bodies.iter().map(|b| {
+        let sink = &sink;
+        async move {
+            use actors::intake::{Delivery, IntakeSink, Line};
+            let lines: Vec<Line<'_>> = b
+                .split(|c| *c == b'\n')
+                .filter(|l| !l.is_empty())
+                .zip(1..)
+                .map(|(bytes, number)| Line { number, bytes })
+                .collect();
+            let mut deliveries: Vec<Delivery> = Vec::new();
+            let mut report = |_: u32, d: Delivery| {
+                deliveries.push(d);
+                true
+            };
+            sink.queue(None, &lines, Utc::now(), Duration::from_millis(1_500), &mut report).await;
+            deliveries
+        }
+    });
+    let deliveries: Vec<_> = futures::future::join_all(takes).await.into_iter().flatten().collect();
+    let lines = bodies.len() * per_body;
+    assert_eq!(deliveries.len(), lines, "one delivery per line");
+    let refused = deliveries
+        .iter()
+        .filter(|d| matches!(d, actors::intake::Delivery::Refused(why) if why.contains("stayed full for")))
+        .count();
+    assert!(refused >= lines - QUEUE_MESSAGES, "{refused} of {lines} refused");
+    assert!(!deliveries.contains(&actors::intake::Delivery::Queued), "acknowledged while SQLite was locked");
+    holder.join().unwrap();
+
+    // What the queue did take is stored once the lock is gone; what it refused never is.
+    let stored = crate::helpers::eventually("the queued lines stored", Duration::from_secs(30), || {
+        let db = db.clone();
+        async move {
+            let n = number(&db, "(SELECT count(*) FROM logs)").await;
+            (n > 0 && ingest_idle(&db).await).then_some(n)
+        }
+    })
+    .await;
+    assert!(stored <= QUEUE_MESSAGES as i64 && stored < lines as i64, "{stored} stored");
+    ingest.stop().await;
+}
+
+/// Whether every position moved as far as the rows stored.
+async fn ingest_idle(db: &SqliteDb) -> bool {
+    number(db, "(SELECT sum(next_offset) FROM kafka_offsets)").await == number(db, "(SELECT count(*) FROM logs)").await
+}
