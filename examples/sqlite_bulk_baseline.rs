@@ -6,7 +6,14 @@
 //! `--store N [R]` writes the same rows through `SqliteEventStore` instead, in batches of N (one
 //! transaction each, fenced), R rows per INSERT, to compare the adapter with the bare insert.
 //!
-//! Usage: `sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--store N [R]]`
+//! `--pipeline L` takes the file through the embedded pipeline as POST /ingest does, minus HTTP:
+//! bodies of L lines, two at a time per core, through the intake use case, the in-process queue, the
+//! consumers and the writer (timed from the first body to the last 202, each a commit).
+//!
+//! `--encode` times the JSON columns' encoding (tokens, attrs) with the insert, as the store must do
+//! it; without it they are encoded before the clock starts (the strictest baseline).
+//!
+//! Usage: `sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--encode | --store N [R] | --pipeline L]`
 //! Prints `rows=N seconds=S rows_per_s=R` (the timed part is the insert alone, not the parsing).
 
 use std::ffi::{c_int, CStr, CString};
@@ -23,23 +30,12 @@ const SCHEMA: &str = include_str!("../migrations/sqlite/2026-12-01-200000_embedd
 const INSERT: &str = "INSERT INTO logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \
                       \"offset\", ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
-/// One row as the bare insert binds it.
-struct Row {
-    ts: i64,
-    level: i32,
-    service: String,
-    user_id: Option<String>,
-    message: String,
-    tokens: String,
-    attrs: String,
-}
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(events), Some(db_file)) = (args.first(), args.get(1)) else {
         bail!("usage: sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--store BATCH [ROWS_PER_INSERT]]");
     };
-    let usage = "usage: sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--store BATCH [ROWS_PER_INSERT]]";
+    let usage = "usage: sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--encode | --store BATCH [ROWS_PER_INSERT] | --pipeline LINES_PER_BODY]";
     let through_store = match (args.get(2).map(String::as_str), args.get(3), args.get(4)) {
         (Some("--store"), Some(n), rows) => Some((
             n.parse::<usize>().context("--store takes a batch size")?,
@@ -48,7 +44,14 @@ fn main() -> anyhow::Result<()> {
                 None => log_analyzer::sqlite::event_store::ROWS_PER_INSERT,
             },
         )),
-        (None, _, _) => None,
+        (Some("--pipeline"), Some(n), _) => {
+            let per_body = n.parse::<usize>().context("--pipeline takes lines per body")?;
+            let text = std::fs::read(events).with_context(|| format!("reading {events}"))?;
+            let (rows, seconds) = pipeline_insert(&text, db_file, per_body)?;
+            println!("rows={rows} seconds={seconds:.3} rows_per_s={:.0}", rows as f64 / seconds);
+            return Ok(());
+        }
+        (None | Some("--encode"), _, _) => None,
         _ => bail!(usage),
     };
     let text = std::fs::read(events).with_context(|| format!("reading {events}"))?;
@@ -58,30 +61,26 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(format!("{db_file}-shm"));
 
     let (rows, seconds) = match through_store {
-        None => bare_insert(&lines, db_file)?,
+        None => bare_insert(&lines, db_file, args.get(2).is_some_and(|a| a == "--encode"))?,
         Some((batch, rows)) => store_insert(&lines, db_file, batch, rows)?,
     };
     println!("rows={rows} seconds={seconds:.3} rows_per_s={:.0}", rows as f64 / seconds);
     Ok(())
 }
 
-fn bare_insert(lines: &[&[u8]], db_file: &str) -> anyhow::Result<(usize, f64)> {
+fn bare_insert(lines: &[&[u8]], db_file: &str, encode_in_loop: bool) -> anyhow::Result<(usize, f64)> {
     let now = Utc::now();
     let rules = ParseRules::default();
     let fallback = Fallback { ts: Some(now), service: "unknown", service_requested: false };
-    let rows: Vec<Row> = lines
-        .iter()
-        .filter_map(|line| LogEvent::parse(line, fallback, now, &rules).ok())
-        .map(|e| Row {
-            ts: e.ts.timestamp_micros(),
-            level: i32::from(e.level.as_i16()),
-            service: e.service.as_str().to_owned(),
-            user_id: e.user_id.as_ref().map(|u| u.as_str().to_owned()),
-            tokens: serde_json::to_string(&e.tokens).expect("tokens encode"),
-            attrs: serde_json::to_string(&e.attrs).expect("attrs encode"),
-            message: e.message,
-        })
-        .collect();
+    let events: Vec<LogEvent> =
+        lines.iter().filter_map(|line| LogEvent::parse(line, fallback, now, &rules).ok()).collect();
+    let encode = |e: &LogEvent| {
+        (
+            serde_json::to_string(&e.tokens).expect("tokens encode"),
+            serde_json::to_string(&e.attrs).expect("attrs encode"),
+        )
+    };
+    let encoded: Vec<(String, String)> = if encode_in_loop { Vec::new() } else { events.iter().map(encode).collect() };
     let db = Db::open(db_file)?;
     db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;")?;
     db.exec(SCHEMA)?;
@@ -89,21 +88,28 @@ fn bare_insert(lines: &[&[u8]], db_file: &str) -> anyhow::Result<(usize, f64)> {
     let started = Instant::now();
     db.exec("BEGIN IMMEDIATE")?;
     let insert = db.prepare(INSERT)?;
-    for (offset, row) in rows.iter().enumerate() {
+    for (offset, e) in events.iter().enumerate() {
+        let json;
+        let (tokens, attrs) = if encode_in_loop {
+            json = encode(e);
+            (&json.0, &json.1)
+        } else {
+            (&encoded[offset].0, &encoded[offset].1)
+        };
         // SAFETY: `insert` is a live statement of `db`; text binds are SQLITE_TRANSIENT (copied).
         unsafe {
-            ffi::sqlite3_bind_int64(insert, 1, row.ts);
-            ffi::sqlite3_bind_int(insert, 2, row.level);
-            bind_text(insert, 3, &row.service);
-            match &row.user_id {
-                Some(user) => bind_text(insert, 4, user),
+            ffi::sqlite3_bind_int64(insert, 1, e.ts.timestamp_micros());
+            ffi::sqlite3_bind_int(insert, 2, i32::from(e.level.as_i16()));
+            bind_text(insert, 3, e.service.as_str());
+            match &e.user_id {
+                Some(user) => bind_text(insert, 4, user.as_str()),
                 None => {
                     ffi::sqlite3_bind_null(insert, 4);
                 }
             };
-            bind_text(insert, 5, &row.message);
-            bind_text(insert, 6, &row.tokens);
-            bind_text(insert, 7, &row.attrs);
+            bind_text(insert, 5, &e.message);
+            bind_text(insert, 6, tokens);
+            bind_text(insert, 7, attrs);
             bind_text(insert, 8, "logs");
             ffi::sqlite3_bind_int(insert, 9, 0);
             ffi::sqlite3_bind_int64(insert, 10, offset as i64);
@@ -117,7 +123,7 @@ fn bare_insert(lines: &[&[u8]], db_file: &str) -> anyhow::Result<(usize, f64)> {
     // SAFETY: finalized once, before the connection closes.
     unsafe { ffi::sqlite3_finalize(insert) };
     db.exec("COMMIT")?;
-    Ok((rows.len(), started.elapsed().as_secs_f64()))
+    Ok((events.len(), started.elapsed().as_secs_f64()))
 }
 
 /// The same rows through the embedded event store, in batches as the consumer makes them.
@@ -152,6 +158,68 @@ fn store_insert(
             store.write(batch).await?;
         }
         Ok((rows, started.elapsed().as_secs_f64()))
+    })
+}
+
+/// The file through `EmbeddedIngest` and the intake, `per_body` lines a body, a few bodies at once.
+fn pipeline_insert(text: &[u8], db_file: &str, per_body: usize) -> anyhow::Result<(usize, f64)> {
+    use actors::intake::{Intake, IntakeOptions, IntakeOutcome, Lines};
+    use futures::StreamExt;
+
+    let bodies: Vec<&[u8]> = {
+        let mut bodies = Vec::new();
+        let (mut start, mut count) = (0, 0);
+        for (i, b) in text.iter().enumerate() {
+            if *b == b'\n' {
+                count += 1;
+                if count == per_body.max(1) {
+                    bodies.push(&text[start..=i]);
+                    (start, count) = (i + 1, 0);
+                }
+            }
+        }
+        if start < text.len() {
+            bodies.push(&text[start..]);
+        }
+        bodies
+    };
+    let url = format!("sqlite://{db_file}");
+    let vars = [("KAFKA_BROKERS", ""), ("DATABASE_URL", url.as_str()), ("REDIS_URL", "")];
+    let settings = log_analyzer::config::Settings::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+    actix_rt::System::new().block_on(async move {
+        let db = log_analyzer::sqlite::SqliteDb::from_url(&url)?;
+        log_analyzer::sqlite::migrate::run_migrations(&db).await?;
+        let metrics = log_analyzer::admin::Metrics::new();
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let ingest = log_analyzer::embedded::EmbeddedIngest::start(&settings, db, None, None, &metrics, &log)?;
+        let intake = Intake::new(ingest.intake(), settings.parse_rules(), std::time::Duration::from_secs(60));
+        let at_once = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let started = Instant::now();
+        let mut accepted = 0_usize;
+        let mut takes = futures::stream::iter(bodies.iter().map(|body| {
+            let options = IntakeOptions {
+                service: None,
+                idempotency: None,
+                dry_run: false,
+                received: Utc::now(),
+                source: "http",
+            };
+            intake.take(Lines::Body(body), options, &log)
+        }))
+        .buffer_unordered(at_once);
+        while let Some(outcome) = takes.next().await {
+            match outcome {
+                Ok(IntakeOutcome::Accepted { body }) => {
+                    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+                    accepted += answer["accepted"].as_u64().unwrap_or(0) as usize;
+                }
+                other => bail!("a body was not accepted: {other:?}"),
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        drop(takes);
+        ingest.stop().await;
+        Ok((accepted, seconds))
     })
 }
 

@@ -1,8 +1,8 @@
 //! `EventStore` and its positions over SQLite: a batch's events and dead letters and the moved
 //! position, in one `BEGIN IMMEDIATE` transaction fenced like PostgreSQL's.
 //!
-//! Rows go in one INSERT at a time through diesel's statement cache: the statement is prepared once
-//! per connection and only bound and stepped per row, which is what a bare bulk insert does
+//! Rows go in `ROWS_PER_INSERT` at a time through diesel's statement cache: each statement is
+//! prepared once per connection and only bound and stepped after, as a bare bulk insert does
 //! (examples/sqlite_bulk_baseline.rs measures the two).
 
 use actors::domain::batch::Batch;
@@ -10,11 +10,13 @@ use actors::domain::event::REJECT_RAW_PREFIX_BYTES;
 use actors::ports::{EventStore, StoreError};
 use async_trait::async_trait;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::sqlite::Sqlite;
 use diesel::SqliteConnection;
 
-use super::tables::{kafka_offsets, log_rejects, logs};
+use super::tables::{kafka_offsets, log_rejects};
 use super::{micros, SqliteDb};
 
 /// The one writer of the embedded store's `logs`.
@@ -32,7 +34,7 @@ impl SqliteEventStore {
         SqliteEventStore { db, conn: None, rows_per_insert: ROWS_PER_INSERT }
     }
 
-    /// Rows per INSERT: 1, 16, 64, or `ROWS_PER_INSERT` for any other value (to measure them).
+    /// Rows per INSERT statement (to measure them against each other).
     pub fn with_rows_per_insert(mut self, rows: usize) -> SqliteEventStore {
         self.rows_per_insert = rows;
         self
@@ -113,12 +115,7 @@ pub fn write_batch(
             return Err(WriteError::Fenced(stored));
         }
 
-        match rows_per_insert {
-            1 => insert_events::<1>(conn, batch, now_us)?,
-            16 => insert_events::<16>(conn, batch, now_us)?,
-            64 => insert_events::<64>(conn, batch, now_us)?,
-            _ => insert_events::<{ ROWS_PER_INSERT }>(conn, batch, now_us)?,
-        }
+        insert_events(conn, batch, now_us, rows_per_insert.max(1))?;
         if !batch.events.is_empty() {
             let last: i64 = diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(conn)?;
             // One writer holds the lock and `logs` has no AUTOINCREMENT: the batch's rowids are
@@ -153,80 +150,104 @@ pub fn write_batch(
     }
 }
 
-/// The events of `batch` into `logs`, `N` rows per INSERT (each size is its own cached statement,
-/// which needs owned values), the rest one borrowed row at a time.
-fn insert_events<const N: usize>(conn: &mut SqliteConnection, batch: &Batch, now_us: i64) -> QueryResult<()> {
-    let topic: &str = &batch.topic;
-    let failed = |err: serde_json::Error| DieselError::SerializationError(Box::new(err));
-    let mut chunks = batch.events.chunks_exact(N);
-    if N > 1 {
-        for chunk in &mut chunks {
-            let mut rows = Vec::with_capacity(N);
-            for stored in chunk {
-                let e = &stored.event;
-                rows.push((
-                    logs::ts.eq(micros(e.ts)),
-                    logs::level.eq(i32::from(e.level.as_i16())),
-                    logs::service.eq(e.service.as_str().to_owned()),
-                    logs::user_id.eq(e.user_id.as_ref().map(|u| u.as_str().to_owned())),
-                    logs::message.eq(e.message.clone()),
-                    logs::tokens.eq(serde_json::to_string(&e.tokens).map_err(failed)?),
-                    logs::attrs.eq(serde_json::to_string(&e.attrs).map_err(failed)?),
-                    logs::topic.eq(topic.to_owned()),
-                    logs::partition.eq(batch.partition),
-                    logs::offset.eq(stored.offset),
-                    logs::ingested_at.eq(now_us),
-                ));
-            }
-            let rows: [_; N] = rows.try_into().unwrap_or_else(|_| unreachable!("chunks_exact gives N rows"));
-            diesel::insert_into(logs::table).values(rows).execute(conn)?;
+/// One `logs` row's values, borrowed from its event (and its JSON columns from reused buffers).
+struct LogRow<'a> {
+    ts: i64,
+    level: i32,
+    service: &'a str,
+    user_id: Option<&'a str>,
+    message: &'a str,
+    tokens: &'a str,
+    attrs: &'a str,
+    offset: i64,
+}
+
+/// A multi-row `INSERT INTO logs … VALUES (…), (…)` over borrowed values. diesel caches a prepared
+/// statement by its SQL text when the query has no static id, so each row count is prepared once per
+/// connection and then only bound and stepped; its own DSL would cache only owned (`'static`) rows.
+struct LogRows<'a> {
+    rows: &'a [LogRow<'a>],
+    topic: &'a str,
+    partition: i32,
+    ingested_at: i64,
+}
+
+impl QueryId for LogRows<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Sqlite> for LogRows<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\", \
+             ingested_at) VALUES ",
+        );
+        for (i, row) in self.rows.iter().enumerate() {
+            out.push_sql(if i == 0 { "(" } else { ", (" });
+            out.push_bind_param::<BigInt, _>(&row.ts)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Integer, _>(&row.level)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&row.service)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, _>(&row.user_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&row.message)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&row.tokens)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&row.attrs)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&self.topic)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Integer, _>(&self.partition)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(&row.offset)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(&self.ingested_at)?;
+            out.push_sql(")");
         }
+        Ok(())
     }
-    let rest = if N > 1 { chunks.remainder() } else { &batch.events[..] };
-    let (mut tokens, mut attrs) = (String::new(), String::new());
-    for stored in rest {
-        let e = &stored.event;
-        tokens.clear();
-        attrs.clear();
-        // Reused buffers: no allocation per row.
-        serde_json::to_writer(string_writer(&mut tokens), &e.tokens).map_err(failed)?;
-        serde_json::to_writer(string_writer(&mut attrs), &e.attrs).map_err(failed)?;
-        diesel::insert_into(logs::table)
-            .values((
-                logs::ts.eq(micros(e.ts)),
-                logs::level.eq(i32::from(e.level.as_i16())),
-                logs::service.eq(e.service.as_str()),
-                logs::user_id.eq(e.user_id.as_ref().map(|u| u.as_str())),
-                logs::message.eq(e.message.as_str()),
-                logs::tokens.eq(tokens.as_str()),
-                logs::attrs.eq(attrs.as_str()),
-                logs::topic.eq(topic),
-                logs::partition.eq(batch.partition),
-                logs::offset.eq(stored.offset),
-                logs::ingested_at.eq(now_us),
-            ))
-            .execute(conn)?;
+}
+
+impl RunQueryDsl<SqliteConnection> for LogRows<'_> {}
+
+/// The events of `batch` into `logs`, `per_insert` rows per statement.
+fn insert_events(conn: &mut SqliteConnection, batch: &Batch, now_us: i64, per_insert: usize) -> QueryResult<()> {
+    let failed = |err: serde_json::Error| DieselError::SerializationError(Box::new(err));
+    // The JSON columns of one statement's rows, in buffers reused from statement to statement.
+    let mut json: Vec<(Vec<u8>, Vec<u8>)> = vec![Default::default(); per_insert.min(batch.events.len())];
+    for chunk in batch.events.chunks(per_insert) {
+        for (stored, (tokens, attrs)) in chunk.iter().zip(json.iter_mut()) {
+            tokens.clear();
+            attrs.clear();
+            serde_json::to_writer(&mut *tokens, &stored.event.tokens).map_err(failed)?;
+            serde_json::to_writer(&mut *attrs, &stored.event.attrs).map_err(failed)?;
+        }
+        let mut rows: Vec<LogRow<'_>> = Vec::with_capacity(chunk.len());
+        for (stored, (tokens, attrs)) in chunk.iter().zip(json.iter()) {
+            let e = &stored.event;
+            rows.push(LogRow {
+                ts: micros(e.ts),
+                level: i32::from(e.level.as_i16()),
+                service: e.service.as_str(),
+                user_id: e.user_id.as_ref().map(|u| u.as_str()),
+                message: &e.message,
+                // serde_json writes UTF-8; one check of the whole column, not one per fragment.
+                tokens: json_text(tokens)?,
+                attrs: json_text(attrs)?,
+                offset: stored.offset,
+            });
+        }
+        LogRows { rows: &rows, topic: &batch.topic, partition: batch.partition, ingested_at: now_us }.execute(conn)?;
     }
     Ok(())
 }
 
-/// A `String` as an `io::Write` for serde_json, which only ever writes valid UTF-8.
-fn string_writer(s: &mut String) -> StringWriter<'_> {
-    StringWriter(s)
-}
-
-struct StringWriter<'a>(&'a mut String);
-
-impl std::io::Write for StringWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = std::str::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        self.0.push_str(text);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+fn json_text(bytes: &[u8]) -> QueryResult<&str> {
+    std::str::from_utf8(bytes).map_err(|e| DieselError::SerializationError(Box::new(e)))
 }
 
 #[async_trait]
@@ -246,5 +267,28 @@ impl EventStore for SqliteEventStore {
 
     fn reset(&mut self) {
         self.conn = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn busy_and_io_errors_pass_data_errors_do_not() {
+        let unavailable = |e| matches!(classify(e), StoreError::Unavailable(_));
+        let rejected = |e| matches!(classify(e), StoreError::Rejected(_));
+        assert!(unavailable(db_error(DatabaseErrorKind::Unknown, "database is locked")));
+        assert!(unavailable(db_error(DatabaseErrorKind::Unknown, "disk I/O error")));
+        assert!(unavailable(db_error(DatabaseErrorKind::Unknown, "database or disk is full")));
+        assert!(unavailable(DieselError::BrokenTransactionManager));
+        assert!(rejected(db_error(DatabaseErrorKind::CheckViolation, "CHECK constraint failed: level")));
+        assert!(rejected(db_error(DatabaseErrorKind::Unknown, "string or blob too big")));
+        assert!(rejected(db_error(DatabaseErrorKind::Unknown, "datatype mismatch")));
+        assert!(rejected(DieselError::SerializationError("bad".into())));
     }
 }
