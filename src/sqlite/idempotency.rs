@@ -91,15 +91,14 @@ pub fn claim(conn: &mut SqliteConnection, key: &str, hash: &[u8], now_us: i64) -
     })
 }
 
-/// Inserts `letters` (in the caller's transaction); the rowids they got, first and last.
+/// Inserts `letters` (in the caller's write transaction); the rowids they got, first and last.
 pub fn insert_letters(
     conn: &mut SqliteConnection,
     letters: &[HeldLetter],
     now_us: i64,
 ) -> QueryResult<Option<(i64, i64)>> {
-    let mut ids: Option<(i64, i64)> = None;
     for letter in letters {
-        let id: i64 = diesel::insert_into(log_rejects::table)
+        diesel::insert_into(log_rejects::table)
             .values((
                 log_rejects::source.eq(&letter.source),
                 log_rejects::reason.eq(letter.reason),
@@ -108,11 +107,15 @@ pub fn insert_letters(
                 log_rejects::raw_len.eq(letter.raw_len as i64),
                 log_rejects::rejected_at.eq(now_us),
             ))
-            .returning(log_rejects::id)
-            .get_result(conn)?;
-        ids = Some(ids.map_or((id, id), |(first, _)| (first, id)));
+            .execute(conn)?;
     }
-    Ok(ids)
+    if letters.is_empty() {
+        return Ok(None);
+    }
+    // The write lock is ours for the whole transaction: AUTOINCREMENT gave consecutive ids.
+    let last: i64 =
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("last_insert_rowid()")).get_result(conn)?;
+    Ok(Some((last - letters.len() as i64 + 1, last)))
 }
 
 /// Records the answer of the request holding `key` (in the transaction of its last dead letters).

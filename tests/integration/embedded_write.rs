@@ -160,7 +160,9 @@ async fn lines_are_stored_exactly_once_replays_store_nothing_and_bodies_share_tr
 
     // Many bodies at once: one transaction holds the lines of several.
     let before = batches(&ingest);
-    let bodies: Vec<Vec<u8>> = (0..24).map(|b| body(&format!("concurrent{b}"), 200, 0)).collect();
+    // More bodies than partitions (each body goes to one partition here), so sharing is visible.
+    let count = 4 * ingest.queue().partition_count() + 8;
+    let bodies: Vec<Vec<u8>> = (0..count).map(|b| body(&format!("concurrent{b}"), 200, 0)).collect();
     let takes = bodies.iter().map(|b| {
         let intake = intake.clone();
         let log = log.clone();
@@ -170,8 +172,8 @@ async fn lines_are_stored_exactly_once_replays_store_nothing_and_bodies_share_tr
         assert!(matches!(outcome, Ok(IntakeOutcome::Accepted { .. })), "{outcome:?}");
     }
     let used = batches(&ingest) - before;
-    assert!((1..24).contains(&used), "24 bodies took {used} transactions");
-    assert_eq!(number(&db, "(SELECT count(*) FROM logs WHERE message LIKE 'concurrent%')").await, 24 * 200);
+    assert!((1..count as u64).contains(&used), "{count} bodies took {used} transactions");
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs WHERE message LIKE 'concurrent%')").await, count as i64 * 200);
     let duplicates = "(SELECT count(*) FROM (SELECT 1 FROM logs GROUP BY partition, \"offset\" HAVING count(*) > 1))";
     assert_eq!(number(&db, duplicates).await, 0);
     ingest.stop().await;
@@ -187,7 +189,7 @@ async fn lines_are_stored_exactly_once_replays_store_nothing_and_bodies_share_tr
     let again = body("after", 500, 0);
     let outcome = intake.take(Lines::Body(&again), options(None), &log).await.unwrap();
     assert!(matches!(outcome, IntakeOutcome::Accepted { .. }), "{outcome:?}");
-    assert_eq!(number(&db, "(SELECT count(*) FROM logs)").await, 3_000 + 24 * 200 + 500);
+    assert_eq!(number(&db, "(SELECT count(*) FROM logs)").await, 3_000 + count as i64 * 200 + 500);
     assert_eq!(number(&db, duplicates).await, 0);
     assert_eq!(number(&db, "(SELECT sum(next_offset) FROM kafka_offsets)").await, stored_before + 500);
     ingest.stop().await;
