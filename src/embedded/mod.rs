@@ -52,7 +52,6 @@ struct Feed {
 /// One partition's lines: retained from the stored offset on, numbered up to `next`.
 struct Lane {
     retained: VecDeque<RawMessage>,
-    retained_bytes: usize,
     next: i64,
     stored: i64,
     feed: Option<Feed>,
@@ -135,7 +134,6 @@ impl Queue {
                 service: service.map(str::to_owned),
             };
             lane.next += 1;
-            lane.retained_bytes += line.bytes.len();
             if let Some(feed) = &lane.feed {
                 // An unbounded channel: what it holds is retained too, so the queue's bound is its bound.
                 let _ = feed.tx.unbounded_send(Tracked::queued(message.clone(), &feed.probe));
@@ -192,7 +190,6 @@ impl Queue {
                 messages += 1;
                 bytes += m.payload.as_ref().map_or(0, Vec::len);
             }
-            lane.retained_bytes -= bytes;
             lane.stored = lane.stored.max(next);
             lane.next = lane.next.max(next);
         }
@@ -368,13 +365,7 @@ impl EmbeddedIngest {
                 .map(|p| {
                     let at = stored.get(p).copied().unwrap_or(0);
                     Partition {
-                        lane: Mutex::new(Lane {
-                            retained: VecDeque::new(),
-                            retained_bytes: 0,
-                            next: at,
-                            stored: at,
-                            feed: None,
-                        }),
+                        lane: Mutex::new(Lane { retained: VecDeque::new(), next: at, stored: at, feed: None }),
                         stored: watch::channel(at).0,
                     }
                 })
