@@ -339,6 +339,10 @@ async fn a_full_queue_refuses_lines_after_the_timeout_instead_of_growing() {
         .count();
     assert!(refused >= lines - QUEUE_MESSAGES, "{refused} of {lines} refused");
     assert!(!deliveries.contains(&actors::intake::Delivery::Queued), "acknowledged while SQLite was locked");
+    // The queue is the consumers' mailboxes: /debug/actors shows what waits in it.
+    let waiting: i64 =
+        metrics.actors.probes().iter().filter(|p| p.actor() == "consumer").map(|p| p.mailbox_depth()).sum();
+    assert!(waiting > 0, "the consumers' mailboxes look empty while the queue is full");
     holder.join().unwrap();
 
     // What the queue did take is stored once the lock is gone; what it refused never is.
