@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 
+use super::keywords::hours_of;
 use super::SqliteDb;
 
 const MICROS: i64 = 1_000_000;
@@ -21,6 +22,25 @@ const MICROS: i64 = 1_000_000;
 macro_rules! second_of {
     ($ts:literal) => {
         concat!("((", $ts, " - ((", $ts, " % 1000000) + 1000000) % 1000000) / 1000000)")
+    };
+}
+
+/// The table `hours(h)` of the hours `?lo..=?hi` (see `keywords::hours_of`): `k.hour IN (SELECT h
+/// FROM hours)` makes SQLite seek each hour's range of `log_tokens`' key instead of scanning every
+/// token of the hours between.
+macro_rules! hours_cte {
+    ($lo:literal, $hi:literal) => {
+        concat!(
+            "WITH RECURSIVE hours(h) AS (SELECT ?",
+            $lo,
+            " WHERE ?",
+            $lo,
+            " <= ?",
+            $hi,
+            " UNION ALL SELECT h + 1 FROM hours WHERE h < ?",
+            $hi,
+            ") "
+        )
     };
 }
 
@@ -97,6 +117,11 @@ struct MaybeSecond {
     second: Option<i64>,
 }
 
+/// A window's bounds in µs, as `logs.ts` keeps times.
+fn micros_of(range: WindowRange) -> (i64, i64) {
+    (range.from.saturating_mul(MICROS), range.to.saturating_mul(MICROS))
+}
+
 fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::from(items.into_iter().collect::<Vec<_>>()).to_string()
 }
@@ -167,18 +192,23 @@ impl SqliteStats {
         service: Option<String>,
     ) -> Result<u64, StoreError> {
         let topics = self.topics_json();
+        let (from_us, to_us) = micros_of(range);
+        let (lo, hi) = hours_of(from_us, to_us);
         let row: CountRow = bounded(&self.db, self.timeout, "keyword", move |conn| {
             diesel::sql_query(concat!(
+                hours_cte!(6, 7),
                 "SELECT count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
-                 WHERE k.token = ?2 AND k.ts >= ?3 AND k.ts < ?4 AND ",
+                 WHERE k.hour IN (SELECT h FROM hours) AND k.token = ?2 AND k.ts >= ?3 AND k.ts < ?4 AND ",
                 topic_in!("l.topic", 1),
                 " AND (?5 IS NULL OR l.service = ?5)"
             ))
             .bind::<Text, _>(topics)
             .bind::<Text, _>(keyword)
-            .bind::<BigInt, _>(range.from.saturating_mul(MICROS))
-            .bind::<BigInt, _>(range.to.saturating_mul(MICROS))
+            .bind::<BigInt, _>(from_us)
+            .bind::<BigInt, _>(to_us)
             .bind::<Nullable<Text>, _>(service)
+            .bind::<BigInt, _>(lo)
+            .bind::<BigInt, _>(hi)
             .get_result(conn)
         })
         .await?;
@@ -194,18 +224,24 @@ impl SqliteStats {
     ) -> Result<Vec<KeywordCount>, StoreError> {
         let topics = self.topics_json();
         let tracked = json_list(keywords.iter().map(String::as_str));
+        let (from_us, to_us) = micros_of(range);
+        let (lo, hi) = hours_of(from_us, to_us);
         let rows: Vec<KeywordRow> = bounded(&self.db, self.timeout, "top keywords", move |conn| {
             diesel::sql_query(concat!(
+                hours_cte!(6, 7),
                 "SELECT k.token AS keyword, count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
-                 WHERE k.token IN (SELECT value FROM json_each(?2)) AND k.ts >= ?3 AND k.ts < ?4 AND ",
+                 WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
+                 AND k.ts >= ?3 AND k.ts < ?4 AND ",
                 topic_in!("l.topic", 1),
                 " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
             ))
             .bind::<Text, _>(topics)
             .bind::<Text, _>(tracked)
-            .bind::<BigInt, _>(range.from.saturating_mul(MICROS))
-            .bind::<BigInt, _>(range.to.saturating_mul(MICROS))
+            .bind::<BigInt, _>(from_us)
+            .bind::<BigInt, _>(to_us)
             .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind::<BigInt, _>(lo)
+            .bind::<BigInt, _>(hi)
             .load(conn)
         })
         .await?;
@@ -270,6 +306,7 @@ impl BucketSource for SqliteBucketSource {
         let any_tracked = keywords.iter().next().is_some();
         let keywords = keywords.clone();
         let (from_us, to_us) = (first.saturating_mul(MICROS), last.saturating_add(1).saturating_mul(MICROS));
+        let (lo, hi) = hours_of(from_us, to_us);
         bounded(&self.db, self.timeout, "rebuilding windows", move |conn| {
             conn.transaction(|conn| {
                 let offsets: Vec<OffsetRow> = diesel::sql_query(concat!(
@@ -292,11 +329,13 @@ impl BucketSource for SqliteBucketSource {
                 .load(conn)?;
                 let hits: Vec<SecondKeywordRow> = if any_tracked {
                     diesel::sql_query(concat!(
+                        hours_cte!(5, 6),
                         "SELECT ",
                         second_of!("k.ts"),
                         " AS second, l.service AS service, k.token AS keyword, count(*) AS hits \
                          FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
-                         WHERE k.token IN (SELECT value FROM json_each(?2)) AND k.ts >= ?3 AND k.ts < ?4 AND ",
+                         WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
+                         AND k.ts >= ?3 AND k.ts < ?4 AND ",
                         topic_in!("l.topic", 1),
                         " GROUP BY 1, 2, 3"
                     ))
@@ -304,6 +343,8 @@ impl BucketSource for SqliteBucketSource {
                     .bind::<Text, _>(&tracked)
                     .bind::<BigInt, _>(from_us)
                     .bind::<BigInt, _>(to_us)
+                    .bind::<BigInt, _>(lo)
+                    .bind::<BigInt, _>(hi)
                     .load(conn)?
                 } else {
                     Vec::new()
