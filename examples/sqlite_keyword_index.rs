@@ -144,7 +144,8 @@ fn build(conn: &mut SqliteConnection, index: Index, rows: i64) -> Duration {
             Index::HourFirst => keywords::index_rows(conn, first, last),
             Index::TokenFirst => diesel::sql_query(
                 "INSERT INTO by_token (token, ts, log_id) SELECT t.value, l.ts, l.rowid \
-                 FROM logs AS l, json_each(l.tokens) AS t WHERE l.rowid BETWEEN ?1 AND ?2",
+                 FROM logs AS l, json_each(l.tokens) AS t WHERE l.rowid BETWEEN ?1 AND ?2 \
+                 ORDER BY 1, 2, 3",
             )
             .bind::<BigInt, _>(first)
             .bind::<BigInt, _>(last)

@@ -22,7 +22,8 @@ pub fn hours_of(from_us: i64, to_us: i64) -> (i64, i64) {
 }
 
 /// Indexes the `logs` rows with rowid in `first..=last`, inside the writer's transaction (the
-/// event store calls it after inserting a batch).
+/// event store calls it after inserting a batch). The batch's entries go in in key order, so
+/// consecutive inserts land on the same pages.
 pub fn index_rows(conn: &mut SqliteConnection, first_rowid: i64, last_rowid: i64) -> QueryResult<()> {
     if first_rowid > last_rowid {
         return Ok(());
@@ -30,7 +31,7 @@ pub fn index_rows(conn: &mut SqliteConnection, first_rowid: i64, last_rowid: i64
     diesel::sql_query(
         "INSERT OR IGNORE INTO log_tokens (hour, token, ts, log_id) \
          SELECT (l.ts - ((l.ts % 3600000000) + 3600000000) % 3600000000) / 3600000000, t.value, l.ts, l.rowid \
-         FROM logs AS l, json_each(l.tokens) AS t WHERE l.rowid BETWEEN ?1 AND ?2",
+         FROM logs AS l, json_each(l.tokens) AS t WHERE l.rowid BETWEEN ?1 AND ?2 ORDER BY 1, 2, 3, 4",
     )
     .bind::<BigInt, _>(first_rowid)
     .bind::<BigInt, _>(last_rowid)

@@ -1,10 +1,12 @@
 //! The daily jobs over SQLite (summary, retention) and reading a summarized day back: the same rows
 //! and answers as `crate::db::summary` and `crate::db::daily_jobs` on PostgreSQL.
 //!
-//! One writer at a time is SQLite's own rule: a run takes the write lock (`BEGIN IMMEDIATE`) before
-//! it reads the day, so two runs of a day (even from two processes on one file) queue, and each sees
-//! every event committed before it started. The scheduler's lead is an OS lock on a file beside the
-//! database, released by the kernel when its process dies (as PostgreSQL drops a session's lock).
+//! A run reads the day in one read transaction (under WAL a snapshot: every event committed before
+//! it began, and ingest goes on meanwhile), then replaces the day's rows in one short write
+//! transaction: holding SQLite's one write lock through the scan of a busy day would stall ingest.
+//! The scheduler's lead is an OS lock on a file beside the database, released by the kernel when
+//! its process dies (as PostgreSQL drops a session's lock), so two processes on one file run the
+//! jobs once.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -98,7 +100,7 @@ pub async fn summarize_day(db: &SqliteDb, day: NaiveDate, log: &Logger) -> anyho
             .get_result::<IdRow>(conn)
             .context("recording the job run")?
             .id;
-        match conn.immediate_transaction(|conn| replace_day(conn, day, run_id, started)) {
+        match replace_day(conn, day, run_id, started) {
             Ok(run) => {
                 let invalid = serde_json::to_string(&run.invalid_rows).unwrap_or_default();
                 info!(log, "day summarized"; "job" => SUMMARY_JOB, "day" => %day, "run_id" => run_id,
@@ -135,7 +137,31 @@ fn replace_day(
 ) -> anyhow::Result<SummaryRun> {
     let from = micros(day_start(day));
     let to = micros(day_start(day + Days::new(1)));
-    let summary = scan_day(conn, from, to).context("reading the day's events")?;
+    let (summary, invalid_rows) = conn.transaction(|conn| {
+        let summary = scan_day(conn, from, to).context("reading the day's events")?;
+        let invalid_rows: BTreeMap<String, u64> = diesel::sql_query(
+            "SELECT reason, count(*) AS count FROM log_rejects WHERE rejected_at >= ?1 AND rejected_at < ?2 \
+             GROUP BY reason",
+        )
+        .bind::<BigInt, _>(from)
+        .bind::<BigInt, _>(to)
+        .load::<ReasonRow>(conn)?
+        .into_iter()
+        .map(|r| (r.reason, r.count as u64))
+        .collect();
+        anyhow::Ok((summary, invalid_rows))
+    })?;
+    conn.immediate_transaction(|conn| write_day(conn, day, run_id, started, &summary, invalid_rows))
+}
+
+fn write_day(
+    conn: &mut SqliteConnection,
+    day: NaiveDate,
+    run_id: i64,
+    started: Instant,
+    summary: &DaySummary,
+    invalid_rows: BTreeMap<String, u64>,
+) -> anyhow::Result<SummaryRun> {
     let day_key = day_text(day);
 
     diesel::sql_query("DELETE FROM user_log_summary WHERE day = ?1").bind::<Text, _>(&day_key).execute(conn)?;
@@ -171,16 +197,6 @@ fn replace_day(
             .context("writing keyword_daily")?;
     }
     let keywords = summary.keywords.len() as u64;
-
-    let invalid_rows: BTreeMap<String, u64> = diesel::sql_query(
-        "SELECT reason, count(*) AS count FROM log_rejects WHERE rejected_at >= ?1 AND rejected_at < ?2 GROUP BY reason",
-    )
-    .bind::<BigInt, _>(from)
-    .bind::<BigInt, _>(to)
-    .load::<ReasonRow>(conn)?
-    .into_iter()
-    .map(|r| (r.reason, r.count as u64))
-    .collect();
 
     let duration_ms = started.elapsed().as_millis() as u64;
     diesel::sql_query(
