@@ -39,16 +39,21 @@ pub fn index_rows(conn: &mut SqliteConnection, first_rowid: i64, last_rowid: i64
     Ok(())
 }
 
+/// Deletes the index rows of `hour` older than `before_us` (the events of one hour, or of its part
+/// before a cut), one key range per token of the hour.
+pub fn forget_hour(conn: &mut SqliteConnection, hour: i64, before_us: i64) -> QueryResult<usize> {
+    diesel::sql_query("DELETE FROM log_tokens WHERE hour = ?1 AND ts < ?2")
+        .bind::<BigInt, _>(hour)
+        .bind::<BigInt, _>(before_us)
+        .execute(conn)
+}
+
 /// Deletes the index rows of the `logs` rows older than `before_us`, before those rows go: the
 /// hours before are a prefix of the key, the cut hour one range per token.
 pub fn forget_before(conn: &mut SqliteConnection, before_us: i64) -> QueryResult<usize> {
     let cut = hour_of(before_us);
     let before = diesel::sql_query("DELETE FROM log_tokens WHERE hour < ?1").bind::<BigInt, _>(cut).execute(conn)?;
-    let within = diesel::sql_query("DELETE FROM log_tokens WHERE hour = ?1 AND ts < ?2")
-        .bind::<BigInt, _>(cut)
-        .bind::<BigInt, _>(before_us)
-        .execute(conn)?;
-    Ok(before + within)
+    Ok(before + forget_hour(conn, cut, before_us)?)
 }
 
 #[cfg(test)]

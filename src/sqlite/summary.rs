@@ -8,7 +8,7 @@
 //! its process dies (as PostgreSQL drops a session's lock), so two processes on one file run the
 //! jobs once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -26,7 +26,7 @@ use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use slog::{error, info, Logger};
 
-use super::{from_micros, micros, SqliteDb};
+use super::{from_micros, keywords, micros, SqliteDb};
 use crate::db::summary::{day_start, DAY_TOP_KEYWORDS, NO_USER, SUMMARY_JOB, USER_TOP_KEYWORDS};
 
 #[derive(QueryableByName)]
@@ -64,9 +64,9 @@ struct MaybeText {
 }
 
 #[derive(QueryableByName)]
-struct DayRow {
-    #[diesel(sql_type = Text)]
-    day: String,
+struct MaybeNumber {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    value: Option<i64>,
 }
 
 fn day_text(day: NaiveDate) -> String {
@@ -249,24 +249,33 @@ pub async fn last_summarized(db: &SqliteDb) -> anyhow::Result<Option<NaiveDate>>
         .transpose()
 }
 
-/// Retention: deletes the events (and their keyword index rows) of the days before `oldest_kept`, in
-/// one write transaction; returns the days that had events.
+/// Retention: deletes the events (and their keyword index rows) of the days before `oldest_kept`;
+/// returns the days that had events. One write transaction per hour of events, oldest first: a
+/// day of a busy store in one transaction would hold SQLite's one write lock (and ingest) for
+/// seconds, and an hour's events leave with their index rows, so answers never see half of either.
 pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow::Result<Vec<NaiveDate>> {
     let cutoff = micros(day_start(oldest_kept));
     on_connection(db, move |conn| {
-        conn.immediate_transaction(|conn| {
-            let days: Vec<DayRow> = diesel::sql_query(
-                "SELECT DISTINCT date(ts / 1000000 - (ts % 1000000 < 0), 'unixepoch') AS day FROM logs \
-                 WHERE ts < ?1 ORDER BY 1",
-            )
-            .bind::<BigInt, _>(cutoff)
-            .load(conn)?;
-            super::keywords::forget_before(conn, cutoff)?;
-            diesel::sql_query("DELETE FROM logs WHERE ts < ?1").bind::<BigInt, _>(cutoff).execute(conn)?;
-            days.into_iter()
-                .map(|d| NaiveDate::parse_from_str(&d.day, "%Y-%m-%d").with_context(|| format!("a day {:?}", d.day)))
-                .collect()
-        })
+        let mut days = BTreeSet::new();
+        loop {
+            let oldest: MaybeNumber = diesel::sql_query("SELECT min(ts) AS value FROM logs WHERE ts < ?1")
+                .bind::<BigInt, _>(cutoff)
+                .get_result(conn)?;
+            let Some(oldest) = oldest.value else { break };
+            let hour = keywords::hour_of(oldest);
+            let end = hour.saturating_add(1).saturating_mul(keywords::HOUR_US).min(cutoff);
+            conn.immediate_transaction(|conn| {
+                keywords::forget_hour(conn, hour, end)?;
+                diesel::sql_query("DELETE FROM logs WHERE ts >= ?1 AND ts < ?2")
+                    .bind::<BigInt, _>(oldest)
+                    .bind::<BigInt, _>(end)
+                    .execute(conn)
+            })?;
+            days.insert(from_micros(oldest).date_naive());
+        }
+        // Index rows left by anything but this (none are expected): the hours before are a prefix.
+        conn.immediate_transaction(|conn| keywords::forget_before(conn, cutoff))?;
+        Ok(days.into_iter().collect())
     })
     .await
 }
