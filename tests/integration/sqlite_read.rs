@@ -312,6 +312,10 @@ async fn a_summarized_day_reads_back_as_counted_and_a_rerun_replaces_it() {
     let again = jobs.summarize(day).await.unwrap();
     assert_eq!((first.rows, first.keywords), (again.rows, again.keywords));
     assert_eq!(jobs.last_summarized().await.unwrap(), Some(day));
+    // Two runs at once (the CLI beside the scheduler): both succeed, the day is there once.
+    let log = logger();
+    let (x, y) = tokio::join!(summarize_day(&store.db, day, &log), jobs.summarize(day));
+    assert_eq!((x.unwrap().rows, y.unwrap().rows), (first.rows, first.rows));
     assert_eq!(
         count(&mut conn, "SELECT count(*) AS n FROM user_log_summary"),
         again.rows as i64,
