@@ -14,5 +14,6 @@ mod multi_topic;
 mod observability;
 mod protocols;
 mod smoke;
+mod sqlite_read;
 mod store_robust;
 mod summary;
