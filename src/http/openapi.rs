@@ -26,6 +26,8 @@ pub enum SourceName {
     Memory,
     Redis,
     Postgres,
+    /// The embedded mode's store.
+    Sqlite,
 }
 
 /// How fresh the answer is.
@@ -174,12 +176,14 @@ pub struct Health {
     pub status: String,
 }
 
-/// `GET /readyz`: 200 when PostgreSQL answers and ingest is not stalled on it, else 503, with each dependency's state.
+/// `GET /readyz`: 200 when the store (PostgreSQL, or SQLite in the embedded mode) answers and ingest
+/// is not stalled on it, else 503, with each dependency's state.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
-    /// `{postgres, redis, kafka}`: `up`, `down`, `disabled` or `unknown`.
+    /// The stack: `{postgres, redis, kafka}`; the embedded mode: `{sqlite, queue}`. Each `up`,
+    /// `down`, `disabled` or `unknown`.
     pub dependencies: BTreeMap<String, String>,
     /// The in-memory windows: `ready`, `not_owner`, `rebuilding`, `down` or `disabled`.
     pub memory: String,
@@ -188,13 +192,15 @@ pub struct Readiness {
     pub ingest: serde_json::Value,
 }
 
-/// Forces one path (503 when it cannot answer), for cross-checks.
+/// Forces one path (503 when it cannot answer), for cross-checks. The stack's sources are memory,
+/// redis and postgres; the embedded mode's are memory and sqlite (another is a 400).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceParam {
     Memory,
     Redis,
     Postgres,
+    Sqlite,
 }
 
 #[derive(IntoParams)]
