@@ -11,10 +11,9 @@ use chrono::{NaiveDate, Utc};
 use slog::Logger;
 
 use crate::config::{Backend, Settings};
-use crate::db::daily_jobs::connect;
 use crate::db::rejects::{self, RejectFilter, RejectRow, ReplayReport};
 use crate::db::summary;
-use crate::startup::{postgres_hint, PARTITIONS_AHEAD_DAYS};
+use crate::startup::PARTITIONS_AHEAD_DAYS;
 
 /// How often the scheduler looks at the clock.
 const SCHEDULER_TICK: Duration = Duration::from_secs(1);
@@ -112,16 +111,11 @@ pub async fn summary(settings: &Settings, day: NaiveDate, log: &Logger) -> anyho
     match settings.backend()? {
         Backend::Stack => {
             let url = settings.database_url.expose();
-            let mut client = pg(url).await?;
+            let mut client = crate::startup::connect_postgres(url).await?;
             summary::summarize_day(&mut client, day, log).await
         }
         Backend::Embedded => crate::sqlite::summary::summarize_day(&settings.sqlite_db()?, day, log).await,
     }
-}
-
-/// A PostgreSQL client for one command; a failure says where and what to do.
-async fn pg(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    connect(url).await.map_err(|e| postgres_hint(url, anyhow::Error::new(e).context("connecting to PostgreSQL")))
 }
 
 /// Why a summary of `day` will find no events (older than the retention, or not yet begun), if so.
@@ -156,7 +150,7 @@ pub async fn rejects_list(settings: &Settings, filter: &RejectFilter, limit: i64
     match settings.backend()? {
         Backend::Stack => {
             let url = settings.database_url.expose();
-            let client = pg(url).await?;
+            let client = crate::startup::connect_postgres(url).await?;
             rejects::list(&client, filter, limit).await
         }
         Backend::Embedded => crate::sqlite::rejects::list(&settings.sqlite_db()?, filter, limit).await,
@@ -170,7 +164,7 @@ pub async fn rejects_replay(settings: &Settings, filter: &RejectFilter) -> anyho
     match settings.backend()? {
         Backend::Stack => {
             let url = settings.database_url.expose();
-            let mut client = pg(url).await?;
+            let mut client = crate::startup::connect_postgres(url).await?;
             rejects::replay(&mut client, filter, &rules, topic, now).await
         }
         Backend::Embedded => crate::sqlite::rejects::replay(&settings.sqlite_db()?, filter, &rules, topic, now).await,

@@ -10,7 +10,7 @@ use slog::{error, info};
 
 use actors::domain::Window;
 use actors::generator::{GeneratorConfig, RunLimit};
-use log_analyzer::config::{Backend, Settings};
+use log_analyzer::config::{Backend, LogFormat, Settings};
 use log_analyzer::generate::http::HttpSinkOptions;
 use log_analyzer::generate::{self, GenerateOptions, Target};
 use log_analyzer::{jobs, startup, telemetry};
@@ -259,6 +259,12 @@ fn install_panic_hook(log: &slog::Logger) {
     }));
 }
 
+/// The format the logger writes (as `telemetry::init_logger` chooses it).
+fn log_format(settings: &Settings) -> LogFormat {
+    use std::io::IsTerminal;
+    settings.log_format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Term } else { LogFormat::Json })
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A missing .env is normal; a broken one is worth saying.
@@ -379,14 +385,13 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // Once: the log line when the logger shows errors (it writes to stderr too), else plain text.
-            if shown_level.get().is_at_least(slog::Level::Error) {
+            // A person at a terminal reads it once, as plain text. JSON logs get their line too (a
+            // collector reads those), but that line may be lost: actors still hold the async logger.
+            if log_format(&settings) == LogFormat::Json && slog::Level::Error.is_at_least(shown_level.get()) {
                 error!(log, "failed"; "error" => format!("{e:#}"));
-                drop(log);
-            } else {
-                drop(log);
-                eprintln!("log-analyzer: {e:#}");
             }
+            drop(log);
+            eprintln!("log-analyzer: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -54,6 +54,8 @@ pub async fn migrate_any(settings: &Settings, log: &Logger) -> anyhow::Result<St
 /// and creates the Kafka topic if it is missing. Idempotent. The full stack only.
 pub async fn migrate(settings: &Settings, log: &Logger) -> anyhow::Result<MigrationReport> {
     let url = settings.database_url.expose();
+    // diesel's connection error drops the server's reason; this one keeps it for the hint.
+    drop(connect_postgres(url).await?);
     let applied = db::migrate::run_migrations(url).await.map_err(|e| postgres_hint(url, e))?;
     info!(log, "migrations applied"; "count" => applied.len(), "versions" => applied.join(","));
 
@@ -75,6 +77,13 @@ pub async fn migrate(settings: &Settings, log: &Logger) -> anyhow::Result<Migrat
     }
     let topic = first_state.context("KAFKA_TOPIC names no topic")?;
     Ok(MigrationReport { applied, partitions_created, topic })
+}
+
+/// A PostgreSQL client for one command; a failure says where and what to do.
+pub async fn connect_postgres(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    db::daily_jobs::connect(url)
+        .await
+        .map_err(|e| postgres_hint(url, anyhow::Error::new(e).context("connecting to PostgreSQL")))
 }
 
 /// `host:port/database` of a PostgreSQL URL, without its user or password.
@@ -288,7 +297,7 @@ async fn optional_redis(settings: &Settings) -> anyhow::Result<Option<crate::cac
 /// The answer to `ingest`, `api` or `schedule` in the embedded mode.
 pub fn embedded_role_error(role: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "`{role}` is a role of the full stack: the embedded mode runs as one process, `log-analyzer run`;          for separate roles set KAFKA_BROKERS and a postgres:// DATABASE_URL (`scripts/stack.sh env` prints them)"
+        "`{role}` is a role of the full stack: the embedded mode runs as one process, `log-analyzer run`; for separate roles set KAFKA_BROKERS and a postgres:// DATABASE_URL (`scripts/stack.sh env` prints them)"
     )
 }
 
@@ -610,5 +619,36 @@ impl Application {
             arbiter.stop();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_address_never_carries_the_password() {
+        assert_eq!(postgres_address("postgres://u:hunter2@db.local:5433/la?sslmode=disable"), "db.local:5433/la");
+        assert_eq!(postgres_address("postgres://postgres@127.0.0.1:5432/log_analyzer"), "127.0.0.1:5432/log_analyzer");
+    }
+
+    #[test]
+    fn the_first_postgres_failures_say_what_to_do() {
+        let url = "postgres://u:hunter2@127.0.0.1:5432/la";
+        let missing = postgres_hint(url, anyhow::anyhow!("db error: FATAL: database \"la\" does not exist"));
+        let text = format!("{missing:#}");
+        assert!(text.contains("createdb -h 127.0.0.1 la") && text.contains("scripts/stack.sh up"), "{text}");
+        let refused =
+            postgres_hint(url, anyhow::anyhow!("error connecting to server: Connection refused (os error 111)"));
+        let text = format!("{refused:#}");
+        assert!(text.contains("PostgreSQL at 127.0.0.1:5432 does not answer"), "{text}");
+        assert!(text.contains("scripts/stack.sh up") && !text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn the_stack_roles_refuse_the_embedded_mode_with_what_to_set() {
+        let text = embedded_role_error("api").to_string();
+        assert!(text.contains("`log-analyzer run`") && text.contains("KAFKA_BROKERS"), "{text}");
+        assert!(text.contains("postgres:// DATABASE_URL"), "{text}");
     }
 }
