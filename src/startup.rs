@@ -645,6 +645,26 @@ mod tests {
         assert!(text.contains("scripts/stack.sh up") && !text.contains("hunter2"), "{text}");
     }
 
+    #[actix_rt::test]
+    async fn an_unset_admin_addr_gives_way_when_taken_and_a_set_one_does_not() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = Settings::from_vars(vec![]).unwrap();
+        settings.admin_addr = taken.local_addr().unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let state = || crate::admin::AdminState {
+            metrics: std::sync::Arc::new(crate::admin::Metrics::new()),
+            source: None,
+            aggregator: None,
+            log_level: LogLevelHandle::new(slog::Level::Info),
+        };
+        let (handle, port) = start_admin(&settings, state(), &log).unwrap();
+        assert_ne!(port, settings.admin_addr.port());
+        handle.stop(false).await;
+        settings.admin_addr_given = true;
+        let err = format!("{:#}", start_admin(&settings, state(), &log).unwrap_err());
+        assert!(err.contains("binding ADMIN_ADDR") && err.contains("127.0.0.1:0"), "{err}");
+    }
+
     #[test]
     fn the_stack_roles_refuse_the_embedded_mode_with_what_to_set() {
         let text = embedded_role_error("api").to_string();

@@ -173,13 +173,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         None => (json!("disabled"), false),
     };
     let ready = store_up && !stalled;
-    let store = json!(if store_up { "up" } else { "down" });
-    // The embedded mode has neither Kafka nor Redis: naming them "down" there would send an
-    // operator looking for services that are not meant to exist.
-    let dependencies = match state.windows.store {
-        Source::Sqlite => json!({ "sqlite": store, "queue": kafka }),
-        _ => json!({ "postgres": store, "redis": redis, "kafka": kafka }),
-    };
+    let dependencies = dependencies(state.windows.store, store_up, redis, kafka);
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "dependencies": dependencies,
@@ -190,6 +184,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// `dependencies` of /readyz. The embedded mode has neither Kafka nor Redis: naming them "down"
+/// there would send an operator looking for services that are not meant to exist.
+fn dependencies(store: Source, store_up: bool, redis: Value, queue: Value) -> Value {
+    let state = json!(if store_up { "up" } else { "down" });
+    match store {
+        Source::Sqlite => json!({ "sqlite": state, "queue": queue }),
+        _ => json!({ "postgres": state, "redis": redis, "kafka": queue }),
     }
 }
 
@@ -215,3 +219,16 @@ pub struct WindowHealth {
 pub type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
 /// Consumer lag known to this process, if any.
 pub type LagProbe = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_the_dependencies_of_its_mode() {
+        let embedded = dependencies(Source::Sqlite, true, json!("disabled"), json!("up"));
+        assert_eq!(embedded, json!({ "sqlite": "up", "queue": "up" }));
+        let stack = dependencies(Source::Postgres, false, json!("disabled"), json!("up"));
+        assert_eq!(stack, json!({ "postgres": "down", "redis": "disabled", "kafka": "up" }));
+    }
+}
