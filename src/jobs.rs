@@ -103,11 +103,9 @@ impl Scheduler {
     }
 }
 
-/// `summary --date D`: one idempotent run, on the store the settings select.
+/// `summary --date D`: one idempotent run, on the store the settings select (the caller warns about
+/// a day [`outside_retention`]).
 pub async fn summary(settings: &Settings, day: NaiveDate, log: &Logger) -> anyhow::Result<SummaryRun> {
-    if let Some(warning) = outside_retention(day, Utc::now().date_naive(), settings.retention_days) {
-        slog::warn!(log, "{warning}"; "date" => %day, "retention_days" => settings.retention_days);
-    }
     match settings.backend()? {
         Backend::Stack => {
             let url = settings.database_url.expose();

@@ -285,7 +285,6 @@ fn main() -> std::process::ExitCode {
     }
     let (log, level) = telemetry::init_logger(&settings);
     install_panic_hook(&log);
-    let shown_level = level.clone();
     let result = actix_rt::System::new().block_on(async {
         match cli.command {
             Command::Migrate => startup::migrate_any(&settings, &log).await.map(|done| println!("{done}")),
@@ -316,8 +315,11 @@ fn main() -> std::process::ExitCode {
             }
             Command::Schedule => startup::run_schedule(&settings, level, &log).await,
             Command::Summary { date } => {
+                let today = chrono::Utc::now().date_naive();
+                if let Some(warning) = jobs::outside_retention(date, today, settings.retention_days) {
+                    eprintln!("log-analyzer: warning: {warning}");
+                }
                 let run = jobs::summary(&settings, date, &log).await?;
-                let outside = jobs::outside_retention(date, chrono::Utc::now().date_naive(), settings.retention_days);
                 println!(
                     "{date}: {} users, {} keywords, {} invalid rows, {} ms",
                     run.rows,
@@ -325,9 +327,6 @@ fn main() -> std::process::ExitCode {
                     run.invalid_rows.values().sum::<u64>(),
                     run.duration_ms
                 );
-                if let Some(warning) = outside {
-                    eprintln!("log-analyzer: warning: {warning}");
-                }
                 Ok(())
             }
             Command::Rejects(RejectsCommand::List { filter, limit }) => {
@@ -385,12 +384,16 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // A person at a terminal reads it once, as plain text. JSON logs get their line too (a
-            // collector reads those), but that line may be lost: actors still hold the async logger.
-            if log_format(&settings) == LogFormat::Json && slog::Level::Error.is_at_least(shown_level.get()) {
-                error!(log, "failed"; "error" => format!("{e:#}"));
-            }
+            // A person reads one plain line. JSON logs also get theirs, for a collector, written
+            // here and now: the async logger may still be held by actors and lose a line at exit.
             drop(log);
+            if log_format(&settings) == LogFormat::Json {
+                let line = serde_json::json!({
+                    "msg": "failed", "level": "ERRO", "ts": chrono::Utc::now().to_rfc3339(),
+                    "app": "log-analyzer", "version": env!("CARGO_PKG_VERSION"), "error": format!("{e:#}"),
+                });
+                eprintln!("{line}");
+            }
             eprintln!("log-analyzer: {e:#}");
             std::process::ExitCode::FAILURE
         }
