@@ -358,7 +358,8 @@ fn main() -> std::process::ExitCode {
                     anyhow::bail!("the embedded queue skips no offsets: `gaps` is about Kafka (the full stack)");
                 }
                 let url = settings.database_url.expose();
-                for gap in log_analyzer::db::offset_store::list_gaps(url, topic.as_deref(), limit).await? {
+                let gaps = log_analyzer::db::offset_store::list_gaps(url, topic.as_deref(), limit).await;
+                for gap in gaps.map_err(|e| startup::postgres_hint(url, e))? {
                     let lost = if gap.to_offset >= gap.from_offset {
                         format!("{} messages never stored", gap.to_offset - gap.from_offset)
                     } else {
