@@ -26,8 +26,8 @@ macro_rules! second_of {
 }
 
 /// The table `hours(h)` of the hours `?lo..=?hi` (see `keywords::hours_of`): `k.hour IN (SELECT h
-/// FROM hours)` makes SQLite seek each hour's range of `log_tokens`' key instead of scanning every
-/// token of the hours between.
+/// FROM hours)` makes SQLite seek each hour's range of `log_token_seconds`' key instead of scanning
+/// every token of the hours between.
 macro_rules! hours_cte {
     ($lo:literal, $hi:literal) => {
         concat!(
@@ -117,11 +117,6 @@ struct MaybeSecond {
     second: Option<i64>,
 }
 
-/// A window's bounds in µs, as `logs.ts` keeps times.
-fn micros_of(range: WindowRange) -> (i64, i64) {
-    (range.from.saturating_mul(MICROS), range.to.saturating_mul(MICROS))
-}
-
 fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::from(items.into_iter().collect::<Vec<_>>()).to_string()
 }
@@ -137,7 +132,7 @@ where
     })
 }
 
-/// Stats queries against `logs` (and its keyword index `log_tokens`), bounded by a timeout.
+/// Stats queries against `logs` (and its keyword index `log_token_seconds`), bounded by a timeout.
 #[derive(Clone)]
 pub struct SqliteStats {
     db: SqliteDb,
@@ -192,20 +187,19 @@ impl SqliteStats {
         service: Option<String>,
     ) -> Result<u64, StoreError> {
         let topics = self.topics_json();
-        let (from_us, to_us) = micros_of(range);
-        let (lo, hi) = hours_of(from_us, to_us);
+        let (lo, hi) = hours_of(range.from, range.to);
         let row: CountRow = bounded(&self.db, self.timeout, "keyword", move |conn| {
             diesel::sql_query(concat!(
                 hours_cte!(6, 7),
-                "SELECT count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
-                 WHERE k.hour IN (SELECT h FROM hours) AND k.token = ?2 AND k.ts >= ?3 AND k.ts < ?4 AND ",
-                topic_in!("l.topic", 1),
-                " AND (?5 IS NULL OR l.service = ?5)"
+                "SELECT coalesce(sum(k.events), 0) AS count FROM log_token_seconds AS k \
+                 WHERE k.hour IN (SELECT h FROM hours) AND k.token = ?2 AND k.second >= ?3 AND k.second < ?4 AND ",
+                topic_in!("k.topic", 1),
+                " AND (?5 IS NULL OR k.service = ?5)"
             ))
             .bind::<Text, _>(topics)
             .bind::<Text, _>(keyword)
-            .bind::<BigInt, _>(from_us)
-            .bind::<BigInt, _>(to_us)
+            .bind::<BigInt, _>(range.from)
+            .bind::<BigInt, _>(range.to)
             .bind::<Nullable<Text>, _>(service)
             .bind::<BigInt, _>(lo)
             .bind::<BigInt, _>(hi)
@@ -224,21 +218,20 @@ impl SqliteStats {
     ) -> Result<Vec<KeywordCount>, StoreError> {
         let topics = self.topics_json();
         let tracked = json_list(keywords.iter().map(String::as_str));
-        let (from_us, to_us) = micros_of(range);
-        let (lo, hi) = hours_of(from_us, to_us);
+        let (lo, hi) = hours_of(range.from, range.to);
         let rows: Vec<KeywordRow> = bounded(&self.db, self.timeout, "top keywords", move |conn| {
             diesel::sql_query(concat!(
                 hours_cte!(6, 7),
-                "SELECT k.token AS keyword, count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
+                "SELECT k.token AS keyword, sum(k.events) AS count FROM log_token_seconds AS k \
                  WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
-                 AND k.ts >= ?3 AND k.ts < ?4 AND ",
-                topic_in!("l.topic", 1),
+                 AND k.second >= ?3 AND k.second < ?4 AND ",
+                topic_in!("k.topic", 1),
                 " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
             ))
             .bind::<Text, _>(topics)
             .bind::<Text, _>(tracked)
-            .bind::<BigInt, _>(from_us)
-            .bind::<BigInt, _>(to_us)
+            .bind::<BigInt, _>(range.from)
+            .bind::<BigInt, _>(range.to)
             .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind::<BigInt, _>(lo)
             .bind::<BigInt, _>(hi)
@@ -306,7 +299,7 @@ impl BucketSource for SqliteBucketSource {
         let any_tracked = keywords.iter().next().is_some();
         let keywords = keywords.clone();
         let (from_us, to_us) = (first.saturating_mul(MICROS), last.saturating_add(1).saturating_mul(MICROS));
-        let (lo, hi) = hours_of(from_us, to_us);
+        let (lo, hi) = hours_of(first, last.saturating_add(1));
         bounded(&self.db, self.timeout, "rebuilding windows", move |conn| {
             conn.transaction(|conn| {
                 let offsets: Vec<OffsetRow> = diesel::sql_query(concat!(
@@ -330,19 +323,17 @@ impl BucketSource for SqliteBucketSource {
                 let hits: Vec<SecondKeywordRow> = if any_tracked {
                     diesel::sql_query(concat!(
                         hours_cte!(5, 6),
-                        "SELECT ",
-                        second_of!("k.ts"),
-                        " AS second, l.service AS service, k.token AS keyword, count(*) AS hits \
-                         FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
+                        "SELECT k.second AS second, k.service AS service, k.token AS keyword, sum(k.events) AS hits \
+                         FROM log_token_seconds AS k \
                          WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
-                         AND k.ts >= ?3 AND k.ts < ?4 AND ",
-                        topic_in!("l.topic", 1),
+                         AND k.second >= ?3 AND k.second < ?4 AND ",
+                        topic_in!("k.topic", 1),
                         " GROUP BY 1, 2, 3"
                     ))
                     .bind::<Text, _>(&topics)
                     .bind::<Text, _>(&tracked)
-                    .bind::<BigInt, _>(from_us)
-                    .bind::<BigInt, _>(to_us)
+                    .bind::<BigInt, _>(first)
+                    .bind::<BigInt, _>(last.saturating_add(1))
                     .bind::<BigInt, _>(lo)
                     .bind::<BigInt, _>(hi)
                     .load(conn)?
