@@ -62,10 +62,18 @@ enum Index {
     HourFirst,
     Seconds,
     SecondsSql,
+    SecondFirst,
 }
 
-const VARIANTS: [Index; 6] =
-    [Index::None, Index::Fts5, Index::TokenFirst, Index::HourFirst, Index::Seconds, Index::SecondsSql];
+const VARIANTS: [Index; 7] = [
+    Index::None,
+    Index::Fts5,
+    Index::TokenFirst,
+    Index::HourFirst,
+    Index::Seconds,
+    Index::SecondsSql,
+    Index::SecondFirst,
+];
 
 /// The variants `SqliteStats` answers for (the kept table).
 fn kept(index: Index) -> bool {
@@ -142,6 +150,13 @@ fn build(conn: &mut SqliteConnection, index: Index, events: &[Event]) -> Duratio
                  ts INTEGER NOT NULL, log_id INTEGER NOT NULL, PRIMARY KEY (hour, token, ts, log_id)) WITHOUT ROWID",
             )
             .expect("log_tokens"),
+        Index::SecondFirst => conn
+            .batch_execute(
+                "DROP TABLE log_token_seconds; CREATE TABLE by_second (second INTEGER NOT NULL, token TEXT NOT NULL, \
+                 topic TEXT NOT NULL, service TEXT NOT NULL, events INTEGER NOT NULL, \
+                 PRIMARY KEY (second, token, topic, service)) WITHOUT ROWID",
+            )
+            .expect("by_second"),
         Index::TokenFirst => conn
             .batch_execute(
                 "DROP TABLE log_token_seconds; CREATE TABLE by_token (token TEXT NOT NULL, ts INTEGER NOT NULL, \
@@ -162,6 +177,17 @@ fn build(conn: &mut SqliteConnection, index: Index, events: &[Event]) -> Duratio
         conn.immediate_transaction(|conn| match index {
             Index::None => Ok(()),
             Index::SecondsSql => keywords::index_rows(conn, first, last),
+            Index::SecondFirst => diesel::sql_query(
+                "INSERT INTO by_second (second, token, topic, service, events) \
+                 SELECT l.ts / 1000000, t.value, l.topic, l.service, count(DISTINCT l.rowid) \
+                 FROM logs AS l, json_each(l.tokens) AS t WHERE l.rowid BETWEEN ?1 AND ?2 \
+                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
+                 ON CONFLICT DO UPDATE SET events = events + excluded.events",
+            )
+            .bind::<BigInt, _>(first)
+            .bind::<BigInt, _>(last)
+            .execute(conn)
+            .map(|_| ()),
             Index::Seconds => {
                 let mut counts = keywords::TokenSeconds::new();
                 for e in &events[(first - 1) as usize..last as usize] {
@@ -224,6 +250,12 @@ fn keyword_count(conn: &mut SqliteConnection, index: Index, range: WindowRange, 
              SELECT count(*) AS n FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
              WHERE k.hour IN (SELECT h FROM hours) AND k.token = ?1 AND k.ts >= ?2 AND k.ts < ?3 AND l.topic = ?4"
         }
+        Index::SecondFirst => {
+            "WITH RECURSIVE secs(s) AS (SELECT ?2 / 1000000 UNION ALL SELECT s + 1 FROM secs \
+             WHERE s < ?3 / 1000000 - 1) \
+             SELECT coalesce(sum(events), 0) AS n FROM by_second \
+             WHERE second IN (SELECT s FROM secs) AND token = ?1 AND topic = ?4"
+        }
         Index::Seconds | Index::SecondsSql => unreachable!("asked through SqliteStats"),
     };
     diesel::sql_query(sql)
@@ -264,6 +296,13 @@ fn top(
              SELECT k.token AS keyword, count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
              WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?1)) \
              AND k.ts >= ?2 AND k.ts < ?3 AND l.topic = ?4 GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5",
+        ),
+        Index::SecondFirst => diesel::sql_query(
+            "WITH RECURSIVE secs(s) AS (SELECT ?2 / 1000000 UNION ALL SELECT s + 1 FROM secs \
+             WHERE s < ?3 / 1000000 - 1) \
+             SELECT token AS keyword, sum(events) AS count FROM by_second \
+             WHERE second IN (SELECT s FROM secs) AND token IN (SELECT value FROM json_each(?1)) AND topic = ?4 \
+             GROUP BY token ORDER BY count DESC, token LIMIT ?5",
         ),
         Index::Seconds | Index::SecondsSql => unreachable!("asked through SqliteStats"),
         Index::TokenFirst => diesel::sql_query(
@@ -371,6 +410,7 @@ fn main() {
             Index::None | Index::Fts5 => None,
             Index::TokenFirst => Some("by_token"),
             Index::HourFirst => Some("log_tokens"),
+            Index::SecondFirst => Some("by_second"),
             Index::Seconds | Index::SecondsSql => Some("log_token_seconds"),
         };
         let index_rows = table.map_or("-".to_owned(), |t| {
