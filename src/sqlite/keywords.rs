@@ -1,10 +1,11 @@
-//! The keyword index of `logs`: the table `log_token_seconds` (hour, token, second, topic, service)
-//! → events, which the keyword and top-keyword fallbacks and the window rebuild read. Those only
-//! ever count events carrying a token in a window of whole seconds, so a count per second is exact
-//! and far smaller than a row per (token, event): a batch writes one row per distinct (second,
-//! token, topic, service) it holds instead of one per token of each event. The hour leads the key so
-//! that ingest touches only the newest hour's pages, a keyword in a window is one key range per hour,
-//! and retention deletes a prefix (see docs/BENCHMARKS.md, "SQLite keyword index").
+//! The keyword index of `logs`: the table `log_token_seconds` (second, token, topic, service) →
+//! events, which the keyword and top-keyword fallbacks and the window rebuild read. Those only ever
+//! count events carrying a token in a window of whole seconds, so a count per second is exact and
+//! smaller than a row per (token, event): a batch writes one row per distinct (second, token, topic,
+//! service) it holds instead of one per token of each event. The second leads the key so that a
+//! batch appends after the newest rows (a token-first key dirties one page per distinct token of
+//! the batch), a keyword in a window is one key lookup per second, and retention deletes a prefix
+//! (see docs/BENCHMARKS.md, "SQLite keyword index").
 
 use std::collections::HashMap;
 
@@ -15,11 +16,9 @@ use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
 
 /// One hour in µs (retention walks `logs` an hour at a time).
 pub const HOUR_US: i64 = 3_600_000_000;
-/// One hour in seconds: the leading key of `log_token_seconds`.
-pub const HOUR_S: i64 = 3_600;
 const MICROS: i64 = 1_000_000;
 
-/// Rows per upsert statement: 6 columns each, far under SQLite's 32766 bound variables; more rows
+/// Rows per upsert statement: 5 columns each, far under SQLite's 32766 bound variables; more rows
 /// per statement stop paying once the statement's own overhead is spread.
 const ROWS_PER_UPSERT: usize = 64;
 
@@ -31,12 +30,6 @@ pub fn hour_of(ts_us: i64) -> i64 {
 /// The second of a time in µs (floored for any sign).
 pub fn second_of(ts_us: i64) -> i64 {
     ts_us.div_euclid(MICROS)
-}
-
-/// The hours a window of seconds `[from_s, to_s)` touches, first and last (first > last for an
-/// empty window).
-pub fn hours_of(from_s: i64, to_s: i64) -> (i64, i64) {
-    (from_s.div_euclid(HOUR_S), to_s.saturating_sub(1).div_euclid(HOUR_S))
 }
 
 /// (second, token, topic, service)
@@ -77,17 +70,10 @@ impl<'a> TokenSeconds<'a> {
         let mut rows: Vec<SecondRow<'a>> = self
             .events
             .into_iter()
-            .map(|((second, token, topic, service), events)| SecondRow {
-                hour: second.div_euclid(HOUR_S),
-                token,
-                second,
-                topic,
-                service,
-                events,
-            })
+            .map(|((second, token, topic, service), events)| SecondRow { second, token, topic, service, events })
             .collect();
         rows.sort_unstable_by(|a, b| {
-            (a.hour, a.token, a.second, a.topic, a.service).cmp(&(b.hour, b.token, b.second, b.topic, b.service))
+            (a.second, a.token, a.topic, a.service).cmp(&(b.second, b.token, b.topic, b.service))
         });
         for chunk in rows.chunks(ROWS_PER_UPSERT) {
             Upsert { rows: chunk }.execute(conn)?;
@@ -97,9 +83,8 @@ impl<'a> TokenSeconds<'a> {
 }
 
 struct SecondRow<'a> {
-    hour: i64,
-    token: &'a str,
     second: i64,
+    token: &'a str,
     topic: &'a str,
     service: &'a str,
     events: i64,
@@ -118,14 +103,12 @@ impl QueryId for Upsert<'_> {
 
 impl QueryFragment<Sqlite> for Upsert<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_sql("INSERT INTO log_token_seconds (hour, token, second, topic, service, events) VALUES ");
+        out.push_sql("INSERT INTO log_token_seconds (second, token, topic, service, events) VALUES ");
         for (i, row) in self.rows.iter().enumerate() {
             out.push_sql(if i == 0 { "(" } else { ", (" });
-            out.push_bind_param::<BigInt, _>(&row.hour)?;
+            out.push_bind_param::<BigInt, _>(&row.second)?;
             out.push_sql(", ");
             out.push_bind_param::<Text, _>(&row.token)?;
-            out.push_sql(", ");
-            out.push_bind_param::<BigInt, _>(&row.second)?;
             out.push_sql(", ");
             out.push_bind_param::<Text, _>(&row.topic)?;
             out.push_sql(", ");
@@ -150,11 +133,11 @@ pub fn index_rows(conn: &mut SqliteConnection, first_rowid: i64, last_rowid: i64
     }
     // The SELECT's WHERE keeps SQLite from reading ON CONFLICT as the ON of a join.
     diesel::sql_query(
-        "INSERT INTO log_token_seconds (hour, token, second, topic, service, events) \
-         SELECT (l.ts - ((l.ts % 3600000000) + 3600000000) % 3600000000) / 3600000000, t.value, \
-         (l.ts - ((l.ts % 1000000) + 1000000) % 1000000) / 1000000, l.topic, l.service, count(DISTINCT l.rowid) \
+        "INSERT INTO log_token_seconds (second, token, topic, service, events) \
+         SELECT (l.ts - ((l.ts % 1000000) + 1000000) % 1000000) / 1000000, t.value, l.topic, l.service, \
+         count(DISTINCT l.rowid) \
          FROM logs AS l, json_each(l.tokens) AS t WHERE l.rowid BETWEEN ?1 AND ?2 \
-         GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
+         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
          ON CONFLICT DO UPDATE SET events = events + excluded.events",
     )
     .bind::<BigInt, _>(first_rowid)
@@ -164,23 +147,23 @@ pub fn index_rows(conn: &mut SqliteConnection, first_rowid: i64, last_rowid: i64
 }
 
 /// Deletes the index rows of `hour` before `before_us` (the events of one hour, or of its part
-/// before a cut). A count cannot be split, so the cut is on a whole second (retention cuts at a day
-/// or an hour).
+/// before a cut): one range of the key. A count cannot be split, so the cut is on a whole second
+/// (retention cuts at a day or an hour).
 pub fn forget_hour(conn: &mut SqliteConnection, hour: i64, before_us: i64) -> QueryResult<usize> {
     debug_assert_eq!(before_us.rem_euclid(MICROS), 0, "a cut inside a second");
-    diesel::sql_query("DELETE FROM log_token_seconds WHERE hour = ?1 AND second < ?2")
-        .bind::<BigInt, _>(hour)
+    diesel::sql_query("DELETE FROM log_token_seconds WHERE second >= ?1 AND second < ?2")
+        .bind::<BigInt, _>(second_of(hour.saturating_mul(HOUR_US)))
         .bind::<BigInt, _>(second_of(before_us))
         .execute(conn)
 }
 
 /// Deletes the index rows of the `logs` rows older than `before_us` (a whole second), before those
-/// rows go: the hours before are a prefix of the key, the cut hour one range per token.
+/// rows go: a prefix of the key.
 pub fn forget_before(conn: &mut SqliteConnection, before_us: i64) -> QueryResult<usize> {
-    let cut = hour_of(before_us);
-    let before =
-        diesel::sql_query("DELETE FROM log_token_seconds WHERE hour < ?1").bind::<BigInt, _>(cut).execute(conn)?;
-    Ok(before + forget_hour(conn, cut, before_us)?)
+    debug_assert_eq!(before_us.rem_euclid(MICROS), 0, "a cut inside a second");
+    diesel::sql_query("DELETE FROM log_token_seconds WHERE second < ?1")
+        .bind::<BigInt, _>(second_of(before_us))
+        .execute(conn)
 }
 
 #[cfg(test)]
@@ -194,9 +177,6 @@ mod tests {
         assert_eq!(hour_of(-1), -1);
         assert_eq!(second_of(-1), -1);
         assert_eq!(second_of(1_999_999), 1);
-        assert_eq!(hours_of(0, HOUR_S), (0, 0));
-        assert_eq!(hours_of(HOUR_S - 1, HOUR_S + 1), (0, 1));
-        assert_eq!(hours_of(-1, 0), (-1, -1));
     }
 
     #[test]

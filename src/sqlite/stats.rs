@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 
-use super::keywords::hours_of;
 use super::SqliteDb;
 
 const MICROS: i64 = 1_000_000;
@@ -25,20 +24,20 @@ macro_rules! second_of {
     };
 }
 
-/// The table `hours(h)` of the hours `?lo..=?hi` (see `keywords::hours_of`): `k.hour IN (SELECT h
-/// FROM hours)` makes SQLite seek each hour's range of `log_token_seconds`' key instead of scanning
-/// every token of the hours between.
-macro_rules! hours_cte {
-    ($lo:literal, $hi:literal) => {
+/// The table `seconds(s)` of the seconds `?from..?to` (a window): `k.second IN (SELECT s FROM
+/// seconds) AND k.token = …` makes SQLite look up each second's rows of the token in
+/// `log_token_seconds`' key instead of scanning every token of the seconds between.
+macro_rules! seconds_cte {
+    ($from:literal, $to:literal) => {
         concat!(
-            "WITH RECURSIVE hours(h) AS (SELECT ?",
-            $lo,
+            "WITH RECURSIVE seconds(s) AS (SELECT ?",
+            $from,
             " WHERE ?",
-            $lo,
-            " <= ?",
-            $hi,
-            " UNION ALL SELECT h + 1 FROM hours WHERE h < ?",
-            $hi,
+            $from,
+            " < ?",
+            $to,
+            " UNION ALL SELECT s + 1 FROM seconds WHERE s + 1 < ?",
+            $to,
             ") "
         )
     };
@@ -187,12 +186,11 @@ impl SqliteStats {
         service: Option<String>,
     ) -> Result<u64, StoreError> {
         let topics = self.topics_json();
-        let (lo, hi) = hours_of(range.from, range.to);
         let row: CountRow = bounded(&self.db, self.timeout, "keyword", move |conn| {
             diesel::sql_query(concat!(
-                hours_cte!(6, 7),
+                seconds_cte!(3, 4),
                 "SELECT coalesce(sum(k.events), 0) AS count FROM log_token_seconds AS k \
-                 WHERE k.hour IN (SELECT h FROM hours) AND k.token = ?2 AND k.second >= ?3 AND k.second < ?4 AND ",
+                 WHERE k.second IN (SELECT s FROM seconds) AND k.token = ?2 AND ",
                 topic_in!("k.topic", 1),
                 " AND (?5 IS NULL OR k.service = ?5)"
             ))
@@ -201,8 +199,6 @@ impl SqliteStats {
             .bind::<BigInt, _>(range.from)
             .bind::<BigInt, _>(range.to)
             .bind::<Nullable<Text>, _>(service)
-            .bind::<BigInt, _>(lo)
-            .bind::<BigInt, _>(hi)
             .get_result(conn)
         })
         .await?;
@@ -218,13 +214,11 @@ impl SqliteStats {
     ) -> Result<Vec<KeywordCount>, StoreError> {
         let topics = self.topics_json();
         let tracked = json_list(keywords.iter().map(String::as_str));
-        let (lo, hi) = hours_of(range.from, range.to);
         let rows: Vec<KeywordRow> = bounded(&self.db, self.timeout, "top keywords", move |conn| {
             diesel::sql_query(concat!(
-                hours_cte!(6, 7),
+                seconds_cte!(3, 4),
                 "SELECT k.token AS keyword, sum(k.events) AS count FROM log_token_seconds AS k \
-                 WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
-                 AND k.second >= ?3 AND k.second < ?4 AND ",
+                 WHERE k.second IN (SELECT s FROM seconds) AND k.token IN (SELECT value FROM json_each(?2)) AND ",
                 topic_in!("k.topic", 1),
                 " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
             ))
@@ -233,8 +227,6 @@ impl SqliteStats {
             .bind::<BigInt, _>(range.from)
             .bind::<BigInt, _>(range.to)
             .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind::<BigInt, _>(lo)
-            .bind::<BigInt, _>(hi)
             .load(conn)
         })
         .await?;
@@ -299,7 +291,6 @@ impl BucketSource for SqliteBucketSource {
         let any_tracked = keywords.iter().next().is_some();
         let keywords = keywords.clone();
         let (from_us, to_us) = (first.saturating_mul(MICROS), last.saturating_add(1).saturating_mul(MICROS));
-        let (lo, hi) = hours_of(first, last.saturating_add(1));
         bounded(&self.db, self.timeout, "rebuilding windows", move |conn| {
             conn.transaction(|conn| {
                 let offsets: Vec<OffsetRow> = diesel::sql_query(concat!(
@@ -322,11 +313,10 @@ impl BucketSource for SqliteBucketSource {
                 .load(conn)?;
                 let hits: Vec<SecondKeywordRow> = if any_tracked {
                     diesel::sql_query(concat!(
-                        hours_cte!(5, 6),
+                        // One range of the key: the rebuild reads every second of it from `logs` too.
                         "SELECT k.second AS second, k.service AS service, k.token AS keyword, sum(k.events) AS hits \
                          FROM log_token_seconds AS k \
-                         WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
-                         AND k.second >= ?3 AND k.second < ?4 AND ",
+                         WHERE k.second >= ?3 AND k.second < ?4 AND k.token IN (SELECT value FROM json_each(?2)) AND ",
                         topic_in!("k.topic", 1),
                         " GROUP BY 1, 2, 3"
                     ))
@@ -334,8 +324,6 @@ impl BucketSource for SqliteBucketSource {
                     .bind::<Text, _>(&tracked)
                     .bind::<BigInt, _>(first)
                     .bind::<BigInt, _>(last.saturating_add(1))
-                    .bind::<BigInt, _>(lo)
-                    .bind::<BigInt, _>(hi)
                     .load(conn)?
                 } else {
                     Vec::new()

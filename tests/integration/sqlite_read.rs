@@ -169,11 +169,9 @@ fn stats(store: &TempStore) -> SqliteStats {
 #[derive(QueryableByName, Debug, PartialEq)]
 struct TokenSecond {
     #[diesel(sql_type = BigInt)]
-    hour: i64,
+    second: i64,
     #[diesel(sql_type = Text)]
     token: String,
-    #[diesel(sql_type = BigInt)]
-    second: i64,
     #[diesel(sql_type = Text)]
     topic: String,
     #[diesel(sql_type = Text)]
@@ -184,8 +182,7 @@ struct TokenSecond {
 
 fn token_seconds(conn: &mut SqliteConnection) -> Vec<TokenSecond> {
     diesel::sql_query(
-        "SELECT hour, token, second, topic, service, events FROM log_token_seconds \
-         ORDER BY hour, token, second, topic, service",
+        "SELECT second, token, topic, service, events FROM log_token_seconds ORDER BY second, token, topic, service",
     )
     .load(conn)
     .unwrap()
@@ -245,7 +242,7 @@ async fn the_event_store_indexes_its_batches_as_sql_over_the_stored_rows_does() 
     let tokens: usize = rows.iter().map(|r| r.tokens.len()).sum();
     assert_eq!(written.iter().map(|r| r.events).sum::<i64>(), tokens as i64, "every token of every event");
     assert!(written.len() < tokens, "{} rows for {tokens} tokens: counts, not one row per token", written.len());
-    assert!(written.iter().all(|r| r.topic == TOPIC && r.hour == r.second.div_euclid(3_600)));
+    assert!(written.iter().all(|r| r.topic == TOPIC));
 
     diesel::sql_query("DELETE FROM log_token_seconds").execute(&mut conn).unwrap();
     keywords::index_rows(&mut conn, 1, rows.len() as i64).unwrap();
