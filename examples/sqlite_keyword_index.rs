@@ -1,9 +1,10 @@
 //! Measures the keyword index of the embedded store on the same rows: no index (scan the window by
 //! `ts` and look into each row's JSON tokens), FTS5 (contentless, on the tokens), a row per (token,
-//! event) keyed (token, ts, log_id) or (hour, token, ts, log_id), and the per-second counts
-//! `log_token_seconds` that `src/sqlite/keywords.rs` keeps (queried through `SqliteStats` itself),
-//! counted from the batch's events in Rust as the event store does (`Seconds`) or by one SQL
-//! statement over the batch's rowids as a replay does (`SecondsSql`). Prints the index cost per
+//! event) keyed (token, ts, log_id) or (hour, token, ts, log_id), per-second counts keyed (hour,
+//! token, second, topic, service) (`HourSeconds`), and the per-second counts `log_token_seconds`
+//! keyed (second, token, topic, service) that `src/sqlite/keywords.rs` keeps (queried through
+//! `SqliteStats` itself), counted from the batch's events in Rust as the event store does
+//! (`Seconds`) or by one SQL statement over the batch's rowids as a replay does (`SecondsSql`). Prints the index cost per
 //! ingested row, the index rows, the keyword and top-keywords query times for a 1 h and a 1 min
 //! window, the file sizes, and whether every answer equals a count over the rows themselves.
 //!
@@ -62,7 +63,7 @@ enum Index {
     HourFirst,
     Seconds,
     SecondsSql,
-    SecondFirst,
+    HourSeconds,
 }
 
 const VARIANTS: [Index; 7] = [
@@ -72,7 +73,7 @@ const VARIANTS: [Index; 7] = [
     Index::HourFirst,
     Index::Seconds,
     Index::SecondsSql,
-    Index::SecondFirst,
+    Index::HourSeconds,
 ];
 
 /// The variants `SqliteStats` answers for (the kept table).
@@ -150,13 +151,13 @@ fn build(conn: &mut SqliteConnection, index: Index, events: &[Event]) -> Duratio
                  ts INTEGER NOT NULL, log_id INTEGER NOT NULL, PRIMARY KEY (hour, token, ts, log_id)) WITHOUT ROWID",
             )
             .expect("log_tokens"),
-        Index::SecondFirst => conn
+        Index::HourSeconds => conn
             .batch_execute(
-                "DROP TABLE log_token_seconds; CREATE TABLE by_second (second INTEGER NOT NULL, token TEXT NOT NULL, \
-                 topic TEXT NOT NULL, service TEXT NOT NULL, events INTEGER NOT NULL, \
-                 PRIMARY KEY (second, token, topic, service)) WITHOUT ROWID",
+                "DROP TABLE log_token_seconds; CREATE TABLE by_hour (hour INTEGER NOT NULL, token TEXT NOT NULL, \
+                 second INTEGER NOT NULL, topic TEXT NOT NULL, service TEXT NOT NULL, events INTEGER NOT NULL, \
+                 PRIMARY KEY (hour, token, second, topic, service)) WITHOUT ROWID",
             )
-            .expect("by_second"),
+            .expect("by_hour"),
         Index::TokenFirst => conn
             .batch_execute(
                 "DROP TABLE log_token_seconds; CREATE TABLE by_token (token TEXT NOT NULL, ts INTEGER NOT NULL, \
@@ -177,11 +178,11 @@ fn build(conn: &mut SqliteConnection, index: Index, events: &[Event]) -> Duratio
         conn.immediate_transaction(|conn| match index {
             Index::None => Ok(()),
             Index::SecondsSql => keywords::index_rows(conn, first, last),
-            Index::SecondFirst => diesel::sql_query(
-                "INSERT INTO by_second (second, token, topic, service, events) \
-                 SELECT l.ts / 1000000, t.value, l.topic, l.service, count(DISTINCT l.rowid) \
+            Index::HourSeconds => diesel::sql_query(
+                "INSERT INTO by_hour (hour, token, second, topic, service, events) \
+                 SELECT l.ts / 3600000000, t.value, l.ts / 1000000, l.topic, l.service, count(DISTINCT l.rowid) \
                  FROM logs AS l, json_each(l.tokens) AS t WHERE l.rowid BETWEEN ?1 AND ?2 \
-                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
+                 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
                  ON CONFLICT DO UPDATE SET events = events + excluded.events",
             )
             .bind::<BigInt, _>(first)
@@ -250,11 +251,11 @@ fn keyword_count(conn: &mut SqliteConnection, index: Index, range: WindowRange, 
              SELECT count(*) AS n FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
              WHERE k.hour IN (SELECT h FROM hours) AND k.token = ?1 AND k.ts >= ?2 AND k.ts < ?3 AND l.topic = ?4"
         }
-        Index::SecondFirst => {
-            "WITH RECURSIVE secs(s) AS (SELECT ?2 / 1000000 UNION ALL SELECT s + 1 FROM secs \
-             WHERE s < ?3 / 1000000 - 1) \
-             SELECT coalesce(sum(events), 0) AS n FROM by_second \
-             WHERE second IN (SELECT s FROM secs) AND token = ?1 AND topic = ?4"
+        Index::HourSeconds => {
+            "WITH RECURSIVE hours(h) AS (SELECT ?2 / 3600000000 UNION ALL SELECT h + 1 FROM hours \
+             WHERE h < (?3 - 1) / 3600000000) \
+             SELECT coalesce(sum(events), 0) AS n FROM by_hour WHERE hour IN (SELECT h FROM hours) \
+             AND token = ?1 AND second >= ?2 / 1000000 AND second < ?3 / 1000000 AND topic = ?4"
         }
         Index::Seconds | Index::SecondsSql => unreachable!("asked through SqliteStats"),
     };
@@ -297,11 +298,12 @@ fn top(
              WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?1)) \
              AND k.ts >= ?2 AND k.ts < ?3 AND l.topic = ?4 GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5",
         ),
-        Index::SecondFirst => diesel::sql_query(
-            "WITH RECURSIVE secs(s) AS (SELECT ?2 / 1000000 UNION ALL SELECT s + 1 FROM secs \
-             WHERE s < ?3 / 1000000 - 1) \
-             SELECT token AS keyword, sum(events) AS count FROM by_second \
-             WHERE second IN (SELECT s FROM secs) AND token IN (SELECT value FROM json_each(?1)) AND topic = ?4 \
+        Index::HourSeconds => diesel::sql_query(
+            "WITH RECURSIVE hours(h) AS (SELECT ?2 / 3600000000 UNION ALL SELECT h + 1 FROM hours \
+             WHERE h < (?3 - 1) / 3600000000) \
+             SELECT token AS keyword, sum(events) AS count FROM by_hour WHERE hour IN (SELECT h FROM hours) \
+             AND token IN (SELECT value FROM json_each(?1)) AND second >= ?2 / 1000000 AND second < ?3 / 1000000 \
+             AND topic = ?4 \
              GROUP BY token ORDER BY count DESC, token LIMIT ?5",
         ),
         Index::Seconds | Index::SecondsSql => unreachable!("asked through SqliteStats"),
@@ -410,7 +412,7 @@ fn main() {
             Index::None | Index::Fts5 => None,
             Index::TokenFirst => Some("by_token"),
             Index::HourFirst => Some("log_tokens"),
-            Index::SecondFirst => Some("by_second"),
+            Index::HourSeconds => Some("by_hour"),
             Index::Seconds | Index::SecondsSql => Some("log_token_seconds"),
         };
         let index_rows = table.map_or("-".to_owned(), |t| {
