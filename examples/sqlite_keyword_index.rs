@@ -9,7 +9,7 @@
 //! window, the file sizes, and whether every answer equals a count over the rows themselves.
 //!
 //! `cargo run --example sqlite_keyword_index` (ROWS=1000000 SPAN_S=21600 by default, VARIANTS a
-//! comma-separated subset of the names above; the events are the generator's, tokenized by the one
+//! comma-separated subset of the names above, LONG_WINDOW_S a third window's length; the events are the generator's, tokenized by the one
 //! tokenizer).
 
 use std::path::{Path, PathBuf};
@@ -385,7 +385,15 @@ fn main() {
     );
 
     let tracked: Vec<String> = GeneratorConfig::default().keywords;
-    let windows = [("1 h", WindowRange::ending_at(end_s, 3_600)), ("1 min", WindowRange::ending_at(end_s, 60))];
+    let mut windows = vec![
+        ("1 h".to_owned(), WindowRange::ending_at(end_s, 3_600)),
+        ("1 min".to_owned(), WindowRange::ending_at(end_s, 60)),
+    ];
+    // A window as long as retention allows (the API's longest), to see what one lookup per second costs.
+    let long_s = env_or("LONG_WINDOW_S", 0);
+    if long_s > 0 {
+        windows.push((format!("{long_s} s"), WindowRange::ending_at(end_s, long_s as u64)));
+    }
     let probes = ["timeout", "api"];
     let in_window = |e: &Event, r: WindowRange| e.ts >= r.from * 1_000_000 && e.ts < r.to * 1_000_000;
     let truth_keyword = |r: WindowRange, k: &str| {
@@ -423,7 +431,7 @@ fn main() {
                 .to_string()
         });
         let stats = SqliteStats::new(db.clone(), vec![TOPIC.into()], set.clone(), Duration::from_secs(60));
-        for (name, range) in windows {
+        for (name, range) in windows.iter().cloned() {
             let mut exact = true;
             let mut cells = Vec::new();
             for k in probes {

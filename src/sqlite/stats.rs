@@ -43,6 +43,29 @@ macro_rules! seconds_cte {
     };
 }
 
+#[derive(QueryableByName)]
+struct SecondSpan {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    first: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    last: Option<i64>,
+}
+
+/// The part of the window `[from, to)` between the oldest and the newest indexed second, so that
+/// the per-second lookups walk no empty second outside the stored events (a window may be as long
+/// as retention). Two ends of the key; call inside the read transaction of the lookups.
+fn indexed_part(conn: &mut SqliteConnection, range: WindowRange) -> diesel::QueryResult<(i64, i64)> {
+    let span: SecondSpan = diesel::sql_query(
+        "SELECT (SELECT min(second) FROM log_token_seconds) AS first, \
+         (SELECT max(second) FROM log_token_seconds) AS last",
+    )
+    .get_result(conn)?;
+    Ok(match (span.first, span.last) {
+        (Some(first), Some(last)) => (range.from.max(first), range.to.min(last.saturating_add(1))),
+        _ => (0, 0),
+    })
+}
+
 /// `topic` is one of the JSON array bound at `?N`.
 macro_rules! topic_in {
     ($col:literal, $n:literal) => {
@@ -187,19 +210,22 @@ impl SqliteStats {
     ) -> Result<u64, StoreError> {
         let topics = self.topics_json();
         let row: CountRow = bounded(&self.db, self.timeout, "keyword", move |conn| {
-            diesel::sql_query(concat!(
-                seconds_cte!(3, 4),
-                "SELECT coalesce(sum(k.events), 0) AS count FROM log_token_seconds AS k \
+            conn.transaction(|conn| {
+                let (from, to) = indexed_part(conn, range)?;
+                diesel::sql_query(concat!(
+                    seconds_cte!(3, 4),
+                    "SELECT coalesce(sum(k.events), 0) AS count FROM log_token_seconds AS k \
                  WHERE k.second IN (SELECT s FROM seconds) AND k.token = ?2 AND ",
-                topic_in!("k.topic", 1),
-                " AND (?5 IS NULL OR k.service = ?5)"
-            ))
-            .bind::<Text, _>(topics)
-            .bind::<Text, _>(keyword)
-            .bind::<BigInt, _>(range.from)
-            .bind::<BigInt, _>(range.to)
-            .bind::<Nullable<Text>, _>(service)
-            .get_result(conn)
+                    topic_in!("k.topic", 1),
+                    " AND (?5 IS NULL OR k.service = ?5)"
+                ))
+                .bind::<Text, _>(topics)
+                .bind::<Text, _>(keyword)
+                .bind::<BigInt, _>(from)
+                .bind::<BigInt, _>(to)
+                .bind::<Nullable<Text>, _>(service)
+                .get_result(conn)
+            })
         })
         .await?;
         Ok(row.count as u64)
@@ -215,19 +241,22 @@ impl SqliteStats {
         let topics = self.topics_json();
         let tracked = json_list(keywords.iter().map(String::as_str));
         let rows: Vec<KeywordRow> = bounded(&self.db, self.timeout, "top keywords", move |conn| {
-            diesel::sql_query(concat!(
-                seconds_cte!(3, 4),
-                "SELECT k.token AS keyword, sum(k.events) AS count FROM log_token_seconds AS k \
+            conn.transaction(|conn| {
+                let (from, to) = indexed_part(conn, range)?;
+                diesel::sql_query(concat!(
+                    seconds_cte!(3, 4),
+                    "SELECT k.token AS keyword, sum(k.events) AS count FROM log_token_seconds AS k \
                  WHERE k.second IN (SELECT s FROM seconds) AND k.token IN (SELECT value FROM json_each(?2)) AND ",
-                topic_in!("k.topic", 1),
-                " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
-            ))
-            .bind::<Text, _>(topics)
-            .bind::<Text, _>(tracked)
-            .bind::<BigInt, _>(range.from)
-            .bind::<BigInt, _>(range.to)
-            .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
-            .load(conn)
+                    topic_in!("k.topic", 1),
+                    " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
+                ))
+                .bind::<Text, _>(topics)
+                .bind::<Text, _>(tracked)
+                .bind::<BigInt, _>(from)
+                .bind::<BigInt, _>(to)
+                .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
+                .load(conn)
+            })
         })
         .await?;
         Ok(rows.into_iter().map(|r| KeywordCount { keyword: r.keyword, count: r.count as u64 }).collect())
