@@ -215,7 +215,7 @@ impl SqliteStats {
                 diesel::sql_query(concat!(
                     seconds_cte!(3, 4),
                     "SELECT coalesce(sum(k.events), 0) AS count FROM log_token_seconds AS k \
-                 WHERE k.second IN (SELECT s FROM seconds) AND k.token = ?2 AND ",
+                     WHERE k.second IN (SELECT s FROM seconds) AND k.token = ?2 AND ",
                     topic_in!("k.topic", 1),
                     " AND (?5 IS NULL OR k.service = ?5)"
                 ))
@@ -246,7 +246,7 @@ impl SqliteStats {
                 diesel::sql_query(concat!(
                     seconds_cte!(3, 4),
                     "SELECT k.token AS keyword, sum(k.events) AS count FROM log_token_seconds AS k \
-                 WHERE k.second IN (SELECT s FROM seconds) AND k.token IN (SELECT value FROM json_each(?2)) AND ",
+                     WHERE k.second IN (SELECT s FROM seconds) AND k.token IN (SELECT value FROM json_each(?2)) AND ",
                     topic_in!("k.topic", 1),
                     " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
                 ))
