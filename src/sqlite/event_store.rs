@@ -116,13 +116,13 @@ pub fn write_batch(
         }
 
         insert_events(conn, batch, now_us, rows_per_insert.max(1))?;
-        if !batch.events.is_empty() {
-            let last: i64 = diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(conn)?;
-            // One writer holds the lock and `logs` has no AUTOINCREMENT: the batch's rowids are
-            // consecutive, ending at the last one.
-            let first = last - (batch.events.len() as i64 - 1);
-            crate::sqlite::keywords::index_rows(conn, first, last)?;
+        // Counted from the events at hand: cheaper than reading their JSON tokens back.
+        let mut index = crate::sqlite::keywords::TokenSeconds::new();
+        for stored in &batch.events {
+            let e = &stored.event;
+            index.add(micros(e.ts), topic, e.service.as_str(), &e.tokens);
         }
+        index.write(conn)?;
 
         for r in &batch.rejects {
             let raw = &r.raw[..r.raw.len().min(REJECT_RAW_PREFIX_BYTES)];

@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 
-use super::keywords::hours_of;
 use super::SqliteDb;
 
 const MICROS: i64 = 1_000_000;
@@ -25,23 +24,46 @@ macro_rules! second_of {
     };
 }
 
-/// The table `hours(h)` of the hours `?lo..=?hi` (see `keywords::hours_of`): `k.hour IN (SELECT h
-/// FROM hours)` makes SQLite seek each hour's range of `log_tokens`' key instead of scanning every
-/// token of the hours between.
-macro_rules! hours_cte {
-    ($lo:literal, $hi:literal) => {
+/// The table `seconds(s)` of the seconds `?from..?to` (a window): `k.second IN (SELECT s FROM
+/// seconds) AND k.token = …` makes SQLite look up each second's rows of the token in
+/// `log_token_seconds`' key instead of scanning every token of the seconds between.
+macro_rules! seconds_cte {
+    ($from:literal, $to:literal) => {
         concat!(
-            "WITH RECURSIVE hours(h) AS (SELECT ?",
-            $lo,
+            "WITH RECURSIVE seconds(s) AS (SELECT ?",
+            $from,
             " WHERE ?",
-            $lo,
-            " <= ?",
-            $hi,
-            " UNION ALL SELECT h + 1 FROM hours WHERE h < ?",
-            $hi,
+            $from,
+            " < ?",
+            $to,
+            " UNION ALL SELECT s + 1 FROM seconds WHERE s + 1 < ?",
+            $to,
             ") "
         )
     };
+}
+
+#[derive(QueryableByName)]
+struct SecondSpan {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    first: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    last: Option<i64>,
+}
+
+/// The part of the window `[from, to)` between the oldest and the newest indexed second, so that
+/// the per-second lookups walk no empty second outside the stored events (a window may be as long
+/// as retention). Two ends of the key; call inside the read transaction of the lookups.
+fn indexed_part(conn: &mut SqliteConnection, range: WindowRange) -> diesel::QueryResult<(i64, i64)> {
+    let span: SecondSpan = diesel::sql_query(
+        "SELECT (SELECT min(second) FROM log_token_seconds) AS first, \
+         (SELECT max(second) FROM log_token_seconds) AS last",
+    )
+    .get_result(conn)?;
+    Ok(match (span.first, span.last) {
+        (Some(first), Some(last)) => (range.from.max(first), range.to.min(last.saturating_add(1))),
+        _ => (0, 0),
+    })
 }
 
 /// `topic` is one of the JSON array bound at `?N`.
@@ -117,11 +139,6 @@ struct MaybeSecond {
     second: Option<i64>,
 }
 
-/// A window's bounds in µs, as `logs.ts` keeps times.
-fn micros_of(range: WindowRange) -> (i64, i64) {
-    (range.from.saturating_mul(MICROS), range.to.saturating_mul(MICROS))
-}
-
 fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::from(items.into_iter().collect::<Vec<_>>()).to_string()
 }
@@ -137,7 +154,7 @@ where
     })
 }
 
-/// Stats queries against `logs` (and its keyword index `log_tokens`), bounded by a timeout.
+/// Stats queries against `logs` (and its keyword index `log_token_seconds`), bounded by a timeout.
 #[derive(Clone)]
 pub struct SqliteStats {
     db: SqliteDb,
@@ -192,24 +209,23 @@ impl SqliteStats {
         service: Option<String>,
     ) -> Result<u64, StoreError> {
         let topics = self.topics_json();
-        let (from_us, to_us) = micros_of(range);
-        let (lo, hi) = hours_of(from_us, to_us);
         let row: CountRow = bounded(&self.db, self.timeout, "keyword", move |conn| {
-            diesel::sql_query(concat!(
-                hours_cte!(6, 7),
-                "SELECT count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
-                 WHERE k.hour IN (SELECT h FROM hours) AND k.token = ?2 AND k.ts >= ?3 AND k.ts < ?4 AND ",
-                topic_in!("l.topic", 1),
-                " AND (?5 IS NULL OR l.service = ?5)"
-            ))
-            .bind::<Text, _>(topics)
-            .bind::<Text, _>(keyword)
-            .bind::<BigInt, _>(from_us)
-            .bind::<BigInt, _>(to_us)
-            .bind::<Nullable<Text>, _>(service)
-            .bind::<BigInt, _>(lo)
-            .bind::<BigInt, _>(hi)
-            .get_result(conn)
+            conn.transaction(|conn| {
+                let (from, to) = indexed_part(conn, range)?;
+                diesel::sql_query(concat!(
+                    seconds_cte!(3, 4),
+                    "SELECT coalesce(sum(k.events), 0) AS count FROM log_token_seconds AS k \
+                     WHERE k.second IN (SELECT s FROM seconds) AND k.token = ?2 AND ",
+                    topic_in!("k.topic", 1),
+                    " AND (?5 IS NULL OR k.service = ?5)"
+                ))
+                .bind::<Text, _>(topics)
+                .bind::<Text, _>(keyword)
+                .bind::<BigInt, _>(from)
+                .bind::<BigInt, _>(to)
+                .bind::<Nullable<Text>, _>(service)
+                .get_result(conn)
+            })
         })
         .await?;
         Ok(row.count as u64)
@@ -224,25 +240,23 @@ impl SqliteStats {
     ) -> Result<Vec<KeywordCount>, StoreError> {
         let topics = self.topics_json();
         let tracked = json_list(keywords.iter().map(String::as_str));
-        let (from_us, to_us) = micros_of(range);
-        let (lo, hi) = hours_of(from_us, to_us);
         let rows: Vec<KeywordRow> = bounded(&self.db, self.timeout, "top keywords", move |conn| {
-            diesel::sql_query(concat!(
-                hours_cte!(6, 7),
-                "SELECT k.token AS keyword, count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
-                 WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
-                 AND k.ts >= ?3 AND k.ts < ?4 AND ",
-                topic_in!("l.topic", 1),
-                " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
-            ))
-            .bind::<Text, _>(topics)
-            .bind::<Text, _>(tracked)
-            .bind::<BigInt, _>(from_us)
-            .bind::<BigInt, _>(to_us)
-            .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind::<BigInt, _>(lo)
-            .bind::<BigInt, _>(hi)
-            .load(conn)
+            conn.transaction(|conn| {
+                let (from, to) = indexed_part(conn, range)?;
+                diesel::sql_query(concat!(
+                    seconds_cte!(3, 4),
+                    "SELECT k.token AS keyword, sum(k.events) AS count FROM log_token_seconds AS k \
+                     WHERE k.second IN (SELECT s FROM seconds) AND k.token IN (SELECT value FROM json_each(?2)) AND ",
+                    topic_in!("k.topic", 1),
+                    " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
+                ))
+                .bind::<Text, _>(topics)
+                .bind::<Text, _>(tracked)
+                .bind::<BigInt, _>(from)
+                .bind::<BigInt, _>(to)
+                .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
+                .load(conn)
+            })
         })
         .await?;
         Ok(rows.into_iter().map(|r| KeywordCount { keyword: r.keyword, count: r.count as u64 }).collect())
@@ -306,7 +320,6 @@ impl BucketSource for SqliteBucketSource {
         let any_tracked = keywords.iter().next().is_some();
         let keywords = keywords.clone();
         let (from_us, to_us) = (first.saturating_mul(MICROS), last.saturating_add(1).saturating_mul(MICROS));
-        let (lo, hi) = hours_of(from_us, to_us);
         bounded(&self.db, self.timeout, "rebuilding windows", move |conn| {
             conn.transaction(|conn| {
                 let offsets: Vec<OffsetRow> = diesel::sql_query(concat!(
@@ -329,22 +342,17 @@ impl BucketSource for SqliteBucketSource {
                 .load(conn)?;
                 let hits: Vec<SecondKeywordRow> = if any_tracked {
                     diesel::sql_query(concat!(
-                        hours_cte!(5, 6),
-                        "SELECT ",
-                        second_of!("k.ts"),
-                        " AS second, l.service AS service, k.token AS keyword, count(*) AS hits \
-                         FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
-                         WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
-                         AND k.ts >= ?3 AND k.ts < ?4 AND ",
-                        topic_in!("l.topic", 1),
+                        // One range of the key: the rebuild reads every second of it from `logs` too.
+                        "SELECT k.second AS second, k.service AS service, k.token AS keyword, sum(k.events) AS hits \
+                         FROM log_token_seconds AS k \
+                         WHERE k.second >= ?3 AND k.second < ?4 AND k.token IN (SELECT value FROM json_each(?2)) AND ",
+                        topic_in!("k.topic", 1),
                         " GROUP BY 1, 2, 3"
                     ))
                     .bind::<Text, _>(&topics)
                     .bind::<Text, _>(&tracked)
-                    .bind::<BigInt, _>(from_us)
-                    .bind::<BigInt, _>(to_us)
-                    .bind::<BigInt, _>(lo)
-                    .bind::<BigInt, _>(hi)
+                    .bind::<BigInt, _>(first)
+                    .bind::<BigInt, _>(last.saturating_add(1))
                     .load(conn)?
                 } else {
                     Vec::new()

@@ -273,7 +273,7 @@ pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow
             })?;
             days.insert(from_micros(oldest).date_naive());
         }
-        // Index rows left by anything but this (none are expected): the hours before are a prefix.
+        // Index rows left by anything but this (none are expected): the seconds before are a prefix.
         conn.immediate_transaction(|conn| keywords::forget_before(conn, cutoff))?;
         Ok(days.into_iter().collect())
     })

@@ -1,15 +1,17 @@
 //! The embedded store's read side on a real SQLite file (a fresh temp directory per test): every
 //! window question, the rebuild snapshot, the summary job and its reader, retention, the scheduler's
-//! lead and the replay of dead letters. Rows are inserted by SQL here (as the event store would, with
-//! `keywords::index_rows` after each batch) and the expected answers are counted from the same rows.
+//! lead and the replay of dead letters. Rows are inserted by SQL here (with `keywords::index_rows`
+//! after each batch, as a replay indexes; one test checks the event store's own indexing leaves the
+//! same table) and the expected answers are counted from the same rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::domain::batch::{Batch, StoredEvent};
 use actors::domain::counts::{Counts, KeywordSet, SecondCounts};
-use actors::domain::{Keyword, ParseRules, STOP_WORDS};
+use actors::domain::{Keyword, Level, LogEvent, ParseRules, ServiceName, UserId, STOP_WORDS};
 use actors::ports::summary::SummaryReader;
 use actors::ports::{BucketSource, DailyJobs, WindowAnswer, WindowQuery, WindowQuestion};
 use actors::windows::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
@@ -17,6 +19,7 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use diesel::sql_types::{BigInt, Binary, Integer, Nullable, Text};
 use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
 use log_analyzer::db::rejects::RejectFilter;
+use log_analyzer::sqlite::event_store::{write_batch, ROWS_PER_INSERT};
 use log_analyzer::sqlite::stats::{SqliteBucketSource, SqliteStats};
 use log_analyzer::sqlite::summary::{summarize_day, SqliteDailyJobs, SqliteSummaryReader};
 use log_analyzer::sqlite::{keywords, migrate, rejects, SqliteDb};
@@ -161,6 +164,97 @@ fn tracked_set() -> KeywordSet {
 
 fn stats(store: &TempStore) -> SqliteStats {
     SqliteStats::new(store.db.clone(), vec![TOPIC.to_owned()], Arc::new(tracked_set()), Duration::from_secs(10))
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct TokenSecond {
+    #[diesel(sql_type = BigInt)]
+    second: i64,
+    #[diesel(sql_type = Text)]
+    token: String,
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+}
+
+fn token_seconds(conn: &mut SqliteConnection) -> Vec<TokenSecond> {
+    diesel::sql_query(
+        "SELECT second, token, topic, service, events FROM log_token_seconds ORDER BY second, token, topic, service",
+    )
+    .load(conn)
+    .unwrap()
+}
+
+/// The event store counts its batches' index rows in memory; a replay (and the tests above) count
+/// them in SQL from the stored tokens. Both must leave the same table.
+#[tokio::test]
+async fn the_event_store_indexes_its_batches_as_sql_over_the_stored_rows_does() {
+    let store = TempStore::create().await;
+    let start = 1_764_000_000;
+    // Events a few µs apart around second and hour boundaries, and a spread over two hours.
+    let mut rows = random_rows(11, 2_000, start, 7_200);
+    rows.extend(random_rows(12, 2_000, start + 3_599, 2));
+    // A batch is one topic's.
+    for r in &mut rows {
+        r.topic = TOPIC.to_owned();
+    }
+    let mut conn = store.db.connect().unwrap();
+    diesel::sql_query("INSERT INTO kafka_offsets (topic, \"partition\", next_offset, updated_at) VALUES (?1, 0, 0, 0)")
+        .bind::<Text, _>(TOPIC)
+        .execute(&mut conn)
+        .unwrap();
+    let mut offset = 0;
+    for chunk in rows.chunks(700) {
+        let events: Vec<StoredEvent> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| StoredEvent {
+                offset: offset + i as i64,
+                event: LogEvent {
+                    ts: Utc.timestamp_micros(r.ts).unwrap(),
+                    level: Level::from_i16(r.level).unwrap(),
+                    service: ServiceName::parse(r.service.as_str()).unwrap(),
+                    message: r.tokens.join(" "),
+                    user_id: r.user_id.as_deref().map(|u| UserId::parse(u).unwrap()),
+                    attrs: Default::default(),
+                    tokens: r.tokens.clone(),
+                },
+            })
+            .collect();
+        let to = offset + events.len() as i64;
+        let batch = Batch {
+            topic: TOPIC.into(),
+            partition: 0,
+            from: offset,
+            to,
+            events,
+            rejects: Vec::new(),
+            payload_bytes: 0,
+            cancelled: Default::default(),
+        };
+        write_batch(&mut conn, &batch, 0, ROWS_PER_INSERT).unwrap();
+        offset = to;
+    }
+    let written = token_seconds(&mut conn);
+    let tokens: usize = rows.iter().map(|r| r.tokens.len()).sum();
+    assert_eq!(written.iter().map(|r| r.events).sum::<i64>(), tokens as i64, "every token of every event");
+    assert!(written.len() < tokens, "{} rows for {tokens} tokens: counts, not one row per token", written.len());
+    assert!(written.iter().all(|r| r.topic == TOPIC));
+
+    diesel::sql_query("DELETE FROM log_token_seconds").execute(&mut conn).unwrap();
+    keywords::index_rows(&mut conn, 1, rows.len() as i64).unwrap();
+    assert_eq!(token_seconds(&mut conn), written);
+
+    let range = WindowRange { from: start + 3_599, to: start + 3_601 };
+    let want = rows.iter().filter(|r| in_window(r, range) && r.tokens.iter().any(|t| t == "timeout")).count() as u64;
+    let q = WindowQuestion::Keyword { range, keyword: Keyword::parse("timeout").unwrap(), service: None };
+    match stats(&store).answer(&q).await.unwrap() {
+        WindowAnswer::Keyword(got) => assert_eq!(got, want),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -387,7 +481,7 @@ async fn retention_deletes_old_days_and_their_keyword_index() {
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM logs"), kept.len() as i64);
     let tokens: usize = kept.iter().map(|r| r.tokens.len()).sum();
     assert_eq!(
-        count(&mut conn, "SELECT count(*) AS n FROM log_tokens"),
+        count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds"),
         tokens as i64,
         "index rows of kept events only"
     );

@@ -1,1 +1,1 @@
-DROP TABLE log_tokens;
+DROP TABLE log_token_seconds;
