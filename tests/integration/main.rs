@@ -3,7 +3,9 @@
 
 mod api;
 mod edges;
+mod embedded;
 mod generate;
+mod ground_truth;
 mod grpc;
 mod helpers;
 mod http_ingest;
