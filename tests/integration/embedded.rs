@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,10 +67,7 @@ pub fn spawn_child(dir: &EmbeddedDir, args: &[&str], extra: &[(&str, &str)]) -> 
 
 /// `log-analyzer run` in the embedded mode on its own ports.
 pub fn spawn_embedded(dir: &EmbeddedDir, extra: &[(&str, &str)]) -> App {
-    spawn_embedded_on(dir, free_port(), free_port(), extra)
-}
-
-fn spawn_embedded_on(dir: &EmbeddedDir, port: u16, admin_port: u16, extra: &[(&str, &str)]) -> App {
+    let (port, admin_port) = (free_port(), free_port());
     let (http_addr, admin_addr) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin_port}"));
     let mut vars = vec![("HTTP_ADDR", http_addr.as_str()), ("ADMIN_ADDR", admin_addr.as_str())];
     vars.extend_from_slice(extra);
@@ -112,6 +109,21 @@ pub fn stored_eids(path: &Path) -> Vec<Option<String>> {
         .collect()
 }
 
+/// Waits until `app` answers /healthz, failing at once with its log if it exited first.
+pub async fn wait_up(app: &mut App) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = app.process.child.try_wait().expect("try_wait") {
+            panic!("log-analyzer exited ({status}) before it listened:\n{}", app.process.log_tail());
+        }
+        if let Some((200, _)) = http(app.port, "GET", "/healthz", b"", &[]).await {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "not listening after 60 s:\n{}", app.process.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn post(port: u16, body: &[u8]) -> (u16, Value) {
     let (status, raw) = http(port, "POST", "/ingest", body, &[]).await.expect("POST /ingest answered");
     let answer = serde_json::from_slice(&raw)
@@ -143,6 +155,8 @@ enum Outcome {
 /// An open-loop POST /ingest load: one request every `every`, whether or not earlier ones were
 /// answered, each with LINES_PER_REQUEST lines of unique ids `r{request}-{j}`.
 struct SteadyLoad {
+    /// Where requests go: each restart listens on a port of its own.
+    port: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
     acknowledged: Arc<AtomicU64>,
     handle: tokio::task::JoinHandle<Vec<(u64, i64, Outcome)>>,
@@ -152,7 +166,8 @@ impl SteadyLoad {
     fn start(port: u16, every: Duration) -> SteadyLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(AtomicU64::new(0));
-        let (stop2, acked2) = (stop.clone(), acknowledged.clone());
+        let port = Arc::new(AtomicU16::new(port));
+        let (stop2, acked2, port2) = (stop.clone(), acknowledged.clone(), port.clone());
         let handle = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
             let mut in_flight = Vec::new();
@@ -169,7 +184,7 @@ impl SteadyLoad {
                         )
                     })
                     .collect();
-                let acked = acked2.clone();
+                let (acked, port) = (acked2.clone(), port2.load(Ordering::SeqCst));
                 in_flight.push(tokio::spawn(async move {
                     let outcome = match http(port, "POST", "/ingest", body.as_bytes(), &[]).await {
                         Some((202, raw)) => {
@@ -195,7 +210,11 @@ impl SteadyLoad {
             }
             outcomes
         });
-        SteadyLoad { stop, acknowledged, handle }
+        SteadyLoad { port, stop, acknowledged, handle }
+    }
+
+    fn retarget(&self, port: u16) {
+        self.port.store(port, Ordering::SeqCst);
     }
 
     fn acknowledged(&self) -> u64 {
@@ -219,18 +238,18 @@ impl SteadyLoad {
 #[tokio::test]
 async fn kill_9_five_times_under_a_steady_post_ingest_load_loses_no_acknowledged_line_and_stores_none_twice() {
     let dir = EmbeddedDir::create();
-    let (port, admin_port) = (free_port(), free_port());
     let mut rng = Rng::new(15);
     // 50 requests/s of 20 lines: 1,000 lines/s, several requests in flight at each kill.
-    let mut app = spawn_embedded_on(&dir, port, admin_port, &[]);
-    app.wait_listening().await;
-    let load = SteadyLoad::start(port, Duration::from_millis(20));
+    let mut app = spawn_embedded(&dir, &[]);
+    wait_up(&mut app).await;
+    let load = SteadyLoad::start(app.port, Duration::from_millis(20));
     for kill in 0..5 {
         load.wait_acknowledged(20 + rng.below(40)).await;
         app.process.kill9();
         eprintln!("kill -9 #{}: {} requests acknowledged so far", kill + 1, load.acknowledged());
-        app = spawn_embedded_on(&dir, port, admin_port, &[]);
-        app.wait_listening().await;
+        app = spawn_embedded(&dir, &[]);
+        wait_up(&mut app).await;
+        load.retarget(app.port);
     }
     load.wait_acknowledged(20).await;
     let outcomes = load.finish().await;
@@ -281,9 +300,9 @@ async fn kill_9_five_times_under_a_steady_post_ingest_load_loses_no_acknowledged
             .collect(),
     };
     let at = truth.events.iter().map(|e| e.0).max().unwrap() + 1;
-    let app = spawn_embedded_on(&dir, port, admin_port, &[]);
+    let app = spawn_embedded(&dir, &[]);
     app.wait_memory_ready().await;
-    let (status, answer) = get_json(port, &format!("/stats/errors?window=1h&at={at}&source=memory")).await;
+    let (status, answer) = get_json(app.port, &format!("/stats/errors?window=1h&at={at}&source=memory")).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(pick(&answer, &["total", "errors", "by_service"]), truth.errors(at, 3_600, None), "{answer}");
     drop(app);
@@ -408,7 +427,7 @@ async fn the_summary_job_and_the_schedulers_run_summarize_sqlite_exactly() {
     // First process: SUMMARY_AT 23:59 makes the day before yesterday its last due day (unless the
     // test runs in the day's last minute), so its scheduler leaves yesterday for the second one.
     let mut first = spawn_embedded(&dir, &[("SUMMARY_AT", "23:59")]);
-    first.wait_listening().await;
+    wait_up(&mut first).await;
     for chunk in summary_lines(&events).chunks(2_000) {
         let (status, answer) = post(first.port, chunk.join("\n").as_bytes()).await;
         assert_eq!((status, answer["accepted"].as_u64()), (202, Some(chunk.len() as u64)), "{answer}");
@@ -429,13 +448,13 @@ async fn the_summary_job_and_the_schedulers_run_summarize_sqlite_exactly() {
     }
 
     // Second process: SUMMARY_AT 00:00 makes yesterday due; its scheduler catches up at start.
-    let second = spawn_embedded(&dir, &[("SUMMARY_AT", "00:00")]);
+    let mut second = spawn_embedded(&dir, &[("SUMMARY_AT", "00:00")]);
     eventually("the scheduler summarized yesterday", Duration::from_secs(60), || async {
         (ok_runs(&dir.db_path(), yesterday) == 1).then_some(())
     })
     .await;
     assert_summary(&dir.db_path(), yesterday, &events);
-    second.wait_listening().await;
+    wait_up(&mut second).await;
     let (status, answer) = get_json(second.port, &format!("/stats/summary?date={yesterday}&user_id=lonely")).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer.to_string().contains("lonely"), "{answer}");
@@ -460,7 +479,7 @@ async fn dead_letters_on_sqlite_are_listed_and_replayed_exactly_once() {
     let dir = EmbeddedDir::create();
     // INPUT_FORMAT=json: text lines are `not_json` dead letters; the default (auto) makes them events.
     let mut app = spawn_embedded(&dir, &[("INPUT_FORMAT", "json")]);
-    app.wait_listening().await;
+    wait_up(&mut app).await;
     let now_ms = Utc::now().timestamp_millis();
     let mut lines = Vec::new();
     for i in 0..10 {
@@ -528,7 +547,7 @@ async fn a_start_with_nothing_configured_in_an_empty_directory_answers_and_keeps
         .stderr(log);
     let child = command.spawn().expect("starting log-analyzer");
     let mut app = App { process: ChildProcess { child, log_path }, port: 8080, admin_port: 9090 };
-    app.wait_listening().await;
+    wait_up(&mut app).await;
 
     let now = Utc::now();
     let body = [
@@ -541,15 +560,21 @@ async fn a_start_with_nothing_configured_in_an_empty_directory_answers_and_keeps
     let (status, answer) = post(8080, body.as_bytes()).await;
     assert_eq!(status, 202, "{answer}\n{}", app.process.log_tail());
     assert_eq!(answer["accepted"], 3, "{answer}");
+    app.wait_memory_ready().await;
+    // Memory folds a batch in right after its commit: a moment after the 202 at most.
     let at = now.timestamp() + 1;
-    let (status, answer) = get_json(8080, &format!("/stats/errors?window=1m&at={at}")).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(
-        pick(&answer, &["total", "errors", "by_service", "source"]),
-        json!({"total": 3, "errors": 1, "source": "memory", "by_service": [
-            {"service": "db", "total": 1, "errors": 0}, {"service": "web", "total": 2, "errors": 1}]}),
-        "{answer}"
-    );
+    let want = json!({"total": 3, "errors": 1, "source": "memory", "by_service": [
+        {"service": "db", "total": 1, "errors": 0}, {"service": "web", "total": 2, "errors": 1}]});
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, answer) = get_json(8080, &format!("/stats/errors?window=1m&at={at}")).await;
+        let got = pick(&answer, &["total", "errors", "by_service", "source"]);
+        if status == 200 && got == want {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {answer}\nwant {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(dir.path.join("log-analyzer.db").is_file(), "./log-analyzer.db is where the data lives");
     assert_eq!(count(&dir.path.join("log-analyzer.db"), "SELECT count(*) AS n FROM logs"), 3);
     let status = app.process.terminate(Duration::from_secs(10));
