@@ -780,10 +780,10 @@ bench_embedded() {
   local n rate batch in_flight rss_rate rss_total every duration
   if [ "$QUICK" = 1 ]; then
     n="${BENCH_EMBEDDED_EVENTS:-20000}" rate="${BENCH_EMBEDDED_RATE:-5000}" batch=1000 in_flight=4
-    rss_rate="${BENCH_RATE:-2000}" rss_total=20 every=5 duration=2s
+    rss_rate="${BENCH_EMBEDDED_RSS_RATE:-2000}" rss_total=20 every=5 duration=2s
   else
     n="${BENCH_EMBEDDED_EVENTS:-1000000}" rate="${BENCH_EMBEDDED_RATE:-150000}" batch=5000 in_flight=8
-    rss_rate="${BENCH_RATE:-10000}" rss_total=600 every=10 duration=10s
+    rss_rate="${BENCH_EMBEDDED_RSS_RATE:-10000}" rss_total=600 every=10 duration=10s
   fi
   # Spread over the last hour: the 1 h window then holds every row, in memory and in SQLite.
   local events=(--count "$n" --seed 21 --late-ratio 1 --late-max 1h)
