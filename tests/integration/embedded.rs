@@ -94,6 +94,19 @@ pub fn count(path: &Path, sql: &str) -> i64 {
 }
 
 #[derive(QueryableByName)]
+struct Integrity {
+    #[diesel(sql_type = Text)]
+    integrity_check: String,
+}
+
+/// SQLite's own check of the file: `ok`, or what is broken.
+pub fn integrity(path: &Path) -> String {
+    let rows =
+        diesel::sql_query("PRAGMA integrity_check").load::<Integrity>(&mut sqlite(path)).expect("integrity_check");
+    rows.into_iter().map(|r| r.integrity_check).collect::<Vec<_>>().join("; ")
+}
+
+#[derive(QueryableByName)]
 struct Eid {
     #[diesel(sql_type = Nullable<Text>)]
     eid: Option<String>,
@@ -274,6 +287,11 @@ async fn kill_9_five_times_under_a_steady_post_ingest_load_loses_no_acknowledged
 
     // The last process is killed too, so that the file is read as a crash leaves it.
     app.process.kill9();
+    let db = dir.db_path();
+    assert_eq!(integrity(&db), "ok", "the file after six kills");
+    let positions =
+        count(&db, "SELECT count(*) AS n FROM (SELECT DISTINCT topic, \"partition\", \"offset\" FROM logs)");
+    assert_eq!(positions, count(&db, "SELECT count(*) AS n FROM logs"), "no queue position stored twice");
     let mut stored = HashSet::new();
     for eid in stored_eids(&dir.db_path()) {
         let eid = eid.expect("every stored row has its eid");
