@@ -155,14 +155,43 @@ fn load_line(request: u64, j: u64) -> (&'static str, bool) {
     (LOAD_SERVICES[((request + j) % 3) as usize], (request * 7 + j).is_multiple_of(11))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Outcome {
     /// A 202 that accepted every line: each must be stored exactly once.
     Acknowledged,
-    /// A 202 that did not take every line: its lines may be absent or present once.
-    Partial,
+    /// A 202 that did not take every line: the lines it lists as queued (0-based here) must be
+    /// stored exactly once, the others may be absent or present once.
+    Partial(Vec<u64>),
     /// No answer (the process was killed, or not yet listening): absent or present once.
     Failed,
+}
+
+impl Outcome {
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Acknowledged => "acknowledged",
+            Outcome::Partial(_) => "partial",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    fn acknowledges(&self, j: u64) -> bool {
+        match self {
+            Outcome::Acknowledged => true,
+            Outcome::Partial(lines) => lines.contains(&j),
+            Outcome::Failed => false,
+        }
+    }
+}
+
+/// The 0-based lines of `queued_lines` (1-based inclusive ranges `[from, to]`) in a 202's answer.
+fn queued_lines(answer: &Value) -> Vec<u64> {
+    let ranges = answer["queued_lines"].as_array().cloned().unwrap_or_default();
+    ranges
+        .iter()
+        .filter_map(|r| Some((r[0].as_u64()?, r[1].as_u64()?)))
+        .flat_map(|(from, to)| (from..=to).map(|line| line - 1))
+        .collect()
 }
 
 /// An open-loop POST /ingest load: one request every `every`, whether or not earlier ones were
@@ -208,7 +237,7 @@ impl SteadyLoad {
                                 acked.fetch_add(1, Ordering::SeqCst);
                                 Outcome::Acknowledged
                             } else {
-                                Outcome::Partial
+                                Outcome::Partial(queued_lines(&answer))
                             }
                         }
                         _ => Outcome::Failed,
@@ -269,20 +298,20 @@ async fn kill_9_five_times_under_a_steady_post_ingest_load_loses_no_acknowledged
 
     let mut sent: HashMap<String, (i64, &'static str, bool)> = HashMap::new();
     let mut must = HashSet::new();
-    let mut tally: HashMap<String, u64> = HashMap::new();
-    for &(request, ts_ms, outcome) in &outcomes {
-        *tally.entry(format!("{outcome:?}")).or_default() += 1;
+    let mut tally: HashMap<&str, u64> = HashMap::new();
+    for (request, ts_ms, outcome) in &outcomes {
+        *tally.entry(outcome.name()).or_default() += 1;
         for j in 0..LINES_PER_REQUEST {
             let id = format!("r{request}-{j}");
-            let (service, error) = load_line(request, j);
+            let (service, error) = load_line(*request, j);
             sent.insert(id.clone(), (ts_ms.div_euclid(1000), service, error));
-            if outcome == Outcome::Acknowledged {
+            if outcome.acknowledges(j) {
                 must.insert(id);
             }
         }
     }
     eprintln!("{} requests: {tally:?}", outcomes.len());
-    assert!(tally.get("Failed").copied().unwrap_or(0) > 0, "the kills interrupted the load: {tally:?}");
+    assert!(tally.get("failed").copied().unwrap_or(0) > 0, "the kills interrupted the load: {tally:?}");
     assert!(must.len() >= 100 * LINES_PER_REQUEST as usize, "{} lines acknowledged", must.len());
 
     // The last process is killed too, so that the file is read as a crash leaves it.
