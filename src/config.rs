@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// All settings of every role. Field `foo_bar` is read from the variable `FOO_BAR`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
-    /// Kafka bootstrap servers, comma-separated `host:port`.
+    /// Kafka bootstrap servers, comma-separated `host:port`; empty: the embedded in-process queue.
     #[serde(default = "defaults::kafka_brokers")]
     pub kafka_brokers: String,
     /// Topics the logs arrive on, comma-separated: `migrate` creates each; ingest consumes them all in one group.
@@ -22,13 +22,13 @@ pub struct Settings {
     /// Partitions given to the topic when `migrate` creates it.
     #[serde(default = "defaults::kafka_partitions")]
     pub kafka_partitions: i32,
-    /// PostgreSQL connection URL.
+    /// `sqlite://PATH` (embedded mode, with KAFKA_BROKERS empty) or a `postgres://` URL (the stack).
     #[serde(default = "defaults::database_url")]
     pub database_url: Secret,
     /// Connections per process in the PostgreSQL pool used for queries.
     #[serde(default = "defaults::database_pool_size")]
     pub database_pool_size: u32,
-    /// Redis connection URL.
+    /// Redis connection URL (stack only); empty: no Redis.
     #[serde(default = "defaults::redis_url")]
     pub redis_url: Secret,
     /// Prefix of every Redis key, so several deployments or tests can share one Redis.
@@ -149,6 +149,9 @@ pub struct Settings {
     /// A client must send a whole request body within this many milliseconds (else 408).
     #[serde(default = "defaults::http_body_timeout_ms")]
     pub http_body_timeout_ms: u64,
+    /// Whether ADMIN_ADDR was set: only its default may give way to a free port when taken.
+    #[serde(skip)]
+    pub admin_addr_given: bool,
 }
 
 mod defaults {
@@ -156,7 +159,7 @@ mod defaults {
     use actors::domain::resolve;
 
     pub fn kafka_brokers() -> String {
-        "127.0.0.1:9092".into()
+        String::new()
     }
     pub fn kafka_topic() -> String {
         "logs".into()
@@ -168,13 +171,13 @@ mod defaults {
         6
     }
     pub fn database_url() -> Secret {
-        Secret("postgres://postgres@127.0.0.1:5432/log_analyzer".into())
+        Secret("sqlite://log-analyzer.db".into())
     }
     pub fn database_pool_size() -> u32 {
         8
     }
     pub fn redis_url() -> Secret {
-        Secret("redis://127.0.0.1:6379".into())
+        Secret(String::new())
     }
     pub fn redis_prefix() -> String {
         "la".into()
@@ -372,6 +375,20 @@ pub enum ConfigError {
     Invalid { name: &'static str, problem: String },
 }
 
+/// Where events go and answers come from, chosen by `KAFKA_BROKERS` and `DATABASE_URL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One process: the in-process queue, SQLite, no Redis.
+    Embedded,
+    /// Kafka, PostgreSQL and (when `REDIS_URL` is set) Redis.
+    Stack,
+}
+
+/// What to set to get each backend, for the errors of a mix that is neither.
+const BACKEND_HELP: &str = "leave KAFKA_BROKERS empty and DATABASE_URL empty or sqlite://PATH for the embedded mode, \
+     or set KAFKA_BROKERS and a postgres:// DATABASE_URL for the full stack \
+     (`scripts/stack.sh env` prints the stack's variables)";
+
 impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Settings, ConfigError> {
@@ -380,7 +397,10 @@ impl Settings {
 
     /// Reads settings from `(NAME, value)` pairs (tests use this instead of the process environment).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
-        let settings: Settings = envy::from_iter(vars)?;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut settings: Settings = envy::from_iter(vars.iter().cloned())?;
+        settings.admin_addr_given =
+            vars.iter().any(|(k, v)| k.eq_ignore_ascii_case("ADMIN_ADDR") && !v.trim().is_empty());
         settings.check()?;
         Ok(settings)
     }
@@ -453,7 +473,47 @@ impl Settings {
                 return invalid("TRACKED_KEYWORDS", &e.to_string());
             }
         }
-        Ok(())
+        self.backend().map(drop)
+    }
+
+    /// The backend `KAFKA_BROKERS` and `DATABASE_URL` select; any other mix says what to set.
+    pub fn backend(&self) -> Result<Backend, ConfigError> {
+        let url = self.database_url.expose().trim();
+        let brokers = !self.kafka_brokers.trim().is_empty();
+        let sqlite = crate::sqlite::is_sqlite_url(url);
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let invalid = |name, problem: String| Err(ConfigError::Invalid { name, problem });
+        match (brokers, sqlite, postgres) {
+            (false, true, _) => {
+                if !self.redis_url.expose().trim().is_empty() {
+                    return invalid(
+                        "REDIS_URL",
+                        format!("the embedded mode uses no Redis: leave REDIS_URL empty, or {BACKEND_HELP}"),
+                    );
+                }
+                crate::sqlite::path_of(url)
+                    .map(|_| Backend::Embedded)
+                    .or_else(|e| invalid("DATABASE_URL", format!("{e:#}")))
+            }
+            (true, false, true) => Ok(Backend::Stack),
+            (true, true, _) => invalid(
+                "KAFKA_BROKERS/DATABASE_URL",
+                format!("KAFKA_BROKERS is set but DATABASE_URL is SQLite: {BACKEND_HELP}"),
+            ),
+            (false, false, true) => invalid(
+                "KAFKA_BROKERS/DATABASE_URL",
+                format!("DATABASE_URL is PostgreSQL but KAFKA_BROKERS is empty: {BACKEND_HELP}"),
+            ),
+            (_, false, false) => invalid(
+                "DATABASE_URL",
+                format!("neither sqlite: nor postgres:// (it starts {:?}): {BACKEND_HELP}", scheme(url)),
+            ),
+        }
+    }
+
+    /// The embedded store's file (`DATABASE_URL`), for the embedded mode.
+    pub fn sqlite_db(&self) -> anyhow::Result<crate::sqlite::SqliteDb> {
+        crate::sqlite::SqliteDb::from_url(self.database_url.expose().trim())
     }
 
     /// The tracked keywords, parsed.
@@ -494,6 +554,11 @@ impl Settings {
     pub fn primary_topic(&self) -> &str {
         self.kafka_topic.split(',').map(str::trim).find(|t| !t.is_empty()).unwrap_or("logs")
     }
+}
+
+/// The scheme of a URL (never its credentials), for an error message.
+fn scheme(url: &str) -> &str {
+    url.split_once(':').map_or(url.get(..url.len().min(8)).unwrap_or(""), |(scheme, _)| scheme)
 }
 
 /// A value that must not show up in logs (URLs may carry passwords).
@@ -585,10 +650,13 @@ mod tests {
     #[test]
     fn defaults_match_the_design() {
         let s = Settings::from_vars(vec![]).unwrap();
-        assert_eq!(s.kafka_brokers, "127.0.0.1:9092");
+        assert_eq!(s.kafka_brokers, "");
         assert_eq!(s.kafka_topic, "logs");
         assert_eq!(s.kafka_partitions, 6);
-        assert_eq!(s.database_url.expose(), "postgres://postgres@127.0.0.1:5432/log_analyzer");
+        assert_eq!(s.database_url.expose(), "sqlite://log-analyzer.db");
+        assert_eq!(s.redis_url.expose(), "");
+        assert_eq!(s.backend().unwrap(), Backend::Embedded);
+        assert_eq!(s.sqlite_db().unwrap().path(), std::path::Path::new("log-analyzer.db"));
         assert_eq!(s.http_addr.port(), 8080);
         assert_eq!(s.admin_addr.to_string(), "127.0.0.1:9090");
         assert_eq!(s.grpc_addr.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:4317"));
@@ -643,9 +711,47 @@ mod tests {
         }
     }
 
+    const STACK: [(&str, &str); 3] = [
+        ("KAFKA_BROKERS", "127.0.0.1:9092"),
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/log_analyzer"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+    ];
+
+    #[test]
+    fn kafka_brokers_and_database_url_select_the_backend() {
+        let backend = |pairs: &[(&str, &str)]| Settings::from_vars(vars(pairs)).map(|s| s.backend().unwrap());
+        assert_eq!(backend(&[]).unwrap(), Backend::Embedded);
+        assert_eq!(backend(&[("DATABASE_URL", "")]).unwrap(), Backend::Embedded);
+        assert_eq!(backend(&[("DATABASE_URL", "sqlite:///tmp/x/la.db")]).unwrap(), Backend::Embedded);
+        assert_eq!(backend(&[("DATABASE_URL", "sqlite:la.db"), ("KAFKA_BROKERS", " ")]).unwrap(), Backend::Embedded);
+        assert_eq!(backend(&STACK).unwrap(), Backend::Stack);
+        assert_eq!(backend(&STACK[..2]).unwrap(), Backend::Stack, "the stack runs without Redis too");
+        let stack_pg = [STACK[0], ("DATABASE_URL", "postgresql://u@db/x")];
+        assert_eq!(backend(&stack_pg).unwrap(), Backend::Stack);
+    }
+
+    #[test]
+    fn a_mix_of_the_two_backends_says_what_to_set() {
+        let cases: [&[(&str, &str)]; 5] = [
+            &[("KAFKA_BROKERS", "127.0.0.1:9092")],
+            &[("KAFKA_BROKERS", "127.0.0.1:9092"), ("DATABASE_URL", "sqlite://x.db")],
+            &[("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/log_analyzer")],
+            &[("DATABASE_URL", "mysql://u:hunter2@db/x")],
+            &[("REDIS_URL", "redis://127.0.0.1:6379")],
+        ];
+        for pairs in cases {
+            let err = Settings::from_vars(vars(pairs)).unwrap_err().to_string();
+            assert!(err.contains("KAFKA_BROKERS") && err.contains("DATABASE_URL"), "{pairs:?}: {err}");
+            assert!(err.contains("postgres://") && err.contains("sqlite://"), "{pairs:?}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err = Settings::from_vars(vars(&[("DATABASE_URL", "sqlite::memory:")])).unwrap_err().to_string();
+        assert!(err.contains("names no file"), "{err}");
+    }
+
     #[test]
     fn secrets_never_print() {
-        let s = Settings::from_vars(vars(&[("DATABASE_URL", "postgres://u:hunter2@db/x")])).unwrap();
+        let s = Settings::from_vars(vars(&[STACK[0], ("DATABASE_URL", "postgres://u:hunter2@db/x")])).unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
     }

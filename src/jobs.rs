@@ -10,8 +10,7 @@ use anyhow::Context;
 use chrono::{NaiveDate, Utc};
 use slog::Logger;
 
-use crate::config::Settings;
-use crate::db::daily_jobs::{connect, PgDailyJobs};
+use crate::config::{Backend, Settings};
 use crate::db::rejects::{self, RejectFilter, RejectRow, ReplayReport};
 use crate::db::summary;
 use crate::startup::PARTITIONS_AHEAD_DAYS;
@@ -81,10 +80,15 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Starts the scheduler on its own arbiter (a long summary never holds up other actors).
-    pub fn start(settings: &Settings, metrics: &crate::admin::Metrics, log: &Logger) -> Scheduler {
+    /// `jobs` are the store's: `PgDailyJobs` on the stack, `SqliteDailyJobs` in the embedded mode.
+    pub fn start(
+        settings: &Settings,
+        jobs: Arc<dyn actors::ports::DailyJobs>,
+        metrics: &crate::admin::Metrics,
+        log: &Logger,
+    ) -> Scheduler {
         let stats = metrics.summary.watch();
         let probe = metrics.actors.probe("scheduler", "0");
-        let jobs = Arc::new(PgDailyJobs::new(settings.database_url.expose(), log));
         let (config, counters, log) = (schedule_config(settings), stats.clone(), log.clone());
         let arbiter = actix::Arbiter::new();
         let addr = SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| {
@@ -99,22 +103,70 @@ impl Scheduler {
     }
 }
 
-/// `summary --date D`: one idempotent run.
+/// `summary --date D`: one idempotent run, on the store the settings select (the caller warns about
+/// a day [`outside_retention`]).
 pub async fn summary(settings: &Settings, day: NaiveDate, log: &Logger) -> anyhow::Result<SummaryRun> {
-    let mut client = connect(settings.database_url.expose()).await.context("connecting to PostgreSQL")?;
-    summary::summarize_day(&mut client, day, log).await
+    match settings.backend()? {
+        Backend::Stack => {
+            let url = settings.database_url.expose();
+            let mut client = crate::startup::connect_postgres(url).await?;
+            summary::summarize_day(&mut client, day, log).await
+        }
+        Backend::Embedded => crate::sqlite::summary::summarize_day(&settings.sqlite_db()?, day, log).await,
+    }
+}
+
+/// Why a summary of `day` will find no events (older than the retention, or not yet begun), if so.
+pub fn outside_retention(day: NaiveDate, today: NaiveDate, retention_days: u32) -> Option<String> {
+    let oldest = today - chrono::Days::new(u64::from(retention_days.saturating_sub(1)));
+    if day < oldest {
+        Some(format!(
+            "{day} is older than the retention (RETENTION_DAYS={retention_days}: events before {oldest} are \
+             dropped), so the summary counts nothing that was stored then"
+        ))
+    } else if day > today {
+        Some(format!("{day} has not begun yet (today is {today} UTC): the summary counts no events"))
+    } else {
+        None
+    }
+}
+
+/// The reject filter, its reason checked: an unknown code would silently match nothing.
+pub fn checked_filter(filter: &RejectFilter) -> anyhow::Result<()> {
+    if let Some(reason) = &filter.reason {
+        if actors::domain::RejectReason::from_code(reason).is_none() {
+            let codes: Vec<&str> = actors::domain::RejectReason::ALL.iter().map(|r| r.code()).collect();
+            anyhow::bail!("--reason {reason:?} is not a reject reason; the reasons are {}", codes.join(", "));
+        }
+    }
+    Ok(())
 }
 
 /// `rejects list`.
 pub async fn rejects_list(settings: &Settings, filter: &RejectFilter, limit: i64) -> anyhow::Result<Vec<RejectRow>> {
-    let client = connect(settings.database_url.expose()).await.context("connecting to PostgreSQL")?;
-    rejects::list(&client, filter, limit).await
+    checked_filter(filter)?;
+    match settings.backend()? {
+        Backend::Stack => {
+            let url = settings.database_url.expose();
+            let client = crate::startup::connect_postgres(url).await?;
+            rejects::list(&client, filter, limit).await
+        }
+        Backend::Embedded => crate::sqlite::rejects::list(&settings.sqlite_db()?, filter, limit).await,
+    }
 }
 
 /// `rejects replay`: with today's parser rules (MAX_MESSAGE_BYTES, RETENTION_DAYS).
 pub async fn rejects_replay(settings: &Settings, filter: &RejectFilter) -> anyhow::Result<ReplayReport> {
-    let mut client = connect(settings.database_url.expose()).await.context("connecting to PostgreSQL")?;
-    rejects::replay(&mut client, filter, &settings.parse_rules(), settings.primary_topic(), Utc::now()).await
+    checked_filter(filter)?;
+    let (rules, topic, now) = (settings.parse_rules(), settings.primary_topic(), Utc::now());
+    match settings.backend()? {
+        Backend::Stack => {
+            let url = settings.database_url.expose();
+            let mut client = crate::startup::connect_postgres(url).await?;
+            rejects::replay(&mut client, filter, &rules, topic, now).await
+        }
+        Backend::Embedded => crate::sqlite::rejects::replay(&settings.sqlite_db()?, filter, &rules, topic, now).await,
+    }
 }
 
 /// One line per reject for a terminal: position, reason, sizes, and the start of the payload.
@@ -188,6 +240,26 @@ pub fn parse_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_outside_the_retention_is_warned_about() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(outside_retention(day("2026-11-02"), today, 30), None, "the oldest kept day");
+        assert_eq!(outside_retention(today, today, 30), None);
+        let old = outside_retention(day("2026-11-01"), today, 30).unwrap();
+        assert!(old.contains("older than the retention") && old.contains("2026-11-02"), "{old}");
+        assert!(outside_retention(day("2026-12-02"), today, 30).unwrap().contains("not begun"));
+    }
+
+    #[test]
+    fn an_unknown_reject_reason_lists_the_valid_ones() {
+        let filter = |reason: &str| RejectFilter { since: None, reason: Some(reason.into()) };
+        let err = checked_filter(&filter("nope")).unwrap_err().to_string();
+        assert!(err.contains("\"nope\"") && err.contains("not_json") && err.contains("too_large"), "{err}");
+        checked_filter(&filter("not_json")).unwrap();
+        checked_filter(&RejectFilter { since: None, reason: None }).unwrap();
+    }
 
     #[test]
     fn parse_answers_each_line_with_its_event_or_reject() {

@@ -10,7 +10,7 @@ use slog::{error, info};
 
 use actors::domain::Window;
 use actors::generator::{GeneratorConfig, RunLimit};
-use log_analyzer::config::Settings;
+use log_analyzer::config::{Backend, LogFormat, Settings};
 use log_analyzer::generate::http::HttpSinkOptions;
 use log_analyzer::generate::{self, GenerateOptions, Target};
 use log_analyzer::{jobs, startup, telemetry};
@@ -25,21 +25,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply database migrations, create the logs partitions ahead, and create the Kafka topic.
+    /// Apply database migrations: the SQLite file (embedded mode), or PostgreSQL with the logs
+    /// partitions ahead and the Kafka topic (the stack).
     Migrate,
-    /// Consume the topic and store every event in PostgreSQL exactly once (stops on SIGINT/SIGTERM).
+    /// Stack only: consume the topic and store every event in PostgreSQL exactly once (stops on SIGINT/SIGTERM).
     Ingest,
-    /// Ingest, live windows and the HTTP API in one process.
+    /// Ingest, live windows, the daily jobs and the HTTP API in one process (embedded: all there is).
     Run {
-        /// Also generate this many synthetic events per second into the topic.
+        /// Also generate this many synthetic events per second into the topic (embedded: into POST /ingest).
         #[arg(long, value_parser = non_negative)]
         generate: Option<f64>,
     },
-    /// The HTTP API only (answers from Redis, then PostgreSQL); scale it independently of ingest.
+    /// Stack only: the HTTP API (answers from Redis, then PostgreSQL); scale it independently of ingest.
     Api,
     /// Produce synthetic log events (to Kafka, to POST /ingest, or to a file) at a steady rate.
     Generate(Box<GenerateArgs>),
-    /// The scheduler only: the daily summary at SUMMARY_AT and partition maintenance (one leader acts).
+    /// Stack only: the scheduler, the daily summary at SUMMARY_AT and partition maintenance (one leader acts).
     Schedule,
     /// Summarize one day into user_log_summary and keyword_daily (idempotent: replaces the day).
     Summary {
@@ -59,7 +60,7 @@ enum Command {
     /// Dead letters (log_rejects): list them, or replay them through today's parser.
     #[command(subcommand)]
     Rejects(RejectsCommand),
-    /// Offsets ingest had to skip because Kafka no longer had them (offset_gaps).
+    /// Stack only: offsets ingest had to skip because Kafka no longer had them (offset_gaps).
     #[command(subcommand)]
     Gaps(GapsCommand),
 }
@@ -123,8 +124,8 @@ fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 
 #[derive(clap::Parser)]
 struct GenerateArgs {
-    /// Events per second; 0 means as fast as the target accepts them.
-    #[arg(long, default_value_t = 1000.0, value_parser = non_negative)]
+    /// Events per second; 0 means as fast as the target accepts them [default: 1000].
+    #[arg(long, default_value_t = 1000.0, value_parser = non_negative, hide_default_value = true)]
     rate: f64,
     /// Stop after this many events.
     #[arg(long)]
@@ -258,6 +259,12 @@ fn install_panic_hook(log: &slog::Logger) {
     }));
 }
 
+/// The format the logger writes (as `telemetry::init_logger` chooses it).
+fn log_format(settings: &Settings) -> LogFormat {
+    use std::io::IsTerminal;
+    settings.log_format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Term } else { LogFormat::Json })
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A missing .env is normal; a broken one is worth saying.
@@ -280,12 +287,17 @@ fn main() -> std::process::ExitCode {
     install_panic_hook(&log);
     let result = actix_rt::System::new().block_on(async {
         match cli.command {
-            Command::Migrate => startup::migrate(&settings, &log).await.map(drop),
+            Command::Migrate => startup::migrate_any(&settings, &log).await.map(|done| println!("{done}")),
             Command::Ingest => startup::run_ingest(&settings, level, &log).await,
             Command::Run { generate } => {
                 let app = startup::Application::build(&settings, startup::Role::Run, level, &log).await?;
                 if let Some(rate) = generate.filter(|r| *r > 0.0) {
-                    let args = GenerateArgs::parse_from(["generate", "--rate", &rate.to_string()]);
+                    // The embedded mode has no topic: its generator posts to this process's own intake.
+                    let to = match settings.backend()? {
+                        Backend::Stack => "kafka".to_owned(),
+                        Backend::Embedded => format!("http://127.0.0.1:{}", app.port()),
+                    };
+                    let args = GenerateArgs::parse_from(["generate", "--rate", &rate.to_string(), "--to", &to]);
                     let options = args.options(&settings);
                     let (settings, log) = (settings.clone(), log.clone());
                     let stats = app.metrics().watch_generator();
@@ -303,6 +315,10 @@ fn main() -> std::process::ExitCode {
             }
             Command::Schedule => startup::run_schedule(&settings, level, &log).await,
             Command::Summary { date } => {
+                let today = chrono::Utc::now().date_naive();
+                if let Some(warning) = jobs::outside_retention(date, today, settings.retention_days) {
+                    eprintln!("log-analyzer: warning: {warning}");
+                }
                 let run = jobs::summary(&settings, date, &log).await?;
                 println!(
                     "{date}: {} users, {} keywords, {} invalid rows, {} ms",
@@ -327,10 +343,23 @@ fn main() -> std::process::ExitCode {
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             }
-            Command::Generate(args) => generate::run(&settings, args.options(&settings)).await.map(drop),
+            Command::Generate(args) => {
+                if matches!(args.to, Target::Kafka) && settings.backend()? == Backend::Embedded {
+                    anyhow::bail!(
+                        "the embedded mode has no Kafka topic: send to the running server with \
+                         `--to http://127.0.0.1:{}` (or set KAFKA_BROKERS and a postgres:// DATABASE_URL)",
+                        settings.http_addr.port()
+                    );
+                }
+                generate::run(&settings, args.options(&settings)).await.map(drop)
+            }
             Command::Gaps(GapsCommand::List { topic, limit }) => {
+                if settings.backend()? == Backend::Embedded {
+                    anyhow::bail!("the embedded queue skips no offsets: `gaps` is about Kafka (the full stack)");
+                }
                 let url = settings.database_url.expose();
-                for gap in log_analyzer::db::offset_store::list_gaps(url, topic.as_deref(), limit).await? {
+                let gaps = log_analyzer::db::offset_store::list_gaps(url, topic.as_deref(), limit).await;
+                for gap in gaps.map_err(|e| startup::postgres_hint(url, e))? {
                     let lost = if gap.to_offset >= gap.from_offset {
                         format!("{} messages never stored", gap.to_offset - gap.from_offset)
                     } else {
@@ -356,8 +385,16 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            error!(log, "failed"; "error" => format!("{e:#}"));
+            // A person reads one plain line. JSON logs also get theirs, for a collector, written
+            // here and now: the async logger may still be held by actors and lose a line at exit.
             drop(log);
+            if log_format(&settings) == LogFormat::Json {
+                let line = serde_json::json!({
+                    "msg": "failed", "level": "ERRO", "ts": chrono::Utc::now().to_rfc3339(),
+                    "app": "log-analyzer", "version": env!("CARGO_PKG_VERSION"), "error": format!("{e:#}"),
+                });
+                eprintln!("{line}");
+            }
             eprintln!("log-analyzer: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -58,6 +58,13 @@ impl AnswerCache for RedisCache {
     }
 }
 
+/// Why Redis cannot answer a window: it answers only windows inside the horizon, and only once every
+/// partition a rebuild saw in PostgreSQL has reported to it (a partition that has never had an
+/// event has not, so a fresh topic keeps Redis from answering until each partition gets one).
+pub const BUCKETS_INCOMPLETE: &str = "the buckets do not hold this window completely (Redis answers only windows \
+     inside WINDOW_HORIZON, once every partition of the topics has reported its events to it: a partition that \
+     never had an event has not yet; without `source=`, memory or postgres answers meanwhile)";
+
 /// The bucket hashes summed over a window; exact, or no answer.
 #[derive(Clone)]
 pub struct RedisBuckets {
@@ -76,7 +83,7 @@ impl WindowQuery for RedisBuckets {
     async fn answer(&self, question: &WindowQuestion) -> Result<WindowAnswer, CannotAnswer> {
         let fields = match self.cache.window(question.range()).await {
             Ok(Some(fields)) => fields,
-            Ok(None) => return Err(CannotAnswer::Missing("the buckets do not hold this window completely".into())),
+            Ok(None) => return Err(CannotAnswer::Missing(BUCKETS_INCOMPLETE.into())),
             Err(e) => return Err(CannotAnswer::Unavailable(e.to_string())),
         };
         Ok(match question {

@@ -99,7 +99,7 @@ pub async fn ingest(
             StatusCode::CONFLICT,
             &json!({ "error": "idempotency_key_in_use", "message": format!(
                 "a request with this Idempotency-Key started at {since} and has no answer yet (still running, \
-                 or interrupted: then whether its lines reached Kafka is unknown); ask again later") }),
+                 or interrupted: then whether its lines reached the queue is unknown); ask again later") }),
         ),
         Ok(IntakeOutcome::KeyReused) => json_answer(
             StatusCode::UNPROCESSABLE_ENTITY,

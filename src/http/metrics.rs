@@ -53,7 +53,7 @@ pub fn cache_requests(r: &Registry) -> IntCounterVec {
 }
 
 /// One request answered: counted per route and status, timed, and logged (debug when it went
-/// well, info for a client error, error with the cause for a server error).
+/// well, info for a client error, warn with the cause for a 503, error for another server error).
 pub struct RequestHandled<'a> {
     pub method: &'a Method,
     /// The route pattern (`unmatched` for none), so labels stay few.
@@ -70,7 +70,12 @@ impl RequestHandled<'_> {
         metrics.seconds.with_label_values(&[self.route]).observe(self.elapsed.as_secs_f64());
         let (method, route, status, micros) =
             (self.method, self.route, self.status.as_u16(), self.elapsed.as_micros() as u64);
-        if self.status.is_server_error() {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // A source that cannot answer yet or a dependency that is down: the state is the
+            // operator's to see (readiness, the answer's message), not a fault of this server.
+            slog::warn!(log, "request not answered"; "method" => %method, "route" => route, "status" => status,
+                        "micros" => micros, "error" => self.error.unwrap_or_default());
+        } else if self.status.is_server_error() {
             slog::error!(log, "request failed"; "method" => %method, "route" => route, "status" => status,
                          "micros" => micros, "error" => self.error.unwrap_or_default());
         } else if self.status.is_client_error() {

@@ -26,6 +26,8 @@ pub enum SourceName {
     Memory,
     Redis,
     Postgres,
+    /// The embedded mode's store.
+    Sqlite,
 }
 
 /// How fresh the answer is.
@@ -174,12 +176,14 @@ pub struct Health {
     pub status: String,
 }
 
-/// `GET /readyz`: 200 when PostgreSQL answers and ingest is not stalled on it, else 503, with each dependency's state.
+/// `GET /readyz`: 200 when the store (PostgreSQL, or SQLite in the embedded mode) answers and ingest
+/// is not stalled on it, else 503, with each dependency's state.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
-    /// `{postgres, redis, kafka}`: `up`, `down`, `disabled` or `unknown`.
+    /// The stack: `{postgres, redis, kafka}`; the embedded mode: `{sqlite, queue}`. Each `up`,
+    /// `down`, `disabled` or `unknown`.
     pub dependencies: BTreeMap<String, String>,
     /// The in-memory windows: `ready`, `not_owner`, `rebuilding`, `down` or `disabled`.
     pub memory: String,
@@ -188,13 +192,15 @@ pub struct Readiness {
     pub ingest: serde_json::Value,
 }
 
-/// Forces one path (503 when it cannot answer), for cross-checks.
+/// Forces one path (503 when it cannot answer), for cross-checks. The stack's sources are memory,
+/// redis and postgres; the embedded mode's are memory and sqlite (another is a 400).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceParam {
     Memory,
     Redis,
     Postgres,
+    Sqlite,
 }
 
 #[derive(IntoParams)]
@@ -266,7 +272,7 @@ pub struct SummaryQuery {
            ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters: a retry with the same key and body within 24 h gets the first answer")),
     responses(
         (status = 200, description = "dry_run=true: each line resolved, nothing stored", body = DryRunAnswer),
-        (status = 202, description = "Every line queued in Kafka or refused with its reason", body = IngestAnswer),
+        (status = 202, description = "Every line queued (Kafka, or committed to SQLite in the embedded mode) or refused with its reason", body = IngestAnswer),
         (status = 400, description = "The body could not be read", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 408, description = "The body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorBody),
@@ -274,7 +280,7 @@ pub struct SummaryQuery {
         (status = 413, description = "The body is over INGEST_MAX_BODY_BYTES", body = ErrorBody),
         (status = 422, description = "This Idempotency-Key was used with another body", body = ErrorBody),
         (status = 429, description = "Over RATE_LIMIT_RPS; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Kafka took no line (kafka_unavailable, with IngestAnswer's fields), or PostgreSQL did not take the dead letters", body = ErrorBody),
+        (status = 503, description = "The queue took no line (kafka_unavailable, also in the embedded mode, with IngestAnswer's fields), or the store did not take the dead letters", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

@@ -87,18 +87,35 @@ impl Params {
         }
     }
 
-    /// `source`: force one path (memory, redis, postgres).
+    /// `source`: force one path (memory, redis, postgres, sqlite).
     pub fn source(&self) -> Result<Option<Source>, ApiError> {
         self.get("source")
-            .map(|s| match s {
-                "memory" => Ok(Source::Memory),
-                "redis" => Ok(Source::Redis),
-                "postgres" => Ok(Source::Postgres),
-                other => {
-                    Err(ApiError::bad("bad_source", format!("source: {other:?} is not memory, redis or postgres")))
-                }
+            .map(|s| {
+                Source::ALL.into_iter().find(|source| source.as_str() == s).ok_or_else(|| {
+                    ApiError::bad("bad_source", format!("source: {s:?} is not memory, redis, postgres or sqlite"))
+                })
             })
             .transpose()
+    }
+
+    /// `source`, refused with a 400 when this process has no such source (`postgres` or `redis` in
+    /// the embedded mode, `sqlite` on the stack): the caller learns what to ask for instead.
+    pub fn source_among(&self, offered: &[Source]) -> Result<Option<Source>, ApiError> {
+        let forced = self.source()?;
+        match forced {
+            Some(source) if !offered.contains(&source) => {
+                let names: Vec<&str> = offered.iter().map(|s| s.as_str()).collect();
+                Err(ApiError::bad(
+                    "bad_source",
+                    format!(
+                        "source: this process has no {} source; its sources are {}",
+                        source.as_str(),
+                        names.join(", ")
+                    ),
+                ))
+            }
+            _ => Ok(forced),
+        }
     }
 }
 
@@ -156,6 +173,15 @@ pub(crate) mod tests {
             assert_eq!(code(p(&format!("limit={limit}")).limit()), "bad_limit");
         }
         assert_eq!(code(p("source=disk").source()), "bad_source");
+        assert_eq!(p("source=sqlite").source().unwrap(), Some(Source::Sqlite));
+        let embedded = [Source::Memory, Source::Sqlite];
+        assert_eq!(p("source=sqlite").source_among(&embedded).unwrap(), Some(Source::Sqlite));
+        assert_eq!(p("").source_among(&embedded).unwrap(), None);
+        for refused in ["source=redis", "source=postgres"] {
+            let message = p(refused).source_among(&embedded).unwrap_err().to_string();
+            assert!(message.ends_with("its sources are memory, sqlite"), "{message}");
+            assert_eq!(code(p(refused).source_among(&embedded)), "bad_source");
+        }
     }
 
     /// Percent-encodes every byte, so any byte string (valid UTF-8 or not) reaches the parsers.

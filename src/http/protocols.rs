@@ -177,7 +177,9 @@ pub(crate) async fn intake_mapped(
     let not_queued = tally["not_queued"].as_u64().unwrap_or(0);
     if status == StatusCode::SERVICE_UNAVAILABLE || not_queued > 0 {
         let message = tally["message"].as_str().map(str::to_owned).unwrap_or_else(|| {
-            format!("{not_queued} of {total} records were not queued (Kafka did not take them); send the batch again")
+            format!(
+                "{not_queued} of {total} records were not queued (the queue did not take them); send the batch again"
+            )
         });
         return Err(ApiError::unavailable("queue_unavailable", message));
     }

@@ -23,7 +23,7 @@ pub trait IngestView: Send + Sync {
 /// `{state, waiting_on, partitions, paused, stalled}` of this process's ingest, and whether it is
 /// stalled: some partition's batch has waited for PostgreSQL longer than a readiness ping may
 /// (`DATABASE_TIMEOUT_MS`), so the process says so well before the write itself times out.
-pub fn ingest_health(view: &dyn IngestView, stall_after_ms: u64) -> (Value, bool) {
+pub fn ingest_health(view: &dyn IngestView, stall_after_ms: u64, store: &str) -> (Value, bool) {
     let now = Utc::now().timestamp_millis();
     let mut owned = Vec::new();
     let mut stalled = Vec::new();
@@ -37,7 +37,7 @@ pub fn ingest_health(view: &dyn IngestView, stall_after_ms: u64) -> (Value, bool
     let is_stalled = !stalled.is_empty();
     let body = json!({
         "state": if is_stalled { "stalled" } else { "flowing" },
-        "waiting_on": if is_stalled { json!("postgres") } else { Value::Null },
+        "waiting_on": if is_stalled { json!(store) } else { Value::Null },
         "partitions": owned,
         "paused": view.paused(),
         "stalled": stalled,
@@ -64,7 +64,7 @@ mod tests {
     fn a_batch_waiting_longer_than_the_ping_may_makes_the_ingest_stalled() {
         let now = Utc::now().timestamp_millis();
         let view = Fixed(vec![("a/0", 0), ("a/1", now - 60_000), ("b/0", now)], vec!["b/0"]);
-        let (body, stalled) = ingest_health(&view, 5_000);
+        let (body, stalled) = ingest_health(&view, 5_000, "postgres");
         assert!(stalled);
         assert_eq!(body["state"], "stalled");
         assert_eq!(body["waiting_on"], "postgres");
@@ -72,7 +72,7 @@ mod tests {
         assert_eq!(body["stalled"], json!(["a/1"]));
         assert_eq!(body["paused"], json!(["b/0"]));
 
-        let (body, stalled) = ingest_health(&Fixed(vec![("a/0", now)], vec![]), 5_000);
+        let (body, stalled) = ingest_health(&Fixed(vec![("a/0", now)], vec![]), 5_000, "sqlite");
         assert!(!stalled);
         assert_eq!(body["state"], "flowing");
         assert_eq!(body["waiting_on"], Value::Null);

@@ -74,7 +74,7 @@ pub async fn errors(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     let window = params.window("60s", state.max_window)?;
     let range = range_of(&params, window)?;
     let service = params.service()?;
-    let (stats, source) = state.reader.errors(range, service, params.source()?).await?;
+    let (stats, source) = state.reader.errors(range, service, params.source_among(&state.reader.sources())?).await?;
     count(&state, "errors", source);
     let mut body = window_fields(window, range);
     body.insert("total".into(), json!(stats.total));
@@ -102,7 +102,8 @@ pub async fn keywords(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     let window = params.window("1h", state.max_window)?;
     let range = range_of(&params, window)?;
     let service = params.service()?;
-    let (found, source) = state.reader.keyword(range, keyword.clone(), service, params.source()?).await?;
+    let (found, source) =
+        state.reader.keyword(range, keyword.clone(), service, params.source_among(&state.reader.sources())?).await?;
     count(&state, "keywords", source);
     let mut body = serde_json::Map::new();
     body.insert("keyword".into(), json!(keyword));
@@ -128,7 +129,7 @@ pub async fn top_keywords(req: HttpRequest, state: web::Data<AppState>) -> Resul
     let window = params.window("5m", state.max_window)?;
     let range = range_of(&params, window)?;
     let limit = params.limit()?;
-    let (top, source) = state.reader.top_keywords(range, limit, params.source()?).await?;
+    let (top, source) = state.reader.top_keywords(range, limit, params.source_among(&state.reader.sources())?).await?;
     count(&state, "keywords_top", source);
     let mut body = window_fields(window, range);
     body.insert("keywords".into(), json!(top));
@@ -142,12 +143,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready when PostgreSQL (the authority) answers; names each dependency's state.
+/// Ready when the store (the authority) answers; names each dependency's state.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
-    (status = 200, description = "PostgreSQL answers", body = Readiness),
-    (status = 503, description = "PostgreSQL does not answer", body = Readiness)))]
+    (status = 200, description = "The store (PostgreSQL or SQLite) answers", body = Readiness),
+    (status = 503, description = "The store does not answer", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let postgres = (state.windows.postgres_up)().await;
+    let store_up = (state.windows.store_up)().await;
     let redis = match &state.windows.redis_up {
         Some(up) => json!(if up().await { "up" } else { "down" }),
         None => json!("disabled"),
@@ -166,13 +167,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         None => json!("unknown"),
     };
     let (ingest, stalled) = match &state.ingest {
-        Some(view) => super::readiness::ingest_health(view.as_ref(), state.database_timeout_ms),
+        Some(view) => {
+            super::readiness::ingest_health(view.as_ref(), state.database_timeout_ms, state.windows.store.as_str())
+        }
         None => (json!("disabled"), false),
     };
-    let ready = postgres && !stalled;
+    let ready = store_up && !stalled;
+    let dependencies = dependencies(state.windows.store, store_up, redis, kafka);
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "dependencies": { "postgres": if postgres { "up" } else { "down" }, "redis": redis, "kafka": kafka },
+        "dependencies": dependencies,
         "memory": memory,
         "ingest": ingest,
     });
@@ -180,6 +184,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// `dependencies` of /readyz. The embedded mode has neither Kafka nor Redis: naming them "down"
+/// there would send an operator looking for services that are not meant to exist.
+fn dependencies(store: Source, store_up: bool, redis: Value, queue: Value) -> Value {
+    let state = json!(if store_up { "up" } else { "down" });
+    match store {
+        Source::Sqlite => json!({ "sqlite": state, "queue": queue }),
+        _ => json!({ "postgres": state, "redis": redis, "kafka": queue }),
     }
 }
 
@@ -191,8 +205,10 @@ pub type AsyncProbe<T> = Arc<dyn Fn() -> BoxFuture<'static, T> + Send + Sync>;
 pub struct WindowHealth {
     /// This process's in-memory windows (`run`), for their state and watermark.
     pub memory: Option<Inbox<WindowAggregatorActor>>,
-    /// Whether PostgreSQL answers a trivial query in time.
-    pub postgres_up: AsyncProbe<bool>,
+    /// The store this process reads and writes: `Postgres`, or `Sqlite` in the embedded mode.
+    pub store: Source,
+    /// Whether the store answers a trivial query in time.
+    pub store_up: AsyncProbe<bool>,
     /// Whether Redis answers, when configured.
     pub redis_up: Option<AsyncProbe<bool>>,
     /// The newest committed event time ingest processes reported to Redis (epoch ms).
@@ -203,3 +219,16 @@ pub struct WindowHealth {
 pub type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
 /// Consumer lag known to this process, if any.
 pub type LagProbe = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_the_dependencies_of_its_mode() {
+        let embedded = dependencies(Source::Sqlite, true, json!("disabled"), json!("up"));
+        assert_eq!(embedded, json!({ "sqlite": "up", "queue": "up" }));
+        let stack = dependencies(Source::Postgres, false, json!("disabled"), json!("up"));
+        assert_eq!(stack, json!({ "postgres": "down", "redis": "disabled", "kafka": "up" }));
+    }
+}

@@ -6,12 +6,14 @@
 //! connections of their own, on tokio's blocking threads; writes go through the one writer.
 
 pub mod event_store;
+pub mod idempotency;
 pub mod keywords;
 pub mod migrate;
 pub mod offset_store;
 pub mod rejects;
 pub mod stats;
 pub mod summary;
+pub(crate) mod tables;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

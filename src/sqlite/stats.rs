@@ -1,24 +1,150 @@
 //! `WindowQuery` and `BucketSource` over SQLite: the window answers memory cannot give, and the
-//! buckets memory is rebuilt from. STUB (helper R fills it).
+//! buckets memory is rebuilt from. The same questions and answers as `crate::db::stats` on
+//! PostgreSQL; times are µs in `logs.ts`, the windows' bounds are seconds.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actors::domain::counts::KeywordSet;
 use actors::ports::{BucketSource, CannotAnswer, Rebuilt, StoreError, WindowAnswer, WindowQuery, WindowQuestion};
+use actors::windows::{Counts, ErrorStats, KeywordCount, ServiceStats, WindowRange};
 use async_trait::async_trait;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 
+use super::keywords::hours_of;
 use super::SqliteDb;
 
+const MICROS: i64 = 1_000_000;
+
+/// `floor(ts / 1 s)` for any sign of `ts` (SQLite's integer division truncates toward zero).
+macro_rules! second_of {
+    ($ts:literal) => {
+        concat!("((", $ts, " - ((", $ts, " % 1000000) + 1000000) % 1000000) / 1000000)")
+    };
+}
+
+/// The table `hours(h)` of the hours `?lo..=?hi` (see `keywords::hours_of`): `k.hour IN (SELECT h
+/// FROM hours)` makes SQLite seek each hour's range of `log_tokens`' key instead of scanning every
+/// token of the hours between.
+macro_rules! hours_cte {
+    ($lo:literal, $hi:literal) => {
+        concat!(
+            "WITH RECURSIVE hours(h) AS (SELECT ?",
+            $lo,
+            " WHERE ?",
+            $lo,
+            " <= ?",
+            $hi,
+            " UNION ALL SELECT h + 1 FROM hours WHERE h < ?",
+            $hi,
+            ") "
+        )
+    };
+}
+
+/// `topic` is one of the JSON array bound at `?N`.
+macro_rules! topic_in {
+    ($col:literal, $n:literal) => {
+        concat!($col, " IN (SELECT value FROM json_each(?", $n, "))")
+    };
+}
+
+#[derive(QueryableByName)]
+struct ServiceRow {
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+    #[diesel(sql_type = BigInt)]
+    errors: i64,
+}
+
+#[derive(QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[derive(QueryableByName)]
+struct KeywordRow {
+    #[diesel(sql_type = Text)]
+    keyword: String,
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[derive(QueryableByName)]
+struct SecondRow {
+    #[diesel(sql_type = BigInt)]
+    second: i64,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+    #[diesel(sql_type = BigInt)]
+    errors: i64,
+    #[diesel(sql_type = BigInt)]
+    newest_us: i64,
+}
+
+#[derive(QueryableByName)]
+struct SecondKeywordRow {
+    #[diesel(sql_type = BigInt)]
+    second: i64,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = Text)]
+    keyword: String,
+    #[diesel(sql_type = BigInt)]
+    hits: i64,
+}
+
+#[derive(QueryableByName)]
+struct OffsetRow {
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Integer)]
+    partition: i32,
+    #[diesel(sql_type = BigInt)]
+    next_offset: i64,
+}
+
+#[derive(QueryableByName)]
+struct MaybeSecond {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    second: Option<i64>,
+}
+
+/// A window's bounds in µs, as `logs.ts` keeps times.
+fn micros_of(range: WindowRange) -> (i64, i64) {
+    (range.from.saturating_mul(MICROS), range.to.saturating_mul(MICROS))
+}
+
+fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::Value::from(items.into_iter().collect::<Vec<_>>()).to_string()
+}
+
+/// Bounds a read: the blocking thread finishes its statement, but the caller stops waiting.
+async fn bounded<T, F>(db: &SqliteDb, timeout: Duration, what: &str, work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut SqliteConnection) -> diesel::QueryResult<T> + Send + 'static,
+{
+    tokio::time::timeout(timeout, db.read(work)).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!("{what}: SQLite did not answer within {} ms", timeout.as_millis())))
+    })
+}
+
+/// Stats queries against `logs` (and its keyword index `log_tokens`), bounded by a timeout.
 #[derive(Clone)]
 pub struct SqliteStats {
-    #[allow(dead_code)]
     db: SqliteDb,
-    #[allow(dead_code)]
+    /// Every topic of `KAFKA_TOPIC`: stats cover them together.
     topics: Vec<String>,
-    #[allow(dead_code)]
+    /// The tracked keywords: the top-keywords answer ranks only these.
     keywords: Arc<KeywordSet>,
-    #[allow(dead_code)]
     timeout: Duration,
 }
 
@@ -27,27 +153,142 @@ impl SqliteStats {
         SqliteStats { db, topics, keywords, timeout }
     }
 
+    fn topics_json(&self) -> String {
+        json_list(self.topics.iter().map(String::as_str))
+    }
+
+    pub async fn errors(&self, range: WindowRange, service: Option<String>) -> Result<ErrorStats, StoreError> {
+        let topics = self.topics_json();
+        let only = service.clone();
+        let rows: Vec<ServiceRow> = bounded(&self.db, self.timeout, "errors", move |conn| {
+            diesel::sql_query(concat!(
+                "SELECT service, count(*) AS total, coalesce(sum(level >= 4), 0) AS errors FROM logs \
+                 WHERE ts >= ?2 AND ts < ?3 AND ",
+                topic_in!("topic", 1),
+                " AND (?4 IS NULL OR service = ?4) GROUP BY service"
+            ))
+            .bind::<Text, _>(topics)
+            .bind::<BigInt, _>(range.from.saturating_mul(MICROS))
+            .bind::<BigInt, _>(range.to.saturating_mul(MICROS))
+            .bind::<Nullable<Text>, _>(only)
+            .load(conn)
+        })
+        .await?;
+        Ok(ErrorStats::from_services(
+            rows.into_iter().map(|r| ServiceStats {
+                service: r.service,
+                total: r.total as u64,
+                errors: r.errors as u64,
+            }),
+            service.as_deref(),
+        ))
+    }
+
+    /// Events of the window whose tokens hold `keyword`.
+    pub async fn keyword(
+        &self,
+        range: WindowRange,
+        keyword: String,
+        service: Option<String>,
+    ) -> Result<u64, StoreError> {
+        let topics = self.topics_json();
+        let (from_us, to_us) = micros_of(range);
+        let (lo, hi) = hours_of(from_us, to_us);
+        let row: CountRow = bounded(&self.db, self.timeout, "keyword", move |conn| {
+            diesel::sql_query(concat!(
+                hours_cte!(6, 7),
+                "SELECT count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
+                 WHERE k.hour IN (SELECT h FROM hours) AND k.token = ?2 AND k.ts >= ?3 AND k.ts < ?4 AND ",
+                topic_in!("l.topic", 1),
+                " AND (?5 IS NULL OR l.service = ?5)"
+            ))
+            .bind::<Text, _>(topics)
+            .bind::<Text, _>(keyword)
+            .bind::<BigInt, _>(from_us)
+            .bind::<BigInt, _>(to_us)
+            .bind::<Nullable<Text>, _>(service)
+            .bind::<BigInt, _>(lo)
+            .bind::<BigInt, _>(hi)
+            .get_result(conn)
+        })
+        .await?;
+        Ok(row.count as u64)
+    }
+
+    /// The most frequent of `keywords` in the window, by count then keyword bytes.
+    pub async fn top_keywords(
+        &self,
+        range: WindowRange,
+        keywords: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<KeywordCount>, StoreError> {
+        let topics = self.topics_json();
+        let tracked = json_list(keywords.iter().map(String::as_str));
+        let (from_us, to_us) = micros_of(range);
+        let (lo, hi) = hours_of(from_us, to_us);
+        let rows: Vec<KeywordRow> = bounded(&self.db, self.timeout, "top keywords", move |conn| {
+            diesel::sql_query(concat!(
+                hours_cte!(6, 7),
+                "SELECT k.token AS keyword, count(*) AS count FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
+                 WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
+                 AND k.ts >= ?3 AND k.ts < ?4 AND ",
+                topic_in!("l.topic", 1),
+                " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
+            ))
+            .bind::<Text, _>(topics)
+            .bind::<Text, _>(tracked)
+            .bind::<BigInt, _>(from_us)
+            .bind::<BigInt, _>(to_us)
+            .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind::<BigInt, _>(lo)
+            .bind::<BigInt, _>(hi)
+            .load(conn)
+        })
+        .await?;
+        Ok(rows.into_iter().map(|r| KeywordCount { keyword: r.keyword, count: r.count as u64 }).collect())
+    }
+
     /// True when SQLite answers a trivial query in time.
     pub async fn ping(&self) -> bool {
-        false
+        bounded(&self.db, self.timeout, "ping", |conn| diesel::sql_query("SELECT 1").execute(conn)).await.is_ok()
     }
 }
 
+/// SQLite as a source of window answers: it holds every stored event, so it fails only by being
+/// locked, broken or slow.
 #[async_trait]
 impl WindowQuery for SqliteStats {
-    async fn answer(&self, _question: &WindowQuestion) -> Result<WindowAnswer, CannotAnswer> {
-        Err(CannotAnswer::Unavailable("SqliteStats is not written yet".into()))
+    async fn answer(&self, question: &WindowQuestion) -> Result<WindowAnswer, CannotAnswer> {
+        let answer = match question.clone() {
+            WindowQuestion::Errors { range, service } => self.errors(range, service).await.map(WindowAnswer::Errors),
+            WindowQuestion::Keyword { range, keyword, service } => {
+                self.keyword(range, keyword.as_str().to_owned(), service).await.map(WindowAnswer::Keyword)
+            }
+            WindowQuestion::TopKeywords { range, limit } => {
+                let tracked: Vec<String> = self.keywords.iter().map(|k| k.as_str().to_owned()).collect();
+                self.top_keywords(range, tracked, limit).await.map(WindowAnswer::TopKeywords)
+            }
+        };
+        answer.map_err(|e| CannotAnswer::Unavailable(e.to_string()))
     }
 }
 
+/// Rebuilds windows from one read transaction: under WAL it sees one snapshot, so counts and
+/// offsets agree with each other whatever the writer commits meanwhile.
 pub struct SqliteBucketSource {
-    #[allow(dead_code)]
     db: SqliteDb,
+    timeout: Duration,
 }
 
 impl SqliteBucketSource {
     pub fn new(db: SqliteDb) -> SqliteBucketSource {
-        SqliteBucketSource { db }
+        SqliteBucketSource { db, timeout: crate::db::stats::DEFAULT_REBUILD_TIMEOUT }
+    }
+
+    /// Gives up waiting for a rebuild after `timeout`; the aggregator retries.
+    pub fn with_timeout(mut self, timeout: Duration) -> SqliteBucketSource {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -55,11 +296,104 @@ impl SqliteBucketSource {
 impl BucketSource for SqliteBucketSource {
     async fn snapshot(
         &self,
-        _topics: &[String],
-        _first: i64,
-        _last: i64,
-        _keywords: &KeywordSet,
+        topics: &[String],
+        first: i64,
+        last: i64,
+        keywords: &KeywordSet,
     ) -> Result<Rebuilt, StoreError> {
-        Err(StoreError::Unavailable("SqliteBucketSource is not written yet".into()))
+        let topics = json_list(topics.iter().map(String::as_str));
+        let tracked = json_list(keywords.iter().map(|k| k.as_str()));
+        let any_tracked = keywords.iter().next().is_some();
+        let keywords = keywords.clone();
+        let (from_us, to_us) = (first.saturating_mul(MICROS), last.saturating_add(1).saturating_mul(MICROS));
+        let (lo, hi) = hours_of(from_us, to_us);
+        bounded(&self.db, self.timeout, "rebuilding windows", move |conn| {
+            conn.transaction(|conn| {
+                let offsets: Vec<OffsetRow> = diesel::sql_query(concat!(
+                    "SELECT topic, \"partition\", next_offset FROM kafka_offsets WHERE ",
+                    topic_in!("topic", 1)
+                ))
+                .bind::<Text, _>(&topics)
+                .load(conn)?;
+                let seconds: Vec<SecondRow> = diesel::sql_query(concat!(
+                    "SELECT ",
+                    second_of!("ts"),
+                    " AS second, service, count(*) AS total, coalesce(sum(level >= 4), 0) AS errors, \
+                     max(ts) AS newest_us FROM logs WHERE ts >= ?2 AND ts < ?3 AND ",
+                    topic_in!("topic", 1),
+                    " GROUP BY 1, 2"
+                ))
+                .bind::<Text, _>(&topics)
+                .bind::<BigInt, _>(from_us)
+                .bind::<BigInt, _>(to_us)
+                .load(conn)?;
+                let hits: Vec<SecondKeywordRow> = if any_tracked {
+                    diesel::sql_query(concat!(
+                        hours_cte!(5, 6),
+                        "SELECT ",
+                        second_of!("k.ts"),
+                        " AS second, l.service AS service, k.token AS keyword, count(*) AS hits \
+                         FROM log_tokens AS k JOIN logs AS l ON l.rowid = k.log_id \
+                         WHERE k.hour IN (SELECT h FROM hours) AND k.token IN (SELECT value FROM json_each(?2)) \
+                         AND k.ts >= ?3 AND k.ts < ?4 AND ",
+                        topic_in!("l.topic", 1),
+                        " GROUP BY 1, 2, 3"
+                    ))
+                    .bind::<Text, _>(&topics)
+                    .bind::<Text, _>(&tracked)
+                    .bind::<BigInt, _>(from_us)
+                    .bind::<BigInt, _>(to_us)
+                    .bind::<BigInt, _>(lo)
+                    .bind::<BigInt, _>(hi)
+                    .load(conn)?
+                } else {
+                    Vec::new()
+                };
+                let beyond: MaybeSecond = diesel::sql_query(concat!(
+                    "SELECT ",
+                    second_of!("max(ts)"),
+                    " AS second FROM logs WHERE ts >= ?2 AND ",
+                    topic_in!("topic", 1)
+                ))
+                .bind::<Text, _>(&topics)
+                .bind::<BigInt, _>(to_us)
+                .get_result(conn)?;
+
+                let mut rebuilt = Rebuilt {
+                    offsets: offsets.into_iter().map(|o| ((o.topic, o.partition), o.next_offset)).collect(),
+                    beyond_last: beyond.second,
+                    ..Rebuilt::default()
+                };
+                let mut names: BTreeMap<String, Arc<str>> = BTreeMap::new();
+                let mut intern = |s: String| names.entry(s.clone()).or_insert_with(|| Arc::from(s.as_str())).clone();
+                for row in seconds {
+                    let newest_ms = row.newest_us.div_euclid(1_000);
+                    rebuilt.newest_ms = Some(rebuilt.newest_ms.map_or(newest_ms, |n| n.max(newest_ms)));
+                    let counts = rebuilt
+                        .seconds
+                        .entry(row.second)
+                        .or_default()
+                        .by_service
+                        .entry(intern(row.service))
+                        .or_default();
+                    counts.total = row.total as u64;
+                    counts.errors = row.errors as u64;
+                }
+                for row in hits {
+                    let Some(i) = keywords.position(&row.keyword) else { continue };
+                    let counts: &mut Counts = rebuilt
+                        .seconds
+                        .entry(row.second)
+                        .or_default()
+                        .by_service
+                        .entry(intern(row.service))
+                        .or_default();
+                    counts.keywords.resize(keywords.len(), 0);
+                    counts.keywords[i] = row.hits as u64;
+                }
+                Ok(rebuilt)
+            })
+        })
+        .await
     }
 }

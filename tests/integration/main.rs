@@ -4,6 +4,7 @@
 mod api;
 mod edges;
 mod embedded;
+mod embedded_write;
 mod generate;
 mod ground_truth;
 mod grpc;
@@ -15,5 +16,6 @@ mod multi_topic;
 mod observability;
 mod protocols;
 mod smoke;
+mod sqlite_read;
 mod store_robust;
 mod summary;

@@ -222,13 +222,13 @@ impl<S: IntakeSink> Intake<S> {
 
         if tally.accepted == 0 && !tally.not_queued.is_empty() {
             if let Err(e) = self.sink.discard(held, key).await {
-                warn!(log, "rolling back the dead letters of a body Kafka did not take failed";
+                warn!(log, "rolling back the dead letters of a body the queue did not take failed";
                       "key_released" => false, "error" => e.0);
             }
             let mut body = tally.answer();
             body["error"] = json!("kafka_unavailable");
             body["message"] = json!(format!(
-                "Kafka did not take any event within {} ms ({}); nothing was accepted: send the body again",
+                "the queue did not take any event within {} ms ({}); nothing was accepted: send the body again",
                 self.queue_timeout.as_millis(),
                 tally.first_queue_error.as_deref().unwrap_or("no acknowledgement")
             ));
@@ -238,12 +238,12 @@ impl<S: IntakeSink> Intake<S> {
         match self.sink.commit(held, key.map(|key| (key, ACCEPTED_STATUS, &body[..]))).await {
             Ok(()) => Ok(IntakeOutcome::Accepted { body }),
             Err(e) => {
-                warn!(log, "dead letters of POST /ingest not stored after Kafka took the events";
+                warn!(log, "dead letters of POST /ingest not stored after the queue took the events";
                       "accepted" => tally.accepted, "rejected" => tally.rejected, "error" => &e.0);
                 let mut body = tally.answer();
                 body["error"] = json!("dead_letters_not_stored");
                 body["message"] = json!(format!(
-                    "the {} accepted lines are in Kafka (do not send them again), but the {} rejected lines could \
+                    "the {} accepted lines are in the queue (do not send them again), but the {} rejected lines could \
                      not be stored ({}): send only the rejected lines again",
                     tally.accepted, tally.rejected, e.0
                 ));

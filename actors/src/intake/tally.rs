@@ -67,9 +67,9 @@ impl Tally {
             self.first_queue_error = Some(error.clone());
         }
         if !only_this_line && self.stopped.is_none() {
-            self.stopped = Some(format!("Kafka failed an earlier line of this body ({error})"));
+            self.stopped = Some(format!("the queue failed an earlier line of this body ({error})"));
         }
-        self.not_queued(line, format!("Kafka did not acknowledge it: {error}"));
+        self.not_queued(line, format!("the queue did not acknowledge it: {error}"));
     }
 
     pub fn answer(&mut self) -> Value {
@@ -149,7 +149,10 @@ mod tests {
             answer["errors"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
         assert_eq!(reasons, ["not_json", "not_queued", "not_queued"]);
         assert!(tally.stopped.is_some(), "a timeout stops sending the rest of the body");
-        assert!(answer["errors"][2]["message"].as_str().unwrap().starts_with("not sent: Kafka failed an earlier line"));
+        assert!(answer["errors"][2]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not sent: the queue failed an earlier line"));
     }
 
     #[test]

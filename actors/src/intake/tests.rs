@@ -194,8 +194,8 @@ async fn a_queue_failing_part_way_lists_the_queued_and_not_queued_ranges() {
     assert_eq!(answer["not_queued_lines"], json!([[3, 5]]));
     let messages: Vec<&str> =
         answer["errors"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
-    assert!(messages[0].starts_with("Kafka did not acknowledge it: Message timed out"), "{messages:?}");
-    assert!(messages[1].starts_with("not sent: Kafka failed an earlier line"), "{messages:?}");
+    assert!(messages[0].starts_with("the queue did not acknowledge it: Message timed out"), "{messages:?}");
+    assert!(messages[1].starts_with("not sent: the queue failed an earlier line"), "{messages:?}");
     assert_eq!(intake.sink.stored().queued.len(), 2, "nothing is sent after the queue failed");
 }
 

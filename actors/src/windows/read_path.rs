@@ -1,4 +1,5 @@
-//! The read path: memory → Redis (a kept answer, then the buckets) → PostgreSQL → keep the answer.
+//! The read path: memory → Redis (a kept answer, then the buckets) → the store (PostgreSQL, or
+//! SQLite in the embedded mode) → keep the answer.
 //! An outage changes where the answer comes from, never whether there is one (unless every source
 //! is down, or the caller forced one that cannot answer).
 
@@ -18,6 +19,8 @@ pub enum Source {
     Memory,
     Redis,
     Postgres,
+    /// The embedded mode's store.
+    Sqlite,
 }
 
 impl Source {
@@ -27,8 +30,12 @@ impl Source {
             Source::Memory => "memory",
             Source::Redis => "redis",
             Source::Postgres => "postgres",
+            Source::Sqlite => "sqlite",
         }
     }
+
+    /// Every source name, as `source=` accepts it.
+    pub const ALL: [Source; 4] = [Source::Memory, Source::Redis, Source::Postgres, Source::Sqlite];
 }
 
 /// How one read of Redis went, for its hit/miss/error counter.
@@ -100,6 +107,8 @@ pub struct WindowReader {
     memory: Option<Arc<dyn WindowQuery>>,
     redis: Option<RedisSource>,
     postgres: Arc<dyn WindowQuery>,
+    /// What answers of `postgres` are labelled: `Postgres`, or `Sqlite` in the embedded mode.
+    store: Source,
     clock: SharedClock,
     on_redis_read: Option<CacheReadObserver>,
 }
@@ -107,7 +116,23 @@ pub struct WindowReader {
 impl WindowReader {
     /// A reader of PostgreSQL alone (the authority); add the faster sources with the `with_` calls.
     pub fn new(postgres: Arc<dyn WindowQuery>, clock: SharedClock) -> WindowReader {
-        WindowReader { memory: None, redis: None, postgres, clock, on_redis_read: None }
+        WindowReader { memory: None, redis: None, postgres, store: Source::Postgres, clock, on_redis_read: None }
+    }
+
+    /// Names the store's answers `store` (the embedded mode's SQLite) instead of `postgres`.
+    pub fn store_named(mut self, store: Source) -> WindowReader {
+        self.store = store;
+        self
+    }
+
+    /// The sources this reader may be forced to: memory, Redis when configured, and its store.
+    pub fn sources(&self) -> Vec<Source> {
+        let mut sources = vec![Source::Memory];
+        if self.redis.is_some() {
+            sources.push(Source::Redis);
+        }
+        sources.push(self.store);
+        sources
     }
 
     /// The in-memory windows of this process (the `run` role).
@@ -160,17 +185,25 @@ impl WindowReader {
                 None => misses.note(Source::Redis, "not configured"),
             }
         }
-        if allowed(Source::Postgres) {
+        if allowed(self.store) {
             match exact(self.postgres.answer(question).await, question) {
                 Ok(answer) => {
                     // Redis just failed this request: do not wait on it a second time.
                     if let (Some(redis), false) = (&self.redis, redis_down) {
                         redis.answers.keep(question, &answer, self.answer_ttl(question.range())).await;
                     }
-                    return Ok((answer, Source::Postgres));
+                    return Ok((answer, self.store));
                 }
-                Err(why) => misses.note(Source::Postgres, why),
+                Err(why) => misses.note(self.store, why),
             }
+        }
+        // Redis and memory noted their own absence above; a store this process does not use did not.
+        if forced.is_some_and(|f| matches!(f, Source::Postgres | Source::Sqlite) && f != self.store) {
+            misses.reasons.push(format!(
+                "{}: not a source of this process (its sources: {})",
+                forced.map_or("", Source::as_str),
+                self.sources().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
         }
         Err(misses)
     }

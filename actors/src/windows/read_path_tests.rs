@@ -335,6 +335,28 @@ async fn a_reader_without_redis_goes_from_memory_to_postgres() {
 }
 
 #[actix_rt::test]
+async fn a_store_named_sqlite_labels_its_answers_and_refuses_postgres() {
+    let sqlite = Scripted::counting(9);
+    let clock = Arc::new(FixedClock(Utc.timestamp_opt(NOW, 0).unwrap()));
+    let reader = WindowReader::new(sqlite.clone(), clock)
+        .store_named(Source::Sqlite)
+        .with_memory(Scripted::refusing(Unanswerable::OutsideHorizon.into()));
+    assert_eq!(reader.sources(), vec![Source::Memory, Source::Sqlite]);
+    let (stats, source) = reader.errors(open_window(), None, None).await.unwrap();
+    assert_eq!((stats.total, source, source.as_str()), (9, Source::Sqlite, "sqlite"));
+    assert_eq!(reader.errors(open_window(), None, Some(Source::Sqlite)).await.unwrap().1, Source::Sqlite);
+    let asked = sqlite.asked();
+    let err = reader.errors(open_window(), None, Some(Source::Postgres)).await.unwrap_err();
+    assert_eq!(err.code(), "source_unavailable");
+    assert_eq!(
+        err.message(),
+        "the postgres source cannot answer this: postgres: not a source of this process (its sources: memory, sqlite)"
+    );
+    assert_eq!(sqlite.asked(), asked, "a forced postgres never asks the sqlite store");
+    assert_eq!(Rig::new(None, Scripted::counting(8), Scripted::counting(9)).reader().sources().len(), 3);
+}
+
+#[actix_rt::test]
 async fn an_answer_to_another_question_is_not_taken() {
     let confused = Scripted::new(|_| Ok(WindowAnswer::Keyword(1)));
     let rig = Rig::new(Some(confused), incomplete_buckets(), Scripted::counting(9));

@@ -43,7 +43,7 @@ impl SourceState {
     }
 
     /// The counters of `partition`, kept across the times it is owned.
-    pub(super) fn stats_for(&self, partition: &TopicPartition) -> Arc<ConsumerStats> {
+    pub(crate) fn stats_for(&self, partition: &TopicPartition) -> Arc<ConsumerStats> {
         let mut ever = self.ever.lock().expect("source state");
         if let Some(stats) = ever.get(partition) {
             return stats.clone();

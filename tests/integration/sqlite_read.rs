@@ -1,0 +1,517 @@
+//! The embedded store's read side on a real SQLite file (a fresh temp directory per test): every
+//! window question, the rebuild snapshot, the summary job and its reader, retention, the scheduler's
+//! lead and the replay of dead letters. Rows are inserted by SQL here (as the event store would, with
+//! `keywords::index_rows` after each batch) and the expected answers are counted from the same rows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::domain::counts::{Counts, KeywordSet, SecondCounts};
+use actors::domain::{Keyword, ParseRules, STOP_WORDS};
+use actors::ports::summary::SummaryReader;
+use actors::ports::{BucketSource, DailyJobs, WindowAnswer, WindowQuery, WindowQuestion};
+use actors::windows::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
+use chrono::{NaiveDate, TimeZone, Utc};
+use diesel::sql_types::{BigInt, Binary, Integer, Nullable, Text};
+use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
+use log_analyzer::db::rejects::RejectFilter;
+use log_analyzer::sqlite::stats::{SqliteBucketSource, SqliteStats};
+use log_analyzer::sqlite::summary::{summarize_day, SqliteDailyJobs, SqliteSummaryReader};
+use log_analyzer::sqlite::{keywords, migrate, rejects, SqliteDb};
+use rand::rngs::SmallRng as StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::helpers::unique;
+
+const TOPIC: &str = "logs";
+const OTHER_TOPIC: &str = "elsewhere";
+const SERVICES: [&str; 3] = ["api", "billing", "cart"];
+const WORDS: [&str; 8] = ["timeout", "error", "payment", "the", "retry", "disk", "user", "ok"];
+const TRACKED: [&str; 4] = ["timeout", "payment", "retry", "never"];
+
+/// A temp directory with a migrated database file, removed on drop.
+struct TempStore {
+    dir: PathBuf,
+    db: SqliteDb,
+}
+
+impl TempStore {
+    async fn create() -> TempStore {
+        let dir = std::env::temp_dir().join(unique("la_sqlite"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = SqliteDb::at(dir.join("la.db"));
+        migrate::run_migrations(&db).await.unwrap();
+        TempStore { dir, db }
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    ts: i64,
+    level: i16,
+    service: String,
+    user_id: Option<String>,
+    tokens: Vec<String>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(QueryableByName)]
+struct RowId {
+    #[diesel(sql_type = BigInt)]
+    rowid: i64,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Inserts `rows` in one transaction and indexes them, as the event store does.
+fn insert(conn: &mut SqliteConnection, rows: &[Row]) {
+    conn.immediate_transaction(|conn| {
+        let mut ids = Vec::new();
+        for r in rows {
+            let id: RowId = diesel::sql_query(
+                "INSERT INTO logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \
+                 \"offset\", ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8, ?9, ?1) RETURNING rowid",
+            )
+            .bind::<BigInt, _>(r.ts)
+            .bind::<Integer, _>(i32::from(r.level))
+            .bind::<Text, _>(&r.service)
+            .bind::<Nullable<Text>, _>(r.user_id.as_deref())
+            .bind::<Text, _>(r.tokens.join(" "))
+            .bind::<Text, _>(serde_json::to_string(&r.tokens).unwrap())
+            .bind::<Text, _>(&r.topic)
+            .bind::<Integer, _>(r.partition)
+            .bind::<BigInt, _>(r.offset)
+            .get_result(conn)?;
+            ids.push(id.rowid);
+        }
+        if let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) {
+            keywords::index_rows(conn, *first, *last)?;
+        }
+        diesel::QueryResult::Ok(())
+    })
+    .unwrap();
+}
+
+fn count(conn: &mut SqliteConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
+}
+
+/// `n` events over `[start, start + span)` seconds, mostly on TOPIC, with random services, levels,
+/// users and tokens (distinct per event, as the tokenizer makes them), at µs precision.
+fn random_rows(seed: u64, n: usize, start: i64, span: i64) -> Vec<Row> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let mut tokens: Vec<String> =
+                WORDS.iter().filter(|_| rng.random_bool(0.35)).map(|w| (*w).to_owned()).collect();
+            if rng.random_bool(0.1) {
+                tokens.push(format!("id{}", rng.random_range(0..5)));
+            }
+            Row {
+                ts: start * 1_000_000 + rng.random_range(0..span * 1_000_000),
+                level: rng.random_range(0..=5),
+                service: SERVICES[rng.random_range(0..SERVICES.len())].to_owned(),
+                user_id: match rng.random_range(0..4) {
+                    0 => None,
+                    k => Some(format!("u{k}")),
+                },
+                tokens,
+                topic: if rng.random_bool(0.9) { TOPIC } else { OTHER_TOPIC }.to_owned(),
+                partition: rng.random_range(0..2),
+                offset: i as i64,
+            }
+        })
+        .collect()
+}
+
+fn in_window(r: &Row, range: WindowRange) -> bool {
+    r.topic == TOPIC && r.ts >= range.from * 1_000_000 && r.ts < range.to * 1_000_000
+}
+
+fn expected_errors(rows: &[Row], range: WindowRange, service: Option<&str>) -> ErrorStats {
+    let mut by: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| in_window(r, range)) {
+        let e = by.entry(&r.service).or_default();
+        e.0 += 1;
+        e.1 += u64::from(r.level >= 4);
+    }
+    ErrorStats::from_services(
+        by.into_iter().map(|(s, (t, e))| ServiceStats { service: s.to_owned(), total: t, errors: e }),
+        service,
+    )
+}
+
+fn tracked_set() -> KeywordSet {
+    KeywordSet::new(TRACKED.iter().map(|k| Keyword::parse(k).unwrap()))
+}
+
+fn stats(store: &TempStore) -> SqliteStats {
+    SqliteStats::new(store.db.clone(), vec![TOPIC.to_owned()], Arc::new(tracked_set()), Duration::from_secs(10))
+}
+
+#[tokio::test]
+async fn every_window_question_equals_a_count_of_the_rows() {
+    let store = TempStore::create().await;
+    let start = 1_764_000_000;
+    let rows = random_rows(7, 3_000, start, 7_200);
+    let mut conn = store.db.connect().unwrap();
+    // Several batches, as the event store writes them.
+    for chunk in rows.chunks(700) {
+        insert(&mut conn, chunk);
+    }
+    let stats = stats(&store);
+    assert!(stats.ping().await);
+
+    let ranges = [
+        WindowRange::ending_at(start + 3_600, 3_600),
+        WindowRange::ending_at(start + 4_000, 60),
+        WindowRange::ending_at(start + 7_200, 300),
+        WindowRange::ending_at(start + 7_200, 7_200),
+        WindowRange::ending_at(start, 60),
+    ];
+    let mut nonzero = 0;
+    for range in ranges {
+        for service in [None, Some("billing"), Some("nope")] {
+            let q = WindowQuestion::Errors { range, service: service.map(str::to_owned) };
+            let want = expected_errors(&rows, range, service);
+            nonzero += usize::from(want.total > 0);
+            match stats.answer(&q).await.unwrap() {
+                WindowAnswer::Errors(got) => assert_eq!(got, want, "{q:?}"),
+                other => panic!("{other:?}"),
+            }
+            for word in WORDS.iter().chain(["id3", "absent"].iter()) {
+                let q = WindowQuestion::Keyword {
+                    range,
+                    keyword: Keyword::parse(word).unwrap(),
+                    service: service.map(str::to_owned),
+                };
+                let want = rows
+                    .iter()
+                    .filter(|r| in_window(r, range) && service.is_none_or(|s| s == r.service))
+                    .filter(|r| r.tokens.iter().any(|t| t == word))
+                    .count() as u64;
+                match stats.answer(&q).await.unwrap() {
+                    WindowAnswer::Keyword(got) => assert_eq!(got, want, "{q:?}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        for limit in [1, 2, 10] {
+            let counts = TRACKED.iter().map(|k| KeywordCount {
+                keyword: (*k).to_owned(),
+                count: rows.iter().filter(|r| in_window(r, range) && r.tokens.iter().any(|t| t == k)).count() as u64,
+            });
+            let want = actors::windows::stats::top_keywords(counts, limit);
+            match stats.answer(&WindowQuestion::TopKeywords { range, limit }).await.unwrap() {
+                WindowAnswer::TopKeywords(got) => assert_eq!(got, want, "{range:?} limit {limit}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(nonzero >= 8, "the windows hold events: the test compares something");
+}
+
+#[tokio::test]
+async fn the_snapshot_counts_every_second_and_the_offsets_of_one_moment() {
+    let store = TempStore::create().await;
+    let start = 1_764_100_000;
+    let rows = random_rows(11, 2_000, start, 600);
+    let mut conn = store.db.connect().unwrap();
+    insert(&mut conn, &rows);
+    diesel::sql_query(
+        "INSERT INTO kafka_offsets (topic, \"partition\", next_offset, updated_at) VALUES \
+         ('logs', 0, 1200, 0), ('logs', 1, 800, 0), ('elsewhere', 0, 5, 0)",
+    )
+    .execute(&mut conn)
+    .unwrap();
+
+    let set = tracked_set();
+    let (first, last) = (start + 100, start + 399);
+    let rebuilt =
+        SqliteBucketSource::new(store.db.clone()).snapshot(&[TOPIC.to_owned()], first, last, &set).await.unwrap();
+
+    let mut seconds: BTreeMap<i64, SecondCounts> = BTreeMap::new();
+    let mut newest_us = None::<i64>;
+    for r in rows
+        .iter()
+        .filter(|r| r.topic == TOPIC && r.ts.div_euclid(1_000_000) >= first && r.ts.div_euclid(1_000_000) <= last)
+    {
+        newest_us = newest_us.max(Some(r.ts));
+        let counts: &mut Counts = seconds
+            .entry(r.ts.div_euclid(1_000_000))
+            .or_default()
+            .by_service
+            .entry(Arc::from(r.service.as_str()))
+            .or_default();
+        counts.total += 1;
+        counts.errors += u64::from(r.level >= 4);
+        for t in &r.tokens {
+            if let Some(i) = set.position(t) {
+                counts.keywords.resize(set.len(), 0);
+                counts.keywords[i] += 1;
+            }
+        }
+    }
+    let beyond = rows
+        .iter()
+        .filter(|r| r.topic == TOPIC && r.ts >= (last + 1) * 1_000_000)
+        .map(|r| r.ts.div_euclid(1_000_000))
+        .max();
+    assert!(seconds.len() > 100 && beyond.is_some());
+    assert_eq!(rebuilt.seconds, seconds);
+    assert_eq!(rebuilt.newest_ms, newest_us.map(|us| us.div_euclid(1_000)));
+    assert_eq!(rebuilt.beyond_last, beyond);
+    assert_eq!(rebuilt.offsets, BTreeMap::from([((TOPIC.to_owned(), 0), 1200), ((TOPIC.to_owned(), 1), 800)]));
+}
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+#[tokio::test]
+async fn a_summarized_day_reads_back_as_counted_and_a_rerun_replaces_it() {
+    let store = TempStore::create().await;
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let midnight = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap()).timestamp();
+    // The day itself, and an hour either side that must not count.
+    let rows = random_rows(3, 1_500, midnight - 3_600, 86_400 + 7_200);
+    let mut conn = store.db.connect().unwrap();
+    insert(&mut conn, &rows);
+    let noon_us = (midnight + 43_200) * 1_000_000;
+    for (reason, at) in
+        [("not_json", noon_us), ("not_json", noon_us + 1), ("bad_level", noon_us), ("bad_ts", noon_us + 86_400_000_000)]
+    {
+        diesel::sql_query(
+            "INSERT INTO log_rejects (source, reason, detail, raw, raw_len, rejected_at) VALUES ('http', ?1, 'd', x'00', 1, ?2)",
+        )
+        .bind::<Text, _>(reason)
+        .bind::<BigInt, _>(at)
+        .execute(&mut conn)
+        .unwrap();
+    }
+
+    let jobs = SqliteDailyJobs::new(store.db.clone(), &logger());
+    assert_eq!(jobs.last_summarized().await.unwrap(), None);
+    let reader = SqliteSummaryReader::new(store.db.clone());
+    assert!(reader.day(day, None, 100).await.unwrap().is_none(), "no run yet");
+    let first = summarize_day(&store.db, day, &logger()).await.unwrap();
+    let again = jobs.summarize(day).await.unwrap();
+    assert_eq!((first.rows, first.keywords), (again.rows, again.keywords));
+    assert_eq!(jobs.last_summarized().await.unwrap(), Some(day));
+    // Two runs at once (the CLI beside the scheduler): both succeed, the day is there once.
+    let log = logger();
+    let (x, y) = tokio::join!(summarize_day(&store.db, day, &log), jobs.summarize(day));
+    assert_eq!((x.unwrap().rows, y.unwrap().rows), (first.rows, first.rows));
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM user_log_summary"),
+        again.rows as i64,
+        "replaced, not added"
+    );
+    assert_eq!(again.invalid_rows, BTreeMap::from([("bad_level".to_owned(), 1), ("not_json".to_owned(), 2)]));
+
+    let of_day: Vec<&Row> = rows.iter().filter(|r| r.ts.div_euclid(86_400_000_000) == midnight / 86_400).collect();
+    let read = reader.day(day, None, 100).await.unwrap().expect("summarized");
+    assert_eq!(read.invalid_rows, serde_json::json!({"bad_level": 1, "not_json": 2}));
+    let mut users: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in &of_day {
+        users.entry(r.user_id.clone().unwrap_or_else(|| "(none)".into())).or_default().push(r);
+    }
+    assert_eq!(read.users.len(), users.len());
+    for u in &read.users {
+        let mine = &users[&u.user_id];
+        assert_eq!(u.total, mine.len() as i64);
+        assert_eq!(u.errors, mine.iter().filter(|r| r.level >= 4).count() as i64);
+        assert_eq!(u.warnings, mine.iter().filter(|r| r.level == 3).count() as i64);
+        assert!((u.error_rate - u.errors as f64 / u.total as f64).abs() < 1e-12);
+        let services: BTreeSet<&str> = mine.iter().map(|r| r.service.as_str()).collect();
+        assert_eq!(u.services, services.into_iter().collect::<Vec<_>>());
+        assert_eq!(u.first_seen.timestamp_micros(), mine.iter().map(|r| r.ts).min().unwrap());
+        assert_eq!(u.last_seen.timestamp_micros(), mine.iter().map(|r| r.ts).max().unwrap());
+        let top: Vec<serde_json::Value> = ranked(mine.iter().copied(), 10)
+            .into_iter()
+            .map(|(k, c)| serde_json::json!({"keyword": k, "count": c}))
+            .collect();
+        assert_eq!(u.top_keywords, serde_json::Value::from(top), "{}", u.user_id);
+    }
+    let by_total: Vec<(i64, &str)> = read.users.iter().map(|u| (-u.total, u.user_id.as_str())).collect();
+    assert!(by_total.windows(2).all(|w| w[0] <= w[1]), "by total, then user_id");
+    assert_eq!(read.keywords, ranked(of_day.iter().copied(), 100));
+
+    let one = reader.day(day, Some("u2"), 100).await.unwrap().unwrap();
+    assert_eq!(one.users.iter().map(|u| u.user_id.as_str()).collect::<Vec<_>>(), ["u2"]);
+}
+
+/// (token, events) by count then bytes, without stop words.
+fn ranked<'a>(rows: impl Iterator<Item = &'a Row>, n: usize) -> Vec<(String, i64)> {
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for r in rows {
+        for t in r.tokens.iter().filter(|t| !STOP_WORDS.contains(&t.as_str())) {
+            *counts.entry(t).or_default() += 1;
+        }
+    }
+    let mut all: Vec<(String, i64)> = counts.into_iter().map(|(k, c)| (k.to_owned(), c)).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_bytes().cmp(b.0.as_bytes())));
+    all.truncate(n);
+    all
+}
+
+#[tokio::test]
+async fn retention_deletes_old_days_and_their_keyword_index() {
+    let store = TempStore::create().await;
+    let today = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+    let today_start = Utc.from_utc_datetime(&today.and_hms_opt(0, 0, 0).unwrap()).timestamp();
+    // Four days: today-3 .. today.
+    let rows = random_rows(5, 2_000, today_start - 3 * 86_400, 4 * 86_400);
+    let mut conn = store.db.connect().unwrap();
+    insert(&mut conn, &rows);
+
+    let jobs = SqliteDailyJobs::new(store.db.clone(), &logger());
+    let changes = jobs.maintain_partitions(today, 2, 2).await.unwrap();
+    assert!(changes.created.is_empty());
+    assert_eq!(changes.dropped, [today - chrono::Days::new(3)]);
+    let kept: Vec<&Row> = rows.iter().filter(|r| r.ts >= (today_start - 2 * 86_400) * 1_000_000).collect();
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM logs"), kept.len() as i64);
+    let tokens: usize = kept.iter().map(|r| r.tokens.len()).sum();
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM log_tokens"),
+        tokens as i64,
+        "index rows of kept events only"
+    );
+    assert_eq!(jobs.maintain_partitions(today, 2, 2).await.unwrap().dropped, Vec::<NaiveDate>::new());
+
+    let old = WindowRange { from: today_start - 3 * 86_400, to: today_start - 2 * 86_400 };
+    let q = WindowQuestion::Keyword { range: old, keyword: Keyword::parse("timeout").unwrap(), service: None };
+    assert!(matches!(stats(&store).answer(&q).await.unwrap(), WindowAnswer::Keyword(0)));
+}
+
+#[tokio::test]
+async fn one_scheduler_per_file_leads_until_it_goes() {
+    let store = TempStore::create().await;
+    let a = SqliteDailyJobs::new(store.db.clone(), &logger());
+    let b = SqliteDailyJobs::new(SqliteDb::at(store.db.path()), &logger());
+    assert!(a.lead().await.unwrap());
+    assert!(a.lead().await.unwrap(), "a keeps the lead");
+    assert!(!b.lead().await.unwrap(), "b waits while a leads");
+    drop(a);
+    assert!(b.lead().await.unwrap(), "b takes over once a is gone");
+}
+
+#[derive(QueryableByName)]
+struct StoredPosition {
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Integer)]
+    partition: i32,
+    #[diesel(sql_type = BigInt)]
+    offset: i64,
+    #[diesel(sql_type = Text)]
+    service: String,
+}
+
+fn reject(
+    conn: &mut SqliteConnection,
+    topic: Option<&str>,
+    offset: Option<i64>,
+    reason: &str,
+    raw: &[u8],
+    raw_len: i32,
+) -> i64 {
+    diesel::sql_query(
+        "INSERT INTO log_rejects (source, topic, \"partition\", \"offset\", reason, detail, raw, raw_len, kafka_ts, rejected_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'old parser', ?6, ?7, ?8, ?8) RETURNING id AS rowid",
+    )
+    .bind::<Text, _>(if topic.is_some() { "kafka" } else { "http" })
+    .bind::<Nullable<Text>, _>(topic)
+    .bind::<Nullable<Integer>, _>(topic.map(|_| 0))
+    .bind::<Nullable<BigInt>, _>(offset)
+    .bind::<Text, _>(reason)
+    .bind::<Binary, _>(raw)
+    .bind::<Integer, _>(raw_len)
+    .bind::<BigInt, _>(Utc::now().timestamp_micros())
+    .get_result::<RowId>(conn)
+    .unwrap()
+    .rowid
+}
+
+#[tokio::test]
+async fn a_fixed_reject_replays_once_and_only_once() {
+    let store = TempStore::create().await;
+    let mut conn = store.db.connect().unwrap();
+    let fixed = br#"{"level":"error","service":"checkout","message":"payment timeout"}"#;
+    reject(&mut conn, Some(TOPIC), Some(41), "store_rejected", fixed, fixed.len() as i32);
+    let http_id = reject(
+        &mut conn,
+        None,
+        None,
+        "store_rejected",
+        br#"{"level":"info","service":"web","message":"hello there"}"#,
+        56,
+    );
+    reject(&mut conn, Some(TOPIC), Some(42), "missing_field", br#"{"level":"info","service":"s"}"#, 30);
+    reject(&mut conn, Some(TOPIC), Some(43), "too_large", b"{\"message\":", 9_000);
+
+    let all = rejects::list(&store.db, &RejectFilter::default(), 10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].raw, fixed);
+    assert_eq!(all[1].topic, None);
+    let only = RejectFilter { since: None, reason: Some("missing_field".into()) };
+    assert_eq!(rejects::list(&store.db, &only, 10).await.unwrap().len(), 1);
+    let later = RejectFilter { since: Some(Utc::now() + chrono::Duration::hours(1)), reason: None };
+    assert!(rejects::list(&store.db, &later, 10).await.unwrap().is_empty());
+
+    // Two replays at once: each reject is stored by one of them.
+    let rules = ParseRules::default();
+    let every = RejectFilter::default();
+    let (one, two) = tokio::join!(
+        rejects::replay(&store.db, &every, &rules, TOPIC, Utc::now()),
+        rejects::replay(&store.db, &every, &rules, TOPIC, Utc::now()),
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert_eq!(one.replayed + two.replayed, 2);
+    assert_eq!(
+        one.still_invalid.get("missing_field").copied().unwrap_or(0)
+            + two.still_invalid.get("missing_field").copied().unwrap_or(0),
+        2
+    );
+    assert_eq!(one.skipped.get("truncated"), Some(&1));
+    let third = rejects::replay(&store.db, &RejectFilter::default(), &rules, TOPIC, Utc::now()).await.unwrap();
+    assert_eq!(third.replayed, 0, "nothing is replayed twice");
+
+    let mut stored: Vec<StoredPosition> = diesel::sql_query(
+        "SELECT topic, \"partition\", \"offset\", service FROM logs ORDER BY \"partition\" DESC, \"offset\"",
+    )
+    .load(&mut conn)
+    .unwrap();
+    assert_eq!(stored.len(), 2);
+    let kafka = stored.remove(0);
+    assert_eq!(
+        (kafka.topic.as_str(), kafka.partition, kafka.offset, kafka.service.as_str()),
+        (TOPIC, 0, 41, "checkout")
+    );
+    let http = stored.remove(0);
+    assert_eq!((http.topic.as_str(), http.partition, http.offset, http.service.as_str()), (TOPIC, -1, http_id, "web"));
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM log_rejects WHERE replayed_at IS NOT NULL"), 2);
+
+    // The replayed event is in the keyword index.
+    let now = Utc::now().timestamp();
+    let q = WindowQuestion::Keyword {
+        range: WindowRange::ending_at(now + 60, 3_600),
+        keyword: Keyword::parse("payment").unwrap(),
+        service: None,
+    };
+    assert!(matches!(stats(&store).answer(&q).await.unwrap(), WindowAnswer::Keyword(1)));
+}
