@@ -148,7 +148,7 @@ async fn post(port: u16, body: &[u8]) -> (u16, Value) {
 // kill -9 during a steady load
 
 const LOAD_SERVICES: [&str; 3] = ["checkout", "payments", "search-api"];
-const LINES_PER_REQUEST: u64 = 20;
+const LINES_PER_REQUEST: u64 = 100;
 
 /// What the test knows of one line of the load by its id alone: (service, is_error).
 fn load_line(request: u64, j: u64) -> (&'static str, bool) {
@@ -201,6 +201,8 @@ struct SteadyLoad {
     port: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
     acknowledged: Arc<AtomicU64>,
+    /// Requests sent and not yet answered.
+    in_flight: Arc<AtomicU64>,
     handle: tokio::task::JoinHandle<Vec<(u64, i64, Outcome)>>,
 }
 
@@ -209,7 +211,8 @@ impl SteadyLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(AtomicU64::new(0));
         let port = Arc::new(AtomicU16::new(port));
-        let (stop2, acked2, port2) = (stop.clone(), acknowledged.clone(), port.clone());
+        let in_flight_now = Arc::new(AtomicU64::new(0));
+        let (stop2, acked2, port2, open2) = (stop.clone(), acknowledged.clone(), port.clone(), in_flight_now.clone());
         let handle = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
             let mut in_flight = Vec::new();
@@ -226,9 +229,12 @@ impl SteadyLoad {
                         )
                     })
                     .collect();
-                let (acked, port) = (acked2.clone(), port2.load(Ordering::SeqCst));
+                let (acked, port, open) = (acked2.clone(), port2.load(Ordering::SeqCst), open2.clone());
+                open.fetch_add(1, Ordering::SeqCst);
                 in_flight.push(tokio::spawn(async move {
-                    let outcome = match http(port, "POST", "/ingest", body.as_bytes(), &[]).await {
+                    let answer = http(port, "POST", "/ingest", body.as_bytes(), &[]).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let outcome = match answer {
                         Some((202, raw)) => {
                             let answer: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
                             let all = answer["accepted"].as_u64() == Some(LINES_PER_REQUEST)
@@ -252,7 +258,20 @@ impl SteadyLoad {
             }
             outcomes
         });
-        SteadyLoad { port, stop, acknowledged, handle }
+        SteadyLoad { port, stop, acknowledged, in_flight: in_flight_now, handle }
+    }
+
+    /// Waits (briefly, at millisecond grain) until a request is on its way, so that a kill now
+    /// meets one; returns how many are.
+    async fn wait_in_flight(&self) -> u64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let open = self.in_flight.load(Ordering::SeqCst);
+            if open > 0 || std::time::Instant::now() > deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     fn retarget(&self, port: u16) {
@@ -281,14 +300,17 @@ impl SteadyLoad {
 async fn kill_9_five_times_under_a_steady_post_ingest_load_loses_no_acknowledged_line_and_stores_none_twice() {
     let dir = EmbeddedDir::create();
     let mut rng = Rng::new(15);
-    // 50 requests/s of 20 lines: 1,000 lines/s, several requests in flight at each kill.
+    // 50 requests/s of 100 lines: 5,000 lines/s; each kill waits for a request on its way.
     let mut app = spawn_embedded(&dir, &[]);
     wait_up(&mut app).await;
     let load = SteadyLoad::start(app.port, Duration::from_millis(20));
+    let mut interrupted = 0;
     for kill in 0..5 {
         load.wait_acknowledged(20 + rng.below(40)).await;
+        let open = load.wait_in_flight().await;
         app.process.kill9();
-        eprintln!("kill -9 #{}: {} requests acknowledged so far", kill + 1, load.acknowledged());
+        interrupted += open;
+        eprintln!("kill -9 #{}: {} requests acknowledged so far, {open} in flight", kill + 1, load.acknowledged());
         app = spawn_embedded(&dir, &[]);
         wait_up(&mut app).await;
         load.retarget(app.port);
@@ -312,6 +334,7 @@ async fn kill_9_five_times_under_a_steady_post_ingest_load_loses_no_acknowledged
     }
     eprintln!("{} requests: {tally:?}", outcomes.len());
     assert!(tally.get("failed").copied().unwrap_or(0) > 0, "the kills interrupted the load: {tally:?}");
+    assert!(interrupted > 0, "a kill met a request in flight");
     assert!(must.len() >= 100 * LINES_PER_REQUEST as usize, "{} lines acknowledged", must.len());
 
     // The last process is killed too, so that the file is read as a crash leaves it.
