@@ -870,6 +870,7 @@ bench_embedded() {
   lat_ratio=$(awk -v a="$s_p50" -v b="$m_p50" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
   ingest_ok=$(awk -v r="$ingest_rate" -v v="$vs_base" 'BEGIN { print (r >= 100000 && v != "n/a" && v >= 0.8) ? "met" : "missed" }')
   query_ok=$(awk -v r="$rps_ratio" 'BEGIN { print (r != "n/a" && r >= 1000) ? "met" : "missed" }')
+  [ "$QUICK" = 0 ] || log "--quick: sizes too small and the build unoptimised, so the targets are not judged by this run"
   printf '\n%-46s %12s %10s\n' "embedded ingest, $n events" "events/s" "seconds"
   printf '%-46s %12s %10s\n' "POST /ingest at $rate/s offered, committed" "$ingest_rate" "$ingest_s"
   printf '%-46s %12s %10s\n' "bare SQLite bulk insert, one tx (baseline)" "$base_rate" "$base_s"
@@ -892,6 +893,7 @@ bench_embedded() {
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); $(rustc --version); SQLite (bundled, libsqlite3-sys $(grep -A1 '^name = "libsqlite3-sys"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')), WAL, \`$PROFILE\` build"
     echo "- \`scripts/bench.sh $BENCH_CMD\`: one \`log-analyzer run\` in the embedded mode (no Kafka, PostgreSQL or Redis); the generator on the same machine"
     echo "- load average (1, 5, 15 min) when the measurements began: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)"
+    [ "$PROFILE" = release ] || echo "- **$PROFILE build** (BENCH_PROFILE=$PROFILE): throughput and latency figures are far below a release build's and do not judge the targets; RSS flatness does not depend on it"
     echo
     echo "Ingest: $n generated events (seed 21, spread over the last hour) offered at $rate/s (open loop) to POST /ingest in $batch-line bodies, $in_flight in flight; the clock stops when the generator has every 202 (each means committed to SQLite). Baseline: \`examples/sqlite_bulk_baseline\` inserting the same rows into a bare SQLite file in one transaction."
     echo
