@@ -785,6 +785,9 @@ bench_embedded() {
     n="${BENCH_EMBEDDED_EVENTS:-1000000}" rate="${BENCH_EMBEDDED_RATE:-150000}" batch=5000 in_flight=8
     rss_rate="${BENCH_EMBEDDED_RSS_RATE:-10000}" rss_total=600 every=10 duration=10s
   fi
+  # Lines in flight (batch × in flight) must commit within the intake's queue timeout (5 s), or
+  # the server answers 503 and the generator gives up after its retries: a slower build needs less.
+  batch="${BENCH_EMBEDDED_BATCH:-$batch}" in_flight="${BENCH_EMBEDDED_IN_FLIGHT:-$in_flight}"
   # Spread over the last hour: the 1 h window then holds every row, in memory and in SQLite.
   local events=(--count "$n" --seed 21 --late-ratio 1 --late-max 1h)
 
