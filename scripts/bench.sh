@@ -898,7 +898,11 @@ bench_embedded() {
     echo "## embedded — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); $(rustc --version); SQLite (bundled, libsqlite3-sys $(grep -A1 '^name = "libsqlite3-sys"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')), WAL, \`$PROFILE\` build"
-    echo "- \`scripts/bench.sh $BENCH_CMD\`: one \`log-analyzer run\` in the embedded mode (no Kafka, PostgreSQL or Redis); the generator on the same machine"
+    local overrides=""
+    for v in BENCH_PROFILE BENCH_EMBEDDED_EVENTS BENCH_EMBEDDED_RATE BENCH_EMBEDDED_BATCH BENCH_EMBEDDED_IN_FLIGHT BENCH_EMBEDDED_RSS_RATE BENCH_HORIZON; do
+      [ -z "${!v:-}" ] || overrides+="$v=${!v} "
+    done
+    echo "- \`${overrides}scripts/bench.sh $BENCH_CMD\`: one \`log-analyzer run\` in the embedded mode (no Kafka, PostgreSQL or Redis); the generator on the same machine"
     echo "- load average (1, 5, 15 min) when the measurements began: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)"
     [ "$PROFILE" = release ] || echo "- **$PROFILE build** (BENCH_PROFILE=$PROFILE): throughput and latency figures are far below a release build's and do not judge the targets; RSS flatness does not depend on it"
     echo
