@@ -23,6 +23,14 @@
 #                                        producing the same events straight to Kafka
 #   scripts/bench.sh memory [--quick]    RSS (VmRSS) of `run --generate BENCH_RATE` every 10 s for 10 min
 #                                        (--quick: every 5 s for 30 s): start, end, max, slope; flat or growing
+#   scripts/bench.sh embedded [--quick]  the embedded mode (one SQLite file; no Kafka, PostgreSQL or Redis,
+#                                        so it needs no stack): events/s committed through POST /ingest at
+#                                        a fixed offered rate (open loop, `generate --to http://…`) vs a bare
+#                                        SQLite bulk insert of the same rows in one transaction
+#                                        (examples/sqlite_bulk_baseline.rs); VmRSS of `run` at 10k events/s
+#                                        every 10 s for 10 min (--quick: 20 s); the 1 h window answered from
+#                                        memory vs the same question as SQL over the same rows
+#                                        (`source=sqlite`), wrk on both
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -62,6 +70,14 @@ prepare() {
   set -a
   eval "$(scripts/stack.sh env)"
   set +a
+  prepare_build
+}
+
+# The build, a scratch folder and cleanup on any exit: all the embedded benchmark needs.
+BUILT=0
+prepare_build() {
+  [ "$BUILT" = 1 ] && return
+  BUILT=1
   if [ "$PROFILE" = release ]; then
     cargo build --release --quiet
   else
@@ -73,7 +89,7 @@ prepare() {
   BIN="${BENCH_BIN:-$GEN}"
   [ -x "$BIN" ] || die "BENCH_BIN=$BIN is not an executable"
   WORK="$(mktemp -d)"
-  ADMIN_URL="$DATABASE_URL"
+  ADMIN_URL="${DATABASE_URL:-}"
   DB=
   trap 'stop_run; [ -n "${PEER_PID:-}" ] && kill "$PEER_PID" 2>/dev/null; if [ -n "$DB" ]; then cleanup_db; fi; cp "$WORK"/*.log /tmp/ 2>/dev/null; rm -rf "$WORK"' EXIT
 }
@@ -592,6 +608,22 @@ bench_freshness() {
   } | record
 }
 
+# Samples "SECONDS KiB" in $1 over a run of $2 seconds → "start end max slope slope2 verdict": MiB,
+# least-squares slopes (MiB/min) over the whole run and over its second half, and flat or growing.
+rss_stats() {
+  local file=$1 total=$2 start end max slope slope2 verdict
+  read -r start end max slope slope2 < <(awk -v half=$((total / 2)) '
+    function fit(n, sx, sy, sxx, sxy) { return (n > 1 && n * sxx - sx * sx > 0) ? (n * sxy - sx * sy) / (n * sxx - sx * sx) : 0 }
+    { x = $1 / 60; y = $2 / 1024; if (NR == 1) s = y; e = y; if (y > m) m = y
+      n++; sx += x; sy += y; sxx += x * x; sxy += x * y
+      if ($1 >= half) { n2++; sx2 += x; sy2 += y; sxx2 += x * x; sxy2 += x * y } }
+    END { printf "%.1f %.1f %.1f %.2f %.2f\n", s, e, m, fit(n, sx, sy, sxx, sxy), fit(n2, sx2, sy2, sxx2, sxy2) }' "$file")
+  # Flat: the second half's trend, carried over the whole run, adds less than 5 % of the start (a
+  # run shorter than a minute counts as one minute).
+  verdict=$(awk -v s="$slope2" -v st="$start" -v min=$((total / 60)) 'BEGIN { print (s * (min > 1 ? min : 1) < 0.05 * st) ? "flat" : "growing" }')
+  echo "$start $end $max $slope $slope2 $verdict"
+}
+
 bench_memory() {
   setup
   local rate="${BENCH_RATE:-2000}" total=600 every=10
@@ -613,16 +645,8 @@ bench_memory() {
   stored=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
   stop_run
   cleanup_db
-  # start, end, max (MiB), least-squares slope (MiB/min) over the whole run and over its second half.
   local start end max slope slope2 verdict
-  read -r start end max slope slope2 < <(awk -v half=$((total / 2)) '
-    function fit(n, sx, sy, sxx, sxy) { return (n > 1 && n * sxx - sx * sx > 0) ? (n * sxy - sx * sy) / (n * sxx - sx * sx) : 0 }
-    { x = $1 / 60; y = $2 / 1024; if (NR == 1) s = y; e = y; if (y > m) m = y
-      n++; sx += x; sy += y; sxx += x * x; sxy += x * y
-      if ($1 >= half) { n2++; sx2 += x; sy2 += y; sxx2 += x * x; sxy2 += x * y } }
-    END { printf "%.1f %.1f %.1f %.2f %.2f\n", s, e, m, fit(n, sx, sy, sxx, sxy), fit(n2, sx2, sy2, sxx2, sxy2) }' "$WORK/rss")
-  # Flat: the second half's trend, carried over the whole run, adds less than 5 % of the start.
-  verdict=$(awk -v s="$slope2" -v st="$start" -v min=$((total / 60)) 'BEGIN { print (s * (min > 1 ? min : 1) < 0.05 * st) ? "flat" : "growing" }')
+  read -r start end max slope slope2 verdict < <(rss_stats "$WORK/rss" "$total")
   printf '\n%-40s %10s\n' "RSS of run --generate $rate, $total s" MiB
   printf '%-40s %10s\n' "right after start (baseline)" "$start"
   printf '%-40s %10s\n' "end" "$end"
@@ -720,6 +744,204 @@ bench_ingest_http() {
   } | record
 }
 
+# ---------------------------------------------------------------------------------------------
+# The embedded mode: one SQLite file, no Kafka, PostgreSQL or Redis.
+
+# Starts `run` in the embedded mode on the SQLite file $1 (extra environment in the caller's
+# exports) and waits until memory answers; sets RUN_PID and URL. KAFKA_BROKERS and REDIS_URL are set
+# empty explicitly: under `all` the stack's addresses are exported.
+start_embedded() {
+  local db=$1 port admin
+  port=$(free_port)
+  admin=$(free_port)
+  log "log-analyzer run, embedded, on $db"
+  # DATABASE_TIMEOUT_MS as in start_run: the SQL baseline is timed, not cut short.
+  DATABASE_URL="sqlite://$db" KAFKA_BROKERS="" REDIS_URL="" HTTP_ADDR="127.0.0.1:$port" \
+    ADMIN_ADDR="127.0.0.1:$admin" GRPC_ADDR=127.0.0.1:0 LOG_FORMAT=json LOG_LEVEL=warn DATABASE_TIMEOUT_MS=120000 \
+    "$BIN" run 2>"$WORK/embedded.log" &
+  RUN_PID=$!
+  URL="http://127.0.0.1:$port"
+  local deadline=$((SECONDS + 120))
+  until curl -fs "$URL/readyz" 2>/dev/null | grep -q '"memory":"ready"'; do
+    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/embedded.log" >&2; die "embedded run exited before it was ready"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$WORK/embedded.log" >&2; die "embedded run not ready after 120 s"; }
+    sleep 0.2
+  done
+}
+
+sqlite_count() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$1" "$2"; }
+
+# One JSON field of the answer at $1.
+json_field() { curl -fs "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"; }
+
+bench_embedded() {
+  prepare_build
+  command -v wrk >/dev/null || { log "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  local n rate batch in_flight rss_rate rss_total every duration
+  if [ "$QUICK" = 1 ]; then
+    n="${BENCH_EMBEDDED_EVENTS:-20000}" rate="${BENCH_EMBEDDED_RATE:-5000}" batch=1000 in_flight=4
+    rss_rate="${BENCH_EMBEDDED_RSS_RATE:-2000}" rss_total=20 every=5 duration=2s
+  else
+    n="${BENCH_EMBEDDED_EVENTS:-1000000}" rate="${BENCH_EMBEDDED_RATE:-150000}" batch=5000 in_flight=8
+    rss_rate="${BENCH_EMBEDDED_RSS_RATE:-10000}" rss_total=600 every=10 duration=10s
+  fi
+  # Lines in flight (batch × in flight) must commit within the intake's queue timeout (5 s), or
+  # the server answers 503 and the generator gives up after its retries: a slower build needs less.
+  batch="${BENCH_EMBEDDED_BATCH:-$batch}" in_flight="${BENCH_EMBEDDED_IN_FLIGHT:-$in_flight}"
+  # Spread over the last hour: the 1 h window then holds every row, in memory and in SQLite.
+  local events=(--count "$n" --seed 21 --late-ratio 1 --late-max 1h)
+
+  # 1. Baseline: the same rows into a bare SQLite file in one transaction.
+  "$GEN" generate --rate 0 "${events[@]}" --to ndjson:"$WORK/rows.ndjson" 2>/dev/null
+  local base_rate=n/a base_s=n/a
+  if [ -f examples/sqlite_bulk_baseline.rs ]; then
+    log "baseline: examples/sqlite_bulk_baseline, $n rows ($(($(stat -c %s "$WORK/rows.ndjson") / 1048576)) MiB NDJSON) in one transaction"
+    local profile_flag=()
+    [ "$PROFILE" = release ] && profile_flag=(--release)
+    local out
+    out=$(cargo run -q "${profile_flag[@]}" --example sqlite_bulk_baseline -- "$WORK/rows.ndjson" "$WORK/baseline.db") ||
+      die "sqlite_bulk_baseline failed"
+    log "  $out"
+    base_s=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$out")
+    base_rate=$(sed -n 's/.*rows_per_s=\([0-9.]*\).*/\1/p' <<<"$out")
+    local base_rows
+    base_rows=$(sed -n 's/.*rows=\([0-9]*\) .*/\1/p' <<<"$out")
+    [ "$base_rows" = "$n" ] || die "the baseline stored $base_rows rows, expected $n"
+    rm -f "$WORK"/baseline.db*
+  else
+    log "examples/sqlite_bulk_baseline.rs is missing: no baseline this run"
+  fi
+  rm -f "$WORK/rows.ndjson"
+
+  # 2. POST /ingest at a fixed offered rate: the generator paces itself whatever the answers (open
+  # loop, up to --in-flight requests waiting); it exits once every event is acknowledged, and a 202
+  # means committed to SQLite.
+  start_embedded "$WORK/embedded.db"
+  log "POST /ingest: $n events offered at $rate/s, $batch-line bodies, $in_flight in flight"
+  local t0 t1 ingest_s ingest_rate stored
+  t0=$(now)
+  "$GEN" generate --rate "$rate" "${events[@]}" --to "$URL" --batch "$batch" --in-flight "$in_flight" \
+    2>"$WORK/generate.log" || { tail -n 5 "$WORK/generate.log" >&2; die "generate --to $URL failed"; }
+  t1=$(now)
+  tail -n 1 "$WORK/generate.log" >&2
+  ingest_s=$(secs "$t0" "$t1")
+  ingest_rate=$(rate "$n" "$ingest_s")
+  stored=$(sqlite_count "$WORK/embedded.db" "SELECT count(*) FROM logs")
+  [ "$stored" = "$n" ] || die "logs holds $stored rows after every 202, expected $n"
+
+  # 3. The 1 h window from memory against the same question as SQL over the same rows.
+  local at m_total s_total
+  at=$(date +%s)
+  m_total=$(json_field "$URL/stats/errors?window=1h&at=$at&source=memory" total)
+  s_total=$(json_field "$URL/stats/errors?window=1h&at=$at&source=sqlite" total)
+  [ "$m_total" = "$s_total" ] || die "the 1 h window differs: memory $m_total, sqlite $s_total"
+  log "1 h window (at=$at): $m_total events from both sources; wrk $duration on each"
+  local m_rps m_p50 m_p99 m_bad s_rps s_p50 s_p99 s_bad
+  read -r m_rps m_p50 m_p99 m_bad < <(load 2 8 "$duration" "$URL/stats/errors?window=1h&source=memory")
+  read -r s_rps s_p50 s_p99 s_bad < <(load 1 2 "$duration" "$URL/stats/errors?window=1h&source=sqlite")
+  [ "$m_bad$s_bad" = 00 ] || log "WARNING: non-2xx answers (counted in the figures): memory $m_bad, sqlite $s_bad"
+  stop_run
+  rm -f "$WORK"/embedded.db*
+
+  # 4. RSS at a steady rate on a fresh file; a horizon shorter than the run lets the second half
+  # show whether anything but the windows grows.
+  local horizon="${BENCH_HORIZON:-5m}"
+  WINDOW_HORIZON="$horizon" start_embedded "$WORK/rss.db"
+  log "RSS: VmRSS of pid $RUN_PID every $every s for $rss_total s at $rss_rate events/s (POST /ingest)"
+  "$GEN" generate --rate "$rss_rate" --duration "${rss_total}s" --seed 22 --to "$URL" 2>"$WORK/rss-generate.log" &
+  local gen_pid=$!
+  : >"$WORK/rss"
+  local t_start=$SECONDS t
+  for ((t = 0; t <= rss_total; t += every)); do
+    while [ $((SECONDS - t_start)) -lt "$t" ]; do sleep 0.2; done
+    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/embedded.log" >&2; die "run exited during the RSS run"; }
+    echo "$t $(awk '/^VmRSS:/ {print $2}' "/proc/$RUN_PID/status")" >>"$WORK/rss"
+    log "  ${t}s: $(tail -n 1 "$WORK/rss" | awk '{printf "%.1f MiB", $2 / 1024}')"
+  done
+  wait "$gen_pid" || { tail -n 5 "$WORK/rss-generate.log" >&2; die "the RSS run's generator failed"; }
+  local rss_rows rss_achieved
+  rss_rows=$(sqlite_count "$WORK/rss.db" "SELECT count(*) FROM logs")
+  # What the server took, which is below the offered rate when it cannot keep up.
+  rss_achieved=$(rate "$rss_rows" "$rss_total")
+  stop_run
+  rm -f "$WORK"/rss.db*
+  local start end max slope slope2 verdict
+  read -r start end max slope slope2 verdict < <(rss_stats "$WORK/rss" "$rss_total")
+
+  local vs_base rps_ratio lat_ratio ingest_ok query_ok
+  vs_base=n/a
+  [ "$base_rate" = n/a ] || vs_base=$(ratio "$ingest_rate" "$base_rate")
+  rps_ratio=$(awk -v a="$m_rps" -v b="$s_rps" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
+  lat_ratio=$(awk -v a="$s_p50" -v b="$m_p50" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
+  ingest_ok=$(awk -v r="$ingest_rate" -v v="$vs_base" 'BEGIN { print (r >= 100000 && v != "n/a" && v >= 0.8) ? "met" : "missed" }')
+  query_ok=$(awk -v r="$rps_ratio" 'BEGIN { print (r != "n/a" && r >= 1000) ? "met" : "missed" }')
+  [ "$QUICK" = 0 ] || log "--quick: sizes too small and the build unoptimised, so the targets are not judged by this run"
+  printf '\n%-46s %12s %10s\n' "embedded ingest, $n events" "events/s" "seconds"
+  printf '%-46s %12s %10s\n' "POST /ingest at $rate/s offered, committed" "$ingest_rate" "$ingest_s"
+  printf '%-46s %12s %10s\n' "bare SQLite bulk insert, one tx (baseline)" "$base_rate" "$base_s"
+  printf '%-46s %12s   target >= 100000 and >= 0.8: %s\n' "ratio ingest / baseline" "$vs_base" "$ingest_ok"
+  printf '\n%-46s %10s %10s %10s\n' "1 h window over $n rows" "req/s" "p50 ms" "p99 ms"
+  printf '%-46s %10s %10s %10s %8s\n' "memory" "$m_rps" "$m_p50" "$m_p99" "non-2xx $m_bad"
+  printf '%-46s %10s %10s %10s %8s\n' "SQL over the same rows (source=sqlite)" "$s_rps" "$s_p50" "$s_p99" "non-2xx $s_bad"
+  printf '%-46s %10s %10s   target >= 1000x: %s\n' "ratio memory / SQL (req/s; p50 latency)" "${rps_ratio}x" "${lat_ratio}x" "$query_ok"
+  printf '\n%-46s %10s\n' "RSS of embedded run, $rss_rate/s offered, $rss_total s" MiB
+  printf '%-46s %10s\n' "events/s stored (rows / seconds)" "$rss_achieved"
+  printf '%-46s %10s\n' "first sample (baseline)" "$start"
+  printf '%-46s %10s\n' "last" "$end"
+  printf '%-46s %10s\n' "max" "$max"
+  printf '%-46s %10s\n' "slope, whole run (MiB/min)" "$slope"
+  printf '%-46s %10s\n' "slope, second half (MiB/min)" "$slope2"
+  printf '%-46s %10s\n' "verdict" "$verdict"
+  {
+    echo
+    echo "## embedded — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); $(rustc --version); SQLite (bundled, libsqlite3-sys $(grep -A1 '^name = "libsqlite3-sys"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')), WAL, \`$PROFILE\` build"
+    local overrides=""
+    for v in BENCH_PROFILE BENCH_EMBEDDED_EVENTS BENCH_EMBEDDED_RATE BENCH_EMBEDDED_BATCH BENCH_EMBEDDED_IN_FLIGHT BENCH_EMBEDDED_RSS_RATE BENCH_HORIZON; do
+      [ -z "${!v:-}" ] || overrides+="$v=${!v} "
+    done
+    echo "- \`${overrides}scripts/bench.sh $BENCH_CMD\`: one \`log-analyzer run\` in the embedded mode (no Kafka, PostgreSQL or Redis); the generator on the same machine"
+    echo "- load average (1, 5, 15 min) when the measurements began: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)"
+    [ "$PROFILE" = release ] || echo "- **$PROFILE build** (BENCH_PROFILE=$PROFILE): throughput and latency figures are far below a release build's and do not judge the targets; RSS flatness does not depend on it"
+    echo
+    echo "Ingest: $n generated events (seed 21, spread over the last hour) offered at $rate/s (open loop) to POST /ingest in $batch-line bodies, $in_flight in flight; the clock stops when the generator has every 202 (each means committed to SQLite). Baseline: \`examples/sqlite_bulk_baseline\` inserting the same rows into a bare SQLite file in one transaction."
+    echo
+    echo "| path | events/s | seconds |"
+    echo "|---|---:|---:|"
+    echo "| POST /ingest, committed | $ingest_rate | $ingest_s |"
+    echo "| bare SQLite bulk insert, one transaction (baseline) | $base_rate | $base_s |"
+    echo "| ratio | $vs_base | |"
+    echo
+    echo "Target ≥ 100,000 events/s and ≥ 0.8 × the baseline: **$ingest_ok**."
+    echo
+    echo "The 1 h window (\`GET /stats/errors?window=1h\`) over those $n rows, wrk $duration each (memory: 2 threads, 8 connections; SQL: 1 thread, 2 connections); both answered $m_total events for the same \`at\`:"
+    echo
+    echo "| source | req/s | p50 ms | p99 ms | non-2xx |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| memory | $m_rps | $m_p50 | $m_p99 | $m_bad |"
+    echo "| SQL over the same rows (\`source=sqlite\`, baseline) | $s_rps | $s_p50 | $s_p99 | $s_bad |"
+    echo "| ratio memory / SQL | ${rps_ratio}x (req/s) | ${lat_ratio}x (p50) | | |"
+    echo
+    echo "Target ≥ 1000×: **$query_ok**."
+    echo
+    echo "RSS: VmRSS of a fresh embedded \`run\` (WINDOW_HORIZON=$horizon) every $every s for $rss_total s while \`generate --rate $rss_rate --to http://…\` posts to it; $rss_rows rows stored ($rss_achieved events/s)."
+    echo
+    echo "| RSS | MiB |"
+    echo "|---|---:|"
+    echo "| first sample (baseline) | $start |"
+    echo "| last | $end |"
+    echo "| max | $max |"
+    echo "| slope, whole run | $slope MiB/min |"
+    echo "| slope, second half | $slope2 MiB/min |"
+    echo
+    echo "Verdict: **$verdict** (flat = the second half's slope over the whole run adds under 5 % of the first sample)."
+    echo
+    echo "Samples (seconds, MiB): $(awk '{printf "%s%d %.1f", (NR > 1 ? "; " : ""), $1, $2 / 1024}' "$WORK/rss")."
+  } | record
+}
+
 bench_all() {
   local started=$SECONDS
   bench_ingest
@@ -727,6 +949,7 @@ bench_all() {
   bench_query
   bench_freshness
   bench_memory
+  bench_embedded
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
@@ -741,9 +964,10 @@ peer) PEER=required bench_ingest ;;
 query) bench_query ;;
 freshness) bench_freshness ;;
 memory) bench_memory ;;
+embedded) bench_embedded ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|all [--quick]" >&2
   exit 2
   ;;
 esac

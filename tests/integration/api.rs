@@ -1,65 +1,14 @@
 //! The stats API against the real stack: every source (memory, Redis, PostgreSQL) gives the exact
-//! answer computed here from the data sent, through restarts, scale-out and outages.
+//! answer computed here from the data sent, through scale-out and outages (the ground-truth grid of
+//! both backends, with its restart, is in `ground_truth`).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::ground_truth::{assert_grid, pick, Truth, GRID_SERVICES};
 use crate::helpers::*;
-use crate::ingest::{dataset, Dataset, IngestEnv};
-
-const TRACKED: [&str; 3] = ["timeout", "refused", "panic"];
-
-/// What the test sent, in the shape of the answers.
-struct Truth {
-    /// (second, service, is_error, tokens)
-    events: Vec<(i64, String, bool, Vec<String>)>,
-}
-
-impl Truth {
-    fn of(data: &Dataset) -> Truth {
-        let events = data
-            .events
-            .values()
-            .map(|e| (e.ts.timestamp(), e.service.clone(), e.level >= 4, actors::domain::tokenize(&e.message)))
-            .collect();
-        Truth { events }
-    }
-
-    fn in_range<'a>(
-        &'a self,
-        to: i64,
-        window: i64,
-        service: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a (i64, String, bool, Vec<String>)> + 'a {
-        self.events.iter().filter(move |e| e.0 >= to - window && e.0 < to && service.is_none_or(|s| s == e.1))
-    }
-
-    fn errors(&self, to: i64, window: i64, service: Option<&str>) -> Value {
-        let mut per: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-        for e in self.in_range(to, window, service) {
-            let entry = per.entry(&e.1).or_default();
-            entry.0 += 1;
-            entry.1 += u64::from(e.2);
-        }
-        let by_service: Vec<Value> =
-            per.iter().map(|(s, (t, e))| json!({"service": s, "total": t, "errors": e})).collect();
-        json!({
-            "total": per.values().map(|v| v.0).sum::<u64>(),
-            "errors": per.values().map(|v| v.1).sum::<u64>(),
-            "by_service": by_service,
-        })
-    }
-
-    fn keyword(&self, to: i64, window: i64, keyword: &str, service: Option<&str>) -> u64 {
-        self.in_range(to, window, service).filter(|e| e.3.iter().any(|t| t == keyword)).count() as u64
-    }
-}
-
-fn pick(answer: &Value, fields: &[&str]) -> Value {
-    Value::Object(fields.iter().map(|f| (f.to_string(), answer[*f].clone())).collect())
-}
+use crate::ingest::{dataset, IngestEnv};
 
 /// A `log-analyzer run` or `api` child on its own port.
 pub struct App {
@@ -111,124 +60,6 @@ impl App {
     }
 }
 
-/// Asks every source for the grid of windows × `at` × services × keywords and compares with the truth.
-async fn assert_grid(port: u16, truth: &Truth, sources: &[&str], at_values: &[i64]) {
-    let services = [None, Some("payments"), Some("认证服务")];
-    for &at in at_values {
-        for window in [("10s", 10), ("1m", 60), ("5m", 300), ("30m", 1_800)] {
-            for service in services {
-                let want = truth.errors(at, window.1, service);
-                let service_param = service.map(|s| format!("&service={}", urlencode(s))).unwrap_or_default();
-                for source in sources {
-                    let path = format!("/stats/errors?window={}&at={at}{service_param}&source={source}", window.0);
-                    let (status, answer) = get_json(port, &path).await;
-                    assert_eq!(status, 200, "{path}: {answer}");
-                    assert_eq!(answer["source"], *source, "{path}");
-                    assert_eq!(pick(&answer, &["total", "errors", "by_service"]), want, "{path}");
-                }
-                for keyword in TRACKED {
-                    let want = truth.keyword(at, window.1, keyword, service);
-                    for source in sources {
-                        let path = format!(
-                            "/stats/keywords?q={keyword}&window={}&at={at}{service_param}&source={source}",
-                            window.0
-                        );
-                        let (status, answer) = get_json(port, &path).await;
-                        assert_eq!(status, 200, "{path}: {answer}");
-                        assert_eq!(answer["count"], want, "{path}");
-                    }
-                }
-            }
-            let mut top: Vec<(u64, &str)> =
-                TRACKED.iter().map(|k| (truth.keyword(at, window.1, k, None), *k)).filter(|c| c.0 > 0).collect();
-            top.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-            let want: Vec<Value> = top.iter().take(2).map(|(c, k)| json!({"keyword": k, "count": c})).collect();
-            for source in sources {
-                let path = format!("/stats/keywords/top?window={}&at={at}&limit=2&source={source}", window.0);
-                let (status, answer) = get_json(port, &path).await;
-                assert_eq!(status, 200, "{path}: {answer}");
-                assert_eq!(answer["keywords"], json!(want), "{path}");
-            }
-        }
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-#[tokio::test]
-async fn memory_redis_and_postgres_all_give_the_exact_answer_even_after_a_restart() {
-    let env = IngestEnv::create(3).await;
-    let data = dataset(41, 20_000, 3, 0);
-    let generated_at = chrono::Utc::now().timestamp();
-    let truth = Truth::of(&data);
-    let prefix = unique("la_api");
-    let mut app = spawn_role(&env, "run", &stack().redis_url, &prefix);
-    produce_all(&producer(&env.brokers), &env.topic, &data.messages).await;
-    let client = env.db.client().await;
-    env.wait_stored(&client, data.messages.len() as i64, Duration::from_secs(120)).await;
-    app.wait_memory_ready().await;
-    // Stored is not yet folded in: wait until memory has the whole last hour.
-    let port = app.port;
-    // Windows end at `generated_at + 1` and reach back at most 30 minutes: inside the horizon even
-    // if the test runs slowly.
-    let total_hour = truth.errors(generated_at + 1, 1_800, None)["total"].clone();
-    eventually("memory caught up", Duration::from_secs(30), || {
-        let total_hour = total_hour.clone();
-        async move {
-            let (_, a) =
-                get_json(port, &format!("/stats/errors?window=30m&at={}&source=memory", generated_at + 1)).await;
-            (a["total"] == total_hour).then_some(())
-        }
-    })
-    .await;
-    // Redis is fed behind memory (deltas go out after the fold): wait for it too.
-    let total_half_hour = truth.errors(generated_at + 1, 1_800, None)["total"].clone();
-    eventually("redis caught up", Duration::from_secs(30), || {
-        let want = total_half_hour.clone();
-        async move {
-            let (_, a) =
-                get_json(port, &format!("/stats/errors?window=30m&at={}&source=redis", generated_at + 1)).await;
-            (a["total"] == want).then_some(())
-        }
-    })
-    .await;
-    let at_values = [generated_at + 1, generated_at - 300, generated_at - 1_500];
-    assert_grid(app.port, &truth, &["memory", "redis", "postgres"], &at_values).await;
-
-    // An untracked keyword is counted by PostgreSQL; memory says it cannot, with a reason.
-    let at = generated_at + 1;
-    let (status, answer) = get_json(app.port, &format!("/stats/keywords?q=user&window=30m&at={at}")).await;
-    assert_eq!((status, answer["source"].clone()), (200, json!("postgres")));
-    assert_eq!(answer["count"], truth.keyword(at, 1_800, "user", None));
-    let (status, answer) =
-        get_json(app.port, &format!("/stats/keywords?q=user&window=30m&at={at}&source=memory")).await;
-    assert_eq!(status, 503, "{answer}");
-    assert_eq!(answer["error"], "source_unavailable");
-
-    // Restart: the first memory answer after ready is already exact.
-    let status = app.process.terminate(Duration::from_secs(10));
-    assert!(status.success(), "{}", app.process.log_tail());
-    let app = spawn_role(&env, "run", &stack().redis_url, &prefix);
-    app.wait_memory_ready().await;
-    let (status, answer) = get_json(app.port, &format!("/stats/errors?window=30m&at={at}&source=memory")).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(pick(&answer, &["total", "errors", "by_service"]), truth.errors(at, 1_800, None));
-    assert!(answer["freshness"]["watermark"].is_string(), "{answer}");
-    drop(client);
-    drop(app);
-    env.db.drop_db().await;
-}
-
 #[tokio::test]
 async fn two_ingest_processes_and_an_api_process_answer_exactly_from_redis() {
     let env = IngestEnv::create(4).await;
@@ -267,7 +98,7 @@ async fn two_ingest_processes_and_an_api_process_answer_exactly_from_redis() {
         assert!(Instant::now() < deadline, "redis never caught up: {s} {a}\nwant {want}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_grid(api.port, &truth, &["redis"], &[at, generated_at - 600]).await;
+    assert_grid(api.port, &truth, &["redis"], &[at, generated_at - 600], &GRID_SERVICES[..3]).await;
     // Without a forced source the api process answers from Redis (it keeps no windows).
     let (_, answer) = get_json(api.port, &format!("/stats/errors?window=5m&at={}", generated_at - 900)).await;
     assert_eq!(answer["source"], "redis");

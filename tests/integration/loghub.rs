@@ -14,7 +14,7 @@ use crate::api::spawn_role;
 use crate::helpers::*;
 use crate::ingest::IngestEnv;
 
-const SYSTEMS: [&str; 8] = ["Apache", "HDFS", "Hadoop", "Zookeeper", "Spark", "Android", "OpenSSH", "Linux"];
+pub(crate) const SYSTEMS: [&str; 8] = ["Apache", "HDFS", "Hadoop", "Zookeeper", "Spark", "Android", "OpenSSH", "Linux"];
 /// Accuracy required of the detected level, per system with a level column.
 const LEVEL_GOAL: f64 = 0.99;
 
@@ -31,16 +31,16 @@ fn loghub_dir() -> PathBuf {
     PathBuf::from("/work/shared/data/loghub")
 }
 
-struct Sample {
-    system: &'static str,
-    path: PathBuf,
+pub(crate) struct Sample {
+    pub(crate) system: &'static str,
+    pub(crate) path: PathBuf,
     /// The raw lines without their line endings.
-    lines: Vec<String>,
+    pub(crate) lines: Vec<String>,
     /// Loghub's `Level` for each line, when the system has levels.
-    levels: Option<Vec<Level>>,
+    pub(crate) levels: Option<Vec<Level>>,
 }
 
-fn load(system: &'static str) -> Sample {
+pub(crate) fn load(system: &'static str) -> Sample {
     let dir = loghub_dir().join(system);
     let path = dir.join(format!("{system}_2k.log"));
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (set LOGHUB_DIR)", path.display()));

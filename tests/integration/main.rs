@@ -3,8 +3,10 @@
 
 mod api;
 mod edges;
+mod embedded;
 mod embedded_write;
 mod generate;
+mod ground_truth;
 mod grpc;
 mod helpers;
 mod http_ingest;

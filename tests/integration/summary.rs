@@ -23,12 +23,12 @@ use crate::helpers::*;
 
 /// One event as written to `logs`.
 #[derive(Debug, Clone)]
-struct Ev {
-    ts: DateTime<Utc>,
-    level: i16,
-    service: String,
-    user_id: Option<String>,
-    message: String,
+pub(crate) struct Ev {
+    pub(crate) ts: DateTime<Utc>,
+    pub(crate) level: i16,
+    pub(crate) service: String,
+    pub(crate) user_id: Option<String>,
+    pub(crate) message: String,
 }
 
 const SERVICES: [&str; 5] = ["checkout", "payments", "search-api", "Zeta", "édition"];
@@ -52,7 +52,7 @@ const WORDS: [&str; 16] = [
 ];
 
 /// `n` events of `day`, plus a few just outside it (which the summary must ignore).
-fn generate(seed: u64, day: NaiveDate, n: usize) -> Vec<Ev> {
+pub(crate) fn generate(seed: u64, day: NaiveDate, n: usize) -> Vec<Ev> {
     let mut rng = Rng::new(seed);
     let start = day_start(day).timestamp_micros();
     let mut events = Vec::with_capacity(n + 4);
@@ -151,10 +151,10 @@ async fn insert_rejects(client: &tokio_postgres::Client, rejects: &[(&str, DateT
     }
 }
 
-type UserRow = (String, i64, i64, i64, f64, Vec<String>, DateTime<Utc>, DateTime<Utc>, Value);
+pub(crate) type UserRow = (String, i64, i64, i64, f64, Vec<String>, DateTime<Utc>, DateTime<Utc>, Value);
 
 /// What the summary of `day` must be, computed from the events alone.
-fn expected(events: &[Ev], day: NaiveDate) -> (Vec<UserRow>, Vec<(String, i64)>) {
+pub(crate) fn expected(events: &[Ev], day: NaiveDate) -> (Vec<UserRow>, Vec<(String, i64)>) {
     #[derive(Default)]
     struct Acc {
         total: i64,
@@ -238,7 +238,7 @@ fn run_summary(db: &TestDatabase, day: NaiveDate) -> ChildProcess {
     ChildProcess::spawn(&["summary", "--date", &day.to_string()], &[("DATABASE_URL", &db.url)])
 }
 
-async fn wait_exit(child: &mut ChildProcess, timeout: Duration) -> std::process::ExitStatus {
+pub(crate) async fn wait_exit(child: &mut ChildProcess, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.child.try_wait().unwrap() {
@@ -263,7 +263,7 @@ async fn runs(client: &tokio_postgres::Client, day: NaiveDate) -> Vec<(String, O
         .collect()
 }
 
-fn test_day() -> NaiveDate {
+pub(crate) fn test_day() -> NaiveDate {
     Utc::now().date_naive() - Days::new(3)
 }
 
