@@ -23,6 +23,10 @@
 #                                        producing the same events straight to Kafka
 #   scripts/bench.sh memory [--quick]    RSS (VmRSS) of `run --generate BENCH_RATE` every 10 s for 10 min
 #                                        (--quick: every 5 s for 30 s): start, end, max, slope; flat or growing
+#   scripts/bench.sh protocols [--quick] events/s stored through POST /ingest NDJSON (the baseline), OTLP/HTTP
+#                                        protobuf, OTLP/gRPC and Loki push protobuf+snappy, one after the
+#                                        other in one `run`, each offered fixed rates (open loop) stepping
+#                                        up; see scripts/bench-protocols.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -727,9 +731,13 @@ bench_all() {
   bench_query
   bench_freshness
   bench_memory
+  bench_protocols
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
+
+# shellcheck source=scripts/bench-protocols.sh
+source "$ROOT/scripts/bench-protocols.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -741,9 +749,10 @@ peer) PEER=required bench_ingest ;;
 query) bench_query ;;
 freshness) bench_freshness ;;
 memory) bench_memory ;;
+protocols) bench_protocols ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|protocols|all [--quick]" >&2
   exit 2
   ;;
 esac
