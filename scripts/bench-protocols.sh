@@ -7,8 +7,9 @@
 # BENCH_PROTOCOL_SECONDS per step, whatever the server answers, at each rate of BENCH_PROTOCOL_RATES
 # in turn; the highest stored rate over the steps is the path's ceiling on this machine. The HTTP
 # paths are driven by vegeta with the same N generated events as NDJSON, OTLP protobuf and Loki
-# protobuf+snappy (examples/protocol_bodies.rs); OTLP/gRPC by telemetrygen (its SDK batches
-# BENCH_BODY_EVENTS records per Export). The truth is what PostgreSQL holds: rows committed from the
+# protobuf+snappy (examples/protocol_bodies.rs); OTLP/gRPC twice: the same OTLP body as Export calls
+# (examples/otlp_grpc_load.rs, open loop) and telemetrygen, the real client (its SDK batches
+# BENCH_BODY_EVENTS records per Export, and on two shared cores it cannot offer the higher rates). The truth is what PostgreSQL holds: rows committed from the
 # step's start until the pipeline has drained, over the seconds from the start to the last commit.
 
 # vegeta from PATH, else the tools folder (scripts/tools.sh installs it there).
@@ -101,6 +102,24 @@ protocols_grpc_step() {
   echo "$stored $seconds - - -"
 }
 
+# One step over OTLP/gRPC with the prepared OTLP body: examples/otlp_grpc_load.rs offers $1 events/s
+# as Export calls of $BODY_EVENTS records, open loop; the same output shape as the HTTP steps.
+protocols_grpc_body_step() {
+  local offered=$1 base t0 result ok total p50 p99
+  base=$(protocols_count)
+  t0=$(now)
+  read -r ok total p50 p99 < <("$ROOT/target/$PROFILE/examples/otlp_grpc_load" "$GRPC" "$WORK/bodies/otlp.pb" \
+    "$(awk -v e="$offered" -v n="$BODY_EVENTS" 'BEGIN { printf "%.3f", e / n }')" "$STEP_SECONDS" 2>"$WORK/grpc-load.log")
+  [ -n "${total:-}" ] || { cat "$WORK/grpc-load.log" >&2; die "otlp_grpc_load failed"; }
+  [ -s "$WORK/grpc-load.log" ] && log "$(head -c 300 "$WORK/grpc-load.log")"
+  [ "$QUICK" = 1 ] && [ "$ok" != "$total" ] && die "OTLP/gRPC: $((total - ok)) of $total calls failed"
+  result=$(protocols_drained $((base + ok * BODY_EVENTS)) "$t0")
+  local stored seconds
+  read -r stored seconds <<<"$result"
+  [ "$stored" -ge $((ok * BODY_EVENTS)) ] || die "OTLP/gRPC: $stored rows stored, $((ok * BODY_EVENTS)) acknowledged"
+  echo "$stored $seconds $(ratio "$ok" "$total") $p50 $p99"
+}
+
 bench_protocols() {
   setup
   local rates="${BENCH_PROTOCOL_RATES:-10000 30000 90000}"
@@ -113,9 +132,9 @@ bench_protocols() {
   TELEMETRYGEN=$(protocols_tool telemetrygen)
   log "bodies of $BODY_EVENTS events (examples/protocol_bodies.rs)"
   if [ "$PROFILE" = release ]; then
-    cargo build --release --quiet --example protocol_bodies
+    cargo build --release --quiet --example protocol_bodies --example otlp_grpc_load
   else
-    cargo build --quiet --example protocol_bodies
+    cargo build --quiet --example protocol_bodies --example otlp_grpc_load
   fi
   "$ROOT/target/$PROFILE/examples/protocol_bodies" "$WORK/bodies" "$BODY_EVENTS" >"$WORK/bodies.txt"
   local size_ndjson size_otlp size_loki
@@ -131,7 +150,7 @@ bench_protocols() {
 
   # path name → best stored rate, and the table rows of every step.
   declare -A best
-  local rows="" names=("POST /ingest NDJSON" "POST /v1/logs OTLP protobuf" "OTLP/gRPC Export" "POST /loki/api/v1/push protobuf+snappy")
+  local rows="" names=("POST /ingest NDJSON" "POST /v1/logs OTLP protobuf" "OTLP/gRPC Export, same body" "OTLP/gRPC Export, telemetrygen" "POST /loki/api/v1/push protobuf+snappy")
   local name r out stored seconds share p50 p99 got
   for r in $rates; do
     for name in "${names[@]}"; do
@@ -139,7 +158,8 @@ bench_protocols() {
       case "$name" in
       "POST /ingest NDJSON") out=$(protocols_http_step /ingest application/x-ndjson "$r" "$WORK/bodies/ingest.ndjson") ;;
       "POST /v1/logs"*) out=$(protocols_http_step /v1/logs application/x-protobuf "$r" "$WORK/bodies/otlp.pb") ;;
-      "OTLP/gRPC"*) out=$(protocols_grpc_step "$r") ;;
+      *"same body") out=$(protocols_grpc_body_step "$r") ;;
+      *telemetrygen) out=$(protocols_grpc_step "$r") ;;
       *) out=$(protocols_http_step /loki/api/v1/push application/x-protobuf "$r" "$WORK/bodies/loki.pb.snappy") ;;
       esac
       read -r stored seconds share p50 p99 <<<"$out"
@@ -167,7 +187,8 @@ bench_protocols() {
     echo "- \`${BENCH_PROTOCOL_RATES:+BENCH_PROTOCOL_RATES=\"$BENCH_PROTOCOL_RATES\" }scripts/bench.sh $BENCH_CMD\`: one \`log-analyzer run\` (stack mode, \`$PROFILE\` build),"
     echo "  each path in turn offered a fixed rate (open loop) for $STEP_SECONDS s per step, steps of $rates events/s;"
     echo "  bodies of $BODY_EVENTS generated events: NDJSON $size_ndjson B, OTLP protobuf $size_otlp B, Loki protobuf+snappy"
-    echo "  $size_loki B (examples/protocol_bodies.rs), sent by vegeta; OTLP/gRPC by telemetrygen (4 workers, batches of"
+    echo "  $size_loki B (examples/protocol_bodies.rs), sent by vegeta; the OTLP body also over gRPC"
+    echo "  (examples/otlp_grpc_load.rs, open loop like vegeta); and OTLP/gRPC from telemetrygen (4 workers, SDK batches of"
     echo "  $BODY_EVENTS records of one fixed body). Stored = rows committed to PostgreSQL from the step's start until the"
     echo "  pipeline drained; events/s = stored / seconds from the start to the last commit"
     echo "- load average (1, 5, 15 min) when the measurements began: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)"
