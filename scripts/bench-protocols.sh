@@ -122,7 +122,7 @@ protocols_grpc_body_step() {
 
 bench_protocols() {
   setup
-  local rates="${BENCH_PROTOCOL_RATES:-10000 30000 90000}"
+  local rates="${BENCH_PROTOCOL_RATES:-10000 40000 120000}"
   BODY_EVENTS="${BENCH_BODY_EVENTS:-1000}"
   STEP_SECONDS="${BENCH_PROTOCOL_SECONDS:-15}"
   if [ "$QUICK" = 1 ]; then
