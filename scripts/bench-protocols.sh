@@ -70,6 +70,8 @@ ok = sum(n for c, n in codes.items() if c.startswith("2"))
 lat = r["latencies"]
 print(ok, r["requests"], round(lat["50th"] / 1e6), round(lat["99th"] / 1e6))' "$WORK/report.json")
   [ "$total" -gt 0 ] || die "vegeta sent nothing to $path"
+  # Past the ceiling some answers are not 2xx: which ones (0 is vegeta's timeout or a dropped connection).
+  [ "$ok" = "$total" ] || log "  $path answers: $(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["status_codes"], (r.get("errors") or [])[:2])' "$WORK/report.json")"
   if [ "$QUICK" = 1 ] && [ "$ok" != "$total" ]; then
     die "$path: $((total - ok)) of $total requests were not accepted: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["status_codes"], r.get("errors", [])[:3])' "$WORK/report.json")"
   fi
