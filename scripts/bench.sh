@@ -31,6 +31,10 @@
 #                                        every 10 s for 10 min (--quick: 20 s); the 1 h window answered from
 #                                        memory vs the same question as SQL over the same rows
 #                                        (`source=sqlite`), wrk on both
+#   scripts/bench.sh protocols [--quick] events/s stored through POST /ingest NDJSON (the baseline), OTLP/HTTP
+#                                        protobuf, OTLP/gRPC and Loki push protobuf+snappy, one after the
+#                                        other in one `run`, each offered fixed rates (open loop) stepping
+#                                        up; see scripts/bench-protocols.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -950,9 +954,13 @@ bench_all() {
   bench_freshness
   bench_memory
   bench_embedded
+  bench_protocols
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
+
+# shellcheck source=scripts/bench-protocols.sh
+source "$ROOT/scripts/bench-protocols.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -965,9 +973,10 @@ query) bench_query ;;
 freshness) bench_freshness ;;
 memory) bench_memory ;;
 embedded) bench_embedded ;;
+protocols) bench_protocols ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|all [--quick]" >&2
   exit 2
   ;;
 esac

@@ -26,3 +26,5 @@ install() {
 }
 install telemetrygen github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v0.161.0
 install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+# The fixed-rate (open loop) HTTP load of `scripts/bench.sh protocols`.
+install vegeta github.com/tsenart/vegeta/v12@v12.12.0
