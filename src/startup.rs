@@ -272,7 +272,8 @@ fn serve_public(
     let grpc = match settings.grpc_addr {
         Some(addr) => {
             let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding GRPC_ADDR {addr}"))?;
-            let grpc = crate::grpc::serve(state.clone(), listener, log)?;
+            let rate = crate::http::limits::RateLimit::new(settings.rate_limit_rps, settings.rate_limit_burst);
+            let grpc = crate::grpc::serve(state.clone(), rate, listener, log)?;
             info!(log, "listening (gRPC)"; "addr" => %addr, "port" => grpc.port());
             Some(grpc)
         }

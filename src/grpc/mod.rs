@@ -61,7 +61,15 @@ impl GrpcServer {
 }
 
 /// Serves gRPC on an already bound listener until [`GrpcServer::stop`].
-pub fn serve(state: web::Data<AppState>, listener: std::net::TcpListener, log: &Logger) -> anyhow::Result<GrpcServer> {
+/// `rate` is the public API's `RATE_LIMIT_RPS`/`RATE_LIMIT_BURST`, per client IP, for gRPC calls too: past it a
+/// call gets RESOURCE_EXHAUSTED with the wait (HTTP's 429 and Retry-After).
+pub fn serve(
+    state: web::Data<AppState>,
+    rate: crate::http::limits::RateLimit,
+    listener: std::net::TcpListener,
+    log: &Logger,
+) -> anyhow::Result<GrpcServer> {
+    let rate = std::sync::Arc::new(rate);
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
     let arbiter = actix::Arbiter::new();
@@ -88,7 +96,18 @@ pub fn serve(state: web::Data<AppState>, listener: std::net::TcpListener, log: &
                 Err(e) => return error!(log, "the gRPC reflection service cannot be built"; "error" => %e),
             };
             info!(log, "listening"; "port" => port);
+            let limit_calls = move |request: tonic::Request<()>| -> Result<tonic::Request<()>, Status> {
+                let Some(peer) = request.remote_addr().map(|a| a.ip()) else { return Ok(request) };
+                match rate.check(peer) {
+                    Ok(()) => Ok(request),
+                    Err(wait) => Err(Status::resource_exhausted(format!(
+                        "too many requests from {peer}; retry in {} s",
+                        crate::http::limits::retry_seconds(wait)
+                    ))),
+                }
+            };
             let served = tonic::transport::Server::builder()
+                .layer(tonic::service::interceptor(limit_calls))
                 .add_service(otlp::service(state.clone(), actix.clone(), limit))
                 .add_service(stats::service(state.clone(), actix.clone()))
                 .add_service(ingest::service(state, actix, limit))

@@ -101,7 +101,7 @@ impl RateLimit {
     }
 
     /// `Err(wait)` when the client must wait before its next request.
-    fn check(&self, client: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn check(&self, client: IpAddr) -> Result<(), Duration> {
         let Some(limiter) = &self.0 else { return Ok(()) };
         if limiter.len() > TRACKED_CLIENTS {
             limiter.retain_recent();
@@ -121,8 +121,7 @@ pub async fn rate_limit(
         (limited, req.app_data::<web::Data<RateLimit>>(), req.peer_addr().map(|a| a.ip()))
     {
         if let Err(wait) = limit.check(peer) {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let seconds = seconds.max(1);
+            let seconds = retry_seconds(wait);
             let response =
                 HttpResponse::TooManyRequests().insert_header(("Retry-After", seconds.to_string())).json(json!({
                     "error": "rate_limited",
@@ -132,6 +131,11 @@ pub async fn rate_limit(
         }
     }
     next.call(req).await.map(ServiceResponse::map_into_boxed_body)
+}
+
+/// A wait as whole seconds to retry in, at least 1.
+pub(crate) fn retry_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The most a client may take to send a whole request body (`HTTP_BODY_TIMEOUT_MS`).

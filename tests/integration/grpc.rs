@@ -281,6 +281,20 @@ async fn with_jwt_configured_a_call_without_a_token_is_unauthenticated() {
     env.db.drop_db().await;
 }
 
+#[tokio::test]
+async fn rate_limit_rps_limits_grpc_calls_per_client_as_it_limits_http() {
+    let env = IngestEnv::create(1).await;
+    // One call a second, one at once: grpcurl's reflection call takes the token, so its method call
+    // (or, a second later still within the burst, the next reflection) is refused.
+    let app = start(&env, "api", &[("RATE_LIMIT_RPS", "1"), ("RATE_LIMIT_BURST", "1")]).await;
+    let (ok, _, err) =
+        grpcurl_method(app.grpc_port, &["-d", r#"{"window":"1m"}"#], "loganalyzer.v1.Stats/Errors", None).await;
+    assert!(!ok, "a second call within the same second passed the limit");
+    assert!(err.contains("ResourceExhausted") && err.contains("too many requests from 127.0.0.1"), "{err}");
+    drop(app);
+    env.db.drop_db().await;
+}
+
 /// One gRPC call by hand over HTTP/2 (curl), for bodies no client library would send: the
 /// `grpc-status` the server answered, from its headers or trailers.
 async fn raw_call(port: u16, path: &str, message: &[u8]) -> String {
