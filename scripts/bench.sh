@@ -845,6 +845,11 @@ bench_embedded() {
   read -r m_rps m_p50 m_p99 m_bad < <(load 2 8 "$duration" "$URL/stats/errors?window=1h&source=memory")
   read -r s_rps s_p50 s_p99 s_bad < <(load 1 2 "$duration" "$URL/stats/errors?window=1h&source=sqlite")
   [ "$m_bad$s_bad" = 00 ] || log "WARNING: non-2xx answers (counted in the figures): memory $m_bad, sqlite $s_bad"
+  # An SQL answer slower than wrk's run is never counted by it: each of 3 also timed alone, the median kept.
+  local s_one
+  s_one=$(for _ in 1 2 3; do
+    curl -s -o /dev/null -m 120 -w '%{time_total}\n' "$URL/stats/errors?window=1h&at=$at&source=sqlite"
+  done | sort -n | awk 'NR == 2 { printf "%.1f", $1 * 1000 }')
   stop_run
   rm -f "$WORK"/embedded.db*
 
@@ -879,7 +884,10 @@ bench_embedded() {
   rps_ratio=$(awk -v a="$m_rps" -v b="$s_rps" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
   lat_ratio=$(awk -v a="$s_p50" -v b="$m_p50" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
   ingest_ok=$(awk -v r="$ingest_rate" -v v="$vs_base" 'BEGIN { print (r >= 100000 && v != "n/a" && v >= 0.8) ? "met" : "missed" }')
-  query_ok=$(awk -v r="$rps_ratio" 'BEGIN { print (r != "n/a" && r >= 1000) ? "met" : "missed" }')
+  local one_ratio
+  one_ratio=$(awk -v a="$s_one" -v b="$m_p50" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
+  query_ok=$(awk -v r="$rps_ratio" -v o="$one_ratio" \
+    'BEGIN { print ((r != "n/a" && r >= 1000) || (r == "n/a" && o != "n/a" && o >= 1000)) ? "met" : "missed" }')
   [ "$QUICK" = 0 ] || log "--quick: sizes too small and the build unoptimised, so the targets are not judged by this run"
   printf '\n%-46s %12s %10s\n' "embedded ingest, $n events" "events/s" "seconds"
   printf '%-46s %12s %10s\n' "POST /ingest at $rate/s offered, committed" "$ingest_rate" "$ingest_s"
@@ -888,7 +896,9 @@ bench_embedded() {
   printf '\n%-46s %10s %10s %10s\n' "1 h window over $n rows" "req/s" "p50 ms" "p99 ms"
   printf '%-46s %10s %10s %10s %8s\n' "memory" "$m_rps" "$m_p50" "$m_p99" "non-2xx $m_bad"
   printf '%-46s %10s %10s %10s %8s\n' "SQL over the same rows (source=sqlite)" "$s_rps" "$s_p50" "$s_p99" "non-2xx $s_bad"
+  printf '%-46s %10s %10s\n' "one SQL answer timed alone (median of 3)" "" "$s_one"
   printf '%-46s %10s %10s   target >= 1000x: %s\n' "ratio memory / SQL (req/s; p50 latency)" "${rps_ratio}x" "${lat_ratio}x" "$query_ok"
+  printf '%-46s %10s %10s\n' "ratio SQL alone / memory p50" "" "${one_ratio}x"
   printf '\n%-46s %10s\n' "RSS of embedded run, $rss_rate/s offered, $rss_total s" MiB
   printf '%-46s %10s\n' "events/s stored (rows / seconds)" "$rss_achieved"
   printf '%-46s %10s\n' "first sample (baseline)" "$start"
@@ -926,7 +936,8 @@ bench_embedded() {
     echo "|---|---:|---:|---:|---:|"
     echo "| memory | $m_rps | $m_p50 | $m_p99 | $m_bad |"
     echo "| SQL over the same rows (\`source=sqlite\`, baseline) | $s_rps | $s_p50 | $s_p99 | $s_bad |"
-    echo "| ratio memory / SQL | ${rps_ratio}x (req/s) | ${lat_ratio}x (p50) | | |"
+    echo "| one SQL answer timed alone (median of 3, curl) | | $s_one | | |"
+    echo "| ratio memory / SQL | ${rps_ratio}x (req/s) | ${lat_ratio}x (p50); ${one_ratio}x (alone) | | |"
     echo
     echo "Target ≥ 1000×: **$query_ok**."
     echo
