@@ -137,11 +137,11 @@ impl IntakeSink for EmbeddedIntake {
                 }
                 let chunk = waiting.pop_front().expect("checked");
                 in_flight -= chunk.numbers.len();
-                sending &= self.settle(chunk, deadline, timeout, report).await;
+                sending &= self.settle(chunk, report).await;
             }
         }
         while let Some(chunk) = waiting.pop_front() {
-            self.settle(chunk, deadline, timeout, report).await;
+            self.settle(chunk, report).await;
         }
     }
 
@@ -188,19 +188,16 @@ impl IntakeSink for EmbeddedIntake {
 
 impl EmbeddedIntake {
     /// Waits (until `deadline`) for the chunk's lines to be stored and reports them; whether to go on.
-    async fn settle(
-        &self,
-        chunk: Waiting,
-        deadline: Instant,
-        timeout: Duration,
-        report: &mut (dyn FnMut(u32, Delivery) -> bool + Send),
-    ) -> bool {
+    /// Waits until the chunk's lines are stored. No deadline once they are in the queue: the queue keeps
+    /// them and the writer retries until they commit, so an answer given before that ("not stored")
+    /// would be false, and the client's resend would store them twice. Only the queue going away (the
+    /// process stopping) ends the wait without them.
+    async fn settle(&self, chunk: Waiting, report: &mut (dyn FnMut(u32, Delivery) -> bool + Send)) -> bool {
         let mut stored = self.queue.stored(chunk.partition);
-        let left = deadline.saturating_duration_since(Instant::now());
-        let delivery = match tokio::time::timeout(left, stored.wait_for(|&s| s > chunk.last)).await {
-            Ok(Ok(_)) => Delivery::Queued,
-            _ => Delivery::Failed {
-                error: format!("not stored in SQLite within {} ms", timeout.as_millis()),
+        let delivery = match stored.wait_for(|&s| s > chunk.last).await {
+            Ok(_) => Delivery::Queued,
+            Err(_) => Delivery::Failed {
+                error: "the embedded queue stopped before these lines were stored".into(),
                 only_this_line: false,
             },
         };

@@ -294,14 +294,17 @@ async fn a_full_queue_refuses_lines_after_the_timeout_instead_of_growing() {
     let ingest = EmbeddedIngest::start(&settings, db.clone(), None, None, &metrics, &log).expect("start");
     // Another connection holds SQLite's write lock: nothing the queue holds can be stored meanwhile.
     let (locked_tx, locked) = std::sync::mpsc::channel();
+    let unlocking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let holder = {
         let db = db.clone();
+        let unlocking = unlocking.clone();
         std::thread::spawn(move || {
             use diesel::connection::SimpleConnection;
             let mut conn = db.connect().expect("connect");
             conn.batch_execute("BEGIN IMMEDIATE").expect("lock");
             locked_tx.send(()).unwrap();
             std::thread::sleep(Duration::from_secs(3));
+            unlocking.store(true, std::sync::atomic::Ordering::SeqCst);
             conn.batch_execute("COMMIT").expect("unlock");
         })
     };
@@ -313,6 +316,7 @@ async fn a_full_queue_refuses_lines_after_the_timeout_instead_of_growing() {
     let sink = ingest.intake();
     let takes = bodies.iter().map(|b| {
         let sink = &sink;
+        let unlocking = unlocking.clone();
         async move {
             use actors::intake::{Delivery, IntakeSink, Line};
             let lines: Vec<Line<'_>> = b
@@ -323,6 +327,14 @@ async fn a_full_queue_refuses_lines_after_the_timeout_instead_of_growing() {
                 .collect();
             let mut deliveries: Vec<Delivery> = Vec::new();
             let mut report = |_: u32, d: Delivery| {
+                // Lines the queue took are acknowledged once stored, however long that takes (an
+                // earlier "not stored" would make the client send them twice), never before.
+                if d == Delivery::Queued {
+                    assert!(
+                        unlocking.load(std::sync::atomic::Ordering::SeqCst),
+                        "acknowledged while SQLite was locked"
+                    );
+                }
                 deliveries.push(d);
                 true
             };
@@ -330,7 +342,18 @@ async fn a_full_queue_refuses_lines_after_the_timeout_instead_of_growing() {
             deliveries
         }
     });
-    let deliveries: Vec<_> = futures::future::join_all(takes).await.into_iter().flatten().collect();
+    // The queue is the consumers' mailboxes: /debug/actors shows what waits in it while SQLite is locked.
+    let depth = async {
+        crate::helpers::eventually("the queue's depth in the consumers' mailboxes", Duration::from_secs(3), || {
+            let waiting: i64 =
+                metrics.actors.probes().iter().filter(|p| p.actor() == "consumer").map(|p| p.mailbox_depth()).sum();
+            let locked = !unlocking.load(std::sync::atomic::Ordering::SeqCst);
+            async move { (waiting > 0 && locked).then_some(waiting) }
+        })
+        .await
+    };
+    let (deliveries, _) = futures::join!(futures::future::join_all(takes), depth);
+    let deliveries: Vec<_> = deliveries.into_iter().flatten().collect();
     let lines = bodies.len() * per_body;
     assert_eq!(deliveries.len(), lines, "one delivery per line");
     let refused = deliveries
@@ -338,11 +361,8 @@ async fn a_full_queue_refuses_lines_after_the_timeout_instead_of_growing() {
         .filter(|d| matches!(d, actors::intake::Delivery::Refused(why) if why.contains("stayed full for")))
         .count();
     assert!(refused >= lines - QUEUE_MESSAGES, "{refused} of {lines} refused");
-    assert!(!deliveries.contains(&actors::intake::Delivery::Queued), "acknowledged while SQLite was locked");
-    // The queue is the consumers' mailboxes: /debug/actors shows what waits in it.
-    let waiting: i64 =
-        metrics.actors.probes().iter().filter(|p| p.actor() == "consumer").map(|p| p.mailbox_depth()).sum();
-    assert!(waiting > 0, "the consumers' mailboxes look empty while the queue is full");
+    let queued = deliveries.iter().filter(|d| **d == actors::intake::Delivery::Queued).count();
+    assert_eq!(queued + refused, lines, "a line was neither stored nor refused");
     holder.join().unwrap();
 
     // What the queue did take is stored once the lock is gone; what it refused never is.
@@ -354,6 +374,7 @@ async fn a_full_queue_refuses_lines_after_the_timeout_instead_of_growing() {
         }
     })
     .await;
+    assert_eq!(stored, queued as i64, "stored lines are exactly the acknowledged ones");
     assert!(stored <= QUEUE_MESSAGES as i64 && stored < lines as i64, "{stored} stored");
     ingest.stop().await;
 }
