@@ -114,8 +114,9 @@ impl Ingest {
     }
 }
 
-/// The source's partitions as readiness reads them.
-struct SourceView(Arc<SourceState>);
+/// The source's partitions as readiness reads them (the Kafka source's, or the embedded queue's: it
+/// fills the same `SourceState` and pauses nothing).
+pub(crate) struct SourceView(pub(crate) Arc<SourceState>);
 
 impl IngestView for SourceView {
     fn partitions(&self) -> Vec<PartitionProgress> {

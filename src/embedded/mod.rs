@@ -27,7 +27,7 @@ use slog::{info, warn, Logger};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Settings;
-use crate::http::readiness::{IngestView, PartitionProgress};
+use crate::http::readiness::IngestView;
 use crate::kafka::source::{partition_name, SourceState, TopicPartition};
 use crate::sqlite::event_store::SqliteEventStore;
 use crate::sqlite::offset_store::{load_in, SqliteOffsetStore};
@@ -404,7 +404,7 @@ impl EmbeddedIngest {
 
     /// What readiness sees of the partitions.
     pub fn view(&self) -> Arc<dyn IngestView> {
-        Arc::new(QueueView(self.state.clone()))
+        Arc::new(crate::ingest::SourceView(self.state.clone()))
     }
 
     /// The intake's sink over this queue and `db`.
@@ -437,25 +437,5 @@ impl EmbeddedIngest {
             arbiter.stop();
         }
         info!(self.log, "embedded ingest stopped");
-    }
-}
-
-/// The queue's partitions as readiness reads them.
-struct QueueView(Arc<SourceState>);
-
-impl IngestView for QueueView {
-    fn partitions(&self) -> Vec<PartitionProgress> {
-        let partitions = self.0.partitions.lock().expect("source state");
-        partitions
-            .iter()
-            .map(|(partition, stats)| PartitionProgress {
-                name: partition_name(partition),
-                write_started_ms: stats.write_started_ms.load(Ordering::Relaxed),
-            })
-            .collect()
-    }
-
-    fn paused(&self) -> Vec<String> {
-        Vec::new()
     }
 }
