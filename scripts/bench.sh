@@ -35,6 +35,12 @@
 #                                        protobuf, OTLP/gRPC and Loki push protobuf+snappy, one after the
 #                                        other in one `run`, each offered fixed rates (open loop) stepping
 #                                        up; see scripts/bench-protocols.sh
+#   scripts/bench.sh recovery [--quick]  kill -9 of an ingest while events flow, restarted at once: seconds to
+#                                        its first stored rows, dynamic vs static membership (INSTANCE_ID),
+#                                        3 kills each in one run; see scripts/bench-scale.sh
+#   scripts/bench.sh scale [--quick]     ingest events/s against partitions (1, 6, 24) and processes (1, 2, 3);
+#                                        freshness p50/p99 against the ingest rate (1k, 10k, 50k events/s);
+#                                        PNG charts (gnuplot) in docs/; see scripts/bench-scale.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -966,12 +972,16 @@ bench_all() {
   bench_memory
   bench_embedded
   bench_protocols
+  bench_recovery
+  bench_scale
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
 
 # shellcheck source=scripts/bench-protocols.sh
 source "$ROOT/scripts/bench-protocols.sh"
+# shellcheck source=scripts/bench-scale.sh
+source "$ROOT/scripts/bench-scale.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -985,9 +995,11 @@ freshness) bench_freshness ;;
 memory) bench_memory ;;
 embedded) bench_embedded ;;
 protocols) bench_protocols ;;
+recovery) bench_recovery ;;
+scale) bench_scale ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|all [--quick]" >&2
   exit 2
   ;;
 esac

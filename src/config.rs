@@ -19,6 +19,10 @@ pub struct Settings {
     /// Consumer group shared by every ingest process.
     #[serde(default = "defaults::kafka_group")]
     pub kafka_group: String,
+    /// This process's stable name in the group (static membership): a restart under the same name
+    /// takes its partitions back at once instead of after the session timeout. Unique per process.
+    #[serde(default, deserialize_with = "named::optional_text")]
+    pub instance_id: Option<String>,
     /// Partitions given to the topic when `migrate` creates it.
     #[serde(default = "defaults::kafka_partitions")]
     pub kafka_partitions: i32,
@@ -414,6 +418,13 @@ impl Settings {
         if self.kafka_topics().is_empty() {
             return invalid("KAFKA_TOPIC", "must not be empty");
         }
+        if let Some(id) = &self.instance_id {
+            // Kafka refuses other names at JoinGroup; saying so here names the setting.
+            let legal = id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !legal || id.len() > 249 || id == "." || id == ".." {
+                return invalid("INSTANCE_ID", "use at most 249 of a-z A-Z 0-9 . _ - (not . or ..)");
+            }
+        }
         if self.retention_days < 1 {
             return invalid("RETENTION_DAYS", "must be at least 1");
         }
@@ -703,12 +714,22 @@ mod tests {
             (("JWT_SECRET", "short-secret"), "JWT_SECRET"),
             (("RATE_LIMIT_RPS", "-1"), "rate_limit_rps"),
             (("HTTP_BODY_TIMEOUT_MS", "0"), "HTTP_BODY_TIMEOUT_MS"),
+            (("INSTANCE_ID", "ingest 1"), "INSTANCE_ID"),
+            (("INSTANCE_ID", ".."), "INSTANCE_ID"),
         ];
         for ((name, value), expect) in cases {
             let err = Settings::from_vars(vars(&[(name, value)])).unwrap_err().to_string();
             let named = err.to_ascii_uppercase().contains(&expect.to_ascii_uppercase());
             assert!(named, "{name}={value}: {err:?} should name {expect}");
         }
+    }
+
+    #[test]
+    fn instance_id_is_optional_and_kept_as_given() {
+        assert_eq!(Settings::from_vars(vars(&[])).unwrap().instance_id, None);
+        assert_eq!(Settings::from_vars(vars(&[("INSTANCE_ID", "")])).unwrap().instance_id, None);
+        let id = Settings::from_vars(vars(&[("INSTANCE_ID", "ingest-2.eu_west")])).unwrap().instance_id;
+        assert_eq!(id.as_deref(), Some("ingest-2.eu_west"));
     }
 
     const STACK: [(&str, &str); 3] = [

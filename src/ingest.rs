@@ -70,6 +70,7 @@ impl Ingest {
         let config = SourceConfig {
             brokers: settings.kafka_brokers.clone(),
             group: settings.kafka_group.clone(),
+            instance_id: settings.instance_id.clone(),
             topics: settings.kafka_topics(),
             consumer: ConsumerConfig {
                 batch_max_events: settings.batch_max_events,
@@ -82,6 +83,7 @@ impl Ingest {
         let source = KafkaSource::start(config, offsets, wiring, log.clone())?;
         metrics.source.watch(source.state.clone());
         info!(log, "ingest started"; "topics" => &settings.kafka_topic, "group" => &settings.kafka_group,
+              "instance_id" => settings.instance_id.as_deref().unwrap_or(""),
               "writers" => settings.writer_count);
         Ok(Ingest { source, writers, arbiters, log })
     }

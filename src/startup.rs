@@ -169,11 +169,17 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
     let ingest = crate::ingest::Ingest::start(settings, forwarder.map(|f| f.recipient()), None, &metrics, log)?;
     let admin = crate::admin::AdminState { metrics, source: Some(ingest.state()), aggregator: None, log_level };
     let (admin, _) = start_admin(settings, admin, log)?;
-    shutdown_signal().await;
+    let source = ingest.state();
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        reason = source.failed() => Some(reason),
+    };
     admin.stop(true).await;
     info!(log, "shutdown requested");
     ingest.stop().await;
-    Ok(())
+    // A source that stopped on its own (fenced) ends the process with an error, so that neither a
+    // supervisor nor a user mistakes it for a clean stop.
+    failure.map_or(Ok(()), |reason| Err(anyhow::anyhow!(reason)))
 }
 
 /// The `schedule` role: the SchedulerActor (daily summary, partition maintenance; one leader acts

@@ -17,5 +17,6 @@ mod observability;
 mod protocols;
 mod smoke;
 mod sqlite_read;
+mod static_membership;
 mod store_robust;
 mod summary;

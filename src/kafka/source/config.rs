@@ -28,5 +28,31 @@ pub(super) fn consumer_config(config: &SourceConfig) -> ClientConfig {
         .set("heartbeat.interval.ms", "1500")
         .set("topic.metadata.refresh.interval.ms", "10000")
         .set("enable.partition.eof", "false");
+    if let Some(id) = &config.instance_id {
+        // Static membership: a restart under the same id within the session timeout gets its
+        // partitions back without a rebalance; the session timeout only matters if it stays away.
+        client.set("group.instance.id", id);
+    }
     client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(instance_id: Option<&str>) -> SourceConfig {
+        SourceConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group: "g".into(),
+            instance_id: instance_id.map(str::to_owned),
+            topics: vec!["logs".into()],
+            consumer: actors::ingest::ConsumerConfig::default(),
+        }
+    }
+
+    #[test]
+    fn an_instance_id_makes_the_member_static_and_none_keeps_it_dynamic() {
+        assert_eq!(consumer_config(&source(None)).get("group.instance.id"), None);
+        assert_eq!(consumer_config(&source(Some("ingest-1"))).get("group.instance.id"), Some("ingest-1"));
+    }
 }

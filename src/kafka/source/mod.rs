@@ -38,6 +38,8 @@ pub use state::{partition_name, SourceState, TopicPartition};
 pub(crate) const PARTITION_CHANNEL: usize = 4_096;
 /// How long one poll waits for a message; bounds how quickly commands and shutdown are noticed.
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+/// How long a static member's clean stop waits for its partitions to be revoked and the group left.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the check of a partition's available offsets waits for the broker.
 pub(crate) const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,6 +48,8 @@ pub(crate) const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SourceConfig {
     pub brokers: String,
     pub group: String,
+    /// `group.instance.id` (static membership), from INSTANCE_ID.
+    pub instance_id: Option<String>,
     /// The topics subscribed to, all in the one group.
     pub topics: Vec<String>,
     pub consumer: ConsumerConfig,
@@ -83,6 +87,37 @@ fn requested_service(message: &BorrowedMessage<'_>) -> Option<String> {
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_owned)
+}
+
+/// What a fatal error means to whoever runs the process.
+fn fatal_reason(config: &SourceConfig, code: RDKafkaErrorCode, reason: &str) -> String {
+    match (code, &config.instance_id) {
+        (RDKafkaErrorCode::FencedInstanceId, Some(id)) => format!(
+            "fenced: another process joined group {} with INSTANCE_ID={id}; give each process its own ({reason})",
+            config.group
+        ),
+        _ => format!("fatal Kafka error {code:?}: {reason}"),
+    }
+}
+
+/// A static member's close sends no LeaveGroup (KIP-345): its partitions would wait out the session
+/// timeout. Unsubscribing first revokes them through the usual rebalance path and leaves the group,
+/// so a clean stop still hands them over at once.
+fn leave_group(consumer: &IngestConsumer, log: &Logger) {
+    consumer.unsubscribe();
+    let deadline = std::time::Instant::now() + LEAVE_TIMEOUT;
+    loop {
+        // Messages still fetched belong to no partition now: the router drops them.
+        let _ = consumer.poll(POLL_TIMEOUT);
+        let owned = consumer.assignment().map(|tpl| tpl.count()).unwrap_or(0);
+        if owned == 0 {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            warn!(log, "partitions still assigned when leaving the group"; "partitions" => owned);
+            break;
+        }
+    }
 }
 
 /// A running Kafka source.
@@ -131,7 +166,12 @@ impl KafkaSource {
         let stop = stopping.clone();
         let thread = std::thread::Builder::new().name("kafka-poll".into()).spawn(move || {
             let mut last_refresh = std::time::Instant::now();
+            let mut fatal = None;
             while !stop.load(Ordering::Relaxed) {
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    fatal = Some(fatal_reason(&owned.config, code, &reason));
+                    break;
+                }
                 if last_refresh.elapsed() >= Duration::from_secs(1) {
                     owned.refresh_watermarks(&consumer);
                     last_refresh = std::time::Instant::now();
@@ -162,6 +202,12 @@ impl KafkaSource {
             let partitions: Vec<TopicPartition> = owned.router.partitions().cloned().collect();
             for partition in partitions {
                 owned.stop_partition(&consumer, &partition);
+            }
+            if let Some(reason) = fatal {
+                slog::error!(log, "kafka source stopped by a fatal error"; "error" => &reason);
+                owned.state.fail(reason);
+            } else if owned.config.instance_id.is_some() {
+                leave_group(&consumer, &log);
             }
             drop(owned);
             match Arc::try_unwrap(consumer) {

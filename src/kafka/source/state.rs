@@ -26,11 +26,31 @@ pub struct SourceState {
     pub high_watermarks: Mutex<BTreeMap<TopicPartition, i64>>,
     /// Owned partitions whose fetching is paused (their consumer is behind on writing).
     pub paused: Mutex<BTreeSet<TopicPartition>>,
+    /// Why the source stopped on its own: a fatal Kafka error, such as being fenced by another
+    /// process that joined under the same INSTANCE_ID.
+    failure: Mutex<Option<String>>,
+    failed: tokio::sync::Notify,
 }
 
 impl SourceState {
     pub fn owned(&self) -> BTreeSet<TopicPartition> {
         self.partitions.lock().expect("source state").keys().cloned().collect()
+    }
+
+    pub(super) fn fail(&self, reason: String) {
+        self.failure.lock().expect("source state").get_or_insert(reason);
+        // A stored permit: whoever waits later still wakes.
+        self.failed.notify_one();
+    }
+
+    /// Resolves with the reason once the source has stopped on its own (never, while it runs).
+    pub async fn failed(&self) -> String {
+        loop {
+            if let Some(reason) = self.failure.lock().expect("source state").clone() {
+                return reason;
+            }
+            self.failed.notified().await;
+        }
     }
 
     pub fn owns(&self, partition: &TopicPartition) -> bool {
