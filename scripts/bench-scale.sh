@@ -220,6 +220,7 @@ scale_gnuplot() {
 }
 
 bench_scale() {
+  prepare
   scale_gnuplot
   local partition_list="1 6 24" proc_list="1 2 3" rate_list="1000 10000 50000"
   local events="${BENCH_SCALE_EVENTS:-1000000}" probes="${BENCH_PROBES:-100}" charts="$SCALE_DOCS"
