@@ -167,14 +167,20 @@ impl KafkaSource {
         let thread = std::thread::Builder::new().name("kafka-poll".into()).spawn(move || {
             let mut last_refresh = std::time::Instant::now();
             let mut fatal = None;
+            // Asked only after a poll error and once a second: the answer takes a lock, and the
+            // loop turns once per message.
+            let mut check_fatal = false;
             while !stop.load(Ordering::Relaxed) {
-                if let Some((code, reason)) = consumer.client().fatal_error() {
-                    fatal = Some(fatal_reason(&owned.config, code, &reason));
-                    break;
-                }
                 if last_refresh.elapsed() >= Duration::from_secs(1) {
                     owned.refresh_watermarks(&consumer);
                     last_refresh = std::time::Instant::now();
+                    check_fatal = true;
+                }
+                if std::mem::take(&mut check_fatal) {
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        fatal = Some(fatal_reason(&owned.config, code, &reason));
+                        break;
+                    }
                 }
                 while let Ok(Command::Restart(partition)) = commands.try_recv() {
                     owned.restart_partition(&consumer, partition);
@@ -194,7 +200,10 @@ impl KafkaSource {
                     {
                         owned.offsets_out_of_range(&consumer, &e)
                     }
-                    Some(Err(e)) => warn!(owned.log, "kafka poll error"; "error" => %e),
+                    Some(Err(e)) => {
+                        warn!(owned.log, "kafka poll error"; "error" => %e);
+                        check_fatal = true;
+                    }
                     None => {}
                 }
             }
