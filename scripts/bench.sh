@@ -35,6 +35,9 @@
 #                                        protobuf, OTLP/gRPC and Loki push protobuf+snappy, one after the
 #                                        other in one `run`, each offered fixed rates (open loop) stepping
 #                                        up; see scripts/bench-protocols.sh
+#   scripts/bench.sh openloop [--quick]  /stats/errors p50/p99/p99.9 at fixed offered rates (vegeta, open
+#                                        loop) for 10s, 5m and 1h windows, idle and while ingesting, with
+#                                        the load tool's CPU; see scripts/bench-openloop.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -966,12 +969,15 @@ bench_all() {
   bench_memory
   bench_embedded
   bench_protocols
+  bench_openloop
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
 
 # shellcheck source=scripts/bench-protocols.sh
 source "$ROOT/scripts/bench-protocols.sh"
+# shellcheck source=scripts/bench-openloop.sh
+source "$ROOT/scripts/bench-openloop.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -985,9 +991,10 @@ freshness) bench_freshness ;;
 memory) bench_memory ;;
 embedded) bench_embedded ;;
 protocols) bench_protocols ;;
+openloop) bench_openloop ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|openloop|all [--quick]" >&2
   exit 2
   ;;
 esac
