@@ -106,7 +106,6 @@ pub struct WindowAggregatorActor {
     watermark_ms: Option<i64>,
     source: Arc<dyn BucketSource>,
     deltas: Option<Arc<dyn DeltaSink>>,
-    clock: SharedClock,
     rebuild_seq: u64,
     rebuilds: u64,
     /// Set by fold() when it met a gap while replaying buffered batches.
@@ -125,7 +124,7 @@ impl WindowAggregatorActor {
         log: Logger,
     ) -> WindowAggregatorActor {
         WindowAggregatorActor {
-            view: MemoryView::new(&config, clock.clone(), probe.clone()),
+            view: MemoryView::new(&config, clock, probe.clone()),
             config,
             applied: BTreeMap::new(),
             phase: Phase::Rebuilding { buffered: Vec::new() },
@@ -133,7 +132,6 @@ impl WindowAggregatorActor {
             watermark_ms: None,
             source,
             deltas,
-            clock,
             rebuild_seq: 0,
             rebuilds: 0,
             needs_rebuild: false,
