@@ -41,6 +41,9 @@
 #   scripts/bench.sh scale [--quick]     ingest events/s against partitions (1, 6, 24) and processes (1, 2, 3);
 #                                        freshness p50/p99 against the ingest rate (1k, 10k, 50k events/s);
 #                                        PNG charts (gnuplot) in docs/; see scripts/bench-scale.sh
+#   scripts/bench.sh openloop [--quick]  /stats/errors p50/p99/p99.9 at fixed offered rates (vegeta, open
+#                                        loop) for 10s, 5m and 1h windows, idle and while ingesting, with
+#                                        the load tool's CPU; see scripts/bench-openloop.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -974,6 +977,7 @@ bench_all() {
   bench_protocols
   bench_recovery
   bench_scale
+  bench_openloop
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
@@ -982,6 +986,8 @@ bench_all() {
 source "$ROOT/scripts/bench-protocols.sh"
 # shellcheck source=scripts/bench-scale.sh
 source "$ROOT/scripts/bench-scale.sh"
+# shellcheck source=scripts/bench-openloop.sh
+source "$ROOT/scripts/bench-openloop.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -997,9 +1003,10 @@ embedded) bench_embedded ;;
 protocols) bench_protocols ;;
 recovery) bench_recovery ;;
 scale) bench_scale ;;
+openloop) bench_openloop ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|all [--quick]" >&2
   exit 2
   ;;
 esac

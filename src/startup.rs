@@ -350,7 +350,7 @@ impl Application {
 
         use actix::Actor;
         use actors::ports::SystemClock;
-        use actors::windows::{KeywordSet, WindowAggregatorActor, WindowConfig};
+        use actors::windows::{KeywordSet, MemoryView, MemoryWindows, WindowAggregatorActor, WindowConfig};
 
         use crate::cache::delta_writer::DeltaWriter;
         use actors::windows::{CacheReadObserver, RedisSource, WindowReader};
@@ -370,7 +370,7 @@ impl Application {
 
         let metrics = Arc::new(crate::admin::Metrics::new());
         let mut arbiters = Vec::new();
-        let (aggregator, ingest, lag, kafka_ready): (_, _, Option<LagProbe>, Option<Probe>) = match role {
+        let (aggregator, ingest, lag, kafka_ready): (Option<(_, _)>, _, Option<LagProbe>, Option<Probe>) = match role {
             Role::Run => {
                 let deltas = redis.as_ref().map(|redis| {
                     let cache_probe = metrics.actors.probe("delta_writer", "0");
@@ -391,10 +391,14 @@ impl Application {
                 let agg_log = log.clone();
                 let agg_probe = metrics.actors.probe("window_aggregator", "0");
                 let probe = agg_probe.clone();
+                // Questions read the buckets through the view, on the HTTP workers' threads.
+                let view = MemoryView::new(&config, Arc::new(SystemClock), agg_probe.clone());
+                let agg_view = view.clone();
                 // Its own thread: queries never wait behind parsing.
                 let arbiter = actix::Arbiter::new();
                 let aggregator = WindowAggregatorActor::start_in_arbiter(&arbiter.handle(), move |_| {
                     WindowAggregatorActor::new(config, source, deltas, Arc::new(SystemClock), probe, agg_log)
+                        .with_view(agg_view)
                 });
                 let aggregator = actors::mailbox::Inbox::new(aggregator, agg_probe);
                 arbiters.push(arbiter);
@@ -409,7 +413,7 @@ impl Application {
                 let lag: LagProbe = Arc::new(move || state.lag());
                 let state = ingest.state();
                 let ready: Probe = Arc::new(move || !state.owned().is_empty());
-                (Some(aggregator), Some(ingest), Some(lag), Some(ready))
+                (Some((aggregator, view)), Some(ingest), Some(lag), Some(ready))
             }
             Role::Api => (None, None, None, None),
         };
@@ -419,6 +423,7 @@ impl Application {
             let jobs = Arc::new(crate::db::daily_jobs::PgDailyJobs::new(settings.database_url.expose(), &log));
             crate::jobs::Scheduler::start(settings, jobs, &metrics, &log)
         });
+        let (aggregator, memory_view) = aggregator.unzip();
         let admin_state = crate::admin::AdminState {
             metrics: metrics.clone(),
             source: ingest.as_ref().map(|i| i.state()),
@@ -438,11 +443,12 @@ impl Application {
                 })
                 .observing_redis(count_cache_read);
         }
-        if let Some(aggregator) = &aggregator {
-            reader = reader.with_memory(Arc::new(aggregator.clone()));
+        if let (Some(aggregator), Some(view)) = (&aggregator, &memory_view) {
+            reader = reader.with_memory(Arc::new(MemoryWindows::new(view.clone(), aggregator.clone())));
         }
         let windows = WindowHealth {
             memory: aggregator,
+            memory_view,
             store: actors::windows::Source::Postgres,
             store_up: Arc::new(move || {
                 let pg = pg.clone();
@@ -492,7 +498,9 @@ impl Application {
 
         use actix::Actor;
         use actors::ports::SystemClock;
-        use actors::windows::{KeywordSet, Source, WindowAggregatorActor, WindowConfig, WindowReader};
+        use actors::windows::{
+            KeywordSet, MemoryView, MemoryWindows, Source, WindowAggregatorActor, WindowConfig, WindowReader,
+        };
         use futures::FutureExt;
 
         use crate::embedded::EmbeddedIngest;
@@ -520,9 +528,11 @@ impl Application {
         let source = Arc::new(SqliteBucketSource::new(db.clone()));
         let (agg_log, agg_probe) = (log.clone(), metrics.actors.probe("window_aggregator", "0"));
         let probe = agg_probe.clone();
+        let view = MemoryView::new(&config, Arc::new(SystemClock), agg_probe.clone());
+        let agg_view = view.clone();
         let arbiter = actix::Arbiter::new();
         let aggregator = WindowAggregatorActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            WindowAggregatorActor::new(config, source, None, Arc::new(SystemClock), probe, agg_log)
+            WindowAggregatorActor::new(config, source, None, Arc::new(SystemClock), probe, agg_log).with_view(agg_view)
         });
         let aggregator = actors::mailbox::Inbox::new(aggregator, agg_probe);
         let ingest = EmbeddedIngest::start(
@@ -548,9 +558,10 @@ impl Application {
         let (admin, admin_port) = start_admin(settings, admin_state, &log)?;
         let reader = WindowReader::new(Arc::new(stats.clone()), Arc::new(SystemClock))
             .store_named(Source::Sqlite)
-            .with_memory(Arc::new(aggregator.clone()));
+            .with_memory(Arc::new(MemoryWindows::new(view.clone(), aggregator.clone())));
         let windows = WindowHealth {
             memory: Some(aggregator),
+            memory_view: Some(view),
             store: Source::Sqlite,
             store_up: Arc::new(move || {
                 let stats = stats.clone();

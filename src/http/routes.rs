@@ -37,7 +37,11 @@ fn window_fields(window: Window, range: WindowRange) -> serde_json::Map<String, 
 /// `{watermark, lag_events}`: the newest committed event time, and the consumer lag this process knows.
 async fn freshness(state: &AppState) -> Value {
     let mut watermark_ms = None;
-    if let Some(agg) = &state.windows.memory {
+    // Read off the shared view: a round trip through the aggregator's mailbox would wait behind
+    // the batch being folded, for a field that only says how fresh the answer is.
+    if let Some(view) = &state.windows.memory_view {
+        watermark_ms = view.watermark_ms();
+    } else if let Some(agg) = &state.windows.memory {
         if let Ok(status) = agg.send(QueryStatus).await {
             watermark_ms = status.watermark_ms;
         }
@@ -153,14 +157,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Some(up) => json!(if up().await { "up" } else { "down" }),
         None => json!("disabled"),
     };
-    let memory = match &state.windows.memory {
-        Some(agg) => match agg.send(QueryStatus).await {
+    // The view first: a question through the aggregator's mailbox holds the view's readers off
+    // while it waits there (see MemoryView::current).
+    let memory = match (&state.windows.memory_view, &state.windows.memory) {
+        (Some(view), _) => json!(view.readiness()),
+        (None, Some(agg)) => match agg.send(QueryStatus).await {
             Ok(s) if s.ready && s.owns_all => json!("ready"),
             Ok(s) if s.ready => json!("not_owner"),
             Ok(_) => json!("rebuilding"),
             Err(_) => json!("down"),
         },
-        None => json!("disabled"),
+        (None, None) => json!("disabled"),
     };
     let kafka = match &state.kafka_ready {
         Some(check) => json!(if check() { "up" } else { "down" }),
@@ -205,6 +212,8 @@ pub type AsyncProbe<T> = Arc<dyn Fn() -> BoxFuture<'static, T> + Send + Sync>;
 pub struct WindowHealth {
     /// This process's in-memory windows (`run`), for their state and watermark.
     pub memory: Option<Inbox<WindowAggregatorActor>>,
+    /// The same windows' shared view: the watermark without a mailbox round trip.
+    pub memory_view: Option<Arc<actors::windows::MemoryView>>,
     /// The store this process reads and writes: `Postgres`, or `Sqlite` in the embedded mode.
     pub store: Source,
     /// Whether the store answers a trivial query in time.

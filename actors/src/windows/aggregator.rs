@@ -1,19 +1,21 @@
 //! WindowAggregatorActor: folds committed batches into per-second buckets over the horizon and
 //! answers window queries from memory — exactly, or not at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use slog::{info, warn, Logger};
 
-use super::buckets::{BucketDelta, Buckets, KeywordSet};
-use super::stats::{top_keywords, ErrorStats, KeywordCount, WindowRange};
+use super::buckets::{BucketDelta, KeywordSet};
+use super::memory::MemoryView;
+use super::stats::{ErrorStats, KeywordCount, WindowRange};
 use crate::domain::Keyword;
 use crate::ingest::Committed;
-use crate::mailbox::ActorProbe;
+use crate::mailbox::{ActorProbe, Tracked};
 pub use crate::ports::windows::{BucketSource, DeltaSink, PartitionOffsets, Rebuilt};
 use crate::ports::SharedClock;
+use crate::ports::{WindowAnswer, WindowQuestion};
 
 /// Seconds kept beyond the horizon, so that a window of exactly the horizon, whose end was read off
 /// the clock an instant before the aggregator looks, still lies wholly in memory.
@@ -95,24 +97,19 @@ enum Phase {
 
 pub struct WindowAggregatorActor {
     config: WindowConfig,
-    buckets: Buckets,
+    /// The buckets and what decides whether they answer, shared with the threads that read them.
+    view: Arc<MemoryView>,
     /// Per (topic, partition), the offset up to which batches are folded in.
     applied: PartitionOffsets,
     phase: Phase,
     owns_all: bool,
     watermark_ms: Option<i64>,
-    /// Seconds (inclusive ranges) holding stored events that memory did not bucket (too far ahead).
-    unbucketed: BTreeSet<(i64, i64)>,
     source: Arc<dyn BucketSource>,
     deltas: Option<Arc<dyn DeltaSink>>,
-    clock: SharedClock,
     rebuild_seq: u64,
     rebuilds: u64,
     /// Set by fold() when it met a gap while replaying buffered batches.
     needs_rebuild: bool,
-    /// Answers given since the buckets last changed: a dashboard or a load test asks the same
-    /// window many times a second, and summing an hour of buckets each time is the expensive part.
-    memo: std::collections::HashMap<(WindowRange, Option<String>), ErrorStats>,
     probe: Arc<ActorProbe>,
     log: Logger,
 }
@@ -127,40 +124,49 @@ impl WindowAggregatorActor {
         log: Logger,
     ) -> WindowAggregatorActor {
         WindowAggregatorActor {
-            buckets: Buckets::new(config.horizon + HORIZON_GRACE + config.skew + 1),
+            view: MemoryView::new(&config, clock, probe.clone()),
             config,
             applied: BTreeMap::new(),
             phase: Phase::Rebuilding { buffered: Vec::new() },
             owns_all: false,
             watermark_ms: None,
-            unbucketed: BTreeSet::new(),
             source,
             deltas,
-            clock,
             rebuild_seq: 0,
             rebuilds: 0,
             needs_rebuild: false,
-            memo: std::collections::HashMap::new(),
             probe,
             log: log.new(slog::o!("actor" => "window_aggregator")),
         }
     }
 
-    fn now_second(&self) -> i64 {
-        self.clock.now().timestamp()
+    /// Shares this aggregator's buckets through `view` (made with the same config, clock and probe)
+    /// instead of its own: the process hands `view` to the read path before the actor starts.
+    pub fn with_view(mut self, view: Arc<MemoryView>) -> WindowAggregatorActor {
+        self.view = view;
+        self
+    }
+
+    /// Where readers find this aggregator's buckets without asking its mailbox.
+    pub fn view(&self) -> Arc<MemoryView> {
+        self.view.clone()
     }
 
     /// The seconds memory buckets now: `[now − horizon − grace, now + skew]`.
     fn bucketed_span(&self) -> (i64, i64) {
-        let now = self.now_second();
-        (now - self.config.horizon - HORIZON_GRACE, now + self.config.skew)
+        self.view.span()
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.view.write().ready = matches!(phase, Phase::Ready);
+        self.phase = phase;
     }
 
     fn start_rebuild(&mut self, ctx: &mut Context<Self>) {
         self.rebuild_seq += 1;
         let seq = self.rebuild_seq;
         if !matches!(self.phase, Phase::Rebuilding { .. }) {
-            self.phase = Phase::Rebuilding { buffered: Vec::new() };
+            self.set_phase(Phase::Rebuilding { buffered: Vec::new() });
         }
         let (first, last) = self.bucketed_span();
         let source = self.source.clone();
@@ -189,32 +195,40 @@ impl WindowAggregatorActor {
     }
 
     fn install(&mut self, rebuilt: Rebuilt, first: i64, last: i64) {
-        self.memo.clear();
-        self.buckets.clear();
-        self.unbucketed.clear();
-        for (second, counts) in &rebuilt.seconds {
-            self.buckets.add(*second, counts);
-        }
-        if let Some(beyond) = rebuilt.beyond_last {
-            self.unbucketed.insert((last + 1, beyond));
-        }
+        let seconds = {
+            let mut state = self.view.write();
+            // Not ready for readers until the batches buffered meanwhile are folded in too.
+            state.ready = false;
+            state.changed();
+            state.buckets.clear();
+            state.unbucketed.clear();
+            for (second, counts) in &rebuilt.seconds {
+                state.buckets.add(*second, counts);
+            }
+            if let Some(beyond) = rebuilt.beyond_last {
+                state.unbucketed.insert((last + 1, beyond));
+            }
+            state.buckets.occupied_seconds()
+        };
         if let Some(sink) = &self.deltas {
             sink.rebuilt(&rebuilt.offsets);
         }
         self.applied = rebuilt.offsets;
         self.watermark_ms = rebuilt.newest_ms;
+        self.view.set_watermark(self.watermark_ms);
         self.rebuilds += 1;
         let buffered = match std::mem::replace(&mut self.phase, Phase::Ready) {
             Phase::Rebuilding { buffered } => buffered,
             Phase::Ready => Vec::new(),
         };
         info!(self.log, "windows rebuilt"; "first" => first, "last" => last,
-              "seconds" => self.buckets.occupied_seconds(), "buffered_batches" => buffered.len());
+              "seconds" => seconds, "buffered_batches" => buffered.len());
         for delta in buffered {
             if !self.fold(&delta) {
                 break; // fold() asked for another rebuild
             }
         }
+        self.view.write().ready = matches!(self.phase, Phase::Ready);
     }
 
     /// Folds a batch's delta into memory; returns false if a gap calls for a rebuild instead.
@@ -231,7 +245,7 @@ impl WindowAggregatorActor {
                 warn!(self.log, "gap in a partition's batches; rebuilding"; "topic" => &delta.topic,
                       "partition" => delta.partition,
                       "applied" => ?applied, "batch_from" => delta.from);
-                self.phase = Phase::Rebuilding { buffered: Vec::new() };
+                self.set_phase(Phase::Rebuilding { buffered: Vec::new() });
                 self.needs_rebuild = true;
                 return false;
             }
@@ -243,38 +257,29 @@ impl WindowAggregatorActor {
     }
 
     fn apply(&mut self, delta: &BucketDelta, last: i64) {
-        self.memo.clear();
+        let (first, _) = self.bucketed_span();
+        let mut state = self.view.write();
+        state.changed();
         for (second, counts) in &delta.seconds {
-            self.buckets.add(*second, counts);
+            state.buckets.add(*second, counts);
         }
+        // Unbucketed seconds that fell out of the horizon are forgotten here, where the state is written.
+        state.unbucketed.retain(|&(_, hi)| hi >= first);
         for &second in &delta.skipped_seconds {
             if second > last {
-                self.unbucketed.insert((second, second));
+                state.unbucketed.insert((second, second));
             }
         }
+        drop(state);
         if let Some(ms) = delta.newest_ms {
             self.watermark_ms = Some(self.watermark_ms.map_or(ms, |w| w.max(ms)));
+            self.view.set_watermark(self.watermark_ms);
         }
     }
 
-    /// Checks that memory holds the whole window exactly.
-    fn answerable(&mut self, range: WindowRange) -> Result<(), Unanswerable> {
-        if !matches!(self.phase, Phase::Ready) {
-            return Err(Unanswerable::NotReady);
-        }
-        if !self.owns_all {
-            return Err(Unanswerable::NotOwner);
-        }
-        let (first, last) = self.bucketed_span();
-        if range.from < first || range.to > last + 1 {
-            return Err(Unanswerable::OutsideHorizon);
-        }
-        // Forget unbucketed seconds that fell out of the horizon; refuse windows touching the rest.
-        self.unbucketed.retain(|&(_, hi)| hi >= first);
-        if self.unbucketed.iter().any(|&(lo, hi)| lo < range.to && hi >= range.from) {
-            return Err(Unanswerable::OutsideHorizon);
-        }
-        Ok(())
+    /// The answer from memory, asked through the mailbox (the view answers the same way without it).
+    fn answer(&self, question: &WindowQuestion) -> Result<WindowAnswer, Unanswerable> {
+        self.view.read().answer(question, self.bucketed_span(), &self.config.keywords)
     }
 }
 
@@ -291,7 +296,28 @@ impl Actor for WindowAggregatorActor {
     }
 }
 
-crate::tracked!(WindowAggregatorActor => Committed, Ownership, QueryErrors, QueryKeyword, QueryTopKeywords, QueryStatus);
+crate::tracked!(WindowAggregatorActor => QueryErrors, QueryKeyword, QueryTopKeywords, QueryStatus);
+
+/// The messages that change what the view answers: the view is marked changing before the message
+/// leaves the mailbox count and until the change is in, so a reader of the view always sees one or
+/// the other and asks the mailbox instead (see `MemoryView::current`).
+macro_rules! changes_the_view {
+    ($($msg:ty),+) => {$(
+        impl Handler<Tracked<$msg>> for WindowAggregatorActor {
+            type Result = ();
+
+            fn handle(&mut self, tracked: Tracked<$msg>, ctx: &mut Self::Context) {
+                self.view.change_begins();
+                let (msg, timer) = tracked.open();
+                <Self as Handler<$msg>>::handle(self, msg, ctx);
+                self.view.change_ends();
+                timer.finish();
+            }
+        }
+    )+};
+}
+
+changes_the_view!(Committed, Ownership);
 
 impl Handler<Committed> for WindowAggregatorActor {
     type Result = ();
@@ -322,6 +348,7 @@ impl Handler<Ownership> for WindowAggregatorActor {
     fn handle(&mut self, msg: Ownership, ctx: &mut Self::Context) {
         let gained = msg.owns_all && !self.owns_all;
         self.owns_all = msg.owns_all;
+        self.view.write().owns_all = msg.owns_all;
         if gained && matches!(self.phase, Phase::Ready) {
             // Partitions came back: what others stored meanwhile is only in the store.
             self.start_rebuild(ctx);
@@ -333,17 +360,10 @@ impl Handler<QueryErrors> for WindowAggregatorActor {
     type Result = Result<ErrorStats, Unanswerable>;
 
     fn handle(&mut self, q: QueryErrors, _ctx: &mut Self::Context) -> Self::Result {
-        self.answerable(q.range)?;
-        let key = (q.range, q.service);
-        if let Some(answer) = self.memo.get(&key) {
-            return Ok(answer.clone());
+        match self.answer(&WindowQuestion::Errors { range: q.range, service: q.service })? {
+            WindowAnswer::Errors(stats) => Ok(stats),
+            _ => unreachable!("answers are of the question's kind"),
         }
-        let answer = self.buckets.errors(key.0, key.1.as_deref());
-        if self.memo.len() >= 1_024 {
-            self.memo.clear();
-        }
-        self.memo.insert(key, answer.clone());
-        Ok(answer)
     }
 }
 
@@ -351,9 +371,10 @@ impl Handler<QueryKeyword> for WindowAggregatorActor {
     type Result = Result<u64, Unanswerable>;
 
     fn handle(&mut self, q: QueryKeyword, _ctx: &mut Self::Context) -> Self::Result {
-        let index = self.config.keywords.position(q.keyword.as_str()).ok_or(Unanswerable::NotTracked)?;
-        self.answerable(q.range)?;
-        Ok(self.buckets.keyword(q.range, index, q.service.as_deref()))
+        match self.answer(&WindowQuestion::Keyword { range: q.range, keyword: q.keyword, service: q.service })? {
+            WindowAnswer::Keyword(count) => Ok(count),
+            _ => unreachable!("answers are of the question's kind"),
+        }
     }
 }
 
@@ -361,8 +382,10 @@ impl Handler<QueryTopKeywords> for WindowAggregatorActor {
     type Result = Result<Vec<KeywordCount>, Unanswerable>;
 
     fn handle(&mut self, q: QueryTopKeywords, _ctx: &mut Self::Context) -> Self::Result {
-        self.answerable(q.range)?;
-        Ok(top_keywords(self.buckets.keywords(q.range, &self.config.keywords), q.limit))
+        match self.answer(&WindowQuestion::TopKeywords { range: q.range, limit: q.limit })? {
+            WindowAnswer::TopKeywords(top) => Ok(top),
+            _ => unreachable!("answers are of the question's kind"),
+        }
     }
 }
 
@@ -374,7 +397,7 @@ impl Handler<QueryStatus> for WindowAggregatorActor {
             ready: matches!(self.phase, Phase::Ready),
             owns_all: self.owns_all,
             watermark_ms: self.watermark_ms,
-            seconds_held: self.buckets.occupied_seconds(),
+            seconds_held: self.view.read().buckets.occupied_seconds(),
             rebuilds: self.rebuilds,
         }
     }

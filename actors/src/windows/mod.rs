@@ -4,6 +4,8 @@ pub mod aggregator;
 pub mod buckets;
 pub mod forwarder;
 mod memory;
+#[cfg(test)]
+mod memory_tests;
 pub mod read_path;
 #[cfg(test)]
 mod read_path_tests;
@@ -15,6 +17,7 @@ pub use aggregator::{
     QueryTopKeywords, Rebuilt, Unanswerable, WindowAggregatorActor, WindowConfig,
 };
 pub use buckets::{BucketDelta, BucketRing, Buckets, Counts, KeywordSet, SecondCounts};
+pub use memory::{MemoryView, MemoryWindows};
 pub use read_path::{CacheRead, CacheReadObserver, RedisSource, Source, Unanswered, WindowReader};
 pub use stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
 

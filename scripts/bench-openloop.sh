@@ -1,0 +1,132 @@
+# shellcheck shell=bash
+# `scripts/bench.sh openloop`: /stats/errors latency at FIXED offered request rates (open loop,
+# vegeta), for 10 s, 5 m and 1 h windows, first with `run` idle, then while it ingests its own
+# generator's events. Sourced by scripts/bench.sh (its helpers: setup, start_run, stop_run, log, die,
+# cpu_secs, machine, record) and by nothing else.
+#
+# Open loop matters here: a closed-loop tool (wrk) waits for each answer before asking again, so a
+# slow answer also delays the next question and the tail hides (coordinated omission). vegeta sends
+# at the set rate whatever the server does, so p99 and p99.9 include the time a request queued.
+#
+# No history is loaded into PostgreSQL: memory answers every window within WINDOW_HORIZON from the
+# moment it is ready, and summing a window walks the same minute and second buckets whether they
+# hold events or not (the cost that grows with the number of services is `bench.sh cardinality`'s).
+# The 1 h window thus costs what it costs in production minus the per-service sums of the older
+# minutes.
+#
+# Load tool CPU: bash's `time` around vegeta (user + system seconds of the attack), divided by the
+# step's seconds, so a figure that needs most of a core says the tool, not the server, was the limit.
+#
+# Settings: BENCH_OPENLOOP_RATES (requests/s, default "5000 10000 20000"; --quick: 500),
+# BENCH_OPENLOOP_SECONDS (per step, default 10; --quick: 2), BENCH_OPENLOOP_INGEST (events/s of the
+# second phase, default 20000; --quick: 2000), BENCH_OPENLOOP_WINDOWS (default "10s 5m 1h").
+
+openloop_vegeta() {
+  local bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
+  if command -v vegeta >/dev/null; then
+    command -v vegeta
+    return
+  fi
+  [ -x "$bin/vegeta" ] || scripts/tools.sh >&2 || die "scripts/tools.sh could not install vegeta"
+  [ -x "$bin/vegeta" ] || die "vegeta is not in $bin after scripts/tools.sh"
+  echo "$bin/vegeta"
+}
+
+# One step: vegeta offers $2 requests/s of GET /stats/errors?window=$1 for $OPENLOOP_SECONDS s.
+# Prints "p50_ms p99_ms p999_ms achieved_rps ok errors tool_cpu_pct server_cpu_pct".
+openloop_step() {
+  local window=$1 offered=$2 tool_cpu server0 server1
+  printf 'GET %s/stats/errors?window=%s\n' "$URL" "$window" >"$WORK/openloop.targets"
+  server0=$(cpu_secs "$RUN_PID")
+  local TIMEFORMAT='%U %S'
+  # -timeout bounds a request that is never answered; it then counts as an error, not as a latency.
+  tool_cpu=$({ time "$VEGETA" attack -targets="$WORK/openloop.targets" -rate="${offered}/1s" \
+    -duration="${OPENLOOP_SECONDS}s" -timeout=10s -keepalive=true >"$WORK/openloop.bin" 2>"$WORK/openloop.err"; } 2>&1) ||
+    die "vegeta attack failed: $(head -c 300 "$WORK/openloop.err")"
+  server1=$(cpu_secs "$RUN_PID")
+  "$VEGETA" encode --to csv <"$WORK/openloop.bin" >"$WORK/openloop.csv"
+  python3 - "$WORK/openloop.csv" "$OPENLOOP_SECONDS" "$tool_cpu" "$server0" "$server1" <<'PY'
+import csv, sys
+path, seconds, tool, s0, s1 = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(), float(sys.argv[4]), float(sys.argv[5])
+lat, ok, errors, first, last = [], 0, 0, None, None
+# vegeta's CSV: timestamp (ns), status code, latency (ns), bytes out, bytes in, error, ...
+for row in csv.reader(open(path)):
+    ts, code, latency = int(row[0]), int(row[1]), int(row[2])
+    first = ts if first is None else min(first, ts)
+    last = ts if last is None else max(last, ts)
+    if 200 <= code < 300 and not row[5]:
+        ok += 1
+        lat.append(latency / 1e6)
+    else:
+        errors += 1
+lat.sort()
+def pct(p):
+    if not lat:
+        return float("nan")
+    i = min(len(lat) - 1, max(0, int(len(lat) * p / 100 + 0.999999) - 1))
+    return lat[i]
+sent = ok + errors
+span = (last - first) / 1e9 if sent > 1 else seconds
+achieved = sent / span if span > 0 else float("nan")
+tool_cpu = (float(tool[0]) + float(tool[1])) / seconds * 100
+server_cpu = (s1 - s0) / seconds * 100
+print(f"{pct(50):.3f} {pct(99):.3f} {pct(99.9):.3f} {achieved:.0f} {ok} {errors} {tool_cpu:.0f} {server_cpu:.0f}")
+PY
+}
+
+bench_openloop() {
+  VEGETA=$(openloop_vegeta)
+  local rates="${BENCH_OPENLOOP_RATES:-5000 10000 20000}" ingest="${BENCH_OPENLOOP_INGEST:-20000}"
+  local windows="${BENCH_OPENLOOP_WINDOWS:-10s 5m 1h}"
+  OPENLOOP_SECONDS="${BENCH_OPENLOOP_SECONDS:-10}"
+  if [ "$QUICK" = 1 ]; then
+    rates="${BENCH_OPENLOOP_RATES:-500}" ingest="${BENCH_OPENLOOP_INGEST:-2000}" OPENLOOP_SECONDS="${BENCH_OPENLOOP_SECONDS:-2}"
+  fi
+  setup
+  local rows="" phase generate
+  printf '\n%-9s %-6s %8s | %8s %8s %8s | %9s %7s %6s | %8s %9s\n' phase window offered p50_ms p99_ms p99.9_ms achieved ok errors tool_cpu server_cpu
+  for phase in idle ingesting; do
+    generate=0
+    [ "$phase" = ingesting ] && generate=$ingest
+    start_run "$generate"
+    # The generator's first second is a burst of topic set-up; let ingest settle before measuring.
+    [ "$generate" = 0 ] || sleep 3
+    # A discarded step first: the first seconds of load after a start (connections opened, memo and
+    # allocator warming) had a tail several times the later steps' (in debug: p99 74 ms, then 12 ms,
+    # for the same window), which made whichever window went first look slowest.
+    openloop_step "${windows%% *}" "${rates%% *}" >/dev/null
+    local w r p50 p99 p999 achieved ok errors tool server
+    for w in $windows; do
+      for r in $rates; do
+        read -r p50 p99 p999 achieved ok errors tool server < <(openloop_step "$w" "$r")
+        kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/run.log" >&2; die "run exited during the openloop benchmark"; }
+        local label="$phase"
+        [ "$phase" = ingesting ] && label="ingesting $ingest/s"
+        printf '%-9s %-6s %8s | %8s %8s %8s | %9s %7s %6s | %7s%% %8s%%\n' "$phase" "$w" "$r" "$p50" "$p99" "$p999" "$achieved" "$ok" "$errors" "$tool" "$server"
+        rows+="| $label | $w | $r | $p50 | $p99 | $p999 | $achieved | $errors | $tool % | $server % |"$'\n'
+        # A quick run proves the harness: every answer must have been a 2xx.
+        if [ "$QUICK" = 1 ] && [ "$errors" != 0 ]; then
+          die "openloop $phase $w at $r req/s: $errors requests failed ($(head -c 300 "$WORK/openloop.err"))"
+        fi
+      done
+    done
+    stop_run
+  done
+  cleanup_db
+  {
+    echo
+    echo "## openloop — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    machine
+    echo "- \`scripts/bench.sh $BENCH_CMD\`: vegeta $("$VEGETA" -version 2>/dev/null | awk '/Version/ {print $2}') offers each rate of"
+    echo "  GET /stats/errors for ${OPENLOOP_SECONDS} s (open loop, keep-alive), to \`log-analyzer run\` idle and then"
+    echo "  \`run --generate $ingest\` (the generator inside the process, load tool and server on the same cores);"
+    echo "  no PostgreSQL history (memory answers every window within the horizon); latencies in ms of the 2xx"
+    echo "  answers; errors: non-2xx or no answer in 10 s; CPU: % of one core over the step (vegeta's from"
+    echo "  bash \`time\`, the server's from /proc/<pid>/stat); goal p99 ≤ 2 ms at 10k req/s while ingesting"
+    echo
+    echo "| phase | window | offered req/s | p50 | p99 | p99.9 | achieved req/s | errors | load tool CPU | server CPU |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%s' "$rows"
+  } | record
+}
