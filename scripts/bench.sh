@@ -790,6 +790,8 @@ bench_embedded() {
     n="${BENCH_EMBEDDED_EVENTS:-1000000}" rate="${BENCH_EMBEDDED_RATE:-150000}" batch=5000 in_flight=8
     rss_rate="${BENCH_EMBEDDED_RSS_RATE:-10000}" rss_total=600 every=10 duration=10s
   fi
+  # BATCH_MAX_EVENTS (exported) reaches the embedded `run` too: the events per write transaction
+  # under backlog, recorded with the other overrides.
   # Lines in flight (batch × in flight) must commit within the intake's queue timeout (5 s), or
   # the server answers 503 and the generator gives up after its retries: a slower build needs less.
   batch="${BENCH_EMBEDDED_BATCH:-$batch}" in_flight="${BENCH_EMBEDDED_IN_FLIGHT:-$in_flight}"
@@ -930,7 +932,7 @@ bench_embedded() {
     echo
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); $(rustc --version); SQLite (bundled, libsqlite3-sys $(grep -A1 '^name = "libsqlite3-sys"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')), WAL, \`$PROFILE\` build"
     local overrides=""
-    for v in BENCH_PROFILE BENCH_EMBEDDED_EVENTS BENCH_EMBEDDED_RATE BENCH_EMBEDDED_BATCH BENCH_EMBEDDED_IN_FLIGHT BENCH_EMBEDDED_LATE_RATIO BENCH_EMBEDDED_LATE_MAX BENCH_EMBEDDED_RSS_RATE BENCH_HORIZON; do
+    for v in BENCH_PROFILE BENCH_EMBEDDED_EVENTS BENCH_EMBEDDED_RATE BENCH_EMBEDDED_BATCH BENCH_EMBEDDED_IN_FLIGHT BENCH_EMBEDDED_LATE_RATIO BENCH_EMBEDDED_LATE_MAX BENCH_EMBEDDED_RSS_RATE BENCH_HORIZON BATCH_MAX_EVENTS; do
       [ -z "${!v:-}" ] || overrides+="$v=${!v} "
     done
     echo "- \`${overrides}scripts/bench.sh $BENCH_CMD\`: one \`log-analyzer run\` in the embedded mode (no Kafka, PostgreSQL or Redis); the generator on the same machine"
