@@ -13,7 +13,11 @@
 //! `--encode` times the JSON columns' encoding (tokens, attrs) with the insert, as the store must do
 //! it; without it they are encoded before the clock starts (the strictest baseline).
 //!
-//! Usage: `sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--encode | --store N [R] | --pipeline L]`
+//! `--keywords` adds the keyword index the embedded store keeps (`log_token_seconds`, one count per
+//! second, token, topic and service, counted in memory and upserted in key order) in the same one
+//! transaction: what the index costs a bulk insert at best, apart from the batching.
+//!
+//! Usage: `sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--encode | --keywords | --store N [R] | --pipeline L]`
 //! Prints `rows=N seconds=S rows_per_s=R` (the timed part is the insert alone, not the parsing).
 
 use std::ffi::{c_int, CStr, CString};
@@ -27,6 +31,10 @@ use chrono::Utc;
 use libsqlite3_sys as ffi;
 
 const SCHEMA: &str = include_str!("../migrations/sqlite/2026-12-01-200000_embedded/up.sql");
+const KEYWORD_SCHEMA: &str = include_str!("../migrations/sqlite/2026-12-01-210000_keyword_index/up.sql");
+const UPSERT: &str =
+    "INSERT INTO log_token_seconds (second, token, topic, service, events) VALUES (?1, ?2, ?3, ?4, ?5) \
+                      ON CONFLICT DO UPDATE SET events = events + excluded.events";
 const INSERT: &str = "INSERT INTO logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \
                       \"offset\", ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
@@ -35,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     let (Some(events), Some(db_file)) = (args.first(), args.get(1)) else {
         bail!("usage: sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--store BATCH [ROWS_PER_INSERT]]");
     };
-    let usage = "usage: sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--encode | --store BATCH [ROWS_PER_INSERT] | --pipeline LINES_PER_BODY]";
+    let usage = "usage: sqlite_bulk_baseline EVENTS.ndjson DB_FILE [--encode | --keywords | --store BATCH [ROWS_PER_INSERT] | --pipeline LINES_PER_BODY]";
     let through_store = match (args.get(2).map(String::as_str), args.get(3), args.get(4)) {
         (Some("--store"), Some(n), rows) => Some((
             n.parse::<usize>().context("--store takes a batch size")?,
@@ -51,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             println!("rows={rows} seconds={seconds:.3} rows_per_s={:.0}", rows as f64 / seconds);
             return Ok(());
         }
-        (None | Some("--encode"), _, _) => None,
+        (None | Some("--encode" | "--keywords"), _, _) => None,
         _ => bail!(usage),
     };
     let text = std::fs::read(events).with_context(|| format!("reading {events}"))?;
@@ -61,14 +69,19 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(format!("{db_file}-shm"));
 
     let (rows, seconds) = match through_store {
-        None => bare_insert(&lines, db_file, args.get(2).is_some_and(|a| a == "--encode"))?,
+        None => bare_insert(
+            &lines,
+            db_file,
+            args.get(2).is_some_and(|a| a == "--encode"),
+            args.get(2).is_some_and(|a| a == "--keywords"),
+        )?,
         Some((batch, rows)) => store_insert(&lines, db_file, batch, rows)?,
     };
     println!("rows={rows} seconds={seconds:.3} rows_per_s={:.0}", rows as f64 / seconds);
     Ok(())
 }
 
-fn bare_insert(lines: &[&[u8]], db_file: &str, encode_in_loop: bool) -> anyhow::Result<(usize, f64)> {
+fn bare_insert(lines: &[&[u8]], db_file: &str, encode_in_loop: bool, keywords: bool) -> anyhow::Result<(usize, f64)> {
     let now = Utc::now();
     let rules = ParseRules::default();
     let fallback = Fallback { ts: Some(now), service: "unknown", service_requested: false };
@@ -84,6 +97,9 @@ fn bare_insert(lines: &[&[u8]], db_file: &str, encode_in_loop: bool) -> anyhow::
     let db = Db::open(db_file)?;
     db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;")?;
     db.exec(SCHEMA)?;
+    if keywords {
+        db.exec(KEYWORD_SCHEMA)?;
+    }
     let ingested = now.timestamp_micros();
     let started = Instant::now();
     db.exec("BEGIN IMMEDIATE")?;
@@ -122,8 +138,42 @@ fn bare_insert(lines: &[&[u8]], db_file: &str, encode_in_loop: bool) -> anyhow::
     }
     // SAFETY: finalized once, before the connection closes.
     unsafe { ffi::sqlite3_finalize(insert) };
+    if keywords {
+        upsert_keywords(&db, &events)?;
+    }
     db.exec("COMMIT")?;
     Ok((events.len(), started.elapsed().as_secs_f64()))
+}
+
+/// Every event counted once per token in its second, the counts upserted in key order.
+fn upsert_keywords(db: &Db, events: &[LogEvent]) -> anyhow::Result<()> {
+    let mut counts: std::collections::HashMap<(i64, &str, &str), i64> = std::collections::HashMap::new();
+    for e in events {
+        let second = e.ts.timestamp_micros().div_euclid(1_000_000);
+        for token in &e.tokens {
+            *counts.entry((second, token.as_str(), e.service.as_str())).or_insert(0) += 1;
+        }
+    }
+    let mut rows: Vec<_> = counts.into_iter().collect();
+    rows.sort_unstable();
+    let upsert = db.prepare(UPSERT)?;
+    for ((second, token, service), events) in rows {
+        // SAFETY: `upsert` is a live statement of `db`; text binds are SQLITE_TRANSIENT (copied).
+        unsafe {
+            ffi::sqlite3_bind_int64(upsert, 1, second);
+            bind_text(upsert, 2, token);
+            bind_text(upsert, 3, "logs");
+            bind_text(upsert, 4, service);
+            ffi::sqlite3_bind_int64(upsert, 5, events);
+            if ffi::sqlite3_step(upsert) != ffi::SQLITE_DONE {
+                bail!("upsert failed: {}", db.error());
+            }
+            ffi::sqlite3_reset(upsert);
+        }
+    }
+    // SAFETY: finalized once, before the connection closes.
+    unsafe { ffi::sqlite3_finalize(upsert) };
+    Ok(())
 }
 
 /// The same rows through the embedded event store, in batches as the consumer makes them.

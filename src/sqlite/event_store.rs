@@ -95,6 +95,14 @@ pub fn write_batch(
     rows_per_insert: usize,
 ) -> Result<(), StoreError> {
     let topic: &str = &batch.topic;
+    // Counted before the write lock is taken: the intake's short transactions (Idempotency-Key
+    // answers, dead letters) wait for that lock, and counting needs only the events at hand.
+    let mut index = crate::sqlite::keywords::TokenSeconds::new();
+    for stored in &batch.events {
+        let e = &stored.event;
+        index.add(micros(e.ts), topic, e.service.as_str(), &e.tokens);
+    }
+    let index = index.into_rows();
     let result = conn.immediate_transaction::<_, WriteError, _>(|conn| {
         // The fence first: nothing of a zombie's batch is written.
         let moved = diesel::update(
@@ -116,13 +124,7 @@ pub fn write_batch(
         }
 
         insert_events(conn, batch, now_us, rows_per_insert.max(1))?;
-        // Counted from the events at hand: cheaper than reading their JSON tokens back.
-        let mut index = crate::sqlite::keywords::TokenSeconds::new();
-        for stored in &batch.events {
-            let e = &stored.event;
-            index.add(micros(e.ts), topic, e.service.as_str(), &e.tokens);
-        }
-        index.write(conn)?;
+        crate::sqlite::keywords::write_rows(conn, &index)?;
 
         for r in &batch.rejects {
             let raw = &r.raw[..r.raw.len().min(REJECT_RAW_PREFIX_BYTES)];

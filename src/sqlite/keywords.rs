@@ -64,9 +64,15 @@ impl<'a> TokenSeconds<'a> {
         self.events.is_empty()
     }
 
-    /// Adds the counts to `log_token_seconds`, inside the writer's transaction. In key order, so
-    /// consecutive upserts land on the same pages.
+    /// Adds the counts to `log_token_seconds`, inside the writer's transaction.
     pub fn write(self, conn: &mut SqliteConnection) -> QueryResult<()> {
+        write_rows(conn, &self.into_rows())
+    }
+
+    /// The counts as index rows in key order, so that consecutive upserts land on the same pages.
+    /// Sorted here, outside any transaction: the writer holds SQLite's one write lock only for the
+    /// upserts themselves.
+    pub fn into_rows(self) -> Vec<SecondRow<'a>> {
         let mut rows: Vec<SecondRow<'a>> = self
             .events
             .into_iter()
@@ -75,14 +81,20 @@ impl<'a> TokenSeconds<'a> {
         rows.sort_unstable_by(|a, b| {
             (a.second, a.token, a.topic, a.service).cmp(&(b.second, b.token, b.topic, b.service))
         });
-        for chunk in rows.chunks(ROWS_PER_UPSERT) {
-            Upsert { rows: chunk }.execute(conn)?;
-        }
-        Ok(())
+        rows
     }
 }
 
-struct SecondRow<'a> {
+/// Adds `rows` (of [`TokenSeconds::into_rows`]) to `log_token_seconds`, inside the caller's transaction.
+pub fn write_rows(conn: &mut SqliteConnection, rows: &[SecondRow<'_>]) -> QueryResult<()> {
+    for chunk in rows.chunks(ROWS_PER_UPSERT) {
+        Upsert { rows: chunk }.execute(conn)?;
+    }
+    Ok(())
+}
+
+/// One row of `log_token_seconds` to add.
+pub struct SecondRow<'a> {
     second: i64,
     token: &'a str,
     topic: &'a str,
