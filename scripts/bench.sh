@@ -35,6 +35,9 @@
 #                                        protobuf, OTLP/gRPC and Loki push protobuf+snappy, one after the
 #                                        other in one `run`, each offered fixed rates (open loop) stepping
 #                                        up; see scripts/bench-protocols.sh
+#   scripts/bench.sh ingest2 [--quick]   ingest against psql COPY (before and after), instrumented and bare
+#                                        (MAILBOX_METRICS=on/off), the kcat | psql COPY floor, and a perf
+#                                        profile; see scripts/bench-ingest.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -966,12 +969,15 @@ bench_all() {
   bench_memory
   bench_embedded
   bench_protocols
+  bench_ingest2
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
 
 # shellcheck source=scripts/bench-protocols.sh
 source "$ROOT/scripts/bench-protocols.sh"
+# shellcheck source=scripts/bench-ingest.sh
+source "$ROOT/scripts/bench-ingest.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -985,9 +991,10 @@ freshness) bench_freshness ;;
 memory) bench_memory ;;
 embedded) bench_embedded ;;
 protocols) bench_protocols ;;
+ingest2) bench_ingest2 ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|ingest2|all [--quick]" >&2
   exit 2
   ;;
 esac

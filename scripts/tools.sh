@@ -11,6 +11,14 @@ if ! command -v protoc >/dev/null && [[ -z "${PROTOC:-}" ]]; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq protobuf-compiler >/dev/null
 fi
+# kcat: the scripted floor of `scripts/bench.sh ingest2` (kcat -C | psql COPY), from the distribution.
+if ! command -v kcat >/dev/null; then
+    echo "tools.sh: installing kcat" >&2
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq kcat >/dev/null
+fi
 bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
 mkdir -p "$bin"
 go=go
