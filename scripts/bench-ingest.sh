@@ -124,7 +124,7 @@ bench_ingest2() {
   else
     ingest2_run profiled off "perf record -e cpu-clock -F 499 -o $WORK/perf.data --"
     profile=$(perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio --percent-limit 0.8 2>/dev/null |
-      grep -E '^ +[0-9.]+%' | head -n 25)
+      grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -n 25)
     local alloc memmove
     alloc=$(perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
       grep -E '^ +[0-9.]+%' | grep -Ei 'malloc|free|realloc|mi_|alloc' | awk '{ s += $1 } END { printf "%.1f", s }')
