@@ -87,12 +87,7 @@ fn bare_insert(lines: &[&[u8]], db_file: &str, encode_in_loop: bool, keywords: b
     let fallback = Fallback { ts: Some(now), service: "unknown", service_requested: false };
     let events: Vec<LogEvent> =
         lines.iter().filter_map(|line| LogEvent::parse(line, fallback, now, &rules).ok()).collect();
-    let encode = |e: &LogEvent| {
-        (
-            serde_json::to_string(&e.tokens).expect("tokens encode"),
-            serde_json::to_string(&e.attrs).expect("attrs encode"),
-        )
-    };
+    let encode = |e: &LogEvent| (serde_json::to_string(&e.tokens).expect("tokens encode"), e.attrs.as_str().to_owned());
     let encoded: Vec<(String, String)> = if encode_in_loop { Vec::new() } else { events.iter().map(encode).collect() };
     let db = Db::open(db_file)?;
     db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;")?;

@@ -106,7 +106,7 @@ fn events(rows: i64, start_us: i64, span_us: i64) -> Vec<Event> {
             service: e.service.as_str().to_owned(),
             user_id: e.user_id.as_ref().map(|u| u.as_str().to_owned()),
             message: e.message,
-            tokens: e.tokens,
+            tokens: e.tokens.to_vec(),
         });
     }
     out
@@ -192,7 +192,7 @@ fn build(conn: &mut SqliteConnection, index: Index, events: &[Event]) -> Duratio
             Index::Seconds => {
                 let mut counts = keywords::TokenSeconds::new();
                 for e in &events[(first - 1) as usize..last as usize] {
-                    counts.add(e.ts, TOPIC, &e.service, &e.tokens);
+                    counts.add(e.ts, TOPIC, &e.service, e.tokens.iter().map(String::as_str));
                 }
                 counts.write(conn)
             }

@@ -44,6 +44,9 @@
 #   scripts/bench.sh openloop [--quick]  /stats/errors p50/p99/p99.9 at fixed offered rates (vegeta, open
 #                                        loop) for 10s, 5m and 1h windows, idle and while ingesting, with
 #                                        the load tool's CPU; see scripts/bench-openloop.sh
+#   scripts/bench.sh ingest2 [--quick]   ingest against psql COPY (before and after), instrumented and bare
+#                                        (MAILBOX_METRICS=on/off), the kcat | psql COPY floor, and a perf
+#                                        profile; see scripts/bench-ingest.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -998,6 +1001,7 @@ bench_all() {
   bench_recovery
   bench_scale
   bench_openloop
+  bench_ingest2
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
@@ -1008,6 +1012,8 @@ source "$ROOT/scripts/bench-protocols.sh"
 source "$ROOT/scripts/bench-scale.sh"
 # shellcheck source=scripts/bench-openloop.sh
 source "$ROOT/scripts/bench-openloop.sh"
+# shellcheck source=scripts/bench-ingest.sh
+source "$ROOT/scripts/bench-ingest.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -1024,9 +1030,10 @@ protocols) bench_protocols ;;
 recovery) bench_recovery ;;
 scale) bench_scale ;;
 openloop) bench_openloop ;;
+ingest2) bench_ingest2 ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|all [--quick]" >&2
   exit 2
   ;;
 esac

@@ -3,7 +3,6 @@
 # from the distribution's protobuf-compiler package when missing), and the real clients the protocol
 # tests drive (telemetrygen, grpcurl) in ~/.cache/log-analyzer/bin with `go install`, once: a binary
 # already there is kept, so later runs cost nothing. The tests look for them there (or in TOOLS_BIN).
-# gnuplot, for the charts of `scripts/bench.sh scale`, from the distribution when missing.
 set -euo pipefail
 if ! command -v protoc >/dev/null && [[ -z "${PROTOC:-}" ]]; then
     echo "tools.sh: installing protoc (protobuf-compiler)" >&2
@@ -19,6 +18,14 @@ if ! command -v gnuplot >/dev/null; then
     [[ $(id -u) -eq 0 ]] || sudo=sudo
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq gnuplot-nox >/dev/null
+fi
+# kcat: the scripted floor of `scripts/bench.sh ingest2` (kcat -C | psql COPY), from the distribution.
+if ! command -v kcat >/dev/null; then
+    echo "tools.sh: installing kcat" >&2
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq kcat >/dev/null
 fi
 bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
 mkdir -p "$bin"

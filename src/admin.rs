@@ -52,8 +52,13 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::with_mailbox_timing(true)
+    }
+
+    /// Metrics whose actor probes time every message (`MAILBOX_METRICS=on`) or only count them.
+    pub fn with_mailbox_timing(timed: bool) -> Metrics {
         let r = Registry::new();
-        let actors = ActorRegistry::new();
+        let actors = ActorRegistry::with_timing(timed);
         register(&r, actors.handling_histogram());
         let actor = ["actor", "instance"];
         Metrics {

@@ -74,6 +74,10 @@ pub struct Settings {
     /// …or when its oldest message has waited this many milliseconds.
     #[serde(default = "defaults::batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
+    /// `on`: every actor message is timed (handling-time histogram, blocked senders); `off`: only
+    /// counted (depth, handled), to measure the instrumentation's cost.
+    #[serde(default = "defaults::mailbox_metrics", deserialize_with = "named::on_off")]
+    pub mailbox_metrics: bool,
     /// Number of WriterActors (each holds one PostgreSQL connection for COPY).
     #[serde(default = "defaults::writer_count")]
     pub writer_count: usize,
@@ -221,6 +225,9 @@ mod defaults {
     pub fn batch_max_wait_ms() -> u64 {
         50
     }
+    pub fn mailbox_metrics() -> bool {
+        true
+    }
     pub fn writer_count() -> usize {
         2
     }
@@ -303,6 +310,15 @@ mod named {
             return Ok(None);
         }
         socket_addr("GRPC_ADDR", text.trim()).map(Some)
+    }
+
+    /// `on`/`off` (also `true`/`false`).
+    pub fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match String::deserialize(d)?.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" => Ok(true),
+            "off" | "false" => Ok(false),
+            other => Err(D::Error::custom(format!("{other:?} is neither on nor off"))),
+        }
     }
 
     /// Empty means "choose by terminal".

@@ -142,7 +142,7 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
     if settings.backend()? == Backend::Embedded {
         return Err(embedded_role_error("ingest"));
     }
-    let metrics = Arc::new(crate::admin::Metrics::new());
+    let metrics = Arc::new(crate::admin::Metrics::with_mailbox_timing(settings.mailbox_metrics));
     // Without Redis there is no one to forward bucket deltas to: `api` answers from PostgreSQL.
     let forwarder = match optional_redis(settings).await? {
         Some(redis) => {
@@ -188,7 +188,7 @@ pub async fn run_schedule(settings: &Settings, log_level: LogLevelHandle, log: &
     if settings.backend()? == Backend::Embedded {
         return Err(embedded_role_error("schedule"));
     }
-    let metrics = std::sync::Arc::new(crate::admin::Metrics::new());
+    let metrics = std::sync::Arc::new(crate::admin::Metrics::with_mailbox_timing(settings.mailbox_metrics));
     let jobs = std::sync::Arc::new(crate::db::daily_jobs::PgDailyJobs::new(settings.database_url.expose(), log));
     let scheduler = crate::jobs::Scheduler::start(settings, jobs, &metrics, log);
     let admin = crate::admin::AdminState { metrics, source: None, aggregator: None, log_level };
@@ -368,7 +368,7 @@ impl Application {
         let pool = db::pool(settings.database_url.expose(), settings.database_pool_size, db_timeout);
         let pg = PgStats::new(pool.clone(), settings.kafka_topics(), keywords.clone(), db_timeout);
 
-        let metrics = Arc::new(crate::admin::Metrics::new());
+        let metrics = Arc::new(crate::admin::Metrics::with_mailbox_timing(settings.mailbox_metrics));
         let mut arbiters = Vec::new();
         let (aggregator, ingest, lag, kafka_ready): (Option<(_, _)>, _, Option<LagProbe>, Option<Probe>) = match role {
             Role::Run => {
@@ -517,7 +517,7 @@ impl Application {
         let keywords = Arc::new(KeywordSet::new(settings.keywords()));
         let db_timeout = Duration::from_millis(settings.database_timeout_ms);
         let stats = SqliteStats::new(db.clone(), settings.kafka_topics(), keywords.clone(), db_timeout);
-        let metrics = Arc::new(crate::admin::Metrics::new());
+        let metrics = Arc::new(crate::admin::Metrics::with_mailbox_timing(settings.mailbox_metrics));
 
         let config = WindowConfig {
             topics: settings.kafka_topics(),

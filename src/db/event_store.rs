@@ -4,13 +4,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use actors::domain::Tokens;
 use actors::ingest::Batch;
 use actors::ports::{EventStore, StoreError};
 use async_trait::async_trait;
+use bytes::{BufMut, BytesMut};
 use chrono::NaiveDate;
 use futures::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{Json, ToSql, Type};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 const COPY_LOGS: &str =
@@ -44,6 +46,55 @@ const REJECTS_TYPES: [Type; 9] = [
 ];
 const FENCE: &str = "UPDATE kafka_offsets SET next_offset = $4, updated_at = now() \
                      WHERE topic = $1 AND \"partition\" = $2 AND next_offset = $3";
+
+/// `attrs` as a jsonb parameter: the event already holds the object's JSON text, so it is sent as
+/// is (jsonb's binary form is a version byte and the text) instead of being printed from a map.
+#[derive(Debug)]
+pub(crate) struct JsonbText<'a>(pub &'a str);
+
+impl ToSql for JsonbText<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_u8(1);
+        out.put_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
+}
+
+/// `tokens` as a text[] parameter, written from the spans without a `Vec<String>`.
+#[derive(Debug)]
+pub(crate) struct TokenArray<'a>(pub &'a Tokens);
+
+impl ToSql for TokenArray<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // The array wire format: dimensions, has-nulls flag, element type, then per dimension its
+        // length and lower bound, then each element as length and bytes. No elements: no dimension.
+        let n = i32::try_from(self.0.len())?;
+        out.put_i32(i32::from(n > 0));
+        out.put_i32(0);
+        out.put_u32(Type::TEXT.oid());
+        if n > 0 {
+            out.put_i32(n);
+            out.put_i32(1);
+        }
+        for token in self.0.iter() {
+            out.put_i32(i32::try_from(token.len())?);
+            out.put_slice(token.as_bytes());
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TEXT_ARRAY
+    }
+
+    to_sql_checked!();
+}
 
 /// Default bound on one batch's whole write (`DATABASE_WRITE_TIMEOUT_MS`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,14 +217,15 @@ impl PgEventStore {
                 let e = &stored.event;
                 let level = e.level.as_i16();
                 let user_id = e.user_id.as_ref().map(|u| u.as_str());
-                let attrs = Json(&e.attrs);
+                let attrs = JsonbText(e.attrs.as_str());
+                let tokens = TokenArray(&e.tokens);
                 let row: [&(dyn ToSql + Sync); 10] = [
                     &e.ts,
                     &level,
                     &e.service.as_str(),
                     &user_id,
                     &e.message,
-                    &e.tokens,
+                    &tokens,
                     &attrs,
                     &topic,
                     &batch.partition,

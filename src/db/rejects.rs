@@ -12,7 +12,7 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{Json, ToSql, Type};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
 use super::daily_jobs::ensure_partitions;
@@ -191,9 +191,10 @@ async fn store(client: &mut Client, parsed: &[(RejectRow, LogEvent)], topic: &st
         };
         let level = e.level.as_i16();
         let user_id = e.user_id.as_ref().map(|u| u.as_str());
-        let attrs = Json(&e.attrs);
+        let attrs = crate::db::event_store::JsonbText(e.attrs.as_str());
+        let tokens = crate::db::event_store::TokenArray(&e.tokens);
         let row: [&(dyn ToSql + Sync); 10] =
-            [&e.ts, &level, &e.service.as_str(), &user_id, &e.message, &e.tokens, &attrs, &topic, &partition, &offset];
+            [&e.ts, &level, &e.service.as_str(), &user_id, &e.message, &tokens, &attrs, &topic, &partition, &offset];
         tx.execute(&insert, &row).await.context("storing a replayed event")?;
     }
     tx.commit().await.context("committing the replay")?;

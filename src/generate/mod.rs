@@ -219,7 +219,7 @@ impl FileSink {
         };
         let n = self.written as i64;
         let tokens = format!("{{{}}}", event.tokens.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(","));
-        let attrs = serde_json::Value::Object(event.attrs).to_string();
+        let attrs = event.attrs.as_str().to_owned();
         let fields = [
             event.ts.to_rfc3339(),
             event.level.as_i16().to_string(),

@@ -100,7 +100,7 @@ pub fn write_batch(
     let mut index = crate::sqlite::keywords::TokenSeconds::new();
     for stored in &batch.events {
         let e = &stored.event;
-        index.add(micros(e.ts), topic, e.service.as_str(), &e.tokens);
+        index.add(micros(e.ts), topic, e.service.as_str(), e.tokens.iter());
     }
     let index = index.into_rows();
     let result = conn.immediate_transaction::<_, WriteError, _>(|conn| {
@@ -226,7 +226,7 @@ fn insert_events(conn: &mut SqliteConnection, batch: &Batch, now_us: i64, per_in
             tokens.clear();
             attrs.clear();
             serde_json::to_writer(&mut *tokens, &stored.event.tokens).map_err(failed)?;
-            serde_json::to_writer(&mut *attrs, &stored.event.attrs).map_err(failed)?;
+            attrs.extend_from_slice(stored.event.attrs.as_str().as_bytes());
         }
         let mut rows: Vec<LogRow<'_>> = Vec::with_capacity(chunk.len());
         for (stored, (tokens, attrs)) in chunk.iter().zip(json.iter()) {

@@ -48,10 +48,10 @@ impl<'a> TokenSeconds<'a> {
     }
 
     /// Counts one event at `ts_us` with its distinct `tokens`.
-    pub fn add(&mut self, ts_us: i64, topic: &'a str, service: &'a str, tokens: &'a [String]) {
+    pub fn add(&mut self, ts_us: i64, topic: &'a str, service: &'a str, tokens: impl IntoIterator<Item = &'a str>) {
         let second = second_of(ts_us);
         for token in tokens {
-            *self.events.entry((second, token.as_str(), topic, service)).or_insert(0) += 1;
+            *self.events.entry((second, token, topic, service)).or_insert(0) += 1;
         }
     }
 
@@ -196,10 +196,10 @@ mod tests {
         let a: Vec<String> = vec!["timeout".into(), "db".into()];
         let b: Vec<String> = vec!["timeout".into()];
         let mut counts = TokenSeconds::new();
-        counts.add(5_000_000, "logs", "api", &a);
-        counts.add(5_999_999, "logs", "api", &b);
-        counts.add(6_000_000, "logs", "api", &b);
-        counts.add(5_000_001, "logs", "web", &b);
+        counts.add(5_000_000, "logs", "api", a.iter().map(String::as_str));
+        counts.add(5_999_999, "logs", "api", b.iter().map(String::as_str));
+        counts.add(6_000_000, "logs", "api", b.iter().map(String::as_str));
+        counts.add(5_000_001, "logs", "web", b.iter().map(String::as_str));
         assert_eq!(counts.len(), 4);
         assert_eq!(counts.events[&(5, "timeout", "logs", "api")], 2);
         assert_eq!(counts.events[&(5, "db", "logs", "api")], 1);

@@ -190,7 +190,7 @@ fn store(
         .bind::<Nullable<Text>, _>(e.user_id.as_ref().map(|u| u.as_str()))
         .bind::<Text, _>(&e.message)
         .bind::<Text, _>(serde_json::to_string(&e.tokens)?)
-        .bind::<Text, _>(serde_json::Value::Object(e.attrs.clone()).to_string())
+        .bind::<Text, _>(e.attrs.as_str())
         .bind::<Text, _>(topic)
         .bind::<Integer, _>(partition)
         .bind::<BigInt, _>(offset)

@@ -220,7 +220,8 @@ async fn the_event_store_indexes_its_batches_as_sql_over_the_stored_rows_does() 
                     message: r.tokens.join(" "),
                     user_id: r.user_id.as_deref().map(|u| UserId::parse(u).unwrap()),
                     attrs: Default::default(),
-                    tokens: r.tokens.clone(),
+                    // The tokens of a message of distinct tokens are those tokens.
+                    tokens: actors::domain::Tokens::of(&r.tokens.join(" ")),
                 },
             })
             .collect();

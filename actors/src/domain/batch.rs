@@ -157,7 +157,7 @@ const REJECT_DETAIL_MAX_CHARS: usize = 4_096;
 
 /// An event as a JSON object with the field names the parser reads first.
 fn reencode(event: &LogEvent) -> Vec<u8> {
-    let mut object = event.attrs.clone();
+    let mut object = event.attrs.to_map();
     object.insert("ts".into(), event.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
     object.insert("level".into(), event.level.as_str().into());
     object.insert("service".into(), event.service.as_str().into());

@@ -122,7 +122,7 @@ impl BucketDelta {
             counts.errors += u64::from(e.level.is_error());
             if !keywords.is_empty() {
                 counts.keywords.resize(keywords.len(), 0);
-                for token in &e.tokens {
+                for token in e.tokens.iter() {
                     if let Some(i) = keywords.position(token) {
                         counts.keywords[i] += 1;
                     }

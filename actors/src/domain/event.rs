@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::detect::detect_level;
 use super::level::Level;
+use super::object::{self, Attrs, RawObject};
 use super::resolve::{self, FieldNames};
 use super::service::{ServiceName, UserId};
 use super::text;
 use super::timestamp;
-use super::tokens::tokenize;
+use super::tokens::Tokens;
 
 /// Most keys allowed in `attrs` (the fields beyond the known ones).
 pub const MAX_ATTRS: usize = 32;
@@ -211,10 +212,10 @@ pub struct LogEvent {
     pub service: ServiceName,
     pub message: String,
     pub user_id: Option<UserId>,
-    /// Every other field of the object.
-    pub attrs: Map<String, Value>,
-    /// `tokenize(message)`.
-    pub tokens: Vec<String>,
+    /// Every other field of the object, as the JSON text of one object (see `object` for its order).
+    pub attrs: Attrs,
+    /// `tokenize(message)`, as ranges of one lowercased string.
+    pub tokens: Tokens,
 }
 
 impl LogEvent {
@@ -240,10 +241,10 @@ impl LogEvent {
             return Err(Reject::new(Empty, "the message is empty or only whitespace"));
         }
         if start.starts_with('{') {
-            let value: Value = serde_json::from_str(text).map_err(|e| Reject::new(NotJson, e.to_string()))?;
-            let Value::Object(fields) = value else {
-                return Err(Reject::new(NotObject, format!("expected a JSON object, got {}", json_kind(&value))));
-            };
+            object::check_json(text).map_err(|e| Reject::new(NotJson, e.to_string()))?;
+            // Valid JSON that starts with `{` is an object.
+            let fields =
+                RawObject::split(text).ok_or_else(|| Reject::new(NotObject, "expected a JSON object".to_string()))?;
             return resolve_object(fields, fallback, now, rules);
         }
         if text::may_be_json_scalar(start) {
@@ -267,7 +268,7 @@ impl LogEvent {
             "service": self.service.as_str(),
             "message": self.message,
             "user_id": self.user_id.as_ref().map(|u| u.as_str()),
-            "attrs": self.attrs,
+            "attrs": self.attrs.to_value(),
             "tokens": self.tokens,
         })
     }
@@ -281,14 +282,14 @@ impl Reject {
 }
 
 fn resolve_object(
-    mut fields: Map<String, Value>,
+    mut fields: RawObject<'_>,
     fallback: Fallback<'_>,
     now: DateTime<Utc>,
     rules: &ParseRules,
 ) -> Result<LogEvent, Reject> {
     use RejectReason::*;
     let names = &*rules.fields;
-    let message = match resolve::take_first(&mut fields, &names.message, resolve::is_message_value) {
+    let message = match fields.take_first(&names.message, resolve::is_message_value) {
         Some((_, value)) => text::drop_one_line_ending(resolve::message_text(value)),
         None => {
             return Err(Reject::new(
@@ -298,23 +299,23 @@ fn resolve_object(
         }
     };
     check_message(&message, rules)?;
-    let level = match resolve::take_first(&mut fields, &names.level, resolve::is_scalar) {
+    let level = match fields.take_first(&names.level, resolve::is_scalar) {
         Some((name, value)) => level_of(name, &value)?,
         None => detect_level(&message).unwrap_or(rules.default_level),
     };
-    let service = match resolve::take_first(&mut fields, &names.service, resolve::is_scalar) {
+    let service = match fields.take_first(&names.service, resolve::is_scalar) {
         Some((name, value)) => ServiceName::parse(resolve::scalar_text(value))
             .map_err(|e| Reject::new(BadField, format!("service (`{name}`) {e}")))?,
         None => fallback.service_name(rules),
     };
-    let user_id = match resolve::take_first(&mut fields, &names.user, resolve::is_scalar) {
+    let user_id = match fields.take_first(&names.user, resolve::is_scalar) {
         Some((name, value)) => Some(
             UserId::parse(resolve::scalar_text(value))
                 .map_err(|e| Reject::new(BadField, format!("user_id (`{name}`) {e}")))?,
         ),
         None => None,
     };
-    let ts = match resolve::take_first(&mut fields, &names.ts, timestamp::is_time_value) {
+    let ts = match fields.take_first(&names.ts, timestamp::is_time_value) {
         Some((name, value)) => {
             timestamp::parse_time_value(&value).map_err(|e| Reject::new(BadTs, format!("ts (`{name}`): {e}")))?
         }
@@ -331,11 +332,11 @@ fn resolve_object(
     if user_id.as_ref().is_some_and(|u| u.as_str().contains('\0')) {
         return Err(Reject::new(BadField, "`user_id` contains U+0000, which cannot be stored"));
     }
-    if fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+    if fields.has_nul() {
         return Err(Reject::new(BadField, "an extra field contains U+0000, which cannot be stored"));
     }
-    let tokens = tokenize(&message);
-    Ok(LogEvent { ts, level, service, message, user_id, attrs: fields, tokens })
+    let tokens = Tokens::of(&message);
+    Ok(LogEvent { ts, level, service, message, user_id, attrs: fields.into_attrs(), tokens })
 }
 
 fn resolve_text(
@@ -354,8 +355,8 @@ fn resolve_text(
         .unwrap_or_else(|| fallback.service_name(rules));
     let ts = check_ts(fallback.ts.unwrap_or(now), now, rules)?;
     let message = message.to_owned();
-    let tokens = tokenize(&message);
-    Ok(LogEvent { ts, level, service, message, user_id: None, attrs: Map::new(), tokens })
+    let tokens = Tokens::of(&message);
+    Ok(LogEvent { ts, level, service, message, user_id: None, attrs: Attrs::default(), tokens })
 }
 
 fn check_message(message: &str, rules: &ParseRules) -> Result<(), Reject> {
@@ -408,15 +409,6 @@ fn level_of(name: &str, value: &Value) -> Result<Level, Reject> {
     })
 }
 
-fn has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
 fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -431,6 +423,7 @@ fn json_kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::tokenize;
     use chrono::TimeZone;
     use proptest::prelude::*;
     use serde_json::json;
@@ -462,7 +455,7 @@ mod tests {
         assert_eq!(e.user_id.as_ref().map(|u| u.as_str()), Some("u-42"));
         assert_eq!(e.message, "Payment TIMEOUT après 30s");
         assert_eq!(e.tokens, vec!["payment", "timeout", "après", "30s"]);
-        assert_eq!(Value::Object(e.attrs), json!({"request_id": "r1", "latency_ms": 30001, "tags": ["a", "b"]}));
+        assert_eq!(e.attrs.to_value(), json!({"request_id": "r1", "latency_ms": 30001, "tags": ["a", "b"]}));
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod counts;
 pub mod detect;
 pub mod event;
 pub mod level;
+pub mod object;
 pub mod resolve;
 pub mod service;
 #[cfg(test)]
@@ -19,7 +20,8 @@ pub mod window_stats;
 pub use detect::detect_level;
 pub use event::{Fallback, InputFormat, LogEvent, ParseRules, Reject, RejectReason};
 pub use level::Level;
+pub use object::Attrs;
 pub use resolve::FieldNames;
 pub use service::{NameError, ServiceName, UserId};
-pub use tokens::{is_stop_word, tokenize, BadKeyword, Keyword, STOP_WORDS};
+pub use tokens::{is_stop_word, tokenize, BadKeyword, Keyword, Tokens, STOP_WORDS};
 pub use window::{Window, WindowError};

@@ -246,7 +246,7 @@ fn every_shape_resolves_every_field() {
         assert_eq!(e.service.as_str(), shape.service, "{}: service", shape.name);
         assert_eq!(e.message, shape.message, "{}: message", shape.name);
         assert_eq!(e.user_id.as_ref().map(|u| u.as_str()), shape.user_id, "{}: user_id", shape.name);
-        assert_eq!(Value::Object(e.attrs), shape.attrs, "{}: attrs", shape.name);
+        assert_eq!(e.attrs.to_value(), shape.attrs, "{}: attrs", shape.name);
         assert_eq!(e.tokens, super::tokenize(shape.message), "{}: tokens", shape.name);
     }
 }
@@ -266,27 +266,27 @@ fn earlier_names_win_and_later_ones_stay_in_attrs() {
         match field {
             "ts" => {
                 assert_eq!(e.ts, t());
-                assert_eq!(Value::Object(e.attrs), json!({"timestamp": "2026-11-26T10:00:00Z"}));
+                assert_eq!(e.attrs.to_value(), json!({"timestamp": "2026-11-26T10:00:00Z"}));
             }
             "level" if line.get("severity").is_some() => {
                 assert_eq!(e.level, Level::Error);
-                assert_eq!(Value::Object(e.attrs), json!({"severity": "info"}));
+                assert_eq!(e.attrs.to_value(), json!({"severity": "info"}));
             }
             "level" => {
                 assert_eq!(e.level, Level::Warn);
-                assert_eq!(Value::Object(e.attrs), json!({"severityNumber": 9}));
+                assert_eq!(e.attrs.to_value(), json!({"severityNumber": 9}));
             }
             "message" => {
                 assert_eq!(e.message, "chosen");
-                assert_eq!(Value::Object(e.attrs), json!({"msg": "other"}));
+                assert_eq!(e.attrs.to_value(), json!({"msg": "other"}));
             }
             "service" => {
                 assert_eq!(e.service.as_str(), "s");
-                assert_eq!(Value::Object(e.attrs), json!({"app": "a", "name": "n"}));
+                assert_eq!(e.attrs.to_value(), json!({"app": "a", "name": "n"}));
             }
             _ => {
                 assert_eq!(e.user_id.unwrap().as_str(), "u");
-                assert_eq!(Value::Object(e.attrs), json!({"userId": "v"}));
+                assert_eq!(e.attrs.to_value(), json!({"userId": "v"}));
             }
         }
     }
@@ -296,7 +296,7 @@ fn earlier_names_win_and_later_ones_stay_in_attrs() {
 fn a_present_but_unusable_value_lets_the_next_name_answer() {
     let e = resolve(br#"{"level":null,"lvl":"warn","message":{"k":1},"msg":"real"}"#, &ParseRules::default()).unwrap();
     assert_eq!((e.level, e.message.as_str()), (Level::Warn, "real"));
-    assert_eq!(Value::Object(e.attrs), json!({"level": null, "message": {"k": 1}}));
+    assert_eq!(e.attrs.to_value(), json!({"level": null, "message": {"k": 1}}));
 }
 
 #[test]
@@ -316,7 +316,7 @@ fn fields_settings_replace_the_default_names() {
     .unwrap();
     assert_eq!((e.ts, e.level, e.service.as_str(), e.message.as_str()), (t(), Level::Error, "pay", "x"));
     assert_eq!(e.user_id.unwrap().as_str(), "u");
-    assert_eq!(Value::Object(e.attrs), json!({"service": "ignored", "message": "kept"}));
+    assert_eq!(e.attrs.to_value(), json!({"service": "ignored", "message": "kept"}));
     let e = resolve(br#"{"meta":{"sev_no":4},"line":"x"}"#, &rules).unwrap();
     assert_eq!(e.level, Level::Warn, "a number outside severityNumber names is a syslog severity");
     let missing = resolve(br#"{"message":"x"}"#, &rules).unwrap_err();

@@ -25,6 +25,9 @@ pub struct ConsumerConfig {
     pub batch_max_events: usize,
     /// …or when its first message has waited this long.
     pub batch_max_wait: Duration,
+    /// Send the batch at once, however small, when no message waits behind it and the partition's
+    /// writer is idle (see `ConsumerActor::nothing_waits`). Off: by size and age only.
+    pub flush_when_idle: bool,
     pub rules: ParseRules,
     /// Pauses between attempts while the store is unavailable.
     pub retry_base: Duration,
@@ -38,6 +41,7 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             batch_max_events: 5_000,
             batch_max_wait: Duration::from_millis(50),
+            flush_when_idle: true,
             rules: ParseRules::default(),
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
@@ -348,6 +352,18 @@ impl StreamHandler<Tracked<RawMessage>> for ConsumerActor {
 }
 
 impl ConsumerActor {
+    /// The batch size adapts to the backlog (group commit): while no message waits behind this one
+    /// and the writer of this partition is idle, the batch is written now, however small — a
+    /// trickle is stored at once instead of after `batch_max_wait`. Under backlog the queue is never
+    /// empty, or a write is still running, so the batch keeps filling up to `batch_max_events`
+    /// (throughput); between the two it grows to what arrives during one write. The age bound
+    /// still flushes a batch that a busy writer keeps waiting.
+    fn nothing_waits(&self) -> bool {
+        self.config.flush_when_idle
+            && self.probe.mailbox_depth() <= 0
+            && self.in_flight.as_ref().is_none_or(|write| write.is_finished())
+    }
+
     fn take(&mut self, message: RawMessage, ctx: &mut Context<Self>) {
         if self.cancelled.load(Ordering::Relaxed) {
             ctx.stop();
@@ -358,7 +374,7 @@ impl ConsumerActor {
             return;
         }
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
-        if self.builder.len() >= self.config.batch_max_events {
+        if self.builder.len() >= self.config.batch_max_events || self.nothing_waits() {
             self.flush(ctx);
         } else if was_empty {
             let seq = self.batch_seq;

@@ -88,8 +88,28 @@ fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harne
 }
 
 /// The production pauses (batch age, retry backoff): on the paused clock they cost no real time.
+/// Batches by size and age only, so the tests know where each batch ends.
 fn batching(batch_max_events: usize) -> ConsumerConfig {
-    ConsumerConfig { batch_max_events, ..ConsumerConfig::default() }
+    ConsumerConfig { batch_max_events, flush_when_idle: false, ..ConsumerConfig::default() }
+}
+
+#[actix_rt::test]
+async fn batches_follow_the_backlog_small_when_idle_and_full_under_load() {
+    let mut h = start(0, ConsumerConfig { batch_max_events: 10, ..ConsumerConfig::default() }, MemoryStore::default());
+    // A lone message with nothing behind it and an idle writer goes at once, alone.
+    h.push(event(0)).await;
+    h.until_stored(1).await;
+    // Sixteen queued before the consumer runs (the channel has room, so pushing never yields): the
+    // consumer sees a backlog and fills batches to the cap, then writes the rest when the queue is empty.
+    for offset in 1..17 {
+        h.push(event(offset)).await;
+    }
+    h.until_stored(17).await;
+    let s = h.store.state.read(Stored::clone);
+    assert_eq!(s.batches[0], (0, 1, 1));
+    assert_eq!(s.batches[1], (1, 11, 10), "under backlog a batch fills to BATCH_MAX_EVENTS");
+    assert_eq!(s.batches.iter().map(|b| b.2).sum::<usize>(), 17);
+    assert!(s.batches.windows(2).all(|w| w[0].1 == w[1].0));
 }
 
 #[actix_rt::test]

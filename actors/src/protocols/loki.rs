@@ -130,15 +130,15 @@ mod tests {
         assert_eq!(event.level, Level::Warn);
         assert_eq!(event.message, "GET /cart took 3s");
         assert_eq!(event.ts.timestamp_subsec_nanos(), 123_456_000);
-        assert_eq!(event.attrs["labels"], json!({"job": "nginx", "env": "prod"}));
-        assert_eq!(event.attrs["structured_metadata"], json!({"trace_id": "abc"}));
+        assert_eq!(event.attrs.to_value()["labels"], json!({"job": "nginx", "env": "prod"}));
+        assert_eq!(event.attrs.to_value()["structured_metadata"], json!({"trace_id": "abc"}));
     }
 
     #[test]
     fn an_unknown_level_label_leaves_the_level_to_detection() {
         let event = resolve(&labels(&[("service_name", "api"), ("detected_level", "unknown")]), &entry("ERROR boom"));
         assert_eq!((event.service.as_str(), event.level), ("api", Level::Error));
-        assert_eq!(event.attrs["labels"], json!({"detected_level": "unknown"}));
+        assert_eq!(event.attrs.to_value()["labels"], json!({"detected_level": "unknown"}));
         let event = resolve(&labels(&[]), &entry("all quiet"));
         assert_eq!((event.service.as_str(), event.level), ("unknown", Level::Info));
     }

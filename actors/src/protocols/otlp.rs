@@ -147,12 +147,12 @@ mod tests {
         assert_eq!(event.level, Level::Error, "severity_number wins over severity_text");
         assert_eq!(event.message, "payment failed: timeout");
         assert_eq!(event.ts.timestamp_nanos_opt().unwrap() as u64, ts - 789, "µs precision is kept");
-        assert_eq!(event.attrs["attributes"], json!({"message": "not the body", "retry": 3}));
-        assert_eq!(event.attrs["resource"], json!({"host.name": "web-1"}));
-        assert_eq!(event.attrs["scope"], json!({"name": "checkout", "version": "1.2"}));
-        assert_eq!(event.attrs["trace_id"], json!("ab".repeat(16)));
-        assert_eq!(event.attrs["span_id"], json!("0101010101010101"));
-        assert_eq!(event.attrs["trace_flags"], json!(1));
+        assert_eq!(event.attrs.to_value()["attributes"], json!({"message": "not the body", "retry": 3}));
+        assert_eq!(event.attrs.to_value()["resource"], json!({"host.name": "web-1"}));
+        assert_eq!(event.attrs.to_value()["scope"], json!({"name": "checkout", "version": "1.2"}));
+        assert_eq!(event.attrs.to_value()["trace_id"], json!("ab".repeat(16)));
+        assert_eq!(event.attrs.to_value()["span_id"], json!("0101010101010101"));
+        assert_eq!(event.attrs.to_value()["trace_flags"], json!(1));
     }
 
     #[test]
