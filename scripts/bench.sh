@@ -35,6 +35,10 @@
 #                                        protobuf, OTLP/gRPC and Loki push protobuf+snappy, one after the
 #                                        other in one `run`, each offered fixed rates (open loop) stepping
 #                                        up; see scripts/bench-protocols.sh
+#   scripts/bench.sh cardinality [--quick] 10, 1k, 10k and 100k distinct services (and users) over the 1 h
+#                                        horizon: ingest events/s, RSS, /stats/errors?window=1h p50/p99
+#                                        under vegeta at a fixed rate, answer bytes; see
+#                                        scripts/bench-cardinality.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -966,12 +970,15 @@ bench_all() {
   bench_memory
   bench_embedded
   bench_protocols
+  bench_cardinality
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
 
 # shellcheck source=scripts/bench-protocols.sh
 source "$ROOT/scripts/bench-protocols.sh"
+# shellcheck source=scripts/bench-cardinality.sh
+source "$ROOT/scripts/bench-cardinality.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -985,9 +992,10 @@ freshness) bench_freshness ;;
 memory) bench_memory ;;
 embedded) bench_embedded ;;
 protocols) bench_protocols ;;
+cardinality) bench_cardinality ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|cardinality|all [--quick]" >&2
   exit 2
   ;;
 esac

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use slog::{info, warn, Logger};
 
-use super::buckets::{BucketDelta, Buckets, KeywordSet};
+use super::buckets::{BucketDelta, Buckets, KeywordSet, PartlyUntracked};
 use super::stats::{top_keywords, ErrorStats, KeywordCount, WindowRange};
 use crate::domain::Keyword;
 use crate::ingest::Committed;
@@ -29,7 +29,17 @@ pub struct WindowConfig {
     /// Seconds ahead of the clock that are still bucketed.
     pub skew: i64,
     pub keywords: Arc<KeywordSet>,
+    /// At most this many services have buckets of their own (`MAX_LIVE_SERVICES`): the memory
+    /// policy of [`Buckets`].
+    pub max_live_services: usize,
 }
+
+/// Default of `MAX_LIVE_SERVICES`.
+pub const DEFAULT_MAX_LIVE_SERVICES: usize = 1_000;
+
+/// Entries of `by_service` the memo may hold in all: a memo of 1,024 answers of 1,000 services
+/// each would be far more than the buckets themselves.
+const MEMO_SERVICES: usize = 64 * 1_024;
 
 /// Why memory does not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +52,8 @@ pub enum Unanswerable {
     OutsideHorizon,
     #[error("keyword is not tracked in memory")]
     NotTracked,
+    #[error("{0}")]
+    Untracked(#[from] PartlyUntracked),
 }
 
 #[derive(Message)]
@@ -49,6 +61,8 @@ pub enum Unanswerable {
 pub struct QueryErrors {
     pub range: WindowRange,
     pub service: Option<String>,
+    /// Services listed in `by_service`; the rest are summed in `other`.
+    pub limit: usize,
 }
 
 #[derive(Message)]
@@ -75,6 +89,8 @@ pub struct AggregatorStatus {
     pub watermark_ms: Option<i64>,
     pub seconds_held: usize,
     pub rebuilds: u64,
+    /// Services with buckets of their own (at most `MAX_LIVE_SERVICES`).
+    pub live_services: usize,
 }
 
 #[derive(Message)]
@@ -112,7 +128,9 @@ pub struct WindowAggregatorActor {
     needs_rebuild: bool,
     /// Answers given since the buckets last changed: a dashboard or a load test asks the same
     /// window many times a second, and summing an hour of buckets each time is the expensive part.
-    memo: std::collections::HashMap<(WindowRange, Option<String>), ErrorStats>,
+    memo: std::collections::HashMap<(WindowRange, Option<String>, usize), ErrorStats>,
+    /// `by_service` entries held in `memo`.
+    memo_services: usize,
     probe: Arc<ActorProbe>,
     log: Logger,
 }
@@ -127,7 +145,10 @@ impl WindowAggregatorActor {
         log: Logger,
     ) -> WindowAggregatorActor {
         WindowAggregatorActor {
-            buckets: Buckets::new(config.horizon + HORIZON_GRACE + config.skew + 1),
+            buckets: Buckets::with_service_cap(
+                config.horizon + HORIZON_GRACE + config.skew + 1,
+                config.max_live_services,
+            ),
             config,
             applied: BTreeMap::new(),
             phase: Phase::Rebuilding { buffered: Vec::new() },
@@ -141,6 +162,7 @@ impl WindowAggregatorActor {
             rebuilds: 0,
             needs_rebuild: false,
             memo: std::collections::HashMap::new(),
+            memo_services: 0,
             probe,
             log: log.new(slog::o!("actor" => "window_aggregator")),
         }
@@ -189,9 +211,11 @@ impl WindowAggregatorActor {
     }
 
     fn install(&mut self, rebuilt: Rebuilt, first: i64, last: i64) {
-        self.memo.clear();
+        self.forget_answers();
         self.buckets.clear();
+        self.buckets.forget_before(first);
         self.unbucketed.clear();
+        self.admit_busiest(&rebuilt);
         for (second, counts) in &rebuilt.seconds {
             self.buckets.add(*second, counts);
         }
@@ -242,8 +266,32 @@ impl WindowAggregatorActor {
         true
     }
 
-    fn apply(&mut self, delta: &BucketDelta, last: i64) {
+    /// With more services stored than may have buckets, those with the most events get them.
+    fn admit_busiest(&mut self, rebuilt: &Rebuilt) {
+        let mut per: std::collections::HashMap<&Arc<str>, (u64, i64)> = std::collections::HashMap::new();
+        for (second, counts) in &rebuilt.seconds {
+            for (service, c) in &counts.by_service {
+                let entry = per.entry(service).or_insert((0, *second));
+                entry.0 += c.total;
+                entry.1 = entry.1.max(*second);
+            }
+        }
+        if per.len() <= self.config.max_live_services {
+            return;
+        }
+        let mut busiest: Vec<_> = per.into_iter().collect();
+        busiest.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(b.0)));
+        self.buckets.admit_first(busiest.into_iter().map(|(service, (_, newest))| (service.clone(), newest)));
+    }
+
+    fn forget_answers(&mut self) {
         self.memo.clear();
+        self.memo_services = 0;
+    }
+
+    fn apply(&mut self, delta: &BucketDelta, last: i64) {
+        self.forget_answers();
+        self.buckets.forget_before(last - self.config.skew - self.config.horizon - HORIZON_GRACE);
         for (second, counts) in &delta.seconds {
             self.buckets.add(*second, counts);
         }
@@ -266,6 +314,7 @@ impl WindowAggregatorActor {
             return Err(Unanswerable::NotOwner);
         }
         let (first, last) = self.bucketed_span();
+        self.buckets.forget_before(first);
         if range.from < first || range.to > last + 1 {
             return Err(Unanswerable::OutsideHorizon);
         }
@@ -334,14 +383,15 @@ impl Handler<QueryErrors> for WindowAggregatorActor {
 
     fn handle(&mut self, q: QueryErrors, _ctx: &mut Self::Context) -> Self::Result {
         self.answerable(q.range)?;
-        let key = (q.range, q.service);
+        let key = (q.range, q.service, q.limit);
         if let Some(answer) = self.memo.get(&key) {
             return Ok(answer.clone());
         }
-        let answer = self.buckets.errors(key.0, key.1.as_deref());
-        if self.memo.len() >= 1_024 {
-            self.memo.clear();
+        let answer = self.buckets.errors(key.0, key.1.as_deref(), key.2)?;
+        if self.memo.len() >= 1_024 || self.memo_services + answer.by_service.len() > MEMO_SERVICES {
+            self.forget_answers();
         }
+        self.memo_services += answer.by_service.len();
         self.memo.insert(key, answer.clone());
         Ok(answer)
     }
@@ -353,7 +403,7 @@ impl Handler<QueryKeyword> for WindowAggregatorActor {
     fn handle(&mut self, q: QueryKeyword, _ctx: &mut Self::Context) -> Self::Result {
         let index = self.config.keywords.position(q.keyword.as_str()).ok_or(Unanswerable::NotTracked)?;
         self.answerable(q.range)?;
-        Ok(self.buckets.keyword(q.range, index, q.service.as_deref()))
+        Ok(self.buckets.keyword(q.range, index, q.service.as_deref())?)
     }
 }
 
@@ -376,6 +426,7 @@ impl Handler<QueryStatus> for WindowAggregatorActor {
             watermark_ms: self.watermark_ms,
             seconds_held: self.buckets.occupied_seconds(),
             rebuilds: self.rebuilds,
+            live_services: self.buckets.live_services(),
         }
     }
 }

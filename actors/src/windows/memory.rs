@@ -17,8 +17,8 @@ impl WindowQuery for Inbox<WindowAggregatorActor> {
     async fn answer(&self, question: &WindowQuestion) -> Result<WindowAnswer, CannotAnswer> {
         let stopped = |e: actix::MailboxError| CannotAnswer::Unavailable(e.to_string());
         Ok(match question.clone() {
-            WindowQuestion::Errors { range, service } => {
-                WindowAnswer::Errors(self.send(QueryErrors { range, service }).await.map_err(stopped)??)
+            WindowQuestion::Errors { range, service, limit } => {
+                WindowAnswer::Errors(self.send(QueryErrors { range, service, limit }).await.map_err(stopped)??)
             }
             WindowQuestion::Keyword { range, keyword, service } => {
                 WindowAnswer::Keyword(self.send(QueryKeyword { range, keyword, service }).await.map_err(stopped)??)
