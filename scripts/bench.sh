@@ -47,6 +47,10 @@
 #   scripts/bench.sh ingest2 [--quick]   ingest against psql COPY (before and after), instrumented and bare
 #                                        (MAILBOX_METRICS=on/off), the kcat | psql COPY floor, and a perf
 #                                        profile; see scripts/bench-ingest.sh
+#   scripts/bench.sh cardinality [--quick] 10, 1k, 10k and 100k distinct services (and users) over the 1 h
+#                                        horizon: ingest events/s, RSS, /stats/errors?window=1h p50/p99
+#                                        under vegeta at a fixed rate, answer bytes; see
+#                                        scripts/bench-cardinality.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -1002,6 +1006,7 @@ bench_all() {
   bench_scale
   bench_openloop
   bench_ingest2
+  bench_cardinality
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
@@ -1014,6 +1019,8 @@ source "$ROOT/scripts/bench-scale.sh"
 source "$ROOT/scripts/bench-openloop.sh"
 # shellcheck source=scripts/bench-ingest.sh
 source "$ROOT/scripts/bench-ingest.sh"
+# shellcheck source=scripts/bench-cardinality.sh
+source "$ROOT/scripts/bench-cardinality.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -1031,9 +1038,10 @@ recovery) bench_recovery ;;
 scale) bench_scale ;;
 openloop) bench_openloop ;;
 ingest2) bench_ingest2 ;;
+cardinality) bench_cardinality ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|all [--quick]" >&2
   exit 2
   ;;
 esac

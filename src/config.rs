@@ -84,6 +84,9 @@ pub struct Settings {
     /// Seconds ahead of the clock that the live windows still bucket (clock skew of producers).
     #[serde(default = "defaults::window_skew_seconds")]
     pub window_skew_seconds: i64,
+    /// Services with per-service buckets in memory; events of more are counted in the totals only.
+    #[serde(default = "defaults::max_live_services")]
+    pub max_live_services: usize,
     /// A Redis call gives up after this many milliseconds (the answer then comes from PostgreSQL).
     #[serde(default = "defaults::redis_timeout_ms")]
     pub redis_timeout_ms: u64,
@@ -233,6 +236,9 @@ mod defaults {
     }
     pub fn window_skew_seconds() -> i64 {
         60
+    }
+    pub fn max_live_services() -> usize {
+        actors::windows::aggregator::DEFAULT_MAX_LIVE_SERVICES
     }
     pub fn redis_timeout_ms() -> u64 {
         50
@@ -455,6 +461,9 @@ impl Settings {
         }
         if self.window_skew_seconds < 0 {
             return invalid("WINDOW_SKEW_SECONDS", "must not be negative");
+        }
+        if self.max_live_services == 0 {
+            return invalid("MAX_LIVE_SERVICES", "must be at least 1");
         }
         if self.redis_timeout_ms == 0 || self.database_timeout_ms == 0 || self.ingest_max_body_bytes == 0 {
             return invalid("REDIS_TIMEOUT_MS/DATABASE_TIMEOUT_MS/INGEST_MAX_BODY_BYTES", "must be at least 1");

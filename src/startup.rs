@@ -383,6 +383,7 @@ impl Application {
                     horizon,
                     skew: settings.window_skew_seconds,
                     keywords: keywords.clone(),
+                    max_live_services: settings.max_live_services,
                 };
                 let source = Arc::new(
                     PgBucketSource::new(settings.database_url.expose())
@@ -524,6 +525,7 @@ impl Application {
             horizon: settings.window_horizon.seconds() as i64,
             skew: settings.window_skew_seconds,
             keywords,
+            max_live_services: settings.max_live_services,
         };
         let source = Arc::new(SqliteBucketSource::new(db.clone()));
         let (agg_log, agg_probe) = (log.clone(), metrics.actors.probe("window_aggregator", "0"));

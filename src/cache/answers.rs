@@ -15,8 +15,8 @@ use super::{RedisCache, SEP};
 /// The key of a question's kept answer (under `<base>:ans:`).
 fn answer_key(question: &WindowQuestion) -> String {
     match question {
-        WindowQuestion::Errors { range, service } => {
-            format!("errors:{}:{}:{}", range.from, range.to, service.as_deref().unwrap_or(""))
+        WindowQuestion::Errors { range, service, limit } => {
+            format!("errors:{}:{}:{}:{limit}", range.from, range.to, service.as_deref().unwrap_or(""))
         }
         WindowQuestion::Keyword { range, keyword, service } => {
             format!("keyword:{}:{}:{}:{}", range.from, range.to, service.as_deref().unwrap_or(""), keyword)
@@ -87,8 +87,8 @@ impl WindowQuery for RedisBuckets {
             Err(e) => return Err(CannotAnswer::Unavailable(e.to_string())),
         };
         Ok(match question {
-            WindowQuestion::Errors { service, .. } => {
-                WindowAnswer::Errors(errors_from_fields(&fields, service.as_deref()))
+            WindowQuestion::Errors { service, limit, .. } => {
+                WindowAnswer::Errors(errors_from_fields(&fields, service.as_deref(), *limit))
             }
             WindowQuestion::Keyword { keyword, service, .. } => {
                 if self.keywords.position(keyword.as_str()).is_none() {
@@ -103,7 +103,7 @@ impl WindowQuery for RedisBuckets {
     }
 }
 
-fn errors_from_fields(fields: &HashMap<String, u64>, only: Option<&str>) -> ErrorStats {
+fn errors_from_fields(fields: &HashMap<String, u64>, only: Option<&str>, limit: usize) -> ErrorStats {
     let mut per: HashMap<&str, (u64, u64)> = HashMap::new();
     for (field, n) in fields {
         let mut parts = field.split(SEP);
@@ -118,6 +118,7 @@ fn errors_from_fields(fields: &HashMap<String, u64>, only: Option<&str>) -> Erro
     ErrorStats::from_services(
         per.into_iter().map(|(service, (total, errors))| ServiceStats { service: service.to_owned(), total, errors }),
         only,
+        limit,
     )
 }
 
@@ -163,9 +164,9 @@ mod tests {
             ("db|k|timeout", 1),
             ("db|k|disk", 2),
         ]);
-        let all = errors_from_fields(&f, None);
+        let all = errors_from_fields(&f, None, 100);
         assert_eq!((all.total, all.errors, all.by_service.len()), (9, 2, 2));
-        assert_eq!(errors_from_fields(&f, Some("db")).total, 4);
+        assert_eq!(errors_from_fields(&f, Some("db"), 100).total, 4);
         assert_eq!(keyword_from_fields(&f, "timeout", None), 4);
         assert_eq!(keyword_from_fields(&f, "timeout", Some("api")), 3);
         let keywords = KeywordSet::new(["disk", "timeout", "absent"].map(|k| Keyword::parse(k).unwrap()));
@@ -183,9 +184,11 @@ mod tests {
     fn kept_answers_round_trip_and_keys_tell_questions_apart() {
         let range = actors::windows::WindowRange { from: 10, to: 70 };
         let keyword = WindowQuestion::Keyword { range, keyword: Keyword::parse("timeout").unwrap(), service: None };
-        let errors = WindowQuestion::Errors { range, service: None };
+        let errors = WindowQuestion::Errors { range, service: None, limit: 100 };
         assert_eq!(answer_key(&keyword), "keyword:10:70::timeout");
-        assert_eq!(answer_key(&errors), "errors:10:70:");
+        assert_eq!(answer_key(&errors), "errors:10:70::100");
+        let fewer = WindowQuestion::Errors { range, service: None, limit: 5 };
+        assert_ne!(answer_key(&errors), answer_key(&fewer), "a limit is part of the question");
         let answer = WindowAnswer::Keyword(42);
         assert_eq!(from_json(&keyword, &to_json(&answer).unwrap()).unwrap(), answer);
         assert!(from_json(&errors, "42").is_err(), "a count is not an errors answer");

@@ -101,6 +101,7 @@ impl Stats for StatsApi {
             ("service", r.service.clone()),
             ("at", r.at.clone()),
             ("source", r.source.clone()),
+            ("limit", number(r.limit)),
         ]);
         self.answer(Route::Errors, q, request.metadata()).await
     }

@@ -46,6 +46,12 @@ pub struct ServiceErrors {
     pub errors: u64,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct OtherServices {
+    pub total: u64,
+    pub errors: u64,
+}
+
 /// `GET /stats/errors`.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorsAnswer {
@@ -59,7 +65,10 @@ pub struct ErrorsAnswer {
     pub total: u64,
     pub errors: u64,
     pub error_rate: f64,
+    /// The `limit` services with the most errors (then by name).
     pub by_service: Vec<ServiceErrors>,
+    /// The window's other services, summed: `total` = Σ `by_service.total` + `other.total`.
+    pub other: OtherServices,
     pub source: SourceName,
     pub freshness: Freshness,
 }
@@ -216,6 +225,10 @@ pub struct ErrorsQuery {
     #[param(example = "2026-11-26T10:00:00Z")]
     pub at: Option<String>,
     pub source: Option<SourceParam>,
+    /// Services listed in `by_service` (most errors first, then by name), 1–1000, default 100;
+    /// the rest are summed in `other`.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
 }
 
 #[derive(IntoParams)]

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use actors::domain::window_stats::{DEFAULT_SERVICE_LIMIT, MAX_SERVICE_LIMIT};
 use actors::domain::{Keyword, ServiceName, Window};
 use actors::windows::Source;
 use chrono::{DateTime, Utc};
@@ -87,6 +88,21 @@ impl Params {
         }
     }
 
+    /// `limit` of `/stats/errors`: services listed in `by_service`, 1..=MAX_SERVICE_LIMIT, default 100.
+    pub fn service_limit(&self) -> Result<usize, ApiError> {
+        let Some(text) = self.get("limit") else { return Ok(DEFAULT_SERVICE_LIMIT) };
+        match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_SERVICE_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad(
+                "bad_limit",
+                format!(
+                    "limit: {text:?} is not a whole number from 1 to {MAX_SERVICE_LIMIT} (services listed in by_service; \
+                     the rest are summed in other)"
+                ),
+            )),
+        }
+    }
+
     /// `source`: force one path (memory, redis, postgres, sqlite).
     pub fn source(&self) -> Result<Option<Source>, ApiError> {
         self.get("source")
@@ -169,6 +185,11 @@ pub(crate) mod tests {
         for q in ["a", "two%20words", "x%27%3B%20DROP%20TABLE%20logs"] {
             assert_eq!(code(p(&format!("q={q}")).keyword()), "bad_keyword", "{q}");
         }
+        for limit in ["0", "1001", "ten", "-1", "2.5", ""] {
+            assert_eq!(code(p(&format!("limit={limit}")).service_limit()), "bad_limit", "{limit}");
+        }
+        assert_eq!(p("").service_limit().unwrap(), 100);
+        assert_eq!(p("limit=1000").service_limit().unwrap(), 1000);
         for limit in ["0", "101", "ten", "-1"] {
             assert_eq!(code(p(&format!("limit={limit}")).limit()), "bad_limit");
         }

@@ -74,17 +74,20 @@ fn range_of(params: &Params, window: Window) -> Result<WindowRange, ApiError> {
     security((), ("bearer" = [])))]
 pub async fn errors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
-    let params = Params::parse(req.query_string(), &["window", "service", "at", "source"])?;
+    let params = Params::parse(req.query_string(), &["window", "service", "at", "source", "limit"])?;
     let window = params.window("60s", state.max_window)?;
     let range = range_of(&params, window)?;
     let service = params.service()?;
-    let (stats, source) = state.reader.errors(range, service, params.source_among(&state.reader.sources())?).await?;
+    let limit = params.service_limit()?;
+    let (stats, source) =
+        state.reader.errors(range, service, limit, params.source_among(&state.reader.sources())?).await?;
     count(&state, "errors", source);
     let mut body = window_fields(window, range);
     body.insert("total".into(), json!(stats.total));
     body.insert("errors".into(), json!(stats.errors));
     body.insert("error_rate".into(), json!(stats.error_rate()));
     body.insert("by_service".into(), json!(stats.by_service));
+    body.insert("other".into(), json!(stats.other));
     body.insert("source".into(), json!(source));
     body.insert("freshness".into(), freshness(&state).await);
     Ok(HttpResponse::Ok().json(body))

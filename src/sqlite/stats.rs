@@ -174,7 +174,12 @@ impl SqliteStats {
         json_list(self.topics.iter().map(String::as_str))
     }
 
-    pub async fn errors(&self, range: WindowRange, service: Option<String>) -> Result<ErrorStats, StoreError> {
+    pub async fn errors(
+        &self,
+        range: WindowRange,
+        service: Option<String>,
+        limit: usize,
+    ) -> Result<ErrorStats, StoreError> {
         let topics = self.topics_json();
         let only = service.clone();
         let rows: Vec<ServiceRow> = bounded(&self.db, self.timeout, "errors", move |conn| {
@@ -198,6 +203,7 @@ impl SqliteStats {
                 errors: r.errors as u64,
             }),
             service.as_deref(),
+            limit,
         ))
     }
 
@@ -274,7 +280,9 @@ impl SqliteStats {
 impl WindowQuery for SqliteStats {
     async fn answer(&self, question: &WindowQuestion) -> Result<WindowAnswer, CannotAnswer> {
         let answer = match question.clone() {
-            WindowQuestion::Errors { range, service } => self.errors(range, service).await.map(WindowAnswer::Errors),
+            WindowQuestion::Errors { range, service, limit } => {
+                self.errors(range, service, limit).await.map(WindowAnswer::Errors)
+            }
             WindowQuestion::Keyword { range, keyword, service } => {
                 self.keyword(range, keyword.as_str().to_owned(), service).await.map(WindowAnswer::Keyword)
             }

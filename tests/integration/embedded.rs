@@ -634,7 +634,7 @@ async fn a_start_with_nothing_configured_in_an_empty_directory_answers_and_keeps
     // Memory folds a batch in right after its commit: a moment after the 202 at most.
     let at = now.timestamp() + 1;
     let want = json!({"total": 3, "errors": 1, "source": "memory", "by_service": [
-        {"service": "db", "total": 1, "errors": 0}, {"service": "web", "total": 2, "errors": 1}]});
+        {"service": "web", "total": 2, "errors": 1}, {"service": "db", "total": 1, "errors": 0}]});
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, answer) = get_json(8080, &format!("/stats/errors?window=1m&at={at}")).await;

@@ -54,8 +54,11 @@ impl Truth {
             entry.0 += 1;
             entry.1 += u64::from(e.2);
         }
+        // As every source lists them: most errors first, then by name.
+        let mut ranked: Vec<_> = per.iter().collect();
+        ranked.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then_with(|| a.0.cmp(b.0)));
         let by_service: Vec<Value> =
-            per.iter().map(|(s, (t, e))| json!({"service": s, "total": t, "errors": e})).collect();
+            ranked.iter().map(|(s, (t, e))| json!({"service": s, "total": t, "errors": e})).collect();
         json!({
             "total": per.values().map(|v| v.0).sum::<u64>(),
             "errors": per.values().map(|v| v.1).sum::<u64>(),

@@ -2,6 +2,7 @@
 //! Each test makes its own topic, consumer group, database and Redis key prefix.
 
 mod api;
+mod cardinality;
 mod edges;
 mod embedded;
 mod embedded_write;

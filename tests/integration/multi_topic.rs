@@ -40,7 +40,11 @@ fn errors(truth: &HashMap<String, Sent>, to: i64, window: i64, service: Option<&
         entry.0 += 1;
         entry.1 += u64::from(e.error);
     }
-    let by_service: Vec<Value> = per.iter().map(|(s, (t, e))| json!({"service": s, "total": t, "errors": e})).collect();
+    // As every source lists them: most errors first, then by name.
+    let mut ranked: Vec<_> = per.iter().collect();
+    ranked.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then_with(|| a.0.cmp(b.0)));
+    let by_service: Vec<Value> =
+        ranked.iter().map(|(s, (t, e))| json!({"service": s, "total": t, "errors": e})).collect();
     json!({
         "total": per.values().map(|v| v.0).sum::<u64>(),
         "errors": per.values().map(|v| v.1).sum::<u64>(),

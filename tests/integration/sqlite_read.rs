@@ -155,6 +155,7 @@ fn expected_errors(rows: &[Row], range: WindowRange, service: Option<&str>) -> E
     ErrorStats::from_services(
         by.into_iter().map(|(s, (t, e))| ServiceStats { service: s.to_owned(), total: t, errors: e }),
         service,
+        100,
     )
 }
 
@@ -281,7 +282,7 @@ async fn every_window_question_equals_a_count_of_the_rows() {
     let mut nonzero = 0;
     for range in ranges {
         for service in [None, Some("billing"), Some("nope")] {
-            let q = WindowQuestion::Errors { range, service: service.map(str::to_owned) };
+            let q = WindowQuestion::Errors { range, service: service.map(str::to_owned), limit: 100 };
             let want = expected_errors(&rows, range, service);
             nonzero += usize::from(want.total > 0);
             match stats.answer(&q).await.unwrap() {

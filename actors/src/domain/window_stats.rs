@@ -28,24 +28,71 @@ pub struct ServiceStats {
     pub errors: u64,
 }
 
-/// Errors in a window, overall and per service (sorted by service).
+/// How many services `by_service` lists when the caller does not say (`limit`).
+pub const DEFAULT_SERVICE_LIMIT: usize = 100;
+/// The most `limit` may ask for: beyond it an answer is megabytes, and a caller wanting every
+/// service's detail wants the store's logs, not a window answer.
+pub const MAX_SERVICE_LIMIT: usize = 1_000;
+
+/// The services of a window left out of `by_service`, summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OtherServices {
+    pub total: u64,
+    pub errors: u64,
+}
+
+/// Errors in a window, overall and for its `limit` services with the most errors (errors
+/// descending, then service name); the services after them are summed in `other`, so that
+/// `total` = Σ `by_service.total` + `other.total` (the same for errors), whichever source answers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ErrorStats {
     pub total: u64,
     pub errors: u64,
     pub by_service: Vec<ServiceStats>,
+    #[serde(default)]
+    pub other: OtherServices,
+}
+
+/// The order of `by_service`: most errors first, then by name (so that ties are stable).
+pub fn by_errors_then_name(a: &ServiceStats, b: &ServiceStats) -> std::cmp::Ordering {
+    b.errors.cmp(&a.errors).then_with(|| a.service.cmp(&b.service))
 }
 
 impl ErrorStats {
-    /// Builds the answer from per-service counts, keeping only `service` when given.
-    pub fn from_services(services: impl IntoIterator<Item = ServiceStats>, only: Option<&str>) -> ErrorStats {
+    /// Builds the answer from per-service counts, keeping only `service` when given, listing the
+    /// `limit` first in [`by_errors_then_name`] order and summing the rest into `other`.
+    pub fn from_services(
+        services: impl IntoIterator<Item = ServiceStats>,
+        only: Option<&str>,
+        limit: usize,
+    ) -> ErrorStats {
         let mut by_service: Vec<ServiceStats> =
             services.into_iter().filter(|s| only.is_none_or(|o| o == s.service) && s.total > 0).collect();
-        by_service.sort_by(|a, b| a.service.cmp(&b.service));
+        let total = by_service.iter().map(|s| s.total).sum();
+        let errors = by_service.iter().map(|s| s.errors).sum();
+        let mut other = OtherServices::default();
+        if by_service.len() > limit {
+            // Only the first `limit` need ordering: the rest are summed whatever their order.
+            by_service.select_nth_unstable_by(limit, by_errors_then_name);
+            for rest in by_service.drain(limit..) {
+                other.total += rest.total;
+                other.errors += rest.errors;
+            }
+        }
+        by_service.sort_by(by_errors_then_name);
+        ErrorStats { total, errors, by_service, other }
+    }
+
+    /// The answer of a source that ranked and summed itself: `by_service` already the first
+    /// `limit` (put in [`by_errors_then_name`] order here), the rest in `other`.
+    pub fn listed(mut by_service: Vec<ServiceStats>, other: OtherServices) -> ErrorStats {
+        by_service.retain(|s| s.total > 0);
+        by_service.sort_by(by_errors_then_name);
         ErrorStats {
-            total: by_service.iter().map(|s| s.total).sum(),
-            errors: by_service.iter().map(|s| s.errors).sum(),
+            total: by_service.iter().map(|s| s.total).sum::<u64>() + other.total,
+            errors: by_service.iter().map(|s| s.errors).sum::<u64>() + other.errors,
             by_service,
+            other,
         }
     }
 

@@ -50,8 +50,9 @@ pub trait DeltaSink: Send + Sync + 'static {
 /// A question about a window, whichever source answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum WindowQuestion {
-    /// Events and errors in the window, per service (only `service` when given).
-    Errors { range: WindowRange, service: Option<String> },
+    /// Events and errors in the window, per service (only `service` when given): the `limit`
+    /// services with the most errors, the rest summed (see [`ErrorStats`]).
+    Errors { range: WindowRange, service: Option<String>, limit: usize },
     /// Events carrying `keyword` in the window (only of `service` when given).
     Keyword { range: WindowRange, keyword: Keyword, service: Option<String> },
     /// The `limit` most frequent tracked keywords in the window.

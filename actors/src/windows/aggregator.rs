@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use slog::{info, warn, Logger};
 
-use super::buckets::{BucketDelta, KeywordSet};
+use super::buckets::{BucketDelta, KeywordSet, PartlyUntracked};
 use super::memory::MemoryView;
 use super::stats::{ErrorStats, KeywordCount, WindowRange};
 use crate::domain::Keyword;
@@ -31,7 +31,13 @@ pub struct WindowConfig {
     /// Seconds ahead of the clock that are still bucketed.
     pub skew: i64,
     pub keywords: Arc<KeywordSet>,
+    /// At most this many services have buckets of their own (`MAX_LIVE_SERVICES`): the memory
+    /// policy of [`Buckets`](super::buckets::Buckets).
+    pub max_live_services: usize,
 }
+
+/// Default of `MAX_LIVE_SERVICES`.
+pub const DEFAULT_MAX_LIVE_SERVICES: usize = 1_000;
 
 /// Why memory does not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +50,8 @@ pub enum Unanswerable {
     OutsideHorizon,
     #[error("keyword is not tracked in memory")]
     NotTracked,
+    #[error("{0}")]
+    Untracked(#[from] PartlyUntracked),
 }
 
 #[derive(Message)]
@@ -51,6 +59,8 @@ pub enum Unanswerable {
 pub struct QueryErrors {
     pub range: WindowRange,
     pub service: Option<String>,
+    /// Services listed in `by_service`; the rest are summed in `other`.
+    pub limit: usize,
 }
 
 #[derive(Message)]
@@ -77,6 +87,8 @@ pub struct AggregatorStatus {
     pub watermark_ms: Option<i64>,
     pub seconds_held: usize,
     pub rebuilds: u64,
+    /// Services with buckets of their own (at most `MAX_LIVE_SERVICES`).
+    pub live_services: usize,
 }
 
 #[derive(Message)]
@@ -201,7 +213,9 @@ impl WindowAggregatorActor {
             state.ready = false;
             state.changed();
             state.buckets.clear();
+            state.buckets.forget_before(first);
             state.unbucketed.clear();
+            admit_busiest(&mut state.buckets, &rebuilt, self.config.max_live_services);
             for (second, counts) in &rebuilt.seconds {
                 state.buckets.add(*second, counts);
             }
@@ -260,6 +274,7 @@ impl WindowAggregatorActor {
         let (first, _) = self.bucketed_span();
         let mut state = self.view.write();
         state.changed();
+        state.buckets.forget_before(first);
         for (second, counts) in &delta.seconds {
             state.buckets.add(*second, counts);
         }
@@ -281,6 +296,24 @@ impl WindowAggregatorActor {
     fn answer(&self, question: &WindowQuestion) -> Result<WindowAnswer, Unanswerable> {
         self.view.read().answer(question, self.bucketed_span(), &self.config.keywords)
     }
+}
+
+/// With more services stored than may have buckets, those with the most events get them.
+fn admit_busiest(buckets: &mut super::buckets::Buckets, rebuilt: &Rebuilt, cap: usize) {
+    let mut per: std::collections::HashMap<&Arc<str>, (u64, i64)> = std::collections::HashMap::new();
+    for (second, counts) in &rebuilt.seconds {
+        for (service, c) in &counts.by_service {
+            let entry = per.entry(service).or_insert((0, *second));
+            entry.0 += c.total;
+            entry.1 = entry.1.max(*second);
+        }
+    }
+    if per.len() <= cap {
+        return;
+    }
+    let mut busiest: Vec<_> = per.into_iter().collect();
+    busiest.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(b.0)));
+    buckets.admit_first(busiest.into_iter().map(|(service, (_, newest))| (service.clone(), newest)));
 }
 
 impl Actor for WindowAggregatorActor {
@@ -360,7 +393,7 @@ impl Handler<QueryErrors> for WindowAggregatorActor {
     type Result = Result<ErrorStats, Unanswerable>;
 
     fn handle(&mut self, q: QueryErrors, _ctx: &mut Self::Context) -> Self::Result {
-        match self.answer(&WindowQuestion::Errors { range: q.range, service: q.service })? {
+        match self.answer(&WindowQuestion::Errors { range: q.range, service: q.service, limit: q.limit })? {
             WindowAnswer::Errors(stats) => Ok(stats),
             _ => unreachable!("answers are of the question's kind"),
         }
@@ -399,6 +432,7 @@ impl Handler<QueryStatus> for WindowAggregatorActor {
             watermark_ms: self.watermark_ms,
             seconds_held: self.view.read().buckets.occupied_seconds(),
             rebuilds: self.rebuilds,
+            live_services: self.view.read().buckets.live_services(),
         }
     }
 }

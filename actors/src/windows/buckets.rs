@@ -1,6 +1,7 @@
 //! The ring of per-second and per-minute buckets that holds the horizon.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use crate::domain::counts::{BucketDelta, Counts, KeywordSet, SecondCounts};
 use crate::domain::window_stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
@@ -51,33 +52,183 @@ impl BucketRing {
     }
 }
 
+/// The key under which each bucket counts, together, the events of services that have no buckets
+/// of their own (over the cap). No service is called so: a service name is never empty.
+pub const UNTRACKED: &str = "";
+
+/// The window holds events of services over the cap, and the question needs their detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the window holds events of services beyond MAX_LIVE_SERVICES, whose detail is kept only in the store")]
+pub struct PartlyUntracked;
+
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    /// The newest second it has events in: once older than the horizon, it is forgotten.
+    newest: i64,
+    /// Admitted while untracked events were held: some of its earlier events may be among them.
+    tainted: bool,
+}
+
+/// Which services have buckets of their own: at most `cap`, first come first served, each
+/// forgotten once its newest event has left the horizon (freeing its place).
+#[derive(Debug, Clone)]
+struct LiveServices {
+    cap: usize,
+    services: HashMap<Arc<str>, Live>,
+    tainted: usize,
+    /// The newest second holding untracked events, while one is still within the horizon.
+    untracked_until: Option<i64>,
+    /// The oldest second held, as last told by `forget_before`.
+    oldest: i64,
+}
+
+impl LiveServices {
+    fn new(cap: usize) -> LiveServices {
+        LiveServices { cap, services: HashMap::new(), tainted: 0, untracked_until: None, oldest: i64::MIN }
+    }
+
+    /// Whether `service`'s events of `second` get buckets of their own.
+    fn admit(&mut self, service: &Arc<str>, second: i64) -> bool {
+        if let Some(live) = self.services.get_mut(service) {
+            live.newest = live.newest.max(second);
+            return true;
+        }
+        if self.services.len() < self.cap {
+            let tainted = self.untracked_until.is_some();
+            self.tainted += usize::from(tainted);
+            self.services.insert(service.clone(), Live { newest: second, tainted });
+            return true;
+        }
+        self.untracked_until = Some(self.untracked_until.map_or(second, |u| u.max(second)));
+        false
+    }
+
+    /// Whether every event of `service` within the horizon is in its own buckets.
+    fn exact(&self, service: &str) -> bool {
+        self.services.get(service).is_some_and(|live| !live.tainted)
+    }
+
+    fn is_tainted(&self, service: &str) -> bool {
+        self.tainted > 0 && self.services.get(service).is_some_and(|live| live.tainted)
+    }
+
+    fn forget_before(&mut self, first: i64) {
+        if first <= self.oldest {
+            return;
+        }
+        self.oldest = first;
+        if self.untracked_until.is_some_and(|u| u < first) {
+            // No untracked event is held any more: nobody's detail can be missing from its buckets.
+            self.untracked_until = None;
+            if self.tainted > 0 {
+                self.services.values_mut().for_each(|live| live.tainted = false);
+                self.tainted = 0;
+            }
+        }
+        if self.services.len() >= self.cap {
+            let before = self.services.len();
+            self.services.retain(|_, live| live.newest >= first);
+            if before != self.services.len() {
+                self.tainted = self.services.values().filter(|live| live.tainted).count();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = LiveServices::new(self.cap);
+    }
+}
+
 /// Seconds and minutes over the horizon: a window is its whole minutes plus the seconds at its edges.
+///
+/// Memory policy: at most `cap` services (`MAX_LIVE_SERVICES`) have buckets of their own; the
+/// events of any other service are still counted, exactly, in each bucket's [`UNTRACKED`] entry,
+/// so a window's total, errors and keyword counts stay exact whatever the number of services. What
+/// is lost is only the per-service detail of the untracked services: a question that needs it
+/// (one service's counts, or a `by_service` ranking that an untracked service could enter) gets
+/// [`PartlyUntracked`], and the read path asks the store instead. Memory is thus bounded by the
+/// cap × the horizon's buckets, never by the number of distinct services seen.
 #[derive(Debug, Clone)]
 pub struct Buckets {
     seconds: BucketRing,
     minutes: BucketRing,
+    live: LiveServices,
 }
 
 impl Buckets {
-    /// Enough room for `span` seconds.
+    /// Enough room for `span` seconds, every service with buckets of its own.
     pub fn new(span: i64) -> Buckets {
-        let span = span.max(1) as usize;
-        Buckets { seconds: BucketRing::new(span + 1, 1), minutes: BucketRing::new(span / 60 + 2, 60) }
+        Buckets::with_service_cap(span, usize::MAX)
     }
 
+    /// Enough room for `span` seconds, at most `cap` services with buckets of their own.
+    pub fn with_service_cap(span: i64, cap: usize) -> Buckets {
+        let span = span.max(1) as usize;
+        Buckets {
+            seconds: BucketRing::new(span + 1, 1),
+            minutes: BucketRing::new(span / 60 + 2, 60),
+            live: LiveServices::new(cap),
+        }
+    }
+
+    /// Adds the counts of `second`; services over the cap are counted as [`UNTRACKED`].
     pub fn add(&mut self, second: i64, counts: &SecondCounts) {
+        let untracked_before = self.live.untracked_until;
+        let mut routed: Option<SecondCounts> = None;
+        for (service, c) in &counts.by_service {
+            if self.live.admit(service, second) {
+                if let Some(routed) = &mut routed {
+                    routed.by_service.entry(service.clone()).or_default().add(c);
+                }
+                continue;
+            }
+            let routed = routed.get_or_insert_with(|| {
+                // The services before this one were all admitted.
+                let mut admitted = SecondCounts::default();
+                for (name, c) in counts.by_service.range(..service.clone()) {
+                    admitted.by_service.insert(name.clone(), c.clone());
+                }
+                admitted
+            });
+            routed.by_service.entry(Arc::from(UNTRACKED)).or_default().add(c);
+        }
+        let counts = routed.as_ref().unwrap_or(counts);
         self.seconds.add(second, counts);
         self.minutes.add(second, counts);
+        debug_assert!(routed.is_some() || self.live.untracked_until == untracked_before);
+    }
+
+    /// Admits first, within the cap, the services given (those worth their own buckets most),
+    /// each with the newest second it has events in.
+    pub fn admit_first(&mut self, services: impl IntoIterator<Item = (Arc<str>, i64)>) {
+        for (service, newest) in services {
+            if self.live.services.len() >= self.live.cap {
+                break;
+            }
+            self.live.admit(&service, newest);
+        }
+    }
+
+    /// Time moved on: `first` is now the oldest second held. Services with no event since then
+    /// give their place up.
+    pub fn forget_before(&mut self, first: i64) {
+        self.live.forget_before(first);
     }
 
     pub fn clear(&mut self) {
         self.seconds.clear();
         self.minutes.clear();
+        self.live.clear();
     }
 
     /// Seconds holding counts.
     pub fn occupied_seconds(&self) -> usize {
         self.seconds.occupied()
+    }
+
+    /// Services with buckets of their own.
+    pub fn live_services(&self) -> usize {
+        self.live.services.len()
     }
 
     /// Every bucket of the window, each second counted once.
@@ -92,36 +243,94 @@ impl Buckets {
         head.chain(tail).filter_map(|s| self.seconds.unit(s)).chain(minutes.filter_map(|m| self.minutes.unit(m)))
     }
 
-    pub fn errors(&self, range: WindowRange, service: Option<&str>) -> ErrorStats {
-        let mut per: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    /// Events and errors of the window, its `limit` services with the most errors listed.
+    /// With untracked events in the window, the listing is given only when provably the one the
+    /// store would give: every listed service exact, and the last listed has more errors than any
+    /// unlisted service could have (the untracked errors, plus a tainted service's own).
+    pub fn errors<'a>(
+        &'a self,
+        range: WindowRange,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<ErrorStats, PartlyUntracked> {
+        let mut per: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut untracked = (0u64, 0u64);
         for bucket in self.each(range) {
-            for (name, counts) in &bucket.by_service {
-                if service.is_some_and(|s| s != &**name) {
-                    continue;
-                }
+            if let Some(c) = bucket.by_service.get(UNTRACKED) {
+                untracked.0 += c.total;
+                untracked.1 += c.errors;
+            }
+            let mut count = |name: &'a str, c: &Counts| {
                 let entry = per.entry(name).or_default();
-                entry.0 += counts.total;
-                entry.1 += counts.errors;
+                entry.0 += c.total;
+                entry.1 += c.errors;
+            };
+            match service {
+                Some(only) => {
+                    if let Some((name, c)) = bucket.by_service.get_key_value(only) {
+                        count(name, c);
+                    }
+                }
+                None => {
+                    for (name, c) in &bucket.by_service {
+                        if &**name != UNTRACKED {
+                            count(name, c);
+                        }
+                    }
+                }
             }
         }
-        ErrorStats::from_services(
+        let tainted_errors =
+            per.iter().filter(|(name, _)| self.live.is_tainted(name)).map(|(_, (_, errors))| *errors).max();
+        let mut stats = ErrorStats::from_services(
             per.into_iter().map(|(service, (total, errors))| ServiceStats {
                 service: service.to_owned(),
                 total,
                 errors,
             }),
             service,
-        )
+            limit,
+        );
+        if untracked.0 == 0 {
+            return Ok(stats);
+        }
+        if let Some(only) = service {
+            return if self.live.exact(only) { Ok(stats) } else { Err(PartlyUntracked) };
+        }
+        let listed_exact = stats.by_service.len() == limit
+            && stats.by_service.iter().all(|s| self.live.exact(&s.service))
+            && stats.by_service.last().is_some_and(|last| last.errors > untracked.1 + tainted_errors.unwrap_or(0));
+        if !listed_exact {
+            return Err(PartlyUntracked);
+        }
+        stats.total += untracked.0;
+        stats.errors += untracked.1;
+        stats.other.total += untracked.0;
+        stats.other.errors += untracked.1;
+        Ok(stats)
     }
 
-    pub fn keyword(&self, range: WindowRange, index: usize, service: Option<&str>) -> u64 {
-        self.each(range)
-            .flat_map(|bucket| bucket.by_service.iter())
-            .filter(|(name, _)| service.is_none_or(|s| s == &***name))
-            .map(|(_, counts)| counts.keywords.get(index).copied().unwrap_or(0))
-            .sum()
+    /// Events of the window carrying the keyword of `index` (only of `service` when given).
+    pub fn keyword(&self, range: WindowRange, index: usize, service: Option<&str>) -> Result<u64, PartlyUntracked> {
+        let hits = |c: &Counts| c.keywords.get(index).copied().unwrap_or(0);
+        match service {
+            None => Ok(self.each(range).flat_map(|bucket| bucket.by_service.values()).map(hits).sum()),
+            Some(only) => {
+                let mut untracked = 0;
+                let mut found = 0;
+                for bucket in self.each(range) {
+                    untracked += bucket.by_service.get(UNTRACKED).map_or(0, |c| c.total);
+                    found += bucket.by_service.get(only).map_or(0, hits);
+                }
+                if untracked > 0 && !self.live.exact(only) {
+                    return Err(PartlyUntracked);
+                }
+                Ok(found)
+            }
+        }
     }
 
+    /// Every tracked keyword's count in the window (untracked services' events included).
     pub fn keywords(&self, range: WindowRange, keywords: &KeywordSet) -> Vec<KeywordCount> {
         let mut sums = vec![0u64; keywords.len()];
         for bucket in self.each(range) {
@@ -167,14 +376,14 @@ mod tests {
         }
         for (from_off, len) in [(0, 1), (3, 59), (0, 60), (43, 61), (60, 120), (1, 3_499), (0, 3_500), (599, 1)] {
             let range = WindowRange { from: base + from_off, to: base + from_off + len };
-            let stats = buckets.errors(range, None);
+            let stats = buckets.errors(range, None, 100).unwrap();
             let in_range: Vec<_> = truth.iter().filter(|(s, _, _)| range.contains(*s)).collect();
             assert_eq!(stats.total, in_range.len() as u64, "{range:?}");
             assert_eq!(stats.errors, in_range.iter().map(|t| t.2).sum::<u64>(), "{range:?}");
-            let a = buckets.errors(range, Some("a"));
+            let a = buckets.errors(range, Some("a"), 100).unwrap();
             assert_eq!(a.total, in_range.iter().filter(|t| t.1 == "a").count() as u64);
             assert!(a.by_service.iter().all(|s| s.service == "a"));
-            assert_eq!(buckets.keyword(range, 0, None), stats.errors);
+            assert_eq!(buckets.keyword(range, 0, None).unwrap(), stats.errors);
         }
     }
 
@@ -184,7 +393,137 @@ mod tests {
         buckets.add(1_000, &one("a", 0, &[]));
         buckets.add(1_000 + 121, &one("a", 0, &[]));
         let old = WindowRange { from: 1_000, to: 1_001 };
-        assert_eq!(buckets.errors(old, None).total, 0);
-        assert_eq!(buckets.errors(WindowRange { from: 1_121, to: 1_122 }, None).total, 1);
+        assert_eq!(buckets.errors(old, None, 100).unwrap().total, 0);
+        assert_eq!(buckets.errors(WindowRange { from: 1_121, to: 1_122 }, None, 100).unwrap().total, 1);
+    }
+
+    fn many(services: &[(&str, u64, u64)]) -> SecondCounts {
+        let mut s = SecondCounts::default();
+        for (service, total, errors) in services {
+            s.by_service
+                .insert(Arc::from(*service), Counts { total: *total, errors: *errors, keywords: vec![*errors] });
+        }
+        s
+    }
+
+    const WHOLE: WindowRange = WindowRange { from: 1_000, to: 1_100 };
+
+    /// Over the cap, totals, errors and keywords stay exact; the detail a question needs is either
+    /// exact or refused, never wrong.
+    #[test]
+    fn services_over_the_cap_are_counted_in_the_totals_and_their_detail_is_refused() {
+        let mut buckets = Buckets::with_service_cap(600, 2);
+        buckets.forget_before(1_000);
+        buckets.add(1_000, &many(&[("a", 10, 9), ("b", 10, 8)]));
+        buckets.add(1_001, &many(&[("c", 5, 1), ("d", 4, 2), ("a", 1, 0)]));
+        assert_eq!(buckets.live_services(), 2);
+        let top = buckets.errors(WHOLE, None, 2).unwrap();
+        assert_eq!((top.total, top.errors), (30, 20), "the totals count c and d too");
+        assert_eq!(top.by_service.iter().map(|s| s.service.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((top.other.total, top.other.errors), (9, 3));
+        assert_eq!(buckets.keyword(WHOLE, 0, None).unwrap(), 20);
+        assert_eq!(buckets.errors(WHOLE, Some("a"), 100).unwrap().total, 11, "a live service is exact");
+        assert_eq!(buckets.errors(WHOLE, Some("c"), 100), Err(PartlyUntracked));
+        assert_eq!(buckets.keyword(WHOLE, 0, Some("d")), Err(PartlyUntracked));
+        assert_eq!(buckets.errors(WHOLE, None, 3), Err(PartlyUntracked), "c or d would be listed third");
+        // A window without untracked events is answered whole.
+        let first = WindowRange { from: 1_000, to: 1_001 };
+        assert_eq!(buckets.errors(first, None, 100).unwrap().by_service.len(), 2);
+        assert_eq!(buckets.errors(first, Some("c"), 100).unwrap().total, 0);
+    }
+
+    #[test]
+    fn a_ranking_an_untracked_service_could_enter_is_refused() {
+        let mut buckets = Buckets::with_service_cap(600, 1);
+        buckets.add(1_000, &many(&[("a", 5, 2)]));
+        buckets.add(1_000, &many(&[("b", 5, 3)]));
+        // b (untracked) has more errors than a: listing a alone would be wrong.
+        assert_eq!(buckets.errors(WHOLE, None, 1), Err(PartlyUntracked));
+        let mut buckets = Buckets::with_service_cap(600, 1);
+        buckets.add(1_000, &many(&[("a", 5, 2)]));
+        buckets.add(1_000, &many(&[("b", 5, 2)]));
+        assert_eq!(buckets.errors(WHOLE, None, 1), Err(PartlyUntracked), "a tie sorts b by name: refuse");
+    }
+
+    /// Services whose newest event left the horizon free their place; a service admitted while
+    /// untracked events are held is exact only once they are gone.
+    #[test]
+    fn places_are_freed_by_time_and_late_comers_are_exact_once_the_untracked_events_left() {
+        let mut buckets = Buckets::with_service_cap(120, 1);
+        buckets.forget_before(900);
+        buckets.add(990, &many(&[("a", 1, 0)]));
+        buckets.add(1_000, &many(&[("b", 1, 1)])); // over the cap: untracked
+        buckets.forget_before(995); // a's events are now all older than the horizon
+        assert_eq!(buckets.live_services(), 0);
+        buckets.add(1_010, &many(&[("b", 2, 2)]));
+        assert_eq!(buckets.live_services(), 1);
+        let held = WindowRange { from: 995, to: 1_100 };
+        assert_eq!(buckets.errors(held, Some("b"), 10), Err(PartlyUntracked), "b's first event is untracked");
+        let later = WindowRange { from: 1_001, to: 1_100 };
+        assert_eq!(buckets.errors(later, Some("b"), 10).unwrap().total, 2, "no untracked event in the window");
+        buckets.forget_before(1_001);
+        assert_eq!(buckets.errors(later, None, 10).unwrap().by_service.len(), 1);
+        assert_eq!(buckets.errors(later, Some("b"), 10).unwrap().total, 2, "b is exact over the whole horizon now");
+    }
+
+    /// However many services pass, at most `cap` have buckets and each second holds at most
+    /// `cap` + 1 entries.
+    #[test]
+    fn memory_is_bounded_by_the_cap_not_by_the_services_seen() {
+        let mut buckets = Buckets::with_service_cap(60, 50);
+        let mut errors = 0;
+        for second in 0..60 {
+            buckets.forget_before(second - 60);
+            let names: Vec<String> = (0..500).map(|i| format!("svc-{second}-{i}")).collect();
+            let seconds: Vec<(&str, u64, u64)> = names.iter().map(|n| (n.as_str(), 1, 1)).collect();
+            buckets.add(second, &many(&seconds));
+            errors += 500;
+        }
+        assert_eq!(buckets.live_services(), 50);
+        let held: Vec<usize> = (0..60).filter_map(|s| buckets.seconds.unit(s)).map(|c| c.by_service.len()).collect();
+        assert!(held.iter().all(|n| *n <= 51), "{held:?}");
+        assert_eq!(
+            held.iter().sum::<usize>(),
+            50 + 60,
+            "30,000 services, 50 with buckets, one untracked entry a second"
+        );
+        let all = buckets.errors(WindowRange { from: 0, to: 60 }, None, 10);
+        assert_eq!(all, Err(PartlyUntracked), "an untracked service may rank above the listed ones");
+        let keyword = buckets.keyword(WindowRange { from: 0, to: 60 }, 0, None).unwrap();
+        assert_eq!(keyword, errors, "keyword counts stay exact");
+    }
+
+    fn rss_bytes() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4_096
+    }
+
+    /// What one service costs in memory, the figure MAX_LIVE_SERVICES's default is chosen from
+    /// (README, Operations). Run alone, so that no other test allocates meanwhile:
+    /// `cargo test -p actors bytes_per_live_service -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bytes_per_live_service() {
+        let (services, seconds, keywords) = (1_000usize, 600i64, 8usize);
+        let names: Vec<Arc<str>> = (0..services).map(|i| Arc::from(format!("service-{i}").as_str())).collect();
+        let before = rss_bytes();
+        let mut buckets = Buckets::with_service_cap(seconds, services);
+        for second in 0..seconds {
+            let mut s = SecondCounts::default();
+            for name in &names {
+                s.by_service.insert(name.clone(), Counts { total: 3, errors: 1, keywords: vec![1; keywords] });
+            }
+            buckets.add(second, &s);
+        }
+        let after = rss_bytes();
+        let cells = services as u64 * (seconds as u64 + seconds as u64 / 60);
+        let per_cell = (after - before) / cells;
+        println!(
+            "{} bytes for {cells} (second or minute, service) cells: {per_cell} bytes a cell; a service with \
+             events every second of a 1 h horizon (3,725 seconds and 63 minutes held): {} KiB",
+            after - before,
+            per_cell * (3_725 + 63) / 1_024
+        );
+        assert!(buckets.live_services() == services);
     }
 }

@@ -34,8 +34,16 @@ impl From<Unanswerable> for CannotAnswer {
 
 /// Answers memoised per window: many clients ask the same window within the same second, and
 /// summing an hour of buckets each time is the expensive part. Forgotten whenever buckets change.
-type Memo = HashMap<(WindowRange, Option<String>), ErrorStats>;
+#[derive(Default)]
+struct Memo {
+    answers: HashMap<(WindowRange, Option<String>, usize), ErrorStats>,
+    /// `by_service` entries held in `answers`.
+    services: usize,
+}
 const MEMO_CAPACITY: usize = 1_024;
+/// Entries of `by_service` the memo may hold in all: a memo of 1,024 answers of 1,000 services
+/// each would be far more than the buckets themselves.
+const MEMO_SERVICES: usize = 64 * 1_024;
 
 /// What the aggregator holds for answering, behind the view's lock.
 pub(super) struct Published {
@@ -51,7 +59,7 @@ pub(super) struct Published {
 impl Published {
     /// The buckets changed: memoised answers are stale.
     pub(super) fn changed(&mut self) {
-        self.memo.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.memo.get_mut().unwrap_or_else(|e| e.into_inner()) = Memo::default();
     }
 
     /// Whether memory holds the whole window exactly, with `span` the seconds bucketed now.
@@ -72,19 +80,20 @@ impl Published {
         Ok(())
     }
 
-    fn errors(&self, range: WindowRange, service: Option<String>) -> ErrorStats {
-        let key = (range, service);
-        if let Some(answer) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return answer.clone();
+    fn errors(&self, range: WindowRange, service: Option<String>, limit: usize) -> Result<ErrorStats, Unanswerable> {
+        let key = (range, service, limit);
+        if let Some(answer) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).answers.get(&key) {
+            return Ok(answer.clone());
         }
         // Summed outside the memo's lock: two readers of one new window both sum, neither waits.
-        let answer = self.buckets.errors(key.0, key.1.as_deref());
+        let answer = self.buckets.errors(key.0, key.1.as_deref(), key.2)?;
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        if memo.len() >= MEMO_CAPACITY {
-            memo.clear();
+        if memo.answers.len() >= MEMO_CAPACITY || memo.services + answer.by_service.len() > MEMO_SERVICES {
+            *memo = Memo::default();
         }
-        memo.insert(key, answer.clone());
-        answer
+        memo.services += answer.by_service.len();
+        memo.answers.insert(key, answer.clone());
+        Ok(answer)
     }
 
     pub(super) fn answer(
@@ -94,14 +103,14 @@ impl Published {
         keywords: &KeywordSet,
     ) -> Result<WindowAnswer, Unanswerable> {
         match question {
-            WindowQuestion::Errors { range, service } => {
+            WindowQuestion::Errors { range, service, limit } => {
                 self.answerable(*range, span)?;
-                Ok(WindowAnswer::Errors(self.errors(*range, service.clone())))
+                Ok(WindowAnswer::Errors(self.errors(*range, service.clone(), *limit)?))
             }
             WindowQuestion::Keyword { range, keyword, service } => {
                 let index = keywords.position(keyword.as_str()).ok_or(Unanswerable::NotTracked)?;
                 self.answerable(*range, span)?;
-                Ok(WindowAnswer::Keyword(self.buckets.keyword(*range, index, service.as_deref())))
+                Ok(WindowAnswer::Keyword(self.buckets.keyword(*range, index, service.as_deref())?))
             }
             WindowQuestion::TopKeywords { range, limit } => {
                 self.answerable(*range, span)?;
@@ -132,7 +141,10 @@ impl MemoryView {
     pub fn new(config: &WindowConfig, clock: SharedClock, probe: Arc<ActorProbe>) -> Arc<MemoryView> {
         Arc::new(MemoryView {
             state: RwLock::new(Published {
-                buckets: Buckets::new(config.horizon + HORIZON_GRACE + config.skew + 1),
+                buckets: Buckets::with_service_cap(
+                    config.horizon + HORIZON_GRACE + config.skew + 1,
+                    config.max_live_services,
+                ),
                 ready: false,
                 owns_all: false,
                 unbucketed: BTreeSet::new(),
@@ -248,8 +260,8 @@ async fn ask_mailbox(
 ) -> Result<WindowAnswer, CannotAnswer> {
     let stopped = |e: actix::MailboxError| CannotAnswer::Unavailable(e.to_string());
     Ok(match question.clone() {
-        WindowQuestion::Errors { range, service } => {
-            WindowAnswer::Errors(addr.send(QueryErrors { range, service }).await.map_err(stopped)??)
+        WindowQuestion::Errors { range, service, limit } => {
+            WindowAnswer::Errors(addr.send(QueryErrors { range, service, limit }).await.map_err(stopped)??)
         }
         WindowQuestion::Keyword { range, keyword, service } => {
             WindowAnswer::Keyword(addr.send(QueryKeyword { range, keyword, service }).await.map_err(stopped)??)

@@ -221,9 +221,10 @@ impl WindowReader {
         &self,
         range: WindowRange,
         service: Option<String>,
+        limit: usize,
         forced: Option<Source>,
     ) -> Result<(ErrorStats, Source), Unanswered> {
-        match self.ask(&WindowQuestion::Errors { range, service }, forced).await? {
+        match self.ask(&WindowQuestion::Errors { range, service, limit }, forced).await? {
             (WindowAnswer::Errors(stats), source) => Ok((stats, source)),
             _ => unreachable!("ask() returns answers of the question's kind"),
         }

@@ -64,6 +64,7 @@ fn answer_for(question: &WindowQuestion, total: u64) -> WindowAnswer {
         WindowQuestion::Errors { .. } => WindowAnswer::Errors(ErrorStats::from_services(
             [ServiceStats { service: "api".into(), total, errors: 1 }],
             None,
+            100,
         )),
         WindowQuestion::Keyword { .. } => WindowAnswer::Keyword(total),
         WindowQuestion::TopKeywords { .. } => {
@@ -145,7 +146,7 @@ fn open_window() -> WindowRange {
 }
 
 fn errors_in(range: WindowRange) -> WindowQuestion {
-    WindowQuestion::Errors { range, service: None }
+    WindowQuestion::Errors { range, service: None, limit: 100 }
 }
 
 fn missing(why: &str) -> CannotAnswer {
@@ -159,7 +160,7 @@ fn incomplete_buckets() -> Arc<Scripted> {
 #[actix_rt::test]
 async fn memory_answers_first_and_no_other_source_is_asked() {
     let rig = Rig::new(Some(Scripted::counting(7)), Scripted::counting(8), Scripted::counting(9));
-    let (stats, source) = rig.reader().errors(open_window(), None, None).await.unwrap();
+    let (stats, source) = rig.reader().errors(open_window(), None, 100, None).await.unwrap();
     assert_eq!((stats.total, source), (7, Source::Memory));
     assert_eq!((rig.buckets.asked(), rig.postgres.asked()), (0, 0));
     assert_eq!(rig.answers.gets.load(Ordering::SeqCst), 0);
@@ -197,7 +198,7 @@ async fn a_kept_answer_in_redis_is_used_before_the_buckets() {
 async fn incomplete_redis_buckets_fall_to_postgres_and_count_a_miss() {
     let rig =
         Rig::new(Some(Scripted::refusing(Unanswerable::NotReady.into())), incomplete_buckets(), Scripted::counting(9));
-    let (stats, source) = rig.reader().errors(open_window(), Some("api".into()), None).await.unwrap();
+    let (stats, source) = rig.reader().errors(open_window(), Some("api".into()), 100, None).await.unwrap();
     assert_eq!((stats.total, source), (9, Source::Postgres));
     assert_eq!(rig.buckets.asked(), 1);
     assert_eq!(rig.reads(), vec![CacheRead::Miss]);
@@ -216,7 +217,7 @@ async fn a_keyword_redis_does_not_track_is_counted_by_postgres() {
     assert_eq!((count, source), (9, Source::Postgres));
     assert_eq!(rig.reads(), vec![CacheRead::Miss]);
     // The buckets still answer the other questions about the same window.
-    assert_eq!(reader.errors(open_window(), None, None).await.unwrap().1, Source::Redis);
+    assert_eq!(reader.errors(open_window(), None, 100, None).await.unwrap().1, Source::Redis);
     // And the PostgreSQL count, now kept, is Redis' answer next time.
     let (count, source) = reader.keyword(open_window(), untracked, None, None).await.unwrap();
     assert_eq!((count, source), (9, Source::Redis));
@@ -232,7 +233,7 @@ async fn a_postgres_answer_is_kept_briefly_while_the_window_is_open_and_long_onc
     let almost_closed = WindowRange::ending_at(NOW - 299, 60);
     let closed = WindowRange::ending_at(NOW - 300, 60);
     for range in [open, almost_closed, closed] {
-        assert_eq!(reader.errors(range, None, None).await.unwrap().1, Source::Postgres);
+        assert_eq!(reader.errors(range, None, 100, None).await.unwrap().1, Source::Postgres);
     }
     assert_eq!(
         rig.answers.keeps(),
@@ -243,13 +244,13 @@ async fn a_postgres_answer_is_kept_briefly_while_the_window_is_open_and_long_onc
         ]
     );
     // Kept under the question asked: the same question is now a Redis hit.
-    assert_eq!(reader.errors(closed, None, None).await.unwrap().1, Source::Redis);
+    assert_eq!(reader.errors(closed, None, 100, None).await.unwrap().1, Source::Redis);
 }
 
 #[actix_rt::test]
 async fn a_forced_postgres_answer_is_kept_too() {
     let rig = Rig::new(Some(Scripted::counting(7)), Scripted::counting(8), Scripted::counting(9));
-    let (stats, source) = rig.reader().errors(open_window(), None, Some(Source::Postgres)).await.unwrap();
+    let (stats, source) = rig.reader().errors(open_window(), None, 100, Some(Source::Postgres)).await.unwrap();
     assert_eq!((stats.total, source), (9, Source::Postgres));
     assert_eq!(rig.memory.as_ref().unwrap().asked() + rig.buckets.asked(), 0);
     assert_eq!(rig.answers.keeps().len(), 1);
@@ -259,7 +260,7 @@ async fn a_forced_postgres_answer_is_kept_too() {
 async fn redis_down_is_counted_as_an_error_and_not_asked_again() {
     let mut rig = Rig::new(None, Scripted::counting(8), Scripted::counting(9));
     rig.answers = KeptAnswers::down();
-    let (stats, source) = rig.reader().errors(open_window(), None, None).await.unwrap();
+    let (stats, source) = rig.reader().errors(open_window(), None, 100, None).await.unwrap();
     assert_eq!((stats.total, source), (9, Source::Postgres));
     assert_eq!(rig.reads(), vec![CacheRead::Error]);
     assert_eq!(rig.answers.gets.load(Ordering::SeqCst), 1);
@@ -271,7 +272,7 @@ async fn redis_down_is_counted_as_an_error_and_not_asked_again() {
 async fn unavailable_buckets_count_an_error() {
     let buckets = Scripted::refusing(CannotAnswer::Unavailable("redis did not answer within 50ms".into()));
     let rig = Rig::new(None, buckets, Scripted::counting(9));
-    assert_eq!(rig.reader().errors(open_window(), None, None).await.unwrap().1, Source::Postgres);
+    assert_eq!(rig.reader().errors(open_window(), None, 100, None).await.unwrap().1, Source::Postgres);
     assert_eq!(rig.reads(), vec![CacheRead::Error]);
     assert!(rig.answers.keeps().is_empty());
 }
@@ -281,13 +282,13 @@ async fn a_forced_source_that_cannot_answer_is_an_error_naming_it() {
     let rig =
         Rig::new(Some(Scripted::refusing(Unanswerable::NotOwner.into())), incomplete_buckets(), Scripted::counting(9));
     let reader = rig.reader();
-    let err = reader.errors(open_window(), None, Some(Source::Memory)).await.unwrap_err();
+    let err = reader.errors(open_window(), None, 100, Some(Source::Memory)).await.unwrap_err();
     assert_eq!(err.code(), "source_unavailable");
     assert_eq!(
         err.message(),
         "the memory source cannot answer this: memory: this process does not own every partition of the topics"
     );
-    let err = reader.errors(open_window(), None, Some(Source::Redis)).await.unwrap_err();
+    let err = reader.errors(open_window(), None, 100, Some(Source::Redis)).await.unwrap_err();
     assert_eq!(err.code(), "source_unavailable");
     assert_eq!(
         err.message(),
@@ -318,8 +319,8 @@ async fn with_every_source_down_the_error_lists_every_reason() {
 async fn the_api_role_has_no_memory_and_says_so() {
     let rig = Rig::new(None, Scripted::counting(8), Scripted::counting(9));
     let reader = rig.reader();
-    assert_eq!(reader.errors(open_window(), None, None).await.unwrap().1, Source::Redis);
-    let err = reader.errors(open_window(), None, Some(Source::Memory)).await.unwrap_err();
+    assert_eq!(reader.errors(open_window(), None, 100, None).await.unwrap().1, Source::Redis);
+    let err = reader.errors(open_window(), None, 100, Some(Source::Memory)).await.unwrap_err();
     assert_eq!(err.message(), "the memory source cannot answer this: memory: this process keeps no windows (api role)");
 }
 
@@ -329,8 +330,8 @@ async fn a_reader_without_redis_goes_from_memory_to_postgres() {
     let clock = Arc::new(FixedClock(Utc.timestamp_opt(NOW, 0).unwrap()));
     let reader =
         WindowReader::new(postgres.clone(), clock).with_memory(Scripted::refusing(Unanswerable::OutsideHorizon.into()));
-    assert_eq!(reader.errors(open_window(), None, None).await.unwrap().1, Source::Postgres);
-    let err = reader.errors(open_window(), None, Some(Source::Redis)).await.unwrap_err();
+    assert_eq!(reader.errors(open_window(), None, 100, None).await.unwrap().1, Source::Postgres);
+    let err = reader.errors(open_window(), None, 100, Some(Source::Redis)).await.unwrap_err();
     assert_eq!(err.message(), "the redis source cannot answer this: redis: not configured");
 }
 
@@ -342,11 +343,11 @@ async fn a_store_named_sqlite_labels_its_answers_and_refuses_postgres() {
         .store_named(Source::Sqlite)
         .with_memory(Scripted::refusing(Unanswerable::OutsideHorizon.into()));
     assert_eq!(reader.sources(), vec![Source::Memory, Source::Sqlite]);
-    let (stats, source) = reader.errors(open_window(), None, None).await.unwrap();
+    let (stats, source) = reader.errors(open_window(), None, 100, None).await.unwrap();
     assert_eq!((stats.total, source, source.as_str()), (9, Source::Sqlite, "sqlite"));
-    assert_eq!(reader.errors(open_window(), None, Some(Source::Sqlite)).await.unwrap().1, Source::Sqlite);
+    assert_eq!(reader.errors(open_window(), None, 100, Some(Source::Sqlite)).await.unwrap().1, Source::Sqlite);
     let asked = sqlite.asked();
-    let err = reader.errors(open_window(), None, Some(Source::Postgres)).await.unwrap_err();
+    let err = reader.errors(open_window(), None, 100, Some(Source::Postgres)).await.unwrap_err();
     assert_eq!(err.code(), "source_unavailable");
     assert_eq!(
         err.message(),
@@ -360,6 +361,6 @@ async fn a_store_named_sqlite_labels_its_answers_and_refuses_postgres() {
 async fn an_answer_to_another_question_is_not_taken() {
     let confused = Scripted::new(|_| Ok(WindowAnswer::Keyword(1)));
     let rig = Rig::new(Some(confused), incomplete_buckets(), Scripted::counting(9));
-    let (stats, source) = rig.reader().errors(open_window(), None, None).await.unwrap();
+    let (stats, source) = rig.reader().errors(open_window(), None, 100, None).await.unwrap();
     assert_eq!((stats.total, source), (9, Source::Postgres));
 }

@@ -33,11 +33,22 @@ struct Aggregator {
 
 /// Starts an aggregator over `source` at T0; it owns every partition unless told otherwise.
 fn start(source: &MemoryBuckets, owns_all: bool) -> Aggregator {
+    start_capped(source, owns_all, usize::MAX)
+}
+
+/// As `start`, with at most `max_live_services` services in buckets of their own.
+fn start_capped(source: &MemoryBuckets, owns_all: bool, max_live_services: usize) -> Aggregator {
     paused();
     let clock = SimClock::at_second(T0);
     let deltas = Arc::new(RecordingDeltas::default());
     let probe = ActorProbe::detached("window_aggregator", "0");
-    let config = WindowConfig { topics: vec!["logs".into()], horizon: HORIZON, skew: SKEW, keywords: keywords() };
+    let config = WindowConfig {
+        topics: vec!["logs".into()],
+        horizon: HORIZON,
+        skew: SKEW,
+        keywords: keywords(),
+        max_live_services,
+    };
     let sink: Arc<dyn DeltaSink> = deltas.clone();
     let actor =
         WindowAggregatorActor::new(config, Arc::new(source.clone()), Some(sink), clock.clone(), probe.clone(), quiet());
@@ -83,7 +94,16 @@ fn horizon_window(a: &Aggregator) -> WindowRange {
 
 impl Aggregator {
     async fn errors(&self, range: WindowRange, service: Option<&str>) -> Result<ErrorStats, Unanswerable> {
-        self.addr.send(QueryErrors { range, service: service.map(str::to_owned) }).await.unwrap()
+        self.errors_listing(range, service, 100).await
+    }
+
+    async fn errors_listing(
+        &self,
+        range: WindowRange,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<ErrorStats, Unanswerable> {
+        self.addr.send(QueryErrors { range, service: service.map(str::to_owned), limit }).await.unwrap()
     }
 
     async fn total(&self, range: WindowRange) -> Result<u64, Unanswerable> {
@@ -440,4 +460,46 @@ async fn a_gap_in_a_partition_rebuilds_from_the_store() {
     a.store_and_commit(batch(2, 1, &infos(T0 - 2, "web", 1))).await;
     a.until_rebuilt(3).await;
     assert_eq!(a.total(horizon_window(&a)).await, Ok(7));
+}
+
+/// Over MAX_LIVE_SERVICES: a rebuild gives buckets to the busiest services, later services are
+/// counted in the totals only, and a question needing their detail is left to the store.
+#[actix_rt::test]
+async fn over_the_service_cap_totals_stay_exact_and_detail_goes_to_the_store() {
+    let source = MemoryBuckets::default();
+    let mut stored = infos(T0 - 100, "quiet", 1);
+    stored.extend(infos(T0 - 90, "busy", 5));
+    stored.extend(infos(T0 - 80, "steady", 3));
+    stored.push((T0 - 80, "steady", "error", "upstream timeout"));
+    source.store(batch(0, 0, &stored));
+    let a = start_capped(&source, true, 2);
+    a.until_rebuilt(1).await;
+    assert_eq!(a.status().await.live_services, 2);
+    let window = horizon_window(&a);
+    // "quiet", the least busy, got no buckets: its one event is in the totals only.
+    let top = a.errors_listing(window, None, 1).await.unwrap();
+    assert_eq!((top.total, top.errors), (10, 1));
+    assert_eq!(top.by_service.iter().map(|s| (s.service.as_str(), s.errors)).collect::<Vec<_>>(), [("steady", 1)]);
+    assert_eq!((top.other.total, top.other.errors), (6, 0));
+    assert!(matches!(a.errors(window, Some("quiet")).await, Err(Unanswerable::Untracked(_))));
+    assert_eq!(a.errors(window, Some("busy")).await.unwrap().total, 5);
+    assert!(matches!(a.errors(window, None).await, Err(Unanswerable::Untracked(_))), "quiet would be listed");
+
+    // New services beyond the cap, committed live: totals and keyword counts stay exact.
+    let mut fresh: Vec<_> = (0..50).map(|_| (T0 - 5, "newcomer", "error", "db timeout")).collect();
+    fresh.extend(infos(T0 - 5, "another", 7));
+    a.store_and_commit(batch(0, stored.len() as i64, &fresh)).await;
+    let all = a.errors_listing(window, None, 2).await;
+    assert!(matches!(all, Err(Unanswerable::Untracked(_))), "newcomer's 50 errors outrank the listed: {all:?}");
+    assert_eq!(a.keyword(window, "timeout", None).await.unwrap(), 51);
+    assert!(matches!(a.keyword(window, "timeout", Some("newcomer")).await, Err(Unanswerable::Untracked(_))));
+    assert_eq!(a.keyword(window, "timeout", Some("steady")).await.unwrap(), 1);
+    let top = a.top(window, 1).await.unwrap();
+    assert_eq!((top[0].keyword.as_str(), top[0].count), ("timeout", 51));
+    // A window holding no untracked event is answered whole.
+    let recent = range(T0 - 5, T0 + 1);
+    assert!(matches!(a.errors(recent, None).await, Err(Unanswerable::Untracked(_))));
+    let early = range(T0 - 95, T0 - 85);
+    assert_eq!(a.errors(early, None).await.unwrap().by_service.len(), 1);
+    assert_eq!(a.status().await.live_services, 2, "no more than the cap");
 }
