@@ -145,8 +145,8 @@ fn upsert_keywords(db: &Db, events: &[LogEvent]) -> anyhow::Result<()> {
     let mut counts: std::collections::HashMap<(i64, &str, &str), i64> = std::collections::HashMap::new();
     for e in events {
         let second = e.ts.timestamp_micros().div_euclid(1_000_000);
-        for token in &e.tokens {
-            *counts.entry((second, token.as_str(), e.service.as_str())).or_insert(0) += 1;
+        for token in e.tokens.iter() {
+            *counts.entry((second, token, e.service.as_str())).or_insert(0) += 1;
         }
     }
     let mut rows: Vec<_> = counts.into_iter().collect();

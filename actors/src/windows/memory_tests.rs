@@ -30,7 +30,13 @@ async fn start() -> Memory {
     let clock = SimClock::at_second(T0);
     let probe = ActorProbe::detached("window_aggregator", "0");
     let keywords = Arc::new(KeywordSet::new(["timeout"].map(|k| Keyword::parse(k).unwrap())));
-    let config = WindowConfig { topics: vec!["logs".into()], horizon: 3_600, skew: 60, keywords };
+    let config = WindowConfig {
+        topics: vec!["logs".into()],
+        horizon: 3_600,
+        skew: 60,
+        keywords,
+        max_live_services: super::aggregator::DEFAULT_MAX_LIVE_SERVICES,
+    };
     let view = MemoryView::new(&config, clock.clone(), probe.clone());
     let source = MemoryBuckets::default();
     let actor = WindowAggregatorActor::new(config, Arc::new(source.clone()), None, clock, probe.clone(), quiet())
@@ -69,7 +75,7 @@ fn errors_batch(from: i64, n: usize) -> Arc<Batch> {
 
 /// The last `seconds` before T0.
 fn errors(seconds: u64) -> WindowQuestion {
-    WindowQuestion::Errors { range: WindowRange::ending_at(T0, seconds), service: None }
+    WindowQuestion::Errors { range: WindowRange::ending_at(T0, seconds), service: None, limit: 100 }
 }
 
 fn total(answer: WindowAnswer) -> u64 {
@@ -137,7 +143,7 @@ async fn the_view_refuses_what_the_mailbox_refuses() {
     assert_eq!(m.view.current(&errors(10)), Some(Err(Unanswerable::NotReady)));
     assert_eq!(m.view.readiness(), "rebuilding");
     m.source.release();
-    let outside = WindowQuestion::Errors { range: WindowRange::ending_at(T0, 7_200), service: None };
+    let outside = WindowQuestion::Errors { range: WindowRange::ending_at(T0, 7_200), service: None, limit: 100 };
     tokio::time::timeout(DEADLINE, async {
         while m.view.current(&errors(10)) != Some(Ok(WindowAnswer::Errors(ErrorStats::default()))) {
             tokio::time::advance(std::time::Duration::from_millis(10)).await;
