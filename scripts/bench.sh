@@ -143,8 +143,9 @@ start_run() {
   port=$(free_port)
   admin=$(free_port)
   log "log-analyzer run --generate $rate"
-  HTTP_ADDR="127.0.0.1:$port" ADMIN_ADDR="127.0.0.1:$admin" DATABASE_TIMEOUT_MS=120000 \
-    "$BIN" run --generate "$rate" 2>"$WORK/run.log" &
+  # gRPC on a port of its own unless the caller chose one: the default 4317 may be taken.
+  HTTP_ADDR="127.0.0.1:$port" ADMIN_ADDR="127.0.0.1:$admin" GRPC_ADDR="${GRPC_ADDR-127.0.0.1:0}" \
+    DATABASE_TIMEOUT_MS=120000 "$BIN" run --generate "$rate" 2>"$WORK/run.log" &
   RUN_PID=$!
   URL="http://127.0.0.1:$port"
   local deadline=$((SECONDS + 120))
