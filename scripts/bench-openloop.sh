@@ -124,7 +124,7 @@ bench_openloop() {
     echo
     machine
     echo "- \`scripts/bench.sh $BENCH_CMD\`: vegeta $("$VEGETA" -version 2>/dev/null | awk '/Version/ {print $2}') offers each rate of"
-    echo "  GET /stats/errors for ${OPENLOOP_SECONDS} s (open loop, keep-alive), to \`log-analyzer run\` idle and then"
+    echo "  GET /stats/errors for ${OPENLOOP_SECONDS} s (open loop, keep-alive, at most ${OPENLOOP_CONNECTIONS} connections), to \`log-analyzer run\` idle and then"
     echo "  \`run --generate $ingest\` (the generator inside the process, load tool and server on the same cores);"
     echo "  no PostgreSQL history (memory answers every window within the horizon); latencies in ms of the 2xx"
     echo "  answers; errors: non-2xx or no answer in 10 s; CPU: % of one core over the step (vegeta's from"

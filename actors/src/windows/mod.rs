@@ -2,6 +2,7 @@
 
 pub mod aggregator;
 pub mod buckets;
+mod coalesce;
 pub mod forwarder;
 mod memory;
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub use aggregator::{
     QueryTopKeywords, Rebuilt, Unanswerable, WindowAggregatorActor, WindowConfig,
 };
 pub use buckets::{BucketDelta, BucketRing, Buckets, Counts, KeywordSet, SecondCounts};
+pub use coalesce::Coalesced;
 pub use memory::{MemoryView, MemoryWindows};
 pub use read_path::{CacheRead, CacheReadObserver, RedisSource, Source, Unanswered, WindowReader};
 pub use stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};

@@ -3,6 +3,7 @@
 //! An outage changes where the answer comes from, never whether there is one (unless every source
 //! is down, or the caller forced one that cannot answer).
 
+use super::coalesce::Coalesced;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,7 +116,9 @@ pub struct WindowReader {
 
 impl WindowReader {
     /// A reader of PostgreSQL alone (the authority); add the faster sources with the `with_` calls.
+    /// Identical questions that reach the store together share one query ([`Coalesced`]).
     pub fn new(postgres: Arc<dyn WindowQuery>, clock: SharedClock) -> WindowReader {
+        let postgres: Arc<dyn WindowQuery> = Arc::new(Coalesced::new(postgres));
         WindowReader { memory: None, redis: None, postgres, store: Source::Postgres, clock, on_redis_read: None }
     }
 
