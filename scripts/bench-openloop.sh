@@ -75,6 +75,13 @@ print(f"{pct(50):.3f} {pct(99):.3f} {pct(99.9):.3f} {achieved:.0f} {ok} {errors}
 PY
 }
 
+# `go install` leaves `vegeta -version` empty; the module version is in the binary's build info.
+openloop_vegeta_version() {
+  local go=go
+  command -v go >/dev/null || go=/usr/local/go/bin/go
+  "$go" version -m "$VEGETA" 2>/dev/null | awk '$1 == "mod" {print $3}'
+}
+
 bench_openloop() {
   VEGETA=$(openloop_vegeta)
   local rates="${BENCH_OPENLOOP_RATES:-5000 10000 20000}" ingest="${BENCH_OPENLOOP_INGEST:-20000}"
@@ -123,7 +130,7 @@ bench_openloop() {
     echo "## openloop — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     machine
-    echo "- \`scripts/bench.sh $BENCH_CMD\`: vegeta $("$VEGETA" -version 2>/dev/null | awk '/Version/ {print $2}') offers each rate of"
+    echo "- \`scripts/bench.sh $BENCH_CMD\`: vegeta $(openloop_vegeta_version) offers each rate of"
     echo "  GET /stats/errors for ${OPENLOOP_SECONDS} s (open loop, keep-alive, at most ${OPENLOOP_CONNECTIONS} connections), to \`log-analyzer run\` idle and then"
     echo "  \`run --generate $ingest\` (the generator inside the process, load tool and server on the same cores);"
     echo "  no PostgreSQL history (memory answers every window within the horizon); latencies in ms of the 2xx"
