@@ -185,21 +185,7 @@ scale_freshness_point() {
   base=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
   t_start=$(now)
   for i in $(seq "$probes"); do
-    local svc="fresh-$RUN_ID-$i" ts t0 t1 sql_pid
-    ts=$(date +%s%3N)
-    sql_seen_at "$svc" $((ts / 1000)) >"$WORK/sql_seen" &
-    sql_pid=$!
-    sleep 0.1
-    ts=$(date +%s%3N)
-    t0=$(date +%s%N)
-    curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" \
-      "$URL/ingest" >/dev/null || die "POST /ingest failed"
-    poll_until 30 api_counts "$svc" $((ts / 1000 + 1)) || die "probe $svc not visible in /stats/errors after 30 s"
-    t1=$(date +%s%N)
-    wait "$sql_pid" || die "probe $svc not in PostgreSQL after 30 s"
-    api+=($(((t1 - t0) / 1000000)))
-    sql+=($((($(cat "$WORK/sql_seen") - t0) / 1000000)))
-    sleep 0.05
+    freshness_probe "$i"
   done
   local stored achieved
   stored=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")

@@ -569,6 +569,27 @@ SELECT (extract(epoch FROM clock_timestamp()) * 1e9)::bigint;
 SQL
 }
 
+# One probe: POSTs an event of a service of its own ($1 numbers it), then appends to the caller's
+# `api` and `sql` arrays the ms until /stats/errors shows it and until PostgreSQL holds it.
+freshness_probe() {
+  local svc="fresh-$RUN_ID-$1" ts t0 t1 sql_pid
+  ts=$(date +%s%3N)
+  # The baseline polls PostgreSQL directly at the same time: when is the row there at all?
+  sql_seen_at "$svc" $((ts / 1000)) >"$WORK/sql_seen" &
+  sql_pid=$!
+  sleep 0.1 # its connection is open before the clock starts
+  ts=$(date +%s%3N)
+  t0=$(date +%s%N)
+  curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" \
+    "$URL/ingest" >/dev/null || die "POST /ingest failed"
+  poll_until 30 api_counts "$svc" $((ts / 1000 + 1)) || die "probe $svc not visible in /stats/errors after 30 s"
+  t1=$(date +%s%N)
+  wait "$sql_pid" || die "probe $svc not in PostgreSQL after 30 s"
+  api+=($(((t1 - t0) / 1000000)))
+  sql+=($((($(cat "$WORK/sql_seen") - t0) / 1000000)))
+  sleep 0.05
+}
+
 bench_freshness() {
   setup
   local rate="${BENCH_RATE:-2000}" probes="${BENCH_PROBES:-100}"
@@ -577,22 +598,7 @@ bench_freshness() {
   log "freshness: $probes probes through POST /ingest while ingesting $rate events/s"
   local api=() sql=()
   for i in $(seq "$probes"); do
-    local svc="fresh-$RUN_ID-$i" ts t0 t1 sql_pid
-    ts=$(date +%s%3N)
-    # The baseline polls PostgreSQL directly at the same time: when is the row there at all?
-    sql_seen_at "$svc" $((ts / 1000)) >"$WORK/sql_seen" &
-    sql_pid=$!
-    sleep 0.1 # its connection is open before the clock starts
-    ts=$(date +%s%3N)
-    t0=$(date +%s%N)
-    curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" \
-      "$URL/ingest" >/dev/null || die "POST /ingest failed"
-    poll_until 30 api_counts "$svc" $((ts / 1000 + 1)) || die "probe $svc not visible in /stats/errors after 30 s"
-    t1=$(date +%s%N)
-    wait "$sql_pid" || die "probe $svc not in PostgreSQL after 30 s"
-    api+=($(((t1 - t0) / 1000000)))
-    sql+=($((($(cat "$WORK/sql_seen") - t0) / 1000000)))
-    sleep 0.05
+    freshness_probe "$i"
   done
   local stored
   stored=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")

@@ -4,29 +4,20 @@
 # tests drive (telemetrygen, grpcurl) in ~/.cache/log-analyzer/bin with `go install`, once: a binary
 # already there is kept, so later runs cost nothing. The tests look for them there (or in TOOLS_BIN).
 set -euo pipefail
-if ! command -v protoc >/dev/null && [[ -z "${PROTOC:-}" ]]; then
-    echo "tools.sh: installing protoc (protobuf-compiler)" >&2
-    sudo=""
+# apt_install COMMAND PACKAGE: the distribution's PACKAGE, unless COMMAND is already there.
+apt_install() {
+    command -v "$1" >/dev/null && return
+    echo "tools.sh: installing $1 ($2)" >&2
+    local sudo=""
     [[ $(id -u) -eq 0 ]] || sudo=sudo
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq protobuf-compiler >/dev/null
-fi
+    $sudo apt-get install -y -qq "$2" >/dev/null
+}
+[[ -n "${PROTOC:-}" ]] || apt_install protoc protobuf-compiler
 # The charts of `scripts/bench.sh scale` (PNG through cairo; the -nox build pulls in no X11).
-if ! command -v gnuplot >/dev/null; then
-    echo "tools.sh: installing gnuplot (gnuplot-nox)" >&2
-    sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo=sudo
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq gnuplot-nox >/dev/null
-fi
+apt_install gnuplot gnuplot-nox
 # kcat: the scripted floor of `scripts/bench.sh ingest2` (kcat -C | psql COPY), from the distribution.
-if ! command -v kcat >/dev/null; then
-    echo "tools.sh: installing kcat" >&2
-    sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo=sudo
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq kcat >/dev/null
-fi
+apt_install kcat kcat
 bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
 mkdir -p "$bin"
 go=go
