@@ -134,11 +134,18 @@ impl Queue {
                 service: service.map(str::to_owned),
             };
             lane.next += 1;
-            if let Some(feed) = &lane.feed {
-                // An unbounded channel: what it holds is retained too, so the queue's bound is its bound.
-                let _ = feed.tx.unbounded_send(Tracked::queued(message.clone(), &feed.probe));
-            }
             lane.retained.push_back(message);
+        }
+        if let Some(feed) = &lane.feed {
+            // The whole chunk is counted into the consumer's mailbox before its first line is sent:
+            // a consumer draining the channel while this loop runs would otherwise see an empty
+            // mailbox mid-chunk and write half a request in a transaction of its own.
+            let chunk = lane.retained.range(lane.retained.len() - lines.len()..);
+            let tracked: Vec<_> = chunk.map(|m| Tracked::queued(m.clone(), &feed.probe)).collect();
+            for message in tracked {
+                // An unbounded channel: what it holds is retained too, so the queue's bound is its bound.
+                let _ = feed.tx.unbounded_send(message);
+            }
         }
         let last = lane.next - 1;
         self.state.high_watermarks.lock().expect("source state").insert(self.key(index as i32), lane.next);
