@@ -11,6 +11,7 @@ pub mod mailbox;
 pub mod ports;
 pub mod protocols;
 pub mod schedule;
+pub mod search;
 pub mod summary;
 #[cfg(test)]
 pub mod testing;
