@@ -18,6 +18,8 @@ apt_install() {
 apt_install gnuplot gnuplot-nox
 # kcat: the scripted floor of `scripts/bench.sh ingest2` (kcat -C | psql COPY), from the distribution.
 apt_install kcat kcat
+# pgbench: `scripts/bench.sh search` sends the search's SQL at a fixed rate with it (psql's package).
+apt_install pgbench postgresql-client
 bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
 mkdir -p "$bin"
 go=go
