@@ -373,6 +373,19 @@ bench_search() {
   local mode_text="SQL mode: GET /logs answered 404, so pgbench -R sent the route's candidate SQL (no HTTP, no JSON)"
   [ "$SEARCH_MODE" = route ] && mode_text="route mode: vegeta asked GET /logs of a \`log-analyzer api\` process"
   log "$mode_text"
+  if [ "$SEARCH_MODE" = route ]; then
+    # The route's first page must hold the newest matching row SQL finds (its JSON shape is the route's;
+    # only the offset is looked for).
+    local newest
+    newest=$(search_value "SELECT \"offset\" FROM logs WHERE tokens @> ARRAY['$SEARCH_SELECTIVE']
+                           ORDER BY ts DESC, \"partition\" DESC, \"offset\" DESC, topic DESC LIMIT 1")
+    if ! grep -qE "\"offset\" *: *$newest([^0-9]|\$)" "$WORK/route.json"; then
+      log "WARNING: GET /logs?q=$SEARCH_SELECTIVE lacks the newest matching row (offset $newest): $(head -c 200 "$WORK/route.json")"
+    fi
+    if grep -qE '"truncated" *: *true' "$WORK/route.json"; then
+      log "WARNING: GET /logs?q=$SEARCH_SELECTIVE answered \"truncated\": true (SEARCH_MAX_SCAN): its latency is the bound's"
+    fi
+  fi
   local label p50 p99 p999 achieved ok errors
   local -A P50 P99 P999 ACH OK ERR
   search_measure() { # key token service
