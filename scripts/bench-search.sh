@@ -183,7 +183,8 @@ search_step() {
   local tok=$1 service=$2 offered=$3 seconds=$4
   if [ "$SEARCH_MODE" = route ]; then
     local query="/logs?q=$tok&limit=100"
-    [ -z "$service" ] || query+="&service=$service&level=error%2B"
+    [ -z "$service" ] ||
+      query+="&service=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$service")&level=error%2B"
     search_route_step "$query" "$offered" "$seconds"
   else
     search_sql_step "$(search_candidate_sql "$tok" "$service")" "$offered" "$seconds"
