@@ -397,12 +397,12 @@ bench_search() {
     P50[$1]=$p50 P99[$1]=$p99 P999[$1]=$p999 ACH[$1]=$achieved OK[$1]=$ok ERR[$1]=$errors
     [ "$QUICK" = 0 ] || [ "$errors" = 0 ] || die "search $1: $errors requests failed"
   }
-  local -A B50 B99 B999 BRUNS
+  local -A B50 B99 BRUNS
   search_measure_baseline() { # key token service
     local times=$((offered * seconds)) out
     out=$(search_baseline "$2" "$3" "$times" "$cap")
     read -r p50 p99 p999 ok <<<"$out"
-    B50[$1]=$p50 B99[$1]=$p99 B999[$1]=$p999 BRUNS[$1]=$ok
+    B50[$1]=$p50 B99[$1]=$p99 BRUNS[$1]=$ok
   }
   log "questions at $offered req/s for $seconds s each"
   search_measure selective "$SEARCH_SELECTIVE" ""
