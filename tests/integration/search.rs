@@ -403,7 +403,24 @@ async fn pages_of_get_logs_and_the_cli_equal_ground_truth_while_ingest_goes_on()
     let (code, _, stderr) = cli(&["x"]);
     assert!(code == Some(2) && stderr.contains("bad_query"), "{stderr}");
 
+    // A store that does not answer: 503 with the reason, within DATABASE_TIMEOUT_MS.
+    let closed = format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port());
+    let cut_off = spawn_role_with(
+        &world.env,
+        "api",
+        "",
+        &unique("la_search"),
+        &[("DATABASE_URL", closed.as_str()), ("DATABASE_TIMEOUT_MS", "500")],
+    );
+    cut_off.wait_listening().await;
+    for path in ["/logs?q=timeout", "/logs/t/0/0"] {
+        let (status, body) = get_json(cut_off.port, path).await;
+        assert_eq!((status, body["error"].as_str()), (503, Some("search_unavailable")), "{path}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("PostgreSQL")), "{body}");
+    }
+
     drop(run);
     drop(small);
+    drop(cut_off);
     world.env.db.drop_db().await;
 }
