@@ -401,10 +401,11 @@ impl PgLogSearch {
                     found.append(&mut rest);
                     outcome.stopped_at = None;
                 }
+                // The budget spent, the page ends where step 1 stopped (still `outcome.stopped_at`).
+                None if budget <= probe + 1 => {}
                 None => {
                     budget -= probe + 1;
-                    let bound = budget.max(1);
-                    outcome = Self::scan(conn, query, after.as_ref(), bound, limit - found.len()).await?;
+                    outcome = Self::scan(conn, query, after.as_ref(), budget, limit - found.len()).await?;
                     found.append(&mut outcome.matches);
                 }
             }
