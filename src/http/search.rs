@@ -85,7 +85,9 @@ pub async fn event(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
-    Params::parse(req.query_string(), &[])?;
+    if !req.query_string().is_empty() {
+        return Err(ApiError::bad("unknown_parameter", "this route takes no query parameters"));
+    }
     let (topic, partition, offset) = path.into_inner();
     let partition = partition.parse::<i32>().ok().filter(|p| *p >= 0).ok_or_else(|| {
         ApiError::bad("bad_partition", format!("partition: {partition:?} is not a whole number from 0 to 2147483647"))

@@ -325,9 +325,12 @@ async fn pages_of_get_logs_and_the_cli_equal_ground_truth_while_ingest_goes_on()
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
     let (status, body) = get_json(run.port, &format!("/logs/{}/0/1", unique("other"))).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
-    for (path, code) in
-        [("/logs/t/-1/0", "bad_partition"), ("/logs/t/x/0", "bad_partition"), ("/logs/t/0/1.5", "bad_offset")]
-    {
+    for (path, code) in [
+        ("/logs/t/-1/0", "bad_partition"),
+        ("/logs/t/x/0", "bad_partition"),
+        ("/logs/t/0/1.5", "bad_offset"),
+        ("/logs/t/0/1?x=1", "unknown_parameter"),
+    ] {
         let (status, body) = get_json(run.port, path).await;
         assert_eq!((status, body["error"].as_str()), (400, Some(code)), "{path}: {body}");
     }
