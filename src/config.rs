@@ -93,6 +93,10 @@ pub struct Settings {
     /// A PostgreSQL stats query gives up after this many milliseconds.
     #[serde(default = "defaults::database_timeout_ms")]
     pub database_timeout_ms: u64,
+    /// Most rows one page of a log search (GET /logs, `log-analyzer search`) examines; a page that
+    /// reaches it answers what it found with `truncated: true` and a cursor to go on from.
+    #[serde(default = "defaults::search_max_scan")]
+    pub search_max_scan: u64,
     /// Ingest gives up on a batch write or an offset load after this many milliseconds, drops the
     /// connection and retries (the partition waits; nothing is skipped).
     #[serde(default = "defaults::database_write_timeout_ms")]
@@ -245,6 +249,9 @@ mod defaults {
     }
     pub fn database_timeout_ms() -> u64 {
         2_000
+    }
+    pub fn search_max_scan() -> u64 {
+        crate::db::search::DEFAULT_MAX_SCAN
     }
     pub fn database_write_timeout_ms() -> u64 {
         10_000
@@ -467,6 +474,9 @@ impl Settings {
         }
         if self.redis_timeout_ms == 0 || self.database_timeout_ms == 0 || self.ingest_max_body_bytes == 0 {
             return invalid("REDIS_TIMEOUT_MS/DATABASE_TIMEOUT_MS/INGEST_MAX_BODY_BYTES", "must be at least 1");
+        }
+        if self.search_max_scan == 0 {
+            return invalid("SEARCH_MAX_SCAN", "must be at least 1");
         }
         if self.ingest_timeout_ms == 0 {
             return invalid("INGEST_TIMEOUT_MS", "must be at least 1");

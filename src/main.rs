@@ -57,12 +57,44 @@ enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+    /// Find stored log lines (as GET /logs does) and print them newest first, one per line, like
+    /// grep: `<ts> <LEVEL> <service> <message>`. Reads the store DATABASE_URL names. Exits 0 when
+    /// something matched, 1 when nothing did, 2 for a malformed search or an unreachable store.
+    Search(SearchArgs),
     /// Dead letters (log_rejects): list them, or replay them through today's parser.
     #[command(subcommand)]
     Rejects(RejectsCommand),
     /// Stack only: offsets ingest had to skip because Kafka no longer had them (offset_gaps).
     #[command(subcommand)]
     Gaps(GapsCommand),
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// Terms, all required (tokenized as messages are); `-term` excludes one token. Several
+    /// arguments are joined with spaces.
+    q: Vec<String>,
+    /// Only this service.
+    #[arg(long)]
+    service: Option<String>,
+    /// One level (error), or a minimum (warn+).
+    #[arg(long)]
+    level: Option<String>,
+    /// Events at or after this time: RFC 3339 or epoch seconds.
+    #[arg(long)]
+    from: Option<String>,
+    /// Events before this time: RFC 3339 or epoch seconds.
+    #[arg(long)]
+    to: Option<String>,
+    /// Events per page, 1-1000 (with --all: per query to the store).
+    #[arg(long, default_value = "100")]
+    limit: String,
+    /// Print each event as one JSON object per line (as GET /logs answers it).
+    #[arg(long)]
+    json: bool,
+    /// Follow the cursor to the end of the range instead of stopping after one page.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Subcommand)]
@@ -246,6 +278,90 @@ fn parse(settings: &Settings, files: &[std::path::PathBuf], service: Option<&str
     }
 }
 
+/// `log-analyzer search`: no logger (stdout carries only the lines), exit codes as grep's.
+fn search(settings: &Settings, args: &SearchArgs) -> std::process::ExitCode {
+    use std::io::Write;
+    let q = args.q.join(" ");
+    let params = actors::search::SearchParams {
+        q: (!q.is_empty()).then_some(q.as_str()),
+        service: args.service.as_deref(),
+        level: args.level.as_deref(),
+        from: args.from.as_deref(),
+        to: args.to.as_deref(),
+        limit: Some(args.limit.as_str()),
+        cursor: None,
+    };
+    let mut query = match params.query() {
+        Ok(query) => query,
+        Err(bad) => {
+            eprintln!("log-analyzer search: {bad} ({})", bad.code);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("log-analyzer search: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        // Made inside the runtime: the pool's connections live on it.
+        let store = startup::search_port(settings)?;
+        loop {
+            let page = store.search(&query).await?;
+            for event in &page.events {
+                if args.json {
+                    serde_json::to_writer(&mut out, event)?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(out, "{}", grep_line(event))?;
+                }
+                printed += 1;
+            }
+            out.flush()?;
+            match page.next_cursor {
+                // A truncated page goes on too: a bounded scan is a reason to ask again, not to stop.
+                Some(next) if args.all => query.after = Some(next),
+                Some(_) if page.events.is_empty() && page.truncated => {
+                    eprintln!(
+                        "log-analyzer search: the first SEARCH_MAX_SCAN rows held no match; --all goes on through the range"
+                    );
+                    break;
+                }
+                _ => break,
+            }
+        }
+        Ok(())
+    });
+    drop(out);
+    match result {
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("log-analyzer search: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+        Ok(()) if printed == 0 => std::process::ExitCode::FAILURE,
+        Ok(()) => std::process::ExitCode::SUCCESS,
+    }
+}
+
+/// `<ts> <LEVEL> <service> <message>`, the message's line breaks escaped so that one event is one line.
+fn grep_line(event: &actors::search::FoundEvent) -> String {
+    let message = event.message.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+    format!(
+        "{} {} {} {message}",
+        event.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        event.level.as_str().to_uppercase(),
+        event.service
+    )
+}
+
 /// Panics are logged as one structured line like every other error, not as loose text on stderr
 /// (an HTTP handler's panic is also answered 500 and counted by the server).
 fn install_panic_hook(log: &slog::Logger) {
@@ -265,8 +381,37 @@ fn log_format(settings: &Settings) -> LogFormat {
     settings.log_format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Term } else { LogFormat::Json })
 }
 
+/// `search`'s terms may start with `-` (exclusions): every argument that is not one of its options
+/// is moved behind a `--`, so that clap takes `-retry` as a term, not as an unknown flag.
+fn terms_after_double_dash(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    if args.get(1).and_then(|a| a.to_str()) != Some("search") {
+        return args;
+    }
+    const WITH_VALUE: [&str; 5] = ["--service", "--level", "--from", "--to", "--limit"];
+    const FLAGS: [&str; 4] = ["--json", "--all", "-h", "--help"];
+    let (mut options, mut terms) = (args[..2].to_vec(), Vec::new());
+    let mut rest = args[2..].iter();
+    while let Some(arg) = rest.next() {
+        let text = arg.to_str().unwrap_or("");
+        let name = text.split_once('=').map_or(text, |(name, _)| name);
+        if text == "--" {
+            terms.extend(rest.by_ref().cloned());
+        } else if WITH_VALUE.contains(&text) {
+            options.push(arg.clone());
+            options.extend(rest.next().cloned());
+        } else if WITH_VALUE.contains(&name) || FLAGS.contains(&text) {
+            options.push(arg.clone());
+        } else {
+            terms.push(arg.clone());
+        }
+    }
+    options.push("--".into());
+    options.extend(terms);
+    options
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(terms_after_double_dash(std::env::args_os().collect()));
     // A missing .env is normal; a broken one is worth saying.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
@@ -282,6 +427,9 @@ fn main() -> std::process::ExitCode {
     };
     if let Command::Parse { files, service } = &cli.command {
         return parse(&settings, files, service.as_deref());
+    }
+    if let Command::Search(args) = &cli.command {
+        return search(&settings, args);
     }
     let (log, level) = telemetry::init_logger(&settings);
     install_panic_hook(&log);
@@ -377,7 +525,7 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
-            Command::Parse { .. } => unreachable!("handled before the runtime starts"),
+            Command::Parse { .. } | Command::Search(_) => unreachable!("handled before the runtime starts"),
         }
     });
     // The hook holds a logger: dropping it lets the last `drop(log)` below flush the async drain.
@@ -398,5 +546,21 @@ fn main() -> std::process::ExitCode {
             eprintln!("log-analyzer: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_terms_may_start_with_a_hyphen_anywhere() {
+        let args = |line: &str| terms_after_double_dash(line.split(' ').map(Into::into).collect());
+        let cli = Cli::parse_from(args("la search timeout -retry --limit 6 --level=warn+ -db --all"));
+        let Command::Search(search) = cli.command else { panic!("not search") };
+        assert_eq!(search.q, ["timeout", "-retry", "-db"]);
+        assert_eq!((search.limit.as_str(), search.level.as_deref(), search.all), ("6", Some("warn+"), true));
+        let same = args("la migrate --x");
+        assert_eq!(same.len(), 3, "other commands are left alone");
     }
 }

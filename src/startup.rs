@@ -244,6 +244,7 @@ struct Parts {
     windows: crate::http::routes::WindowHealth,
     intake: std::sync::Arc<dyn actors::intake::TakeLines>,
     summary: std::sync::Arc<dyn actors::summary::SummaryReader>,
+    search: std::sync::Arc<dyn actors::search::LogSearch>,
     lag: Option<crate::http::routes::LagProbe>,
     kafka_ready: Option<crate::http::routes::Probe>,
     ingest: Option<std::sync::Arc<dyn crate::http::readiness::IngestView>>,
@@ -263,6 +264,7 @@ fn serve_public(
             .expect("retention is at least a day"),
         intake: parts.intake,
         summary: parts.summary,
+        search: parts.search,
         ingest_max_body_bytes: settings.ingest_max_body_bytes,
         database_timeout_ms: settings.database_timeout_ms,
         lag: parts.lag,
@@ -300,6 +302,67 @@ async fn optional_redis(settings: &Settings) -> anyhow::Result<Option<crate::cac
     redis.warm_up().await;
     Ok(Some(redis))
 }
+
+/// The log search of the store `DATABASE_URL` names (`log-analyzer search`; `run` and `api` build
+/// theirs with the rest of their parts).
+pub fn search_port(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn actors::search::LogSearch>> {
+    let url = settings.database_url.expose().trim();
+    if crate::sqlite::is_sqlite_url(url) {
+        let db = settings.sqlite_db()?;
+        return Ok(embedded_search(settings, &db));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let timeout = std::time::Duration::from_millis(settings.database_timeout_ms);
+        let pool = db::pool(url, 1, timeout);
+        return Ok(std::sync::Arc::new(db::search::PgLogSearch::new(pool, timeout, settings.search_max_scan)));
+    }
+    anyhow::bail!("DATABASE_URL is neither sqlite: nor postgres://: nothing to search")
+}
+
+// ---- MERGE POINT (issue #18): the embedded mode's search. -----------------------------------
+// Engineer Q's `crate::sqlite::search::SqliteLogSearch` answers here once merged; until then every
+// embedded search is a 503 `search_unavailable` that says so.
+/// The search port of the embedded mode (SQLite).
+fn embedded_search(
+    _settings: &Settings,
+    _db: &crate::sqlite::SqliteDb,
+) -> std::sync::Arc<dyn actors::search::LogSearch> {
+    std::sync::Arc::new(SearchNotYetOnSqlite)
+}
+
+struct SearchNotYetOnSqlite;
+
+#[async_trait::async_trait]
+impl actors::search::LogSearch for SearchNotYetOnSqlite {
+    async fn search(
+        &self,
+        _: &actors::search::SearchQuery,
+    ) -> Result<actors::search::SearchPage, actors::search::SearchFailed> {
+        Err(Self::unavailable())
+    }
+
+    async fn event(
+        &self,
+        _: &str,
+        _: i32,
+        _: i64,
+    ) -> Result<Option<actors::search::FoundEvent>, actors::search::SearchFailed> {
+        Err(Self::unavailable())
+    }
+
+    fn source(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+impl SearchNotYetOnSqlite {
+    fn unavailable() -> actors::search::SearchFailed {
+        actors::search::SearchFailed::Unavailable(
+            "search on SQLite lands with the embedded search (issue #18); use the stack (PostgreSQL) meanwhile".into(),
+        )
+    }
+}
+// ---- end of MERGE POINT ------------------------------------------------------------------------
 
 /// The answer to `ingest`, `api` or `schedule` in the embedded mode.
 pub fn embedded_role_error(role: &str) -> anyhow::Error {
@@ -479,9 +542,18 @@ impl Application {
             settings.parse_rules(),
             Duration::from_millis(settings.ingest_timeout_ms),
         ));
+        let search = Arc::new(db::search::PgLogSearch::new(pool.clone(), db_timeout, settings.search_max_scan));
         let summary = Arc::new(db::summary::reader::PgSummaryReader::new(pool, db_timeout));
-        let parts =
-            Parts { reader, windows, intake, summary, lag, kafka_ready, ingest: ingest.as_ref().map(|i| i.view()) };
+        let parts = Parts {
+            reader,
+            windows,
+            intake,
+            summary,
+            search,
+            lag,
+            kafka_ready,
+            ingest: ingest.as_ref().map(|i| i.view()),
+        };
         let (server, port, grpc) = serve_public(settings, parts, &metrics, &log)?;
         let pipeline = ingest.map(Pipeline::Kafka);
         Ok(Application { metrics, port, admin_port, admin, server, grpc, pipeline, scheduler, arbiters, log })
@@ -577,12 +649,14 @@ impl Application {
             settings.parse_rules(),
             Duration::from_millis(settings.ingest_timeout_ms),
         ));
+        let search = embedded_search(settings, &db);
         let summary = Arc::new(SqliteSummaryReader::new(db));
         let parts = Parts {
             reader,
             windows,
             intake,
             summary,
+            search,
             lag: Some(lag),
             kafka_ready: Some(queue_ready),
             ingest: Some(ingest.view()),

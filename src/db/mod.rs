@@ -7,6 +7,7 @@ pub mod migrate;
 pub mod offset_store;
 pub mod rejects;
 pub mod schema;
+pub mod search;
 pub mod stats;
 pub mod summary;
 

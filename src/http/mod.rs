@@ -10,6 +10,7 @@ pub mod params;
 pub mod protocols;
 pub mod readiness;
 pub mod routes;
+pub mod search;
 pub mod summary;
 
 use std::net::TcpListener;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub intake: std::sync::Arc<dyn actors::intake::TakeLines>,
     /// GET /stats/summary's source.
     pub summary: std::sync::Arc<dyn actors::summary::SummaryReader>,
+    /// GET /logs and GET /logs/{topic}/{partition}/{offset}: the store's search.
+    pub search: std::sync::Arc<dyn actors::search::LogSearch>,
     pub ingest_max_body_bytes: usize,
     /// Bound on the PostgreSQL queries a handler makes itself (`DATABASE_TIMEOUT_MS`).
     pub database_timeout_ms: u64,
@@ -54,6 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/stats/keywords", web::get().to(routes::keywords))
         .route("/stats/keywords/top", web::get().to(routes::top_keywords))
         .route("/stats/summary", web::get().to(summary::summary))
+        .route("/logs", web::get().to(search::logs))
+        .route("/logs/{topic}/{partition}/{offset}", web::get().to(search::event))
         .route("/ingest", web::post().to(intake::ingest))
         .route("/v1/logs", web::post().to(protocols::otlp_logs))
         .route("/loki/api/v1/push", web::post().to(protocols::loki_push))
@@ -164,7 +169,7 @@ pub fn serve(
             .default_service(web::to(|| async {
                 actix_web::HttpResponse::NotFound().json(serde_json::json!({
                     "error": "not_found",
-                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /stats/summary, /ingest, /v1/logs, /loki/api/v1/push, /openapi.json",
+                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /stats/summary, /logs, /ingest, /v1/logs, /loki/api/v1/push, /openapi.json",
                 }))
             }))
     })

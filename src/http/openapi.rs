@@ -131,6 +131,69 @@ pub struct SummaryAnswer {
     pub keywords: Vec<KeywordCount>,
 }
 
+/// One stored event, as a search finds it.
+#[derive(Serialize, ToSchema)]
+pub struct FoundEventBody {
+    /// Event time (RFC 3339, microseconds, UTC).
+    #[schema(example = "2026-12-01T11:59:58.123456Z")]
+    pub ts: String,
+    /// trace, debug, info, warn, error or fatal.
+    pub level: String,
+    pub service: String,
+    pub message: String,
+    pub user_id: Option<String>,
+    /// The event's other fields, as stored.
+    pub attrs: serde_json::Value,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Where a search answer came from.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchSource {
+    Postgres,
+    Sqlite,
+}
+
+/// `GET /logs`: one page of matching events.
+#[derive(Serialize, ToSchema)]
+pub struct SearchAnswer {
+    /// Newest first; ties by partition, then offset, then topic (all descending).
+    pub events: Vec<FoundEventBody>,
+    /// Pass as `cursor` for the next page; null when nothing matching is left.
+    pub next_cursor: Option<String>,
+    /// The page stopped after SEARCH_MAX_SCAN rows: it may hold fewer than `limit` events although
+    /// more match further on; `next_cursor` goes on from the last row examined.
+    pub truncated: bool,
+    pub source: SearchSource,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct LogsQuery {
+    /// Space-separated terms, all required, tokenized as messages are (`db:timeout` is the two
+    /// tokens db and timeout); `-term` excludes one token. At most 16 tokens, 1024 bytes.
+    #[param(example = "timeout -retry")]
+    pub q: Option<String>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// One level (`error`), or a minimum (`warn+`, the `+` sent as `%2B` or as a space).
+    #[param(example = "warn+")]
+    pub level: Option<String>,
+    /// Events at or after this time: RFC 3339 or epoch seconds.
+    pub from: Option<String>,
+    /// Events before this time: RFC 3339 or epoch seconds.
+    pub to: Option<String>,
+    /// Events per page, 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`, as it came.
+    pub cursor: Option<String>,
+}
+
 /// One line of a POST /ingest body that was refused or not queued.
 #[derive(Serialize, ToSchema)]
 pub struct LineError {
@@ -325,7 +388,7 @@ impl utoipa::Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "log-analyzer", description = "Exact, live answers about a Kafka stream of application logs. \
-          With JWT_SECRET or JWT_PUBLIC_KEY set, /stats/* and the intake routes (/ingest, /v1/logs, /loki/api/v1/push) need a Bearer token."),
+          With JWT_SECRET or JWT_PUBLIC_KEY set, /stats/*, /logs and the intake routes (/ingest, /v1/logs, /loki/api/v1/push) need a Bearer token."),
     paths(
         super::routes::errors,
         super::routes::keywords,
@@ -334,6 +397,8 @@ impl utoipa::Modify for BearerAuth {
         ingest,
         super::protocols::otlp_logs,
         super::protocols::loki_push,
+        super::search::logs,
+        super::search::event,
         super::routes::healthz,
         super::routes::readyz,
         serve_document,
@@ -368,12 +433,17 @@ mod tests {
             ("/ingest", "post"),
             ("/v1/logs", "post"),
             ("/loki/api/v1/push", "post"),
+            ("/logs", "get"),
+            ("/logs/{topic}/{partition}/{offset}", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),
         ] {
             let op = &paths[path][method];
             assert!(op.is_object(), "{method} {path} is missing");
-            if path.starts_with("/stats") || matches!(path, "/ingest" | "/v1/logs" | "/loki/api/v1/push") {
+            if path.starts_with("/stats")
+                || path.starts_with("/logs")
+                || matches!(path, "/ingest" | "/v1/logs" | "/loki/api/v1/push")
+            {
                 for status in ["400", "401", "429"] {
                     let schema = &op["responses"][status]["content"]["application/json"]["schema"]["$ref"];
                     assert_eq!(schema, "#/components/schemas/ErrorBody", "{path} {status}");

@@ -16,6 +16,7 @@ mod loghub;
 mod multi_topic;
 mod observability;
 mod protocols;
+mod search;
 mod smoke;
 mod sqlite_read;
 mod static_membership;

@@ -1,0 +1,3 @@
+DROP INDEX logs_position;
+DROP INDEX logs_tokens_gin;
+DROP INDEX logs_newest;
