@@ -51,6 +51,8 @@
 #                                        horizon: ingest events/s, RSS, /stats/errors?window=1h p50/p99
 #                                        under vegeta at a fixed rate, answer bytes; see
 #                                        scripts/bench-cardinality.sh
+#   scripts/bench.sh dashboard [--quick] server CPU and RSS of `run --generate 5000` with 0 and then 100
+#                                        dashboards on /ws in the same run; see scripts/bench-dashboard.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -1014,6 +1016,7 @@ bench_all() {
   bench_openloop
   bench_ingest2
   bench_cardinality
+  bench_dashboard
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
@@ -1028,6 +1031,8 @@ source "$ROOT/scripts/bench-openloop.sh"
 source "$ROOT/scripts/bench-ingest.sh"
 # shellcheck source=scripts/bench-cardinality.sh
 source "$ROOT/scripts/bench-cardinality.sh"
+# shellcheck source=scripts/bench-dashboard.sh
+source "$ROOT/scripts/bench-dashboard.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -1046,9 +1051,10 @@ scale) bench_scale ;;
 openloop) bench_openloop ;;
 ingest2) bench_ingest2 ;;
 cardinality) bench_cardinality ;;
+dashboard) bench_dashboard ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|dashboard|all [--quick]" >&2
   exit 2
   ;;
 esac
