@@ -17,7 +17,8 @@ fn selenium_python() -> PathBuf {
     let missing: Vec<&str> = ["chromium", "chromedriver"]
         .into_iter()
         .filter(|tool| {
-            !Command::new("sh").args(["-c", &format!("command -v {tool}")]).status().is_ok_and(|s| s.success())
+            let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status();
+            !found.is_ok_and(|s| s.success())
         })
         .collect();
     assert!(
@@ -127,10 +128,11 @@ async fn the_page_loads_without_console_errors_and_counts_seven_new_errors_withi
     let dir = EmbeddedDir::create();
     // Under load (the in-process generator), as the README's screenshot shows it.
     let app = start_with(&dir, &["run", "--generate", "150"], free_port(), free_port(), &[]).await;
-    let screenshot = if std::env::var_os("UPDATE_DASHBOARD_SCREENSHOT").is_some() {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png")
+    // The README's copy waits a minute, so that its sparklines show one.
+    let (screenshot, settle) = if std::env::var_os("UPDATE_DASHBOARD_SCREENSHOT").is_some() {
+        (PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png"), "60")
     } else {
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.png", unique("dashboard")))
+        (PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.png", unique("dashboard"))), "3")
     };
     let url = format!("http://127.0.0.1:{}", app.port);
     let service = service();
@@ -144,7 +146,7 @@ async fn the_page_loads_without_console_errors_and_counts_seven_new_errors_withi
         "--screenshot",
         screenshot.to_str().expect("UTF-8 path"),
         "--settle",
-        "8",
+        settle,
     ])
     .finish();
     for name in [
