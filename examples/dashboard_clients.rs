@@ -81,12 +81,14 @@ async fn main() {
     }
     // Announce once every socket is open (or gave up), so the measurement covers all of them.
     loop {
-        let t = tally.borrow();
-        if t.connected + t.closed_early >= clients || tokio::time::Instant::now() > deadline {
-            println!("connected {}", t.connected);
+        let (connected, early) = {
+            let t = tally.borrow();
+            (t.connected, t.closed_early)
+        };
+        if connected + early >= clients || tokio::time::Instant::now() > deadline {
+            println!("connected {connected}");
             break;
         }
-        drop(t);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for session in sessions {

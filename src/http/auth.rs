@@ -81,9 +81,16 @@ impl Auth {
 
     /// Checks a token given outside a header (the dashboard's WebSocket sends it as a message).
     pub fn check_token(&self, token: &str) -> Result<(), ApiError> {
-        let Auth::Jwt(check) = self else { return Ok(()) };
+        self.token_expiry(token).map(drop)
+    }
+
+    /// Checks `token` and says when it expires (`exp`, epoch seconds; `None` when auth is off), for
+    /// a connection that outlives its check.
+    pub fn token_expiry(&self, token: &str) -> Result<Option<i64>, ApiError> {
+        let Auth::Jwt(check) = self else { return Ok(None) };
         let JwtCheck { key, validation } = &**check;
-        decode::<serde_json::Value>(token, key, validation).map(drop).map_err(|e| {
+        let exp = |claims: serde_json::Value| claims.get("exp").and_then(serde_json::Value::as_i64);
+        decode::<serde_json::Value>(token, key, validation).map(|data| exp(data.claims)).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             let why = match e.kind() {
                 ErrorKind::ImmatureSignature => "it is not valid yet (its nbf is in the future)".to_owned(),

@@ -107,7 +107,7 @@ pub async fn public_socket(
 ) -> Result<HttpResponse, actix_web::Error> {
     let check: Option<session::TokenCheck> = (!state.auth.is_open()).then(|| {
         let state = state.clone();
-        Arc::new(move |token: &str| state.auth.check_token(token).map_err(|e| e.to_string())) as session::TokenCheck
+        Arc::new(move |token: &str| state.auth.token_expiry(token).map_err(|e| e.to_string())) as session::TokenCheck
     });
     let log = super::request_log(&req, &state.log);
     session::open(&req, body, state.dashboard.clone(), check, log)

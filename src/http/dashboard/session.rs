@@ -18,8 +18,9 @@ pub const SEND_WITHIN: Duration = Duration::from_secs(3);
 /// The largest message a page sends (its token).
 const MAX_INCOMING: usize = 16 * 1024;
 
-/// Checks a token the page sent (the REST routes' `Auth`), saying why it is refused.
-pub type TokenCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Checks a token the page sent (the REST routes' `Auth`): when it expires (epoch seconds), or why
+/// it is refused.
+pub type TokenCheck = Arc<dyn Fn(&str) -> Result<Option<i64>, String> + Send + Sync>;
 
 /// Why a session ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub enum Ending {
     SlowClient,
     /// The feed stopped (the process is shutting down).
     FeedEnded,
+    /// The token the session opened with has expired.
+    TokenExpired,
 }
 
 /// Where a session's frames go: the socket, or a stand-in in tests.
@@ -46,16 +49,16 @@ impl FrameSink for actix_ws::Session {
     }
 }
 
-/// Sends the snapshot, then each frame of the feed, until the client leaves (`left` resolves), falls
-/// behind or cannot take a frame within `send_within`.
+/// Sends the snapshot, then each frame of the feed, until `stop` resolves (the client left, its
+/// token expired), the client falls behind or cannot take a frame within `send_within`.
 pub async fn forward(
     subscription: Subscription,
     sink: &mut impl FrameSink,
     send_within: Duration,
-    left: BoxFuture<'static, ()>,
+    stop: BoxFuture<'static, Ending>,
 ) -> Ending {
     let Subscription { snapshot, mut frames } = subscription;
-    let mut left = left.fuse();
+    let mut stop = stop.fuse();
     if let Some(snapshot) = snapshot {
         if let Some(ending) = send_in_time(sink, snapshot, send_within).await {
             return ending;
@@ -63,7 +66,7 @@ pub async fn forward(
     }
     loop {
         let frame = futures::select_biased! {
-            () = left => return Ending::ClientLeft,
+            ending = stop => return ending,
             frame = frames.recv().fuse() => frame,
         };
         match frame {
@@ -86,19 +89,19 @@ async fn send_in_time(sink: &mut impl FrameSink, frame: Arc<str>, within: Durati
     }
 }
 
-/// The reason a first message does not open the feed, or `None` when it carries a good token.
-pub fn refuse_token(first: Option<Message>, check: &TokenCheck) -> Option<String> {
+/// When the token of a first message expires, or why the message does not open the feed.
+pub fn accept_token(first: Option<Message>, check: &TokenCheck) -> Result<Option<i64>, String> {
     let text = match first {
         Some(Message::Text(text)) => text,
-        Some(_) => return Some("the first message must be the text {\"token\": \"<JWT>\"}".into()),
-        None => return Some("no token: send {\"token\": \"<JWT>\"} as the first message".into()),
+        Some(_) => return Err("the first message must be the text {\"token\": \"<JWT>\"}".into()),
+        None => return Err("no token: send {\"token\": \"<JWT>\"} as the first message".into()),
     };
     let token = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v.get("token").and_then(|t| t.as_str()).map(str::to_owned));
     match token {
-        Some(token) => check(&token).err(),
-        None => Some("the first message must be {\"token\": \"<JWT>\"}".into()),
+        Some(token) => check(&token),
+        None => Err("the first message must be {\"token\": \"<JWT>\"}".into()),
     }
 }
 
@@ -126,15 +129,19 @@ pub fn open(
     let (response, mut session, stream) = actix_ws::handle(req, body)?;
     let mut stream = stream.max_frame_size(MAX_INCOMING);
     actix_rt::spawn(async move {
+        let mut expires = None;
         if let Some(check) = check {
             let first = match actix_rt::time::timeout(TOKEN_WAIT, stream.recv()).await {
                 Ok(Some(Ok(message))) => Some(message),
                 _ => None,
             };
-            if let Some(why) = refuse_token(first, &check) {
-                slog::info!(log, "dashboard socket refused"; "why" => &why);
-                let _ = session.close(Some(policy(why))).await;
-                return;
+            match accept_token(first, &check) {
+                Ok(exp) => expires = exp,
+                Err(why) => {
+                    slog::info!(log, "dashboard socket refused"; "why" => &why);
+                    let _ = session.close(Some(policy(why))).await;
+                    return;
+                }
             }
         }
         // The page's messages after the token: pings are answered, a close or a break ends the session.
@@ -153,7 +160,22 @@ pub fn open(
             }
             drop(gone);
         });
-        let ending = forward(feed.subscribe(), &mut session, SEND_WITHIN, left.map(drop).boxed()).await;
+        let expiry = async move {
+            match expires {
+                Some(exp) => {
+                    let left = (exp - chrono::Utc::now().timestamp()).max(0) as u64;
+                    actix_rt::time::sleep(Duration::from_secs(left)).await;
+                }
+                None => futures::future::pending().await,
+            }
+        };
+        let stop = futures::future::select(left.map(|_| Ending::ClientLeft).boxed(), expiry.boxed())
+            .map(|either| match either {
+                futures::future::Either::Left((ending, _)) => ending,
+                futures::future::Either::Right(_) => Ending::TokenExpired,
+            })
+            .boxed();
+        let ending = forward(feed.subscribe(), &mut session, SEND_WITHIN, stop).await;
         slog::debug!(log, "dashboard socket ended"; "why" => ?ending);
         let reason = match ending {
             Ending::SlowClient => Some(CloseReason {
@@ -161,6 +183,7 @@ pub fn open(
                 description: Some("slow_client: frames were not taken in time".into()),
             }),
             Ending::FeedEnded => Some(CloseReason { code: CloseCode::Away, description: None }),
+            Ending::TokenExpired => Some(policy("token refused: it has expired (exp)".into())),
             Ending::ClientLeft => None,
         };
         let _ = session.close(reason).await;
@@ -190,7 +213,7 @@ mod tests {
         }
     }
 
-    fn never() -> BoxFuture<'static, ()> {
+    fn never() -> BoxFuture<'static, Ending> {
         futures::future::pending().boxed()
     }
 
@@ -229,7 +252,8 @@ mod tests {
         let (gone, left) = futures::channel::oneshot::channel::<()>();
         let session = actix_rt::spawn({
             let feed = feed.clone();
-            async move { forward(feed.subscribe(), &mut sink, SEND_WITHIN, left.map(drop).boxed()).await }
+            let stop = left.map(|_| Ending::ClientLeft).boxed();
+            async move { forward(feed.subscribe(), &mut sink, SEND_WITHIN, stop).await }
         });
         actix_rt::task::yield_now().await;
         feed.tick(&sources, 101).await;
@@ -270,16 +294,26 @@ mod tests {
         assert_eq!(forward(subscription, &mut sink, SEND_WITHIN, never()).await, Ending::SlowClient);
     }
 
+    #[actix_rt::test]
+    async fn a_session_ends_when_told_to_stop_whatever_the_feed_does() {
+        let (feed, _) = feed_with_history().await;
+        let (mut sink, got) = socket(usize::MAX);
+        let stop = futures::future::ready(Ending::TokenExpired).boxed();
+        // Stopping wins over the frames still to send: an expired token gets nothing more.
+        assert_eq!(forward(feed.subscribe(), &mut sink, SEND_WITHIN, stop).await, Ending::TokenExpired);
+        assert_eq!(got.lock().unwrap().len(), 1, "the snapshot only");
+    }
+
     #[test]
     fn only_a_first_message_with_a_good_token_opens_the_feed() {
         let check: TokenCheck =
-            Arc::new(|t| if t == "good" { Ok(()) } else { Err("token refused: InvalidSignature".into()) });
-        assert_eq!(refuse_token(Some(Message::Text(r#"{"token":"good"}"#.into())), &check), None);
-        let bad = refuse_token(Some(Message::Text(r#"{"token":"bad"}"#.into())), &check).unwrap();
+            Arc::new(|t| if t == "good" { Ok(Some(42)) } else { Err("token refused: InvalidSignature".into()) });
+        assert_eq!(accept_token(Some(Message::Text(r#"{"token":"good"}"#.into())), &check), Ok(Some(42)));
+        let bad = accept_token(Some(Message::Text(r#"{"token":"bad"}"#.into())), &check).unwrap_err();
         assert!(bad.contains("refused"), "{bad}");
-        assert!(refuse_token(None, &check).unwrap().contains("no token"));
-        assert!(refuse_token(Some(Message::Text("good".into())), &check).is_some());
-        assert!(refuse_token(Some(Message::Binary("{\"token\":\"good\"}".into())), &check).is_some());
+        assert!(accept_token(None, &check).unwrap_err().contains("no token"));
+        assert!(accept_token(Some(Message::Text("good".into())), &check).is_err());
+        assert!(accept_token(Some(Message::Binary("{\"token\":\"good\"}".into())), &check).is_err());
         let long = policy("x".repeat(500));
         assert!(long.description.unwrap().len() <= 120);
         assert_eq!(long.code, CloseCode::Policy);
