@@ -15,6 +15,9 @@ Scenarios:
   tail     7 error lines POSTed show up in the live tail.
   jwt      with JWT on (--token is a good one): no data without a token (the page asks for one, a
            socket without a token is closed with 1008 and gets no frame), and data once it is given.
+  contract the page's tail and search panels against a stand-in server of the GET /logs/tail and
+           GET /logs contract (this script serves it, with the page's files from --assets; --url
+           is not used): SSE `log` events shown, heartbeats skipped, `cut` retried; pages by cursor.
 
 Every check prints `CHECK <name> ok …`; the first that fails prints `FAIL <name>: …` and exits 1.
 """
@@ -164,8 +167,14 @@ def scenario_restart(driver, args):
     check("updates after the restart", True, f"{before} -> {before + 3}")
 
 
+def texts(driver, css):
+    """The text of every element matching `css`, read at once (the page replaces them as it goes)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText);", css)
+
+
 def tail_lines(driver):
-    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#tail li")]
+    return texts(driver, "#tail li")
 
 
 def scenario_tail(driver, args):
@@ -216,11 +225,103 @@ def scenario_jwt(driver, args):
     check("data with the token", True, "7 errors shown")
 
 
+def contract_server(assets):
+    """A stand-in for the routes other tasks build, to their contract; returns its base URL."""
+    import http.server
+    import threading
+
+    class Contract(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        tails = 0
+
+        def log_message(self, *args):
+            pass
+
+        def answer(self, body, content_type, status=200):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802 - the http.server API
+            if self.path == "/":
+                page = open(os.path.join(assets, "index.html")).read()
+                for key, value in (("AUDIENCE", "public"), ("AUTH", "open"), ("SEARCH", "on"), ("TAIL", "on")):
+                    page = page.replace("{{%s}}" % key, value)
+                return self.answer(page.encode(), "text/html; charset=utf-8")
+            if self.path.startswith("/assets/"):
+                name = os.path.basename(self.path)
+                kinds = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
+                with open(os.path.join(assets, name), "rb") as f:
+                    return self.answer(f.read(), kinds[name.rsplit(".", 1)[-1]])
+            if self.path == "/favicon.ico":
+                return self.answer(b"", "image/svg+xml")
+            if self.path.startswith("/logs/tail?"):
+                Contract.tails += 1
+                if "level=error%2B" not in self.path:
+                    return self.answer(b'{"error":"bad_level"}', "application/json", 400)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(b": heartbeat\n\n")
+                for i in range(3):
+                    event = {"ts": f"2026-01-01T00:00:0{i}Z", "level": "error", "service": "contract",
+                             "message": f"contract line {i} of tail {Contract.tails}", "user_id": None,
+                             "attrs": {}, "topic": "logs", "partition": 0, "offset": i}
+                    self.wfile.write(f"event: log\ndata: {json.dumps(event)}\n\n".encode())
+                    self.wfile.flush()
+                if Contract.tails == 1:
+                    self.wfile.write(b'event: cut\ndata: {"error":"slow_client","message":"too slow"}\n\n')
+                    return
+                time.sleep(30)
+                return
+            if self.path.startswith("/logs?"):
+                cursor = "page2" if "cursor=page1" not in self.path else None
+                event = {"ts": "2026-01-01T00:00:00Z", "level": "warn", "service": "contract",
+                         "message": f"found {self.path}", "user_id": None, "attrs": {},
+                         "topic": "logs", "partition": 0, "offset": 1}
+                body = {"events": [event], "next_cursor": "page1" if cursor else None,
+                        "truncated": False, "source": "postgres"}
+                return self.answer(json.dumps(body).encode(), "application/json")
+            self.answer(b'{"error":"not_found"}', "application/json", 404)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Contract)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def scenario_contract(driver, args):
+    url = contract_server(args.assets)
+    driver.get(url + "/")
+    # The first tail is cut after three lines; the page follows again and gets three more.
+    lines = wait("six tail lines", 15, lambda: (lambda ls: ls if len(ls) >= 6 else None)(tail_lines(driver)))
+    check("SSE log events shown, newest first", lines[0].endswith("contract line 2 of tail 2"), lines[0])
+    check("the cut tail is followed again", any("of tail 1" in x for x in lines), json.dumps(lines))
+    check("heartbeats are not lines", len(lines) == 6, json.dumps(lines))
+    form = driver.find_element(By.ID, "search-q")
+    form.send_keys("timeout -debug" + Keys.ENTER)
+    first = wait("search results", 5, lambda: texts(driver, "#search-results li"))
+    check("search sends the words", "q=timeout+-debug" in first[0], first[0])
+    driver.find_element(By.ID, "search-older").click()
+    older = wait("the older page", 5, lambda: (lambda r: r if r and "cursor=page1" in r[0] else None)(
+        texts(driver, "#search-results li")))
+    check("older pages by the answer's next_cursor", True, older[0])
+    check("no older page after the last", not driver.find_element(By.ID, "search-older").is_enabled())
+    driver.find_element(By.ID, "search-newer").click()
+    newest = wait("the newest page again", 5, lambda: (lambda r: r if r and "cursor" not in r[0] else None)(
+        texts(driver, "#search-results li")))
+    check("newer goes back", True, newest[0])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--scenario", required=True, choices=["live", "restart", "tail", "jwt"])
-    parser.add_argument("--service", required=True, help="a service no other test uses")
+    parser.add_argument("--url", default="")
+    parser.add_argument("--assets", default=os.path.join(os.path.dirname(__file__), "../../assets/dashboard"))
+    parser.add_argument("--scenario", required=True, choices=["live", "restart", "tail", "jwt", "contract"])
+    parser.add_argument("--service", default="", help="a service no other test uses")
     parser.add_argument("--marker", default=f"dash{os.getpid()}", help="a word in every posted message")
     parser.add_argument("--token")
     parser.add_argument("--screenshot")
@@ -228,11 +329,12 @@ def main():
     args = parser.parse_args()
     driver = browser()
     try:
-        {"live": scenario_live, "restart": scenario_restart, "tail": scenario_tail, "jwt": scenario_jwt}[
-            args.scenario](driver, args)
+        scenarios = {"live": scenario_live, "restart": scenario_restart, "tail": scenario_tail,
+                     "jwt": scenario_jwt, "contract": scenario_contract}
+        scenarios[args.scenario](driver, args)
         print("PASS", flush=True)
-    except Failed as e:
-        print(f"FAIL {e}", flush=True)
+    except Exception as e:  # noqa: BLE001 - any failure is reported the same way
+        print(f"FAIL {type(e).__name__ if not isinstance(e, Failed) else ''} {e}".replace("  ", " "), flush=True)
         try:
             print("console:", json.dumps(driver.get_log("browser"))[:2000], flush=True)
         except Exception:  # noqa: BLE001 - the report is best effort

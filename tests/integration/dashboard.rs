@@ -236,3 +236,21 @@ async fn the_tail_shows_the_error_lines_as_they_are_stored() {
     let checks = Script::start(&["--url", &url, "--scenario", "tail", "--service", &service]).finish();
     assert!(has(&checks, "the tail shows those lines"), "{checks:?}");
 }
+
+/// Until GET /logs and /logs/tail are served here, the page's side of their contract is checked
+/// against a stand-in the script serves itself (the page's own files, the contract's answers).
+#[test]
+fn the_tail_and_search_panels_read_the_logs_contract() {
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/dashboard");
+    let checks = Script::start(&["--scenario", "contract", "--assets", assets.to_str().expect("UTF-8 path")]).finish();
+    for name in [
+        "SSE log events shown, newest first",
+        "the cut tail is followed again",
+        "heartbeats are not lines",
+        "search sends the words",
+        "older pages by the answer's next_cursor",
+        "newer goes back",
+    ] {
+        assert!(has(&checks, name), "missing check {name}: {checks:?}");
+    }
+}
