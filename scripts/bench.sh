@@ -54,6 +54,8 @@
 #   scripts/bench.sh search [--quick]    GET /logs newest-100 p50/p99/p99.9 (vegeta, open loop; pgbench of its
 #                                        SQL until the route exists) over 10M stored rows, vs ILIKE '%tok%';
 #                                        each search index's ingest cost; see scripts/bench-search.sh
+#   scripts/bench.sh dashboard [--quick] server CPU and RSS of `run --generate 5000` with 0 and then 100
+#                                        dashboards on /ws in the same run; see scripts/bench-dashboard.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -1018,6 +1020,7 @@ bench_all() {
   bench_ingest2
   bench_cardinality
   bench_search
+  bench_dashboard
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
@@ -1034,6 +1037,8 @@ source "$ROOT/scripts/bench-ingest.sh"
 source "$ROOT/scripts/bench-cardinality.sh"
 # shellcheck source=scripts/bench-search.sh
 source "$ROOT/scripts/bench-search.sh"
+# shellcheck source=scripts/bench-dashboard.sh
+source "$ROOT/scripts/bench-dashboard.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -1053,9 +1058,10 @@ openloop) bench_openloop ;;
 ingest2) bench_ingest2 ;;
 cardinality) bench_cardinality ;;
 search) bench_search ;;
+dashboard) bench_dashboard ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|search|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|search|dashboard|all [--quick]" >&2
   exit 2
   ;;
 esac

@@ -20,6 +20,21 @@ apt_install gnuplot gnuplot-nox
 apt_install kcat kcat
 # pgbench: `scripts/bench.sh search` sends the search's SQL at a fixed rate with it (psql's package).
 apt_install pgbench postgresql-client
+# The dashboard's browser tests (tests/browser/): the distribution's Chromium and its matching driver,
+# driven by Selenium from a venv in the tools cache (reused while it holds this version).
+apt_install chromium chromium
+apt_install chromedriver chromium-driver
+browser_venv="${LA_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/log-analyzer}/browser-venv"
+selenium_pin="selenium==4.51.0"
+if ! { [[ -f "$browser_venv/.installed" ]] && [[ "$(cat "$browser_venv/.installed")" == "$selenium_pin" ]] &&
+    "$browser_venv/bin/python" -c 'import selenium' 2>/dev/null; }; then
+    echo "tools.sh: installing $selenium_pin into $browser_venv" >&2
+    rm -rf "$browser_venv"
+    python3 -m venv "$browser_venv"
+    # Selenium Manager would report usage to an outside host; the tests point it at Debian's driver.
+    SE_AVOID_STATS=true "$browser_venv/bin/pip" install --disable-pip-version-check -q "$selenium_pin"
+    echo "$selenium_pin" >"$browser_venv/.installed"
+fi
 bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
 mkdir -p "$bin"
 go=go

@@ -142,6 +142,8 @@ pub struct AdminState {
     pub source: Option<Arc<SourceState>>,
     pub aggregator: Option<Inbox<WindowAggregatorActor>>,
     pub log_level: LogLevelHandle,
+    /// The dashboard's feed, for the operator's page at `/` (roles that serve the public API).
+    pub dashboard: Option<Arc<crate::http::dashboard::DashboardFeed>>,
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
@@ -190,10 +192,28 @@ async fn actors(state: web::Data<AdminState>) -> HttpResponse {
         },
         None => serde_json::Value::Null,
     };
+    // Per owned partition: the broker's high watermark less the offset stored (what the total lag sums).
+    let lag: serde_json::Map<String, serde_json::Value> = match &state.source {
+        Some(source) => {
+            let highs = source.high_watermarks.lock().expect("source state").clone();
+            let partitions = source.partitions.lock().expect("source state");
+            partitions
+                .iter()
+                .map(|(p, stats)| {
+                    let lag =
+                        highs.get(p).map(|high| (high - stats.stored_offset.load(Ordering::Relaxed) as i64).max(0));
+                    (partition_name(p), json!(lag))
+                })
+                .collect()
+        }
+        None => serde_json::Map::new(),
+    };
     HttpResponse::Ok().json(json!({
         "actors": list,
         "partitions": owned,
+        "lag": lag,
         "aggregator": aggregator,
+        "dashboards": state.dashboard.as_ref().map(|feed| feed.sessions()),
     }))
 }
 
@@ -318,11 +338,16 @@ pub fn serve(
     admin_token: Option<crate::config::Secret>,
     listener: TcpListener,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let dashboard = state.dashboard.clone().map(web::Data::new);
     let state = web::Data::new(state);
     let token = web::Data::new(AdminToken(admin_token));
     Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
+        let app = App::new();
+        let app = match &dashboard {
+            Some(feed) => app.app_data(feed.clone()).configure(crate::http::dashboard::operator_routes),
+            None => app,
+        };
+        app.app_data(state.clone())
             .app_data(token.clone())
             .wrap(actix_web::middleware::from_fn(require_admin_token))
             .route("/metrics", web::get().to(metrics))

@@ -167,7 +167,13 @@ pub async fn run_ingest(settings: &Settings, log_level: LogLevelHandle, log: &Lo
         None => None,
     };
     let ingest = crate::ingest::Ingest::start(settings, forwarder.map(|f| f.recipient()), None, &metrics, log)?;
-    let admin = crate::admin::AdminState { metrics, source: Some(ingest.state()), aggregator: None, log_level };
+    let admin = crate::admin::AdminState {
+        metrics,
+        source: Some(ingest.state()),
+        aggregator: None,
+        log_level,
+        dashboard: None,
+    };
     let (admin, _) = start_admin(settings, admin, log)?;
     let source = ingest.state();
     let failure = tokio::select! {
@@ -191,7 +197,7 @@ pub async fn run_schedule(settings: &Settings, log_level: LogLevelHandle, log: &
     let metrics = std::sync::Arc::new(crate::admin::Metrics::with_mailbox_timing(settings.mailbox_metrics));
     let jobs = std::sync::Arc::new(crate::db::daily_jobs::PgDailyJobs::new(settings.database_url.expose(), log));
     let scheduler = crate::jobs::Scheduler::start(settings, jobs, &metrics, log);
-    let admin = crate::admin::AdminState { metrics, source: None, aggregator: None, log_level };
+    let admin = crate::admin::AdminState { metrics, source: None, aggregator: None, log_level, dashboard: None };
     let (admin, _) = start_admin(settings, admin, log)?;
     shutdown_signal().await;
     info!(log, "shutdown requested");
@@ -248,6 +254,8 @@ struct Parts {
     lag: Option<crate::http::routes::LagProbe>,
     kafka_ready: Option<crate::http::routes::Probe>,
     ingest: Option<std::sync::Arc<dyn crate::http::readiness::IngestView>>,
+    /// Shared with the admin listener's operator page; started here, on the public state.
+    dashboard: std::sync::Arc<crate::http::dashboard::DashboardFeed>,
 }
 
 /// Binds `HTTP_ADDR` (and `GRPC_ADDR` when set) and starts serving `parts`.
@@ -272,7 +280,16 @@ fn serve_public(
         ingest: parts.ingest,
         auth: crate::http::auth::Auth::from_settings(settings)?,
         metrics: metrics.clone(),
+        dashboard: parts.dashboard,
         log: log.clone(),
+    });
+    let freshness_of = state.clone();
+    state.dashboard.start(crate::http::dashboard::FeedSources {
+        reader: state.reader.clone(),
+        freshness: std::sync::Arc::new(move || {
+            let state = freshness_of.clone();
+            Box::pin(async move { crate::http::routes::freshness(&state).await })
+        }),
     });
     let listener = std::net::TcpListener::bind(settings.http_addr)
         .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
@@ -488,11 +505,13 @@ impl Application {
             crate::jobs::Scheduler::start(settings, jobs, &metrics, &log)
         });
         let (aggregator, memory_view) = aggregator.unzip();
+        let dashboard = Arc::new(crate::http::dashboard::DashboardFeed::new());
         let admin_state = crate::admin::AdminState {
             metrics: metrics.clone(),
             source: ingest.as_ref().map(|i| i.state()),
             aggregator: aggregator.clone(),
             log_level,
+            dashboard: Some(dashboard.clone()),
         };
         let (admin, admin_port) = start_admin(settings, admin_state, &log)?;
         let mut reader = WindowReader::new(Arc::new(pg.clone()), Arc::new(SystemClock));
@@ -544,16 +563,8 @@ impl Application {
         ));
         let search = Arc::new(db::search::PgLogSearch::new(pool.clone(), db_timeout, settings.search_max_scan));
         let summary = Arc::new(db::summary::reader::PgSummaryReader::new(pool, db_timeout));
-        let parts = Parts {
-            reader,
-            windows,
-            intake,
-            summary,
-            search,
-            lag,
-            kafka_ready,
-            ingest: ingest.as_ref().map(|i| i.view()),
-        };
+        let ingest_view = ingest.as_ref().map(|i| i.view());
+        let parts = Parts { reader, windows, intake, summary, search, lag, kafka_ready, ingest: ingest_view, dashboard };
         let (server, port, grpc) = serve_public(settings, parts, &metrics, &log)?;
         let pipeline = ingest.map(Pipeline::Kafka);
         Ok(Application { metrics, port, admin_port, admin, server, grpc, pipeline, scheduler, arbiters, log })
@@ -623,11 +634,13 @@ impl Application {
         let queue_ready: Probe = Arc::new(move || !state.owned().is_empty());
         let jobs = Arc::new(SqliteDailyJobs::new(db.clone(), &log));
         let scheduler = crate::jobs::Scheduler::start(settings, jobs, &metrics, &log);
+        let dashboard = Arc::new(crate::http::dashboard::DashboardFeed::new());
         let admin_state = crate::admin::AdminState {
             metrics: metrics.clone(),
             source: Some(ingest.state()),
             aggregator: Some(aggregator.clone()),
             log_level,
+            dashboard: Some(dashboard.clone()),
         };
         let (admin, admin_port) = start_admin(settings, admin_state, &log)?;
         let reader = WindowReader::new(Arc::new(stats.clone()), Arc::new(SystemClock))
@@ -660,6 +673,7 @@ impl Application {
             lag: Some(lag),
             kafka_ready: Some(queue_ready),
             ingest: Some(ingest.view()),
+            dashboard,
         };
         let (server, port, grpc) = serve_public(settings, parts, &metrics, &log)?;
         let pipeline = Some(Pipeline::Embedded(ingest));
@@ -750,6 +764,7 @@ mod tests {
             source: None,
             aggregator: None,
             log_level: LogLevelHandle::new(slog::Level::Info),
+            dashboard: None,
         };
         let (handle, port) = start_admin(&settings, state(), &log).unwrap();
         assert_ne!(port, settings.admin_addr.port());

@@ -61,8 +61,9 @@ impl Auth {
 
     /// Lets the request through, or says why not (401).
     pub fn check(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let Auth::Jwt(check) = self else { return Ok(()) };
-        let JwtCheck { key, validation } = &**check;
+        if let Auth::Open = self {
+            return Ok(());
+        }
         let header = req
             .headers()
             .get("Authorization")
@@ -70,7 +71,26 @@ impl Auth {
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
         let token = bearer_token(header)
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be: Bearer <token>".into()))?;
-        decode::<serde_json::Value>(token, key, validation).map(drop).map_err(|e| {
+        self.check_token(token)
+    }
+
+    /// Whether requests need a token at all.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Auth::Open)
+    }
+
+    /// Checks a token given outside a header (the dashboard's WebSocket sends it as a message).
+    pub fn check_token(&self, token: &str) -> Result<(), ApiError> {
+        self.token_expiry(token).map(drop)
+    }
+
+    /// Checks `token` and says when it expires (`exp`, epoch seconds; `None` when auth is off), for
+    /// a connection that outlives its check.
+    pub fn token_expiry(&self, token: &str) -> Result<Option<i64>, ApiError> {
+        let Auth::Jwt(check) = self else { return Ok(None) };
+        let JwtCheck { key, validation } = &**check;
+        let exp = |claims: serde_json::Value| claims.get("exp").and_then(serde_json::Value::as_i64);
+        decode::<serde_json::Value>(token, key, validation).map(|data| exp(data.claims)).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             let why = match e.kind() {
                 ErrorKind::ImmatureSignature => "it is not valid yet (its nbf is in the future)".to_owned(),

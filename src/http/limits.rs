@@ -147,7 +147,9 @@ pub async fn body_deadline(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let Some(limit) = req.app_data::<web::Data<BodyTimeout>>().map(|t| t.0) else {
+    // A WebSocket's "body" is the session itself, bounded by its own rules (see http::dashboard::session).
+    let upgrade = req.head().upgrade();
+    let Some(limit) = req.app_data::<web::Data<BodyTimeout>>().map(|t| t.0).filter(|_| !upgrade) else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let timed_out = Rc::new(Cell::new(false));

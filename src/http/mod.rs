@@ -1,6 +1,7 @@
 //! The public HTTP API (actix-web): stats, ingest, health.
 
 pub mod auth;
+pub mod dashboard;
 pub mod errors;
 pub mod intake;
 pub mod limits;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub ingest: Option<std::sync::Arc<dyn readiness::IngestView>>,
     pub auth: auth::Auth,
     pub metrics: std::sync::Arc<crate::admin::Metrics>,
+    /// The live dashboard's one feed (`/ws`).
+    pub dashboard: std::sync::Arc<dashboard::DashboardFeed>,
     pub log: Logger,
 }
 
@@ -64,7 +67,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/loki/api/v1/push", web::post().to(protocols::loki_push))
         .route("/healthz", web::get().to(routes::healthz))
         .route("/readyz", web::get().to(routes::readyz))
-        .route("/openapi.json", web::get().to(openapi::serve_document));
+        .route("/openapi.json", web::get().to(openapi::serve_document))
+        .route("/", web::get().to(dashboard::public_page))
+        .route("/ws", web::get().to(dashboard::public_socket))
+        .configure(dashboard::assets);
 }
 
 /// The id of one request: the caller's `X-Request-Id` when it is a sane token, else a new one.

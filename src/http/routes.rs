@@ -35,7 +35,7 @@ fn window_fields(window: Window, range: WindowRange) -> serde_json::Map<String, 
 }
 
 /// `{watermark, lag_events}`: the newest committed event time, and the consumer lag this process knows.
-async fn freshness(state: &AppState) -> Value {
+pub(crate) async fn freshness(state: &AppState) -> Value {
     let mut watermark_ms = None;
     // Read off the shared view: a round trip through the aggregator's mailbox would wait behind
     // the batch being folded, for a field that only says how fresh the answer is.

@@ -3,6 +3,7 @@
 
 mod api;
 mod cardinality;
+mod dashboard;
 mod edges;
 mod embedded;
 mod embedded_write;
