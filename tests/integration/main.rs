@@ -16,6 +16,8 @@ mod loghub;
 mod multi_topic;
 mod observability;
 mod protocols;
+mod search_cases;
+mod search_sqlite;
 mod smoke;
 mod sqlite_read;
 mod static_membership;
