@@ -208,14 +208,16 @@ async fn main() {
     let mut kept = None;
     let mut fts = None;
     let mut no_position = None;
-    for variant in [Variant::NoPosition, Variant::Kept, Variant::Fts5] {
-        let path = dir.join(format!("{variant:?}.db"));
+    // Kept twice, first and last: the spread between its two runs is the noise of the machine.
+    for variant in [Variant::Kept, Variant::NoPosition, Variant::Fts5, Variant::Kept] {
+        let path = dir.join(format!("{variant:?}{}.db", kept.is_some()));
         let db = SqliteDb::at(&path);
         let stored = fill(&db, variant, &payloads).await;
         let rate = stored.events.len() as f64 / stored.write.as_secs_f64();
         println!("| {variant:?} | {rate:.0} | {:.1} | {:.0} |", stored.write.as_secs_f64(), file_mb(&path));
         match variant {
-            Variant::Kept => kept = Some((db, stored)),
+            Variant::Kept if kept.is_none() => kept = Some((db, stored)),
+            Variant::Kept => {}
             Variant::Fts5 => fts = Some(db),
             Variant::NoPosition => no_position = Some(db),
         }
@@ -242,7 +244,8 @@ async fn main() {
             .expect("a token")
     };
     let (selective, sel_n) = pick(&|c| c * 100 <= n, 0.005);
-    let (common, com_n) = pick(&|c| c * 100 >= n * 30, 0.35);
+    // The generator may have no word in 30 % of events: then its most common one (the share is printed).
+    let (common, com_n) = pick(&|_| true, 0.35);
     let services: Vec<&str> = stored.events.iter().map(|(_, _, s)| s.as_str()).collect();
     let service = services[n / 2].to_owned();
     let deep_at = stored.events[n / 2].0.clone();

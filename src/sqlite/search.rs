@@ -75,7 +75,7 @@ impl Position {
     }
 }
 
-/// One examined row: where it is and whether it matches.
+/// One examined row: where it is, and the columns the filter looks at.
 #[derive(QueryableByName, Debug)]
 struct Examined {
     #[diesel(sql_type = BigInt)]
@@ -88,8 +88,12 @@ struct Examined {
     offset: i64,
     #[diesel(sql_type = Text)]
     topic: String,
-    #[diesel(sql_type = Bool)]
-    hit: bool,
+    #[diesel(sql_type = Integer)]
+    level: i32,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = Text)]
+    tokens: String,
 }
 
 /// A matching row, whole.
@@ -142,40 +146,54 @@ struct Walked {
     candidate: bool,
 }
 
-/// The filter as bound parameters: the statements' text never changes with the query, so each is
-/// prepared once per connection.
+/// The question as the statements and the row check need it.
 struct Bound {
-    /// JSON arrays of the required and the excluded tokens, and of the admitted level numbers.
+    /// JSON array of the required tokens (the walk's lookups).
     include: String,
-    exclude: String,
-    levels: String,
     service: Option<String>,
     /// `[from, to)` in µs, open ends as the widest times.
     from: i64,
     to: i64,
+    matcher: Matcher,
 }
 
-/// Whether a row matches, over its stored columns (`Filter::matches_row` in SQL). A token is in a
-/// row when `"token"` is in its JSON `tokens`: tokens are letters, digits and `_` (the tokenizer
-/// makes them so, and the query's terms go through the same tokenizer), which JSON writes unescaped
-/// and which hold no quote, so the quoted token can only be a whole element of the array.
-macro_rules! row_matches {
-    () => {
-        "(level IN (SELECT value FROM json_each(?3)) AND (?4 IS NULL OR service = ?4) \
-         AND NOT EXISTS (SELECT 1 FROM json_each(?1) AS t WHERE instr(tokens, '\"' || t.value || '\"') = 0) \
-         AND NOT EXISTS (SELECT 1 FROM json_each(?2) AS t WHERE instr(tokens, '\"' || t.value || '\"') > 0))"
-    };
+/// `Filter::matches_row` over a row's stored JSON `tokens`, without parsing them. A token is in a
+/// row when `"token"` is in its JSON text: tokens are letters, digits and `_` (the tokenizer makes
+/// them so, and the query's terms go through the same tokenizer), which JSON writes unescaped and
+/// which hold no quote, so the quoted token can only be a whole element of the array. Checked here
+/// rather than in SQL: `json_each` per row and token cost ~10 µs a row (measured), a substring
+/// search a fraction of that.
+struct Matcher {
+    include: Vec<String>,
+    exclude: Vec<String>,
+    levels: actors::search::LevelFilter,
+    service: Option<String>,
 }
 
-/// The rows of `[?5, ?6)` after the position `(?7, ?8, ?9, ?10)`, at most `?11`, in search order.
-/// `ts <= ?7` lets `logs_ts` bound the range; the row value decides ties.
-const EXAMINE: &str = concat!(
-    "SELECT rowid AS id, ts, \"partition\", \"offset\", topic, ",
-    row_matches!(),
-    " AS hit FROM logs WHERE ts >= ?5 AND ts < ?6 AND ts <= ?7 \
-     AND (ts, \"partition\", \"offset\", topic) < (?7, ?8, ?9, ?10) \
-     ORDER BY ts DESC, \"partition\" DESC, \"offset\" DESC, topic DESC LIMIT ?11"
-);
+impl Matcher {
+    fn new(filter: &actors::search::Filter) -> Matcher {
+        let quoted = |v: &[String]| v.iter().map(|t| format!("\"{t}\"")).collect();
+        Matcher {
+            include: quoted(&filter.include),
+            exclude: quoted(&filter.exclude),
+            levels: filter.levels,
+            service: filter.service.clone(),
+        }
+    }
+
+    fn matches(&self, row: &Examined) -> bool {
+        Level::from_i16(row.level as i16).is_some_and(|l| self.levels.admits(l))
+            && self.service.as_deref().is_none_or(|s| row.service == s)
+            && self.include.iter().all(|t| row.tokens.contains(t.as_str()))
+            && !self.exclude.iter().any(|t| row.tokens.contains(t.as_str()))
+    }
+}
+
+/// The rows of `[?1, ?2)` after the position `(?3, ?4, ?5, ?6)`, at most `?7`, in search order.
+/// `ts <= ?3` lets `logs_ts` bound the range; the row value decides ties.
+const EXAMINE: &str = "SELECT rowid AS id, ts, \"partition\", \"offset\", topic, level, service, tokens FROM logs \
+     WHERE ts >= ?1 AND ts < ?2 AND ts <= ?3 AND (ts, \"partition\", \"offset\", topic) < (?3, ?4, ?5, ?6) \
+     ORDER BY ts DESC, \"partition\" DESC, \"offset\" DESC, topic DESC LIMIT ?7";
 
 /// Up to `?3` seconds of the keyword index from `?1` down to `?2`, newest first, each with whether
 /// it holds every required token (`?4`, `?5` of them) for the service `?6` if asked. A second is
@@ -222,17 +240,12 @@ impl Page {
 
 fn examine(
     conn: &mut SqliteConnection,
-    bound: &Bound,
     from: i64,
     to: i64,
     after: &Position,
     rows: usize,
 ) -> diesel::QueryResult<Vec<Examined>> {
     diesel::sql_query(EXAMINE)
-        .bind::<Text, _>(&bound.include)
-        .bind::<Text, _>(&bound.exclude)
-        .bind::<Text, _>(&bound.levels)
-        .bind::<Nullable<Text>, _>(bound.service.as_deref())
         .bind::<BigInt, _>(from)
         .bind::<BigInt, _>(to)
         .bind::<BigInt, _>(after.ts)
@@ -260,12 +273,13 @@ fn read_range(
         if ask == 0 {
             return Ok(false);
         }
-        let examined = examine(conn, bound, from, to, &after, ask)?;
+        let examined = examine(conn, from, to, &after, ask)?;
         let got = examined.len();
         for row in examined {
             page.budget -= 1;
-            let position = Position { ts: row.ts, partition: row.partition, offset: row.offset, topic: row.topic };
-            if row.hit {
+            let position =
+                Position { ts: row.ts, partition: row.partition, offset: row.offset, topic: row.topic.clone() };
+            if bound.matcher.matches(&row) {
                 page.hits.push((row.id, position.clone()));
             }
             page.last = Some(position);
@@ -313,24 +327,38 @@ fn walk_seconds(
             return Ok(());
         }
         let exhausted = (walked.len() as i64) < steps;
-        for w in &walked {
-            // A second that may hold a match is paid for by its rows, so a page always reads one.
-            if !w.candidate {
+        let mut i = 0;
+        while i < walked.len() {
+            let newest = walked[i].second;
+            if !walked[i].candidate {
                 page.budget = page.budget.saturating_sub(1);
-            } else {
-                let from = bound.from.max(w.second.saturating_mul(MICROS));
-                let to = bound.to.min(w.second.saturating_add(1).saturating_mul(MICROS));
-                let in_second = after.take().unwrap_or_else(|| Position::end_of_second_before(w.second + 1));
-                if !read_range(conn, bound, page, from, to, in_second)? {
-                    // Full or spent inside this second: `last` is where it stopped.
+                after = None;
+                page.last = Some(Position::end_of_second_before(newest));
+                if page.spent() {
                     return Ok(());
                 }
+                i += 1;
+                continue;
             }
-            after = None;
-            page.last = Some(Position::end_of_second_before(w.second));
+            // A run of seconds that may hold a match is one range of `logs_ts`, paid for by its
+            // rows (so a page always reads one).
+            let mut j = i;
+            while j + 1 < walked.len() && walked[j + 1].candidate {
+                j += 1;
+            }
+            let oldest = walked[j].second;
+            let from = bound.from.max(oldest.saturating_mul(MICROS));
+            let to = bound.to.min(newest.saturating_add(1).saturating_mul(MICROS));
+            let in_run = after.take().unwrap_or_else(|| Position::end_of_second_before(newest + 1));
+            if !read_range(conn, bound, page, from, to, in_run)? {
+                // Full or spent inside the run: `last` is where it stopped.
+                return Ok(());
+            }
+            page.last = Some(Position::end_of_second_before(oldest));
             if page.spent() {
                 return Ok(());
             }
+            i = j + 1;
         }
         if exhausted {
             return Ok(());
@@ -368,14 +396,12 @@ pub fn embedded_search(db: &SqliteDb, max_scan: usize, timeout: Duration) -> Arc
 
 fn page(conn: &mut SqliteConnection, query: &SearchQuery, max_scan: usize) -> diesel::QueryResult<SearchPage> {
     let filter = &query.filter;
-    let json = |v: &[String]| serde_json::Value::from(v.to_vec()).to_string();
     let bound = Bound {
-        include: json(&filter.include),
-        exclude: json(&filter.exclude),
-        levels: serde_json::Value::from(filter.levels.numbers()).to_string(),
+        include: serde_json::Value::from(filter.include.clone()).to_string(),
         service: filter.service.clone(),
         from: query.from_micros.unwrap_or(i64::MIN),
         to: query.to_micros.unwrap_or(i64::MAX),
+        matcher: Matcher::new(filter),
     };
     let start = query.after.as_ref().map(Position::of_cursor);
     let mut page = Page { hits: Vec::new(), want: query.limit.saturating_add(1), budget: max_scan, last: None };
