@@ -477,4 +477,39 @@ mod tests {
         assert!(!end.precedes(10 * MICROS, 0, 0, "a"));
         assert_eq!(Cursor::decode(&end.encode()).unwrap(), end);
     }
+
+    #[test]
+    fn the_row_check_on_json_text_is_the_cores_matches_row() {
+        use actors::domain::Tokens;
+        use actors::search::SearchParams;
+        let messages = ["Upstream timeout after retry", "timeouts: café über_cache", "time out", "naïve Ünïcode 42"];
+        let queries =
+            ["timeout", "time", "-timeout", "café", "ünïcode 42", "retry -upstream", "über_cache", "out -time"];
+        for message in messages {
+            let tokens: Vec<String> = Tokens::of(message).iter().map(str::to_owned).collect();
+            for (level, service) in [(Level::Warn, "api"), (Level::Info, "web")] {
+                let row = Examined {
+                    id: 1,
+                    ts: 0,
+                    partition: 0,
+                    offset: 0,
+                    topic: "logs".into(),
+                    level: i32::from(level.as_i16()),
+                    service: service.into(),
+                    tokens: serde_json::to_string(&tokens).unwrap(),
+                };
+                for q in queries {
+                    for (svc, lvl) in [(None, None), (Some("api"), Some("warn+"))] {
+                        let p = SearchParams { q: Some(q), service: svc, level: lvl, ..SearchParams::default() };
+                        let filter = p.filter().unwrap();
+                        assert_eq!(
+                            Matcher::new(&filter).matches(&row),
+                            filter.matches_row(level, service, &tokens),
+                            "{q:?} {svc:?} {lvl:?} on {message:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
