@@ -6,14 +6,18 @@
 //! through the keyword index `log_token_seconds` (which seconds hold every required token, for the
 //! service if one is asked), and reads only those seconds' rows through `logs_ts`; a query without
 //! one reads `logs_ts` backwards. Either way the rows' JSON `tokens` decide, so the index only has
-//! to say where a match may be, never what matches. Measured against FTS5 on the same rows
-//! (docs/BENCHMARKS.md, "SQLite search"): FTS5 costs the writer a posting per token of each event
-//! and still has to be joined back to `logs` in time order, where the per-second counts are already
-//! written and answer "which seconds" by one key lookup per second.
+//! to say where a match may be, never what matches.
+//!
+//! Chosen over FTS5 on 1M rows (docs/BENCHMARKS.md, "SQLite search"), equally exact: FTS5 cost the
+//! embedded writer 17–39 % of its events/s (a posting per token of each event, in the writer's
+//! transaction, where #15 has ingest short of its target already) and was 25–60 × slower on a
+//! common token (every posting sorted by time before the first page); it was 3–5 × faster on a rare
+//! one, whose cost here is the rows of the seconds holding it. The per-second counts are written
+//! anyway and answer "which seconds" by one key lookup per second.
 //!
 //! `max_scan` bounds the work of one page: every `logs` row read and every second walked past
-//! (one that cannot hold a match) counts one.
-//! At the bound the page ends `truncated`, its cursor at the last row (or second) examined.
+//! (one that cannot hold a match) counts one. At the bound the page ends `truncated`, its cursor at
+//! the last row (or second) examined.
 
 use std::sync::Arc;
 use std::time::Duration;
