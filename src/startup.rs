@@ -336,50 +336,11 @@ pub fn search_port(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn act
     anyhow::bail!("DATABASE_URL is neither sqlite: nor postgres://: nothing to search")
 }
 
-// ---- MERGE POINT (issue #18): the embedded mode's search. -----------------------------------
-// Engineer Q's `crate::sqlite::search::SqliteLogSearch` answers here once merged; until then every
-// embedded search is a 503 `search_unavailable` that says so.
-/// The search port of the embedded mode (SQLite).
-fn embedded_search(
-    _settings: &Settings,
-    _db: &crate::sqlite::SqliteDb,
-) -> std::sync::Arc<dyn actors::search::LogSearch> {
-    std::sync::Arc::new(SearchNotYetOnSqlite)
+/// The search port of the embedded mode (SQLite), bounded like its stats reads.
+fn embedded_search(settings: &Settings, db: &crate::sqlite::SqliteDb) -> std::sync::Arc<dyn actors::search::LogSearch> {
+    let timeout = std::time::Duration::from_millis(settings.database_timeout_ms);
+    crate::sqlite::search::embedded_search(db, settings.search_max_scan as usize, timeout)
 }
-
-struct SearchNotYetOnSqlite;
-
-#[async_trait::async_trait]
-impl actors::search::LogSearch for SearchNotYetOnSqlite {
-    async fn search(
-        &self,
-        _: &actors::search::SearchQuery,
-    ) -> Result<actors::search::SearchPage, actors::search::SearchFailed> {
-        Err(Self::unavailable())
-    }
-
-    async fn event(
-        &self,
-        _: &str,
-        _: i32,
-        _: i64,
-    ) -> Result<Option<actors::search::FoundEvent>, actors::search::SearchFailed> {
-        Err(Self::unavailable())
-    }
-
-    fn source(&self) -> &'static str {
-        "sqlite"
-    }
-}
-
-impl SearchNotYetOnSqlite {
-    fn unavailable() -> actors::search::SearchFailed {
-        actors::search::SearchFailed::Unavailable(
-            "search on SQLite lands with the embedded search (issue #18); use the stack (PostgreSQL) meanwhile".into(),
-        )
-    }
-}
-// ---- end of MERGE POINT ------------------------------------------------------------------------
 
 /// The answer to `ingest`, `api` or `schedule` in the embedded mode.
 pub fn embedded_role_error(role: &str) -> anyhow::Error {
@@ -564,7 +525,8 @@ impl Application {
         let search = Arc::new(db::search::PgLogSearch::new(pool.clone(), db_timeout, settings.search_max_scan));
         let summary = Arc::new(db::summary::reader::PgSummaryReader::new(pool, db_timeout));
         let ingest_view = ingest.as_ref().map(|i| i.view());
-        let parts = Parts { reader, windows, intake, summary, search, lag, kafka_ready, ingest: ingest_view, dashboard };
+        let parts =
+            Parts { reader, windows, intake, summary, search, lag, kafka_ready, ingest: ingest_view, dashboard };
         let (server, port, grpc) = serve_public(settings, parts, &metrics, &log)?;
         let pipeline = ingest.map(Pipeline::Kafka);
         Ok(Application { metrics, port, admin_port, admin, server, grpc, pipeline, scheduler, arbiters, log })

@@ -11,6 +11,7 @@ pub mod keywords;
 pub mod migrate;
 pub mod offset_store;
 pub mod rejects;
+pub mod search;
 pub mod stats;
 pub mod summary;
 pub(crate) mod tables;

@@ -144,7 +144,7 @@ fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// Bounds a read: the blocking thread finishes its statement, but the caller stops waiting.
-async fn bounded<T, F>(db: &SqliteDb, timeout: Duration, what: &str, work: F) -> Result<T, StoreError>
+pub(super) async fn bounded<T, F>(db: &SqliteDb, timeout: Duration, what: &str, work: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
     F: FnOnce(&mut SqliteConnection) -> diesel::QueryResult<T> + Send + 'static,

@@ -18,6 +18,8 @@ mod multi_topic;
 mod observability;
 mod protocols;
 mod search;
+mod search_cases;
+mod search_sqlite;
 mod smoke;
 mod sqlite_read;
 mod static_membership;
