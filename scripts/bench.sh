@@ -51,6 +51,9 @@
 #                                        horizon: ingest events/s, RSS, /stats/errors?window=1h p50/p99
 #                                        under vegeta at a fixed rate, answer bytes; see
 #                                        scripts/bench-cardinality.sh
+#   scripts/bench.sh tail [--quick]      ingest events/s with and without the tail's announcement
+#                                        (TAIL_NOTIFY=on/off), and with a tail client served; see
+#                                        scripts/bench-tail.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -1014,6 +1017,7 @@ bench_all() {
   bench_openloop
   bench_ingest2
   bench_cardinality
+  bench_tail
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
@@ -1028,6 +1032,8 @@ source "$ROOT/scripts/bench-openloop.sh"
 source "$ROOT/scripts/bench-ingest.sh"
 # shellcheck source=scripts/bench-cardinality.sh
 source "$ROOT/scripts/bench-cardinality.sh"
+# shellcheck source=scripts/bench-tail.sh
+source "$ROOT/scripts/bench-tail.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -1046,9 +1052,10 @@ scale) bench_scale ;;
 openloop) bench_openloop ;;
 ingest2) bench_ingest2 ;;
 cardinality) bench_cardinality ;;
+tail) bench_tail ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|tail|all [--quick]" >&2
   exit 2
   ;;
 esac

@@ -247,6 +247,7 @@ struct Parts {
     lag: Option<crate::http::routes::LagProbe>,
     kafka_ready: Option<crate::http::routes::Probe>,
     ingest: Option<std::sync::Arc<dyn crate::http::readiness::IngestView>>,
+    tail: Option<crate::http::tail::Tail>,
 }
 
 /// Binds `HTTP_ADDR` (and `GRPC_ADDR` when set) and starts serving `parts`.
@@ -269,6 +270,7 @@ fn serve_public(
         kafka_ready: parts.kafka_ready,
         ingest: parts.ingest,
         auth: crate::http::auth::Auth::from_settings(settings)?,
+        tail: parts.tail,
         metrics: metrics.clone(),
         log: log.clone(),
     });
@@ -480,8 +482,22 @@ impl Application {
             Duration::from_millis(settings.ingest_timeout_ms),
         ));
         let summary = Arc::new(db::summary::reader::PgSummaryReader::new(pool, db_timeout));
-        let parts =
-            Parts { reader, windows, intake, summary, lag, kafka_ready, ingest: ingest.as_ref().map(|i| i.view()) };
+        // Tails hear every ingest process of the group through PostgreSQL, this one's included.
+        let hub = actors::tail::TailHub::with_feed(
+            settings.tail_limits(),
+            Some(db::tail::feed(settings.database_url.expose().to_owned(), settings.kafka_topics(), log.clone())),
+        );
+        let tail = Some(crate::http::tail::Tail { hub, heartbeat: Duration::from_millis(settings.tail_heartbeat_ms) });
+        let parts = Parts {
+            reader,
+            windows,
+            intake,
+            summary,
+            lag,
+            kafka_ready,
+            ingest: ingest.as_ref().map(|i| i.view()),
+            tail,
+        };
         let (server, port, grpc) = serve_public(settings, parts, &metrics, &log)?;
         let pipeline = ingest.map(Pipeline::Kafka);
         Ok(Application { metrics, port, admin_port, admin, server, grpc, pipeline, scheduler, arbiters, log })
@@ -537,9 +553,12 @@ impl Application {
             WindowAggregatorActor::new(config, source, None, Arc::new(SystemClock), probe, agg_log).with_view(agg_view)
         });
         let aggregator = actors::mailbox::Inbox::new(aggregator, agg_probe);
-        let ingest = EmbeddedIngest::start(
+        // One process, one writer: what it commits is everything there is to tail.
+        let hub = actors::tail::TailHub::new(settings.tail_limits());
+        let ingest = EmbeddedIngest::start_tailed(
             settings,
             db.clone(),
+            Some(hub.clone()),
             Some(aggregator.recipient()),
             Some(aggregator.recipient()),
             &metrics,
@@ -586,6 +605,7 @@ impl Application {
             lag: Some(lag),
             kafka_ready: Some(queue_ready),
             ingest: Some(ingest.view()),
+            tail: Some(crate::http::tail::Tail { hub, heartbeat: Duration::from_millis(settings.tail_heartbeat_ms) }),
         };
         let (server, port, grpc) = serve_public(settings, parts, &metrics, &log)?;
         let pipeline = Some(Pipeline::Embedded(ingest));

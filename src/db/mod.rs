@@ -9,6 +9,7 @@ pub mod rejects;
 pub mod schema;
 pub mod stats;
 pub mod summary;
+pub mod tail;
 
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::AsyncPgConnection;

@@ -334,6 +334,7 @@ impl utoipa::Modify for BearerAuth {
         ingest,
         super::protocols::otlp_logs,
         super::protocols::loki_push,
+        super::tail::tail,
         super::routes::healthz,
         super::routes::readyz,
         serve_document,
@@ -368,12 +369,14 @@ mod tests {
             ("/ingest", "post"),
             ("/v1/logs", "post"),
             ("/loki/api/v1/push", "post"),
+            ("/logs/tail", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),
         ] {
             let op = &paths[path][method];
             assert!(op.is_object(), "{method} {path} is missing");
-            if path.starts_with("/stats") || matches!(path, "/ingest" | "/v1/logs" | "/loki/api/v1/push") {
+            if path.starts_with("/stats") || matches!(path, "/ingest" | "/v1/logs" | "/loki/api/v1/push" | "/logs/tail")
+            {
                 for status in ["400", "401", "429"] {
                     let schema = &op["responses"][status]["content"]["application/json"]["schema"]["$ref"];
                     assert_eq!(schema, "#/components/schemas/ErrorBody", "{path} {status}");

@@ -21,3 +21,4 @@ mod sqlite_read;
 mod static_membership;
 mod store_robust;
 mod summary;
+mod tail;

@@ -300,6 +300,14 @@ impl Progress {
         *next = stored_next;
         Some(Due { topic: topic.to_owned(), partition, offsets: start..stored_next, announced_only: false })
     }
+
+    /// Offsets from `first_unpublished` on were not published after all (a read failed): the next
+    /// catch-up or announcement reads them.
+    pub fn rewind(&mut self, topic: &str, partition: i32, first_unpublished: i64) {
+        if let Some(next) = self.next.get_mut(&(topic.to_owned(), partition)) {
+            *next = (*next).min(first_unpublished);
+        }
+    }
 }
 
 /// An event store that publishes each batch to the tail once it is committed (the embedded

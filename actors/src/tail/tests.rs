@@ -61,6 +61,19 @@ fn resuming_catches_up_on_what_was_stored_unheard_and_starts_new_partitions_ther
     assert_eq!(p.stored("logs", 0, 130, 131), due(0, 130..131, true));
 }
 
+#[test]
+fn a_failed_read_is_read_again() {
+    let mut p = Progress::default();
+    p.stored("logs", 0, 0, 10);
+    p.stored("logs", 0, 10, 20);
+    // Publishing [10, 20) failed at 14: the catch-up after reconnecting reads from 14.
+    p.rewind("logs", 0, 14);
+    assert_eq!(p.resume("logs", 0, 25), due(0, 14..25, false));
+    // Rewinding never moves forward.
+    p.rewind("logs", 0, 99);
+    assert_eq!(p.next("logs", 0), Some(25));
+}
+
 fn event(line: &str) -> LogEvent {
     let now = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap();
     LogEvent::parse(line.as_bytes(), Fallback::kafka(Some(now), "logs"), now, &ParseRules::default())
