@@ -115,6 +115,8 @@ impl Sse {
     async fn next(&mut self, wait: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            // What came with the response head (or in one read with an earlier chunk) first.
+            self.dechunk();
             if let Some(end) = find(&self.body, b"\n\n") {
                 let text = String::from_utf8(self.body[..end].to_vec()).expect("UTF-8 frame");
                 self.body.drain(..end + 2);
@@ -144,7 +146,6 @@ impl Sse {
                 self.ended = true;
             }
             self.raw.extend_from_slice(&chunk[..n]);
-            self.dechunk();
         }
     }
 
