@@ -56,6 +56,9 @@
 #                                        each search index's ingest cost; see scripts/bench-search.sh
 #   scripts/bench.sh dashboard [--quick] server CPU and RSS of `run --generate 5000` with 0 and then 100
 #                                        dashboards on /ws in the same run; see scripts/bench-dashboard.sh
+#   scripts/bench.sh tail [--quick]      ingest events/s with and without the tail's announcement
+#                                        (TAIL_NOTIFY=on/off), and with a tail client served; see
+#                                        scripts/bench-tail.sh
 #   scripts/bench.sh all [--quick]       every one of them in sequence
 #
 # Figures are printed and appended to docs/BENCHMARKS.md, except with --quick, which only proves the
@@ -1021,6 +1024,7 @@ bench_all() {
   bench_cardinality
   bench_search
   bench_dashboard
+  bench_tail
   # The Flink peer runs inside bench_ingest, on the same topic, when it builds (BENCH_PEER=0: never).
   log "all benchmarks done in $((SECONDS - started)) s"
 }
@@ -1039,6 +1043,8 @@ source "$ROOT/scripts/bench-cardinality.sh"
 source "$ROOT/scripts/bench-search.sh"
 # shellcheck source=scripts/bench-dashboard.sh
 source "$ROOT/scripts/bench-dashboard.sh"
+# shellcheck source=scripts/bench-tail.sh
+source "$ROOT/scripts/bench-tail.sh"
 
 PEER=auto
 [ "${BENCH_PEER:-1}" = 0 ] && PEER=off
@@ -1059,9 +1065,10 @@ ingest2) bench_ingest2 ;;
 cardinality) bench_cardinality ;;
 search) bench_search ;;
 dashboard) bench_dashboard ;;
+tail) bench_tail ;;
 all) bench_all ;;
 *)
-  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|search|dashboard|all [--quick]" >&2
+  echo "usage: $0 ingest|ingest-http|peer|query|freshness|memory|embedded|protocols|recovery|scale|openloop|ingest2|cardinality|search|dashboard|tail|all [--quick]" >&2
   exit 2
   ;;
 esac

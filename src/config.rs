@@ -164,9 +164,28 @@ pub struct Settings {
     /// A client must send a whole request body within this many milliseconds (else 408).
     #[serde(default = "defaults::http_body_timeout_ms")]
     pub http_body_timeout_ms: u64,
+    /// GET /logs/tail sends a heartbeat comment this often (milliseconds) on a quiet stream.
+    #[serde(default = "defaults::tail_heartbeat_ms")]
+    pub tail_heartbeat_ms: u64,
+    /// Events one tail client may have waiting; one that falls further behind is cut.
+    #[serde(default = "defaults::tail_buffer_events")]
+    pub tail_buffer_events: usize,
+    /// Live tails one process serves at once; more are answered 503.
+    #[serde(default = "defaults::tail_max_clients")]
+    pub tail_max_clients: usize,
+    /// `on`: ingest writers announce each committed batch (pg_notify) so tails in any process see it.
+    #[serde(default = "defaults::tail_notify", deserialize_with = "named::on_off")]
+    pub tail_notify: bool,
     /// Whether ADMIN_ADDR was set: only its default may give way to a free port when taken.
     #[serde(skip)]
     pub admin_addr_given: bool,
+}
+
+impl Settings {
+    /// The live tail's bounds.
+    pub fn tail_limits(&self) -> actors::tail::TailLimits {
+        actors::tail::TailLimits { buffer_events: self.tail_buffer_events, max_clients: self.tail_max_clients }
+    }
 }
 
 mod defaults {
@@ -288,6 +307,18 @@ mod defaults {
     }
     pub fn http_request_timeout_ms() -> u64 {
         5_000
+    }
+    pub fn tail_heartbeat_ms() -> u64 {
+        15_000
+    }
+    pub fn tail_buffer_events() -> usize {
+        10_000
+    }
+    pub fn tail_max_clients() -> usize {
+        100
+    }
+    pub fn tail_notify() -> bool {
+        true
     }
     pub fn http_body_timeout_ms() -> u64 {
         30_000
@@ -483,6 +514,9 @@ impl Settings {
         }
         if self.database_write_timeout_ms == 0 || self.database_rebuild_timeout_ms == 0 {
             return invalid("DATABASE_WRITE_TIMEOUT_MS/DATABASE_REBUILD_TIMEOUT_MS", "must be at least 1");
+        }
+        if self.tail_heartbeat_ms == 0 || self.tail_buffer_events == 0 || self.tail_max_clients == 0 {
+            return invalid("TAIL_HEARTBEAT_MS/TAIL_BUFFER_EVENTS/TAIL_MAX_CLIENTS", "must be at least 1");
         }
         if self.http_request_timeout_ms == 0 || self.http_body_timeout_ms == 0 {
             return invalid("HTTP_REQUEST_TIMEOUT_MS/HTTP_BODY_TIMEOUT_MS", "must be at least 1");

@@ -45,8 +45,11 @@ impl Ingest {
             let arbiter = Arbiter::new();
             let stats = metrics.writers.writer(id);
             let probe = metrics.actors.probe("writer", id.to_string());
-            let store: Box<dyn EventStore> =
-                Box::new(PgEventStore::new(settings.database_url.expose()).with_timeout(write_timeout));
+            let store: Box<dyn EventStore> = Box::new(
+                PgEventStore::new(settings.database_url.expose())
+                    .with_timeout(write_timeout)
+                    .announcing(settings.tail_notify),
+            );
             let (stats2, probe2, log2) = (stats.clone(), probe.clone(), log.new(slog::o!("writer" => id)));
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
                 WriterActor::new(id, store, stats2, probe2, log2)

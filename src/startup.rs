@@ -256,6 +256,7 @@ struct Parts {
     ingest: Option<std::sync::Arc<dyn crate::http::readiness::IngestView>>,
     /// Shared with the admin listener's operator page; started here, on the public state.
     dashboard: std::sync::Arc<crate::http::dashboard::DashboardFeed>,
+    tail: Option<crate::http::tail::Tail>,
 }
 
 /// Binds `HTTP_ADDR` (and `GRPC_ADDR` when set) and starts serving `parts`.
@@ -279,6 +280,7 @@ fn serve_public(
         kafka_ready: parts.kafka_ready,
         ingest: parts.ingest,
         auth: crate::http::auth::Auth::from_settings(settings)?,
+        tail: parts.tail,
         metrics: metrics.clone(),
         dashboard: parts.dashboard,
         log: log.clone(),
@@ -524,9 +526,15 @@ impl Application {
         ));
         let search = Arc::new(db::search::PgLogSearch::new(pool.clone(), db_timeout, settings.search_max_scan));
         let summary = Arc::new(db::summary::reader::PgSummaryReader::new(pool, db_timeout));
+        // Tails hear every ingest process of the group through PostgreSQL, this one's included.
+        let hub = actors::tail::TailHub::with_feed(
+            settings.tail_limits(),
+            Some(db::tail::feed(settings.database_url.expose().to_owned(), settings.kafka_topics(), log.clone())),
+        );
+        let tail = Some(crate::http::tail::Tail { hub, heartbeat: Duration::from_millis(settings.tail_heartbeat_ms) });
         let ingest_view = ingest.as_ref().map(|i| i.view());
         let parts =
-            Parts { reader, windows, intake, summary, search, lag, kafka_ready, ingest: ingest_view, dashboard };
+            Parts { reader, windows, intake, summary, search, lag, kafka_ready, ingest: ingest_view, dashboard, tail };
         let (server, port, grpc) = serve_public(settings, parts, &metrics, &log)?;
         let pipeline = ingest.map(Pipeline::Kafka);
         Ok(Application { metrics, port, admin_port, admin, server, grpc, pipeline, scheduler, arbiters, log })
@@ -582,9 +590,12 @@ impl Application {
             WindowAggregatorActor::new(config, source, None, Arc::new(SystemClock), probe, agg_log).with_view(agg_view)
         });
         let aggregator = actors::mailbox::Inbox::new(aggregator, agg_probe);
-        let ingest = EmbeddedIngest::start(
+        // One process, one writer: what it commits is everything there is to tail.
+        let hub = actors::tail::TailHub::new(settings.tail_limits());
+        let ingest = EmbeddedIngest::start_tailed(
             settings,
             db.clone(),
+            Some(hub.clone()),
             Some(aggregator.recipient()),
             Some(aggregator.recipient()),
             &metrics,
@@ -636,6 +647,7 @@ impl Application {
             kafka_ready: Some(queue_ready),
             ingest: Some(ingest.view()),
             dashboard,
+            tail: Some(crate::http::tail::Tail { hub, heartbeat: Duration::from_millis(settings.tail_heartbeat_ms) }),
         };
         let (server, port, grpc) = serve_public(settings, parts, &metrics, &log)?;
         let pipeline = Some(Pipeline::Embedded(ingest));

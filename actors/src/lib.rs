@@ -13,6 +13,7 @@ pub mod protocols;
 pub mod schedule;
 pub mod search;
 pub mod summary;
+pub mod tail;
 #[cfg(test)]
 pub mod testing;
 pub mod windows;

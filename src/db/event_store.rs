@@ -46,6 +46,12 @@ const REJECTS_TYPES: [Type; 9] = [
 ];
 const FENCE: &str = "UPDATE kafka_offsets SET next_offset = $4, updated_at = now() \
                      WHERE topic = $1 AND \"partition\" = $2 AND next_offset = $3";
+/// The fence that also announces the batch to live tails: NOTIFY is delivered on commit only, in
+/// commit order, and only when the fence moved (one row, one notification); one statement, so the
+/// announcement costs no round trip.
+const FENCE_ANNOUNCED: &str = "UPDATE kafka_offsets SET next_offset = $4, updated_at = now() \
+                               WHERE topic = $1 AND \"partition\" = $2 AND next_offset = $3 \
+                               RETURNING pg_notify($5, $6)";
 
 /// `attrs` as a jsonb parameter: the event already holds the object's JSON text, so it is sent as
 /// is (jsonb's binary form is a version byte and the text) instead of being printed from a map.
@@ -107,16 +113,30 @@ pub struct PgEventStore {
     known_days: HashSet<NaiveDate>,
     /// A server that stops answering (hung, SIGSTOPped, a dead link) never errors by itself.
     timeout: Duration,
+    /// Whether each commit is announced to live tails (`TAIL_NOTIFY`).
+    announce: bool,
 }
 
 impl PgEventStore {
     pub fn new(url: impl Into<String>) -> PgEventStore {
-        PgEventStore { url: url.into(), client: None, known_days: HashSet::new(), timeout: DEFAULT_WRITE_TIMEOUT }
+        PgEventStore {
+            url: url.into(),
+            client: None,
+            known_days: HashSet::new(),
+            timeout: DEFAULT_WRITE_TIMEOUT,
+            announce: true,
+        }
     }
 
     /// Gives up on a write (and its connection) that has not finished within `timeout`.
     pub fn with_timeout(mut self, timeout: Duration) -> PgEventStore {
         self.timeout = timeout;
+        self
+    }
+
+    /// Announces each committed batch on [`CHANNEL`](crate::db::tail::CHANNEL) (the default), or not.
+    pub fn announcing(mut self, announce: bool) -> PgEventStore {
+        self.announce = announce;
         self
     }
 
@@ -161,6 +181,19 @@ fn store_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// What a tail listener needs to read the batch's rows back: the range and the rows' time span.
+fn announcement(batch: &Batch) -> crate::db::tail::Announcement {
+    let times = batch.events.iter().map(|e| e.event.ts.timestamp_micros());
+    let ts_micros = times.clone().min().zip(times.max());
+    crate::db::tail::Announcement {
+        topic: batch.topic.to_string(),
+        partition: batch.partition,
+        from: batch.from,
+        to: batch.to,
+        ts_micros,
+    }
+}
+
 #[async_trait]
 impl EventStore for PgEventStore {
     async fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
@@ -190,12 +223,22 @@ impl EventStore for PgEventStore {
 impl PgEventStore {
     async fn write_once(&mut self, batch: &Batch) -> Result<(), StoreError> {
         self.ensure_days(batch).await?;
+        let announce = self.announce;
         let client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
         let topic: &str = &batch.topic;
         // The fence first: its row lock also queues a racing writer of this partition behind us.
-        let moved =
-            tx.execute(FENCE, &[&topic, &batch.partition, &batch.from, &batch.to]).await.map_err(store_error)?;
+        let moved = if announce {
+            let payload = announcement(batch).payload();
+            tx.execute(
+                FENCE_ANNOUNCED,
+                &[&topic, &batch.partition, &batch.from, &batch.to, &crate::db::tail::CHANNEL, &payload],
+            )
+            .await
+            .map_err(store_error)?
+        } else {
+            tx.execute(FENCE, &[&topic, &batch.partition, &batch.from, &batch.to]).await.map_err(store_error)?
+        };
         if moved != 1 {
             let stored = tx
                 .query_opt(

@@ -10,6 +10,7 @@ pub mod schema;
 pub mod search;
 pub mod stats;
 pub mod summary;
+pub mod tail;
 
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::AsyncPgConnection;

@@ -330,6 +330,19 @@ impl EmbeddedIngest {
         metrics: &crate::admin::Metrics,
         log: &slog::Logger,
     ) -> anyhow::Result<EmbeddedIngest> {
+        EmbeddedIngest::start_tailed(settings, db, None, committed, ownership, metrics, log)
+    }
+
+    /// [`start`](EmbeddedIngest::start), the writer publishing each committed batch to `tail`.
+    pub fn start_tailed(
+        settings: &Settings,
+        db: SqliteDb,
+        tail: Option<Arc<actors::tail::TailHub>>,
+        committed: Option<TrackedRecipient<Committed>>,
+        ownership: Option<TrackedRecipient<Ownership>>,
+        metrics: &crate::admin::Metrics,
+        log: &slog::Logger,
+    ) -> anyhow::Result<EmbeddedIngest> {
         let log = log.new(slog::o!("role" => "ingest", "queue" => "embedded"));
         let topic: Arc<str> = Arc::from(settings.primary_topic());
         let count = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
@@ -343,7 +356,10 @@ impl EmbeddedIngest {
         let writer_arbiter = Arbiter::new();
         let stats = metrics.writers.writer(0);
         let probe = metrics.actors.probe("writer", "0");
-        let store: Box<dyn EventStore> = Box::new(SqliteEventStore::new(db.clone()));
+        let mut store: Box<dyn EventStore> = Box::new(SqliteEventStore::new(db.clone()));
+        if let Some(hub) = tail {
+            store = Box::new(actors::tail::AnnouncingStore::new(store, hub));
+        }
         let (stats2, probe2, log2) = (stats.clone(), probe.clone(), log.new(slog::o!("writer" => 0)));
         let addr = Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
             WriterActor::new(0, store, stats2, probe2, log2)

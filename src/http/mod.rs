@@ -13,6 +13,7 @@ pub mod readiness;
 pub mod routes;
 pub mod search;
 pub mod summary;
+pub mod tail;
 
 use std::net::TcpListener;
 
@@ -48,6 +49,8 @@ pub struct AppState {
     /// The partitions this process ingests (`run`), for readiness: paused or stalled on PostgreSQL.
     pub ingest: Option<std::sync::Arc<dyn readiness::IngestView>>,
     pub auth: auth::Auth,
+    /// GET /logs/tail's hub, when this process serves tails.
+    pub tail: Option<tail::Tail>,
     pub metrics: std::sync::Arc<crate::admin::Metrics>,
     /// The live dashboard's one feed (`/ws`).
     pub dashboard: std::sync::Arc<dashboard::DashboardFeed>,
@@ -65,6 +68,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ingest", web::post().to(intake::ingest))
         .route("/v1/logs", web::post().to(protocols::otlp_logs))
         .route("/loki/api/v1/push", web::post().to(protocols::loki_push))
+        .route("/logs/tail", web::get().to(tail::tail))
         .route("/healthz", web::get().to(routes::healthz))
         .route("/readyz", web::get().to(routes::readyz))
         .route("/openapi.json", web::get().to(openapi::serve_document))

@@ -399,6 +399,7 @@ impl utoipa::Modify for BearerAuth {
         super::protocols::loki_push,
         super::search::logs,
         super::search::event,
+        super::tail::tail,
         super::routes::healthz,
         super::routes::readyz,
         serve_document,
@@ -435,6 +436,7 @@ mod tests {
             ("/loki/api/v1/push", "post"),
             ("/logs", "get"),
             ("/logs/{topic}/{partition}/{offset}", "get"),
+            ("/logs/tail", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),
         ] {

@@ -25,3 +25,4 @@ mod sqlite_read;
 mod static_membership;
 mod store_robust;
 mod summary;
+mod tail;
