@@ -227,7 +227,6 @@ async fn with_jwt_on_nothing_is_shown_without_a_token_and_everything_with_one() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs GET /logs/tail (task T)"]
 async fn the_tail_shows_the_error_lines_as_they_are_stored() {
     let dir = EmbeddedDir::create();
     let app = start(&dir, free_port(), free_port(), &[]).await;
