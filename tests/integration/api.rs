@@ -123,7 +123,9 @@ async fn outages_of_redis_or_postgres_change_the_source_not_the_answer() {
     let truth = Truth::of(&data);
     let prefix = unique("la_outage");
     let run = spawn_role(&env, "run", &redis.url(), &prefix);
-    let api = spawn_role(&env, "api", &redis.url(), &prefix);
+    // A Redis timeout far above any PostgreSQL answer: a request that waited on the frozen Redis
+    // stands out from CPU noise (other tests share the cores), so the bound below tests the breaker.
+    let api = spawn_role_with(&env, "api", &redis.url(), &prefix, &[("REDIS_TIMEOUT_MS", "1500")]);
     produce_all(&producer(&env.brokers), &env.topic, &data.messages).await;
     {
         let client = env.db.client().await;
@@ -157,7 +159,9 @@ async fn outages_of_redis_or_postgres_change_the_source_not_the_answer() {
     }
     latencies.sort();
     let p99 = latencies[98];
-    assert!(p99 < Duration::from_millis(50), "p99 with Redis down: {p99:?}; slowest: {:?}", &latencies[90..]);
+    // At most the first request waits the Redis timeout (it opens the breaker); the rest go straight
+    // to PostgreSQL, in milliseconds when the cores are free (and well under the timeout when not).
+    assert!(p99 < Duration::from_millis(500), "p99 with Redis down: {p99:?}; slowest: {:?}", &latencies[90..]);
     let (_, answer) = get_json(run.port, &format!("/stats/errors?window=10m&at={at}")).await;
     assert_eq!(
         (answer["source"].clone(), pick(&answer, &["total", "errors", "by_service"])),

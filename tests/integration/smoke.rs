@@ -54,7 +54,11 @@ async fn migrate_creates_tables_partitions_and_topic_and_is_idempotent() {
     let log = telemetry::discard();
 
     let first = startup::migrate(&settings, &log).await.unwrap();
-    assert_eq!(first.applied.len(), 4, "create_logs, daily_summary, offset_gaps and ingest_idempotency");
+    assert_eq!(
+        first.applied.len(),
+        5,
+        "create_logs, daily_summary, offset_gaps, ingest_idempotency and search_indexes"
+    );
     assert_eq!(first.partitions_created as u64, PARTITIONS_AHEAD_DAYS + 2);
     assert_eq!(first.topic, TopicState::Created);
 

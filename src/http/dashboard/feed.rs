@@ -111,6 +111,9 @@ pub struct Subscription {
 pub struct DashboardFeed {
     frames: broadcast::Sender<Arc<str>>,
     history: Mutex<History>,
+    /// Whether the last tick's minute came from memory: then a tick costs nothing outside the
+    /// process and the feed keeps the history full while nobody watches.
+    from_memory: std::sync::atomic::AtomicBool,
 }
 
 impl Default for DashboardFeed {
@@ -122,7 +125,7 @@ impl Default for DashboardFeed {
 impl DashboardFeed {
     pub fn new() -> DashboardFeed {
         let (frames, _) = broadcast::channel(FRAMES_BEHIND);
-        DashboardFeed { frames, history: Mutex::new(History::default()) }
+        DashboardFeed { frames, history: Mutex::new(History::default()), from_memory: Default::default() }
     }
 
     /// Subscribes first and takes the snapshot after, so no frame falls between the two (one may be
@@ -163,7 +166,10 @@ impl DashboardFeed {
             }
         }
         let minute = match reader.errors(WindowRange::ending_at(now, 60), None, SERVICES_SHOWN, None).await {
-            Ok((stats, source)) => minute_json(&stats, source),
+            Ok((stats, source)) => {
+                self.from_memory.store(source == Source::Memory, std::sync::atomic::Ordering::Relaxed);
+                minute_json(&stats, source)
+            }
             Err(why) => unanswered(why.code(), why.message()),
         };
         let top = match reader.top_keywords(WindowRange::ending_at(now, 300), TOP_KEYWORDS, None).await {
@@ -185,7 +191,9 @@ impl DashboardFeed {
     }
 
     /// Ticks once a second, a quarter second after the second turns (so the second just ended has
-    /// had a moment to arrive), for as long as the process runs.
+    /// had a moment to arrive), for as long as the process runs — but while no dashboard is open
+    /// only as long as memory answers: an `api` process (Redis, PostgreSQL) asks nothing of them
+    /// for a page nobody watches. Its next page starts with the seconds it missed as gaps.
     pub fn start(self: &Arc<Self>, sources: FeedSources) {
         let feed = self.clone();
         actix_rt::spawn(async move {
@@ -194,6 +202,11 @@ impl DashboardFeed {
                 let into_second = u64::from(now.timestamp_subsec_millis().min(999));
                 let wait = Duration::from_millis((1_250 - into_second) % 1_000);
                 actix_rt::time::sleep(wait).await;
+                let idle = feed.sessions() == 0 && !feed.from_memory.load(std::sync::atomic::Ordering::Relaxed);
+                // Every 30 s even then, so a process whose memory becomes ready is noticed.
+                if idle && chrono::Utc::now().timestamp() % 30 != 0 {
+                    continue;
+                }
                 feed.tick(&sources, chrono::Utc::now().timestamp()).await;
             }
         });
