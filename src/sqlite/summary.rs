@@ -253,6 +253,7 @@ pub async fn last_summarized(db: &SqliteDb) -> anyhow::Result<Option<NaiveDate>>
 /// returns the days that had events. One write transaction per hour of events, oldest first: a
 /// day of a busy store in one transaction would hold SQLite's one write lock (and ingest) for
 /// seconds, and an hour's events leave with their index rows, so answers never see half of either.
+/// The keyword indexer's mark and epoch move with them (`keywords::rows_deleted`).
 pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow::Result<Vec<NaiveDate>> {
     let cutoff = micros(day_start(oldest_kept));
     on_connection(db, move |conn| {
@@ -269,7 +270,9 @@ pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow
                 diesel::sql_query("DELETE FROM logs WHERE ts >= ?1 AND ts < ?2")
                     .bind::<BigInt, _>(oldest)
                     .bind::<BigInt, _>(end)
-                    .execute(conn)
+                    .execute(conn)?;
+                // Rows above the indexer's mark may have gone too (unindexed, so no counts to forget).
+                keywords::rows_deleted(conn)
             })?;
             days.insert(from_micros(oldest).date_naive());
         }
