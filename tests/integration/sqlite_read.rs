@@ -296,14 +296,27 @@ async fn a_step_read_before_a_deletion_is_not_committed_after_it() {
     let mut conn = store.db.connect().unwrap();
     insert_rows(&mut conn, &rows, false);
     let before = keywords::mark(&mut conn).unwrap();
-    // What retention's transaction does, between a step's read and its write: simulated by moving
-    // the epoch alone, then the step's own check must refuse.
-    conn.immediate_transaction(keywords::rows_deleted).unwrap();
-    let after = keywords::mark(&mut conn).unwrap();
-    assert_eq!((after.rowid, after.epoch), (before.rowid, before.epoch + 1));
+    // Between the step's read and its write transaction (where it takes its turn), another
+    // connection deletes rows as retention does.
+    let mut other = store.db.connect().unwrap();
+    let step = keywords::index_next_in_turn(&mut conn, 10_000, || {
+        other
+            .immediate_transaction(|conn| {
+                diesel::sql_query("DELETE FROM logs WHERE rowid > 400").execute(conn)?;
+                keywords::rows_deleted(conn)
+            })
+            .unwrap()
+    })
+    .unwrap();
+    assert!(step.stale, "{step:?}");
+    assert_eq!((step.rows, step.mark), (0, before.rowid));
+    assert!(token_seconds(&mut conn).is_empty(), "nothing of the stale step was committed");
+    assert_eq!(keywords::mark(&mut conn).unwrap().epoch, before.epoch + 1);
+    // The next step reads again: the 400 rows left, once.
     let step = keywords::index_next(&mut conn, 10_000).unwrap();
-    assert!(!step.stale, "a step that reads after the deletion commits");
-    assert_eq!((step.rows, step.mark, step.behind), (500, 500, 0));
+    assert_eq!((step.rows, step.mark, step.behind, step.stale), (400, 400, 0, false));
+    let tokens: usize = rows[..400].iter().map(|r| r.tokens.len()).sum();
+    assert_eq!(count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds"), tokens as i64);
 }
 
 #[tokio::test]
