@@ -368,15 +368,12 @@ impl EmbeddedIngest {
         let addr = Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
             WriterActor::new(0, store, stats2, probe2, log2)
         });
-        let writer_probe = probe.clone();
         let writers = Arc::new(WriterPool::new(vec![(Inbox::new(addr, probe), stats)]));
         // The keyword counts, behind the writer, on an arbiter and a connection of their own.
         let indexer_arbiter = Arbiter::new();
         let indexer_config = IndexerConfig {
             interval: Duration::from_millis(settings.sqlite_index_interval_ms),
             chunk_rows: settings.sqlite_index_chunk_rows,
-            // Batches waiting in the writer's mailbox: ingest is at the writer's ceiling.
-            writer_busy: Some(Arc::new(move || writer_probe.mailbox_depth() > 0)),
         };
         let (indexer_db, indexer_metrics, indexer_probe, indexer_log) = (
             db.clone(),

@@ -4,11 +4,11 @@
 //! written with the new mark in one transaction). The writer's transactions then store the rows
 //! only, which is what a 202 waits for.
 //!
-//! A pass indexes one chunk of at most `chunk_rows` rows, then pauses `interval`. While the writer
-//! has batches waiting (ingest at its ceiling) the indexer waits instead, up to `MAX_LAG_CHUNKS`
-//! chunks behind, and then catches up in full chunks: each page of the index is written once per chunk, wherever the chunk's times fall,
-//! so bigger chunks cost less per row, and the writer keeps SQLite's write lock to itself while it
-//! is busiest. An idle store costs two small reads per pause. While it is behind, readers count the rows above its mark from their
+//! A pass indexes one chunk of at most `chunk_rows` rows, then pauses `interval`: under load the
+//! rows of the pause and of the pass itself make the next chunk (each page of the index is written
+//! once per chunk, wherever the chunk's times fall, so bigger chunks cost less per row), the writer
+//! has SQLite's write lock to itself during the pause, and an idle store costs two small reads per
+//! pause. While it is behind, readers count the rows above its mark from their
 //! tokens (`stats`, `search`): answers are exact at every moment, only slower the further behind.
 //!
 //! A failed pass (SQLite busy past its timeout, a full disk) is logged and stops the actor; the
@@ -35,27 +35,16 @@ pub const DEFAULT_INTERVAL_MS: u64 = 100;
 /// counts are held in memory meanwhile, some 40 MB for 100,000 of the generator's events).
 pub const DEFAULT_CHUNK_ROWS: usize = 100_000;
 
-/// Chunks of rows the indexer lets pile up at most while it waits for the writer: past it, it
-/// indexes whatever the writer does, so the rows readers count from their tokens stay bounded.
-pub const MAX_LAG_CHUNKS: i64 = 5;
-
 /// How the indexer paces itself.
-#[derive(Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct IndexerConfig {
     pub interval: Duration,
     pub chunk_rows: usize,
-    /// Whether the writer has batches waiting (ingest at its ceiling): the indexer then waits, up to
-    /// `MAX_LAG_CHUNKS` chunks behind, so that its transactions do not take the writer's turns.
-    pub writer_busy: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Default for IndexerConfig {
     fn default() -> Self {
-        IndexerConfig {
-            interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
-            chunk_rows: DEFAULT_CHUNK_ROWS,
-            writer_busy: None,
-        }
+        IndexerConfig { interval: Duration::from_millis(DEFAULT_INTERVAL_MS), chunk_rows: DEFAULT_CHUNK_ROWS }
     }
 }
 
@@ -132,29 +121,14 @@ impl KeywordIndexer {
         KeywordIndexer { db, conn: None, config, metrics, probe, backoff: Backoff::default(), log }
     }
 
-    /// One chunk: indexed, or why not; `None` when it waits for the writer.
-    fn step(&mut self) -> anyhow::Result<Option<Step>> {
+    /// One chunk: indexed, or why not.
+    fn step(&mut self) -> anyhow::Result<Step> {
         if self.conn.is_none() {
             self.conn = Some(self.db.connect()?);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let busy = self.config.writer_busy.as_ref().is_some_and(|busy| busy());
-        if busy {
-            let max_lag = (self.config.chunk_rows as i64).saturating_mul(MAX_LAG_CHUNKS);
-            match keywords::lag(conn) {
-                Ok(lag) if lag < max_lag => {
-                    self.metrics.lag.set(lag);
-                    return Ok(None);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.conn = None;
-                    return Err(anyhow::anyhow!("SQLite: {e}"));
-                }
-            }
-        }
         let db = &self.db;
-        match keywords::index_next_in_turn(conn, self.config.chunk_rows, || db.write_turn()).map(Some) {
+        match keywords::index_next_in_turn(conn, self.config.chunk_rows, || db.write_turn()) {
             Ok(step) => Ok(step),
             Err(e) => {
                 self.conn = None;
@@ -166,11 +140,7 @@ impl KeywordIndexer {
     fn pass(&mut self, ctx: &mut Context<Self>) {
         let probe = self.probe.clone();
         match probe.time(|| self.step()) {
-            Ok(None) => {
-                self.backoff.succeed();
-                ctx.run_later(self.config.interval, |indexer, ctx| indexer.pass(ctx));
-            }
-            Ok(Some(step)) => {
+            Ok(step) => {
                 self.backoff.succeed();
                 self.metrics.lag.set(step.behind);
                 self.metrics.mark.set(step.mark);

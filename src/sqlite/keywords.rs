@@ -206,14 +206,6 @@ pub fn newest_rowid(conn: &mut SqliteConnection) -> QueryResult<i64> {
     Ok(row.rowid.unwrap_or(0))
 }
 
-/// Rows above the committed mark, in one snapshot.
-pub fn lag(conn: &mut SqliteConnection) -> QueryResult<i64> {
-    conn.transaction(|conn| {
-        let read = mark(conn)?;
-        Ok(newest_rowid(conn)? - read.rowid)
-    })
-}
-
 /// What one [`index_next`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
