@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actors::domain::{tokenize, Level};
-use actors::search::{Filter, SearchParams};
+use actors::search::Filter;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::api::{spawn_role, spawn_role_with, App};
 use crate::helpers::*;
 use crate::ingest::IngestEnv;
+use crate::search_cases::params;
 
 const PARTITIONS: i32 = 3;
 const VOCABULARY: [&str; 10] =
@@ -105,24 +106,6 @@ impl World {
         found.sort_by_key(Sent::order_key);
         found
     }
-}
-
-fn params<'a>(pairs: &[(&'a str, &'a str)]) -> SearchParams<'a> {
-    let mut p = SearchParams::default();
-    for (name, value) in pairs {
-        let slot = match *name {
-            "q" => &mut p.q,
-            "service" => &mut p.service,
-            "level" => &mut p.level,
-            "from" => &mut p.from,
-            "to" => &mut p.to,
-            "limit" => &mut p.limit,
-            "cursor" => &mut p.cursor,
-            other => panic!("no parameter {other}"),
-        };
-        *slot = Some(*value);
-    }
-    p
 }
 
 fn encode(text: &str) -> String {

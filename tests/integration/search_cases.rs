@@ -55,6 +55,11 @@ pub(crate) fn expected<'a>(rows: &'a [StoredRow], query: &SearchQuery) -> Vec<&'
     hits
 }
 
+/// The parameters of (name, value) pairs, or a panic naming them.
+pub(crate) fn params<'a>(pairs: &[(&str, &'a str)]) -> SearchParams<'a> {
+    SearchParams::from_pairs(pairs.iter().copied()).unwrap_or_else(|e| panic!("{pairs:?}: {e}"))
+}
+
 /// The query of these parameters (with `limit`), or a panic naming them.
 pub(crate) fn query(params: &SearchParams<'_>, limit: usize) -> SearchQuery {
     let mut q = params.query().unwrap_or_else(|e| panic!("{params:?}: {e}"));

@@ -23,7 +23,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::json;
 
 use crate::helpers::unique;
-use crate::search_cases::{self, query, StoredRow};
+use crate::search_cases::{self, params, query, StoredRow};
 
 const SERVICES: [&str; 4] = ["api", "billing", "cart", "web"];
 const WORDS: [&str; 12] =
@@ -186,22 +186,6 @@ impl Embedded {
             ingest.stop().await;
         }
     }
-}
-
-fn params<'a>(pairs: &[(&str, &'a str)]) -> SearchParams<'a> {
-    let mut p = SearchParams::default();
-    for (name, value) in pairs {
-        let slot = match *name {
-            "q" => &mut p.q,
-            "service" => &mut p.service,
-            "level" => &mut p.level,
-            "from" => &mut p.from,
-            "to" => &mut p.to,
-            other => panic!("no parameter {other}"),
-        };
-        *slot = Some(*value);
-    }
-    p
 }
 
 /// A limit giving about 12 pages of the expected answer (at least 3 events a page).
