@@ -407,8 +407,13 @@ pub struct SearchPage {
 /// Why a store could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SearchFailed {
+    /// The store did not answer (down, or not within its timeout): worth asking again.
     #[error("{0}")]
     Unavailable(String),
+    /// The store holds a row that is not an event (a level outside 0..=5, attrs that are not
+    /// JSON): asking again gives the same answer; the store needs repair.
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 /// The search port: PostgreSQL and SQLite implement it.
