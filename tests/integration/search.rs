@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actors::domain::{tokenize, Level};
-use actors::search::{Filter, LogSearch, SearchFailed};
+use actors::search::{Filter, LogSearch};
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::api::{spawn_role, spawn_role_with, App};
 use crate::helpers::*;
 use crate::ingest::IngestEnv;
-use crate::search_cases::{self, params, query, Backend, Lines, StoredRow};
+use crate::search_cases::{self, params, Backend, Lines, StoredRow};
 
 const PARTITIONS: i32 = 3;
 const VOCABULARY: [&str; 10] =
@@ -559,14 +559,6 @@ async fn a_row_with_a_level_out_of_range_is_a_corrupt_row_error() {
         .await
         .unwrap();
     assert_eq!(changed, 1);
-    let search = store.search(10_000);
-    let corrupt = |r: Result<(), SearchFailed>, what: &str| match r {
-        Err(SearchFailed::Corrupt(why)) => assert!(why.contains("level 9"), "{what}: {why}"),
-        other => panic!("{what}: not a corrupt row error: {other:?}"),
-    };
-    corrupt(search.event(&row.topic, row.partition, row.offset).await.map(drop), "event");
-    corrupt(search.search(&query(&params(&[]), 10)).await.map(drop), "newest page");
-    let page = search.search(&query(&params(&[("level", row.level.as_str())]), 1_000)).await.unwrap();
-    assert!(page.events.iter().all(|e| e.level == row.level), "a level asked leaves the row out");
+    search_cases::a_row_with_level_9_is_a_corrupt_row_error(store.search(10_000).as_ref(), &row).await;
     store.finish().await;
 }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use actors::domain::Level;
-use actors::search::{Cursor, FoundEvent, LogSearch, SearchParams, SearchQuery};
+use actors::search::{Cursor, FoundEvent, LogSearch, SearchFailed, SearchParams, SearchQuery};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -378,4 +378,18 @@ pub(crate) async fn one_event_is_found_by_its_position_and_a_missing_one_is_none
     assert_eq!(search.event("elsewhere", row.partition, row.offset).await.unwrap(), None);
     assert_eq!(search.event(&row.topic, 999, row.offset).await.unwrap(), None);
     rows
+}
+
+/// What a store answers once `row` (the newest it holds) has level 9, its schema's CHECK bypassed:
+/// a corrupt row error for its position and for the newest page without a level (never an event
+/// with a level made up), and a page asking for `row`'s own level without it.
+pub(crate) async fn a_row_with_level_9_is_a_corrupt_row_error(search: &dyn LogSearch, row: &StoredRow) {
+    let corrupt = |r: Result<(), SearchFailed>, what: &str| match r {
+        Err(SearchFailed::Corrupt(why)) => assert!(why.contains("level 9"), "{what}: {why}"),
+        other => panic!("{what}: not a corrupt row error: {other:?}"),
+    };
+    corrupt(search.event(&row.topic, row.partition, row.offset).await.map(drop), "event");
+    corrupt(search.search(&query(&params(&[]), 10)).await.map(drop), "newest page");
+    let page = search.search(&query(&params(&[("level", row.level.as_str())]), 1_000)).await.unwrap();
+    assert!(page.events.iter().all(|e| e.level == row.level), "{page:?}");
 }

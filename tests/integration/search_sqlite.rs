@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actors::domain::Level;
 use actors::intake::{Intake, IntakeOptions, IntakeOutcome, Lines as Body};
-use actors::search::{LogSearch, SearchFailed};
+use actors::search::LogSearch;
 use chrono::Utc;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Integer, Text};
@@ -21,7 +21,7 @@ use log_analyzer::sqlite::search::SqliteLogSearch;
 use log_analyzer::sqlite::SqliteDb;
 
 use crate::helpers::unique;
-use crate::search_cases::{self, query, Backend, Lines, StoredRow};
+use crate::search_cases::{self, Backend, Lines, StoredRow};
 
 struct Embedded {
     dir: PathBuf,
@@ -193,14 +193,5 @@ async fn a_row_with_a_level_out_of_range_is_a_corrupt_row_error() {
             .unwrap();
     assert_eq!(changed, 1);
     let search = SqliteLogSearch::new(store.db.clone(), 10_000);
-    let corrupt = |r: Result<_, SearchFailed>, what: &str| match r {
-        Err(SearchFailed::Corrupt(why)) => assert!(why.contains("level 9"), "{what}: {why}"),
-        other => panic!("{what}: not a corrupt row error: {other:?}"),
-    };
-    corrupt(search.event(&row.topic, row.partition, row.offset).await.map(drop), "event");
-    corrupt(search.search(&query(&search_cases::params(&[]), 10)).await.map(drop), "newest page");
-    let level = row.level.as_str();
-    let page = search.search(&query(&search_cases::params(&[("level", level)]), 1_000)).await.unwrap();
-    assert!(page.events.iter().all(|e| e.offset != row.offset || e.partition != row.partition));
-    assert!(page.events.iter().all(|e| e.level == row.level));
+    search_cases::a_row_with_level_9_is_a_corrupt_row_error(&search, &row).await;
 }
