@@ -2,7 +2,7 @@
 # `scripts/bench.sh search`: the newest-100 page of GET /logs (DESIGN §13) over BENCH_SEARCH_ROWS stored
 # rows (default 10,000,000; --quick: 100,000), against the SQL a user would write, and what each index the
 # search may add costs the ingest. Sourced by scripts/bench.sh (its helpers: setup, cleanup_db, log, die,
-# now, secs, rate, ratio, machine, record, free_port, and GEN, BIN, WORK, QUICK, DATABASE_URL) and uses
+# now, secs, rate, ratio, machine, record, start_api, stop_run, and GEN, BIN, WORK, QUICK, DATABASE_URL) and uses
 # bench-openloop.sh's vegeta and bench-ingest.sh's ingest runs.
 #
 # 1. Dataset. A corpus of real tokenizer output: the generator's events (`generate --to csv`, seed 18)
@@ -239,18 +239,11 @@ search_plan() {
 
 # Starts `api` and decides the mode: route when GET /logs answers 200, SQL when it answers 404.
 search_start_api() {
-  local port admin code
-  port=$(free_port)
-  admin=$(free_port)
-  HTTP_ADDR="127.0.0.1:$port" ADMIN_ADDR="127.0.0.1:$admin" "$BIN" api 2>"$WORK/api.log" &
-  RUN_PID=$!
-  URL="http://127.0.0.1:$port"
-  local deadline=$((SECONDS + 60))
-  until curl -fs "$URL/healthz" >/dev/null 2>&1; do
-    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/api.log" >&2; die "api exited before it answered"; }
-    [ "$SECONDS" -lt "$deadline" ] || die "api did not answer /healthz in 60 s"
-    sleep 0.2
-  done
+  local code
+  start_api api
+  # As `run`'s: stop_run stops it.
+  RUN_PID=$API_PID
+  URL=$API_URL
   code=$(curl -s -o "$WORK/route.json" -w '%{http_code}' "$URL/logs?q=$SEARCH_SELECTIVE&limit=100")
   case "$code" in
   200) SEARCH_MODE=route ;;

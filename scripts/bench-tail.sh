@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # `scripts/bench.sh tail`: what announcing each committed batch to live tails (pg_notify inside the
 # batch's transaction, TAIL_NOTIFY) costs the writer. Sourced by scripts/bench.sh (its helpers:
-# setup, cleanup_db, free_port, log, die, rate, ratio, machine, record, and ingest2_run,
+# setup, cleanup_db, start_api, wait_for, log, die, rate, ratio, machine, record, and ingest2_run,
 # ingest2_count from scripts/bench-ingest.sh; GEN, BIN, WORK, EVENTS, PARTITIONS, QUICK).
 #
 # The same pre-produced events (BENCH_EVENTS, default 2,000,000; --quick: 20,000) are ingested,
@@ -14,22 +14,11 @@
 
 # Starts `api` and one tail client on it; sets TAIL_API_PID and TAIL_CURL_PID.
 tail_client_start() {
-  local port
-  port=$(free_port)
-  HTTP_ADDR="127.0.0.1:$port" GRPC_ADDR=127.0.0.1:0 REDIS_URL='' "$BIN" api 2>"$WORK/tail-api.log" &
-  TAIL_API_PID=$!
-  local deadline=$((SECONDS + 60))
-  until curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
-    kill -0 "$TAIL_API_PID" 2>/dev/null || { tail -n 20 "$WORK/tail-api.log" >&2; die "api exited before it listened"; }
-    [ "$SECONDS" -lt "$deadline" ] || die "api not listening after 60 s"
-    sleep 0.2
-  done
-  curl -sN "http://127.0.0.1:$port/logs/tail?level=fatal&q=no_such_token_anywhere" >"$WORK/tail-stream.txt" &
+  REDIS_URL='' start_api tail-api
+  TAIL_API_PID=$API_PID
+  curl -sN "$API_URL/logs/tail?level=fatal&q=no_such_token_anywhere" >"$WORK/tail-stream.txt" &
   TAIL_CURL_PID=$!
-  until grep -q 'tail open' "$WORK/tail-stream.txt" 2>/dev/null; do
-    kill -0 "$TAIL_CURL_PID" 2>/dev/null || die "the tail client ended: $(cat "$WORK/tail-stream.txt")"
-    sleep 0.1
-  done
+  wait_for "$TAIL_CURL_PID" "the tail client" "$WORK/tail-stream.txt" 60 grep -q 'tail open' "$WORK/tail-stream.txt"
 }
 
 tail_client_stop() {

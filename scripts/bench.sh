@@ -143,6 +143,36 @@ cleanup_db() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Waits until "$@" (a probe command) succeeds while the process $1 (named $2, writing to the log $3)
+# lives, for at most $4 seconds; else prints the log's tail and fails the benchmark.
+wait_for() {
+  local pid=$1 name=$2 logfile=$3 limit=$4
+  shift 4
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$logfile" >&2; die "$name exited before it was ready"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$logfile" >&2; die "$name not ready after $limit s"; }
+    sleep 0.2
+  done
+}
+
+# Probes for wait_for: memory answers at $URL (readyz), or the process at $1 answers /healthz.
+memory_ready() { curl -fs "$URL/readyz" 2>/dev/null | grep -q '"memory":"ready"'; }
+answers_health() { curl -fs "$1/healthz" >/dev/null 2>&1; }
+
+# Starts `api` (extra environment in the caller's exports, gRPC and admin on ports of their own) and
+# waits until it answers /healthz; its log is $WORK/$1.log. Sets API_PID and API_URL.
+start_api() {
+  local name=$1 port admin
+  port=$(free_port)
+  admin=$(free_port)
+  API_URL="http://127.0.0.1:$port"
+  HTTP_ADDR="127.0.0.1:$port" ADMIN_ADDR="127.0.0.1:$admin" GRPC_ADDR="${GRPC_ADDR-127.0.0.1:0}" \
+    "$BIN" api 2>"$WORK/$name.log" &
+  API_PID=$!
+  wait_for "$API_PID" api "$WORK/$name.log" 60 answers_health "$API_URL"
+}
+
 # Starts `run --generate RATE` (extra environment in the caller's exports) and waits until memory
 # answers; sets RUN_PID and URL.
 RUN_PID=
@@ -156,12 +186,7 @@ start_run() {
     DATABASE_TIMEOUT_MS=120000 "$BIN" run --generate "$rate" 2>"$WORK/run.log" &
   RUN_PID=$!
   URL="http://127.0.0.1:$port"
-  local deadline=$((SECONDS + 120))
-  until curl -fs "$URL/readyz" 2>/dev/null | grep -q '"memory":"ready"'; do
-    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/run.log" >&2; die "run exited before it was ready"; }
-    [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$WORK/run.log" >&2; die "run not ready after 120 s"; }
-    sleep 0.2
-  done
+  wait_for "$RUN_PID" run "$WORK/run.log" 120 memory_ready
 }
 
 stop_run() {
@@ -732,18 +757,11 @@ bench_ingest_http() {
   setup
   HTTP_EVENTS="${BENCH_HTTP_EVENTS:-$([ "$QUICK" = 1 ] && echo 20000 || echo 400000)}"
   LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-  local port
-  port=$(free_port)
-  log "log-analyzer api on :$port (POST /ingest only; nothing consumes the topic)"
-  HTTP_ADDR="127.0.0.1:$port" "$BIN" api 2>"$WORK/api.log" &
-  RUN_PID=$!
-  URL="http://127.0.0.1:$port"
-  local deadline=$((SECONDS + 60))
-  until curl -fs "$URL/healthz" >/dev/null 2>&1; do
-    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/api.log" >&2; die "api exited before it listened"; }
-    [ "$SECONDS" -lt "$deadline" ] || die "api not listening after 60 s"
-    sleep 0.2
-  done
+  start_api api
+  # As `run`'s: stop_run stops it.
+  RUN_PID=$API_PID
+  URL=$API_URL
+  log "log-analyzer api at $URL (POST /ingest only; nothing consumes the topic)"
 
   log "Kafka path: generate --to kafka, $HTTP_EVENTS events"
   local kafka_s http1k_s http20k_s
@@ -796,12 +814,7 @@ start_embedded() {
     "$BIN" run 2>"$WORK/embedded.log" &
   RUN_PID=$!
   URL="http://127.0.0.1:$port"
-  local deadline=$((SECONDS + 120))
-  until curl -fs "$URL/readyz" 2>/dev/null | grep -q '"memory":"ready"'; do
-    kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/embedded.log" >&2; die "embedded run exited before it was ready"; }
-    [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$WORK/embedded.log" >&2; die "embedded run not ready after 120 s"; }
-    sleep 0.2
-  done
+  wait_for "$RUN_PID" "embedded run" "$WORK/embedded.log" 120 memory_ready
 }
 
 # Rows of `logs` above the keyword indexer's committed mark in the SQLite file $1.

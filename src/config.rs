@@ -90,6 +90,10 @@ pub struct Settings {
     /// A Redis call gives up after this many milliseconds (the answer then comes from PostgreSQL).
     #[serde(default = "defaults::redis_timeout_ms")]
     pub redis_timeout_ms: u64,
+    /// Redis sums a window's bucket fields only up to this many in all; past it the window is left
+    /// to PostgreSQL (Redis runs one script at a time: a long sum stalls every other call).
+    #[serde(default = "defaults::redis_max_window_fields")]
+    pub redis_max_window_fields: u64,
     /// A PostgreSQL stats query gives up after this many milliseconds.
     #[serde(default = "defaults::database_timeout_ms")]
     pub database_timeout_ms: u64,
@@ -271,6 +275,9 @@ mod defaults {
     }
     pub fn redis_timeout_ms() -> u64 {
         50
+    }
+    pub fn redis_max_window_fields() -> u64 {
+        crate::cache::DEFAULT_MAX_WINDOW_FIELDS
     }
     pub fn database_timeout_ms() -> u64 {
         2_000

@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod jobs;
 pub mod kafka;
+mod search_rows;
 pub mod sqlite;
 pub mod startup;
 pub mod telemetry;

@@ -10,7 +10,7 @@ use actors::ports::{AnswerCache, CannotAnswer, WindowAnswer, WindowQuery, Window
 use actors::windows::{stats::top_keywords, ErrorStats, KeywordCount, KeywordSet, ServiceStats};
 use async_trait::async_trait;
 
-use super::{RedisCache, SEP};
+use super::{RedisCache, WindowFields, SEP};
 
 /// The key of a question's kept answer (under `<base>:ans:`).
 fn answer_key(question: &WindowQuestion) -> String {
@@ -82,8 +82,15 @@ impl RedisBuckets {
 impl WindowQuery for RedisBuckets {
     async fn answer(&self, question: &WindowQuestion) -> Result<WindowAnswer, CannotAnswer> {
         let fields = match self.cache.window(question.range()).await {
-            Ok(Some(fields)) => fields,
-            Ok(None) => return Err(CannotAnswer::Missing(BUCKETS_INCOMPLETE.into())),
+            Ok(WindowFields::Summed(fields)) => fields,
+            Ok(WindowFields::Incomplete) => return Err(CannotAnswer::Missing(BUCKETS_INCOMPLETE.into())),
+            Ok(WindowFields::TooMany(n)) => {
+                return Err(CannotAnswer::Missing(format!(
+                    "the window's buckets hold {n} fields, more than REDIS_MAX_WINDOW_FIELDS \
+                     ({}): too many services to sum in Redis without stalling it",
+                    self.cache.max_window_fields()
+                )))
+            }
             Err(e) => return Err(CannotAnswer::Unavailable(e.to_string())),
         };
         Ok(match question {

@@ -22,17 +22,17 @@
 
 use std::time::Duration;
 
-use actors::domain::Level;
 use actors::search::{Cursor, FoundEvent, LevelFilter, LogSearch, SearchFailed, SearchPage, SearchQuery};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::BoxedSqlQuery;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, SmallInt, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 use super::PgPool;
+use crate::search_rows::{pg_columns, EventRow};
 
 /// Rows step 1 examines per event of the page (and never more than a quarter of
 /// `SEARCH_MAX_SCAN`): a token in 1 % of rows fills a page of 100 after about 10,000 rows, so
@@ -114,45 +114,6 @@ struct ProbedRow {
     offset: Option<i64>,
     #[diesel(sql_type = Nullable<Text>)]
     topic: Option<String>,
-}
-
-#[derive(QueryableByName)]
-struct EventRow {
-    #[diesel(sql_type = Timestamptz)]
-    ts: DateTime<Utc>,
-    #[diesel(sql_type = SmallInt)]
-    level: i16,
-    #[diesel(sql_type = Text)]
-    service: String,
-    #[diesel(sql_type = Text)]
-    message: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    user_id: Option<String>,
-    #[diesel(sql_type = Jsonb)]
-    attrs: serde_json::Value,
-    #[diesel(sql_type = Text)]
-    topic: String,
-    #[diesel(sql_type = Integer)]
-    partition: i32,
-    #[diesel(sql_type = BigInt)]
-    offset: i64,
-}
-
-impl EventRow {
-    fn found(self) -> FoundEvent {
-        FoundEvent {
-            ts: self.ts,
-            // The column's CHECK keeps it in 0..=5.
-            level: Level::from_i16(self.level).unwrap_or(Level::Info),
-            service: self.service,
-            message: self.message,
-            user_id: self.user_id,
-            attrs: self.attrs,
-            topic: self.topic,
-            partition: self.partition,
-            offset: self.offset,
-        }
-    }
 }
 
 /// A value bound to a `$n` of a statement built at run time.
@@ -344,36 +305,38 @@ impl PgLogSearch {
         Ok(Some(found))
     }
 
-    /// The stored events at `positions`, in that order.
+    /// The stored rows at `positions`, in that order.
     async fn fetch(
         conn: &mut AsyncPgConnection,
         positions: &[Position],
-    ) -> Result<Vec<FoundEvent>, diesel::result::Error> {
+    ) -> Result<Vec<EventRow>, diesel::result::Error> {
         if positions.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<EventRow> = diesel::sql_query(
-            "SELECT l.ts, l.level, l.service, l.message, l.user_id, l.attrs, l.topic, l.\"partition\", l.\"offset\" \
-             FROM unnest($1::timestamptz[], $2::integer[], $3::bigint[], $4::text[]) AS k(ts, p, o, t) \
+        let rows: Vec<EventRow> = diesel::sql_query(format!(
+            "SELECT {} FROM unnest($1::timestamptz[], $2::integer[], $3::bigint[], $4::text[]) AS k(ts, p, o, t) \
              JOIN logs l ON l.ts = k.ts AND l.\"partition\" = k.p AND l.\"offset\" = k.o AND l.topic = k.t",
-        )
+            pg_columns("l.")
+        ))
         .bind::<Array<Timestamptz>, _>(positions.iter().map(|p| p.ts).collect::<Vec<_>>())
         .bind::<Array<Integer>, _>(positions.iter().map(|p| p.partition).collect::<Vec<_>>())
         .bind::<Array<BigInt>, _>(positions.iter().map(|p| p.offset).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(positions.iter().map(|p| p.topic.clone()).collect::<Vec<_>>())
         .load(conn)
         .await?;
-        let mut events: Vec<Option<FoundEvent>> = vec![None; positions.len()];
+        let mut in_order: Vec<Option<EventRow>> = positions.iter().map(|_| None).collect();
         for row in rows {
-            let event = row.found();
             let at = positions.iter().position(|p| {
-                p.ts == event.ts && p.partition == event.partition && p.offset == event.offset && p.topic == event.topic
+                p.ts.timestamp_micros() == row.ts
+                    && p.partition == row.partition
+                    && p.offset == row.offset
+                    && p.topic == row.topic
             });
             if let Some(i) = at {
-                events[i].get_or_insert(event);
+                in_order[i].get_or_insert(row);
             }
         }
-        Ok(events.into_iter().flatten().collect())
+        Ok(in_order.into_iter().flatten().collect())
     }
 
     /// The three steps of the module's comment, on one REPEATABLE READ snapshot.
@@ -381,7 +344,7 @@ impl PgLogSearch {
         conn: &mut AsyncPgConnection,
         query: &SearchQuery,
         max_scan: u64,
-    ) -> Result<SearchPage, diesel::result::Error> {
+    ) -> Result<(Vec<EventRow>, Option<Cursor>, bool), diesel::result::Error> {
         let limit = query.limit;
         let mut after = query.after.as_ref().map(Position::of);
         let mut found: Vec<Position> = Vec::new();
@@ -419,8 +382,8 @@ impl PgLogSearch {
                 None => (None, false),
             }
         };
-        let events = Self::fetch(conn, &found).await?;
-        Ok(SearchPage { events, next_cursor: next, truncated })
+        let rows = Self::fetch(conn, &found).await?;
+        Ok((rows, next, truncated))
     }
 
     async fn bounded<T, F>(&self, work: F) -> Result<T, SearchFailed>
@@ -444,24 +407,27 @@ impl PgLogSearch {
 impl LogSearch for PgLogSearch {
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, SearchFailed> {
         let (query, max_scan) = (query.clone(), self.max_scan);
-        self.bounded(async move |conn| {
-            conn.build_transaction()
-                .repeatable_read()
-                .read_only()
-                .run(async move |conn| Self::page(conn, &query, max_scan).await)
-                .await
-        })
-        .await
+        let (rows, next_cursor, truncated) = self
+            .bounded(async move |conn| {
+                conn.build_transaction()
+                    .repeatable_read()
+                    .read_only()
+                    .run(async move |conn| Self::page(conn, &query, max_scan).await)
+                    .await
+            })
+            .await?;
+        let events = rows.into_iter().map(EventRow::found).collect::<Result<_, _>>()?;
+        Ok(SearchPage { events, next_cursor, truncated })
     }
 
     async fn event(&self, topic: &str, partition: i32, offset: i64) -> Result<Option<FoundEvent>, SearchFailed> {
         let topic = topic.to_owned();
         let rows: Vec<EventRow> = self
             .bounded(async move |conn| {
-                diesel::sql_query(
-                    "SELECT ts, level, service, message, user_id, attrs, topic, \"partition\", \"offset\" FROM logs \
-                     WHERE topic = $1 AND \"partition\" = $2 AND \"offset\" = $3 LIMIT 1",
-                )
+                diesel::sql_query(format!(
+                    "SELECT {} FROM logs WHERE topic = $1 AND \"partition\" = $2 AND \"offset\" = $3 LIMIT 1",
+                    pg_columns("")
+                ))
                 .bind::<Text, _>(topic)
                 .bind::<Integer, _>(partition)
                 .bind::<BigInt, _>(offset)
@@ -469,7 +435,7 @@ impl LogSearch for PgLogSearch {
                 .await
             })
             .await?;
-        Ok(rows.into_iter().next().map(EventRow::found))
+        rows.into_iter().next().map(EventRow::found).transpose()
     }
 
     fn source(&self) -> &'static str {

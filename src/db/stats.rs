@@ -83,6 +83,12 @@ struct MaybeSecond {
     second: Option<i64>,
 }
 
+/// `work_mem` of the errors query, set for its transaction only: its hash aggregate over 100k
+/// services takes ~15 MB (measured, PostgreSQL 15), which the server's 4 MB default (× the hash
+/// multiplier, 2) spills to disk. 32 MB keeps ~400k services in memory; it is a bound per query,
+/// not an allocation, and the pool (DATABASE_POOL_SIZE, 8) caps how many run at once.
+const ERRORS_WORK_MEM: &str = "32MB";
+
 /// Stats queries against `logs`, bounded by a timeout.
 #[derive(Clone)]
 pub struct PgStats {
@@ -122,6 +128,16 @@ impl PgStats {
     /// The window's services ranked in SQL, so that only `limit` rows and the sum of the rest
     /// cross the wire (an hour of 100k services would otherwise be 100k rows). `COLLATE "C"` ranks
     /// ties by bytes, as every other source does.
+    ///
+    /// The shape is chosen for many services (see docs/BENCHMARKS.md, cardinality): one hash
+    /// aggregate per service given `ERRORS_WORK_MEM` so that 100k groups do not spill to disk
+    /// (at the default 4 MB: 5 batches and two external-merge sorts), then a top-N heap sort for
+    /// the listed services and plain sums for `other`, instead of numbering every service with
+    /// a window function (a full sort of all of them). No parallel workers: with few events per
+    /// service, each worker's partial aggregate holds nearly every service again (575k rows →
+    /// 239k partial groups for 99k services), and sorting and merging those costs more CPU than
+    /// the workers save; measured serially the hour of 100k services costs the backend 0.65 CPU
+    /// seconds, of which 0.25 are the scan.
     pub async fn errors(
         &self,
         range: WindowRange,
@@ -131,24 +147,37 @@ impl PgStats {
         let topics = self.topics.clone();
         let rows: Vec<RankedRow> = self
             .bounded(async move |conn| {
-                diesel::sql_query(
-                    "WITH per AS (SELECT service, count(*)::bigint AS total, \
-                         count(*) FILTER (WHERE level >= 4)::bigint AS errors \
-                         FROM logs WHERE topic = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
-                         AND ($4::text IS NULL OR service = $4) GROUP BY service), \
-                     ranked AS (SELECT *, row_number() OVER (ORDER BY errors DESC, service COLLATE \"C\") AS rank \
-                         FROM per) \
-                     SELECT service, total, errors FROM ranked WHERE rank <= $5 \
-                     UNION ALL SELECT NULL, coalesce(sum(total), 0)::bigint, coalesce(sum(errors), 0)::bigint \
-                         FROM ranked WHERE rank > $5",
-                )
-                .bind::<Array<Text>, _>(topics)
-                .bind::<BigInt, _>(range.from)
-                .bind::<BigInt, _>(range.to)
-                .bind::<Nullable<Text>, _>(service)
-                .bind::<BigInt, _>(limit as i64)
-                .load(conn)
-                .await
+                conn.build_transaction()
+                    .read_only()
+                    .run(async move |conn| {
+                        diesel::sql_query(
+                            "SELECT set_config('work_mem', $1, true), \
+                                 set_config('max_parallel_workers_per_gather', '0', true)",
+                        )
+                        .bind::<Text, _>(ERRORS_WORK_MEM)
+                        .execute(conn)
+                        .await?;
+                        diesel::sql_query(
+                            "WITH per AS MATERIALIZED (SELECT service, count(*)::bigint AS total, \
+                                 count(*) FILTER (WHERE level >= 4)::bigint AS errors \
+                                 FROM logs WHERE topic = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+                                 AND ($4::text IS NULL OR service = $4) GROUP BY service), \
+                             top AS MATERIALIZED (SELECT service, total, errors FROM per \
+                                 ORDER BY errors DESC, service COLLATE \"C\" LIMIT $5) \
+                             SELECT service, total, errors FROM top \
+                             UNION ALL SELECT NULL, \
+                                 ((SELECT coalesce(sum(total), 0) FROM per) - (SELECT coalesce(sum(total), 0) FROM top))::bigint, \
+                                 ((SELECT coalesce(sum(errors), 0) FROM per) - (SELECT coalesce(sum(errors), 0) FROM top))::bigint",
+                        )
+                        .bind::<Array<Text>, _>(topics)
+                        .bind::<BigInt, _>(range.from)
+                        .bind::<BigInt, _>(range.to)
+                        .bind::<Nullable<Text>, _>(service)
+                        .bind::<BigInt, _>(limit as i64)
+                        .load(conn)
+                        .await
+                    })
+                    .await
             })
             .await?;
         let mut listed = Vec::new();

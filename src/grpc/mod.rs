@@ -176,5 +176,6 @@ pub(crate) fn status(error: ApiError) -> Status {
         ApiError::NotFound { .. } => Status::not_found(message),
         ApiError::TooLarge(_) => Status::resource_exhausted(message),
         ApiError::Unavailable { .. } => Status::unavailable(message),
+        ApiError::Internal { .. } => Status::internal(message),
     }
 }

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// No source could answer (or the forced one could not): 503.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// The store answered something it must not hold (a corrupt row): 500.
+    #[error("{message}")]
+    Internal { code: &'static str, message: String },
 }
 
 impl ApiError {
@@ -36,7 +39,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
-            | ApiError::Unavailable { code, .. } => code,
+            | ApiError::Unavailable { code, .. }
+            | ApiError::Internal { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::TooLarge(_) => "body_too_large",
         }
@@ -59,6 +63,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

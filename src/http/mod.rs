@@ -57,24 +57,45 @@ pub struct AppState {
     pub log: Logger,
 }
 
+/// Every route of the public listener, each with its handler: `configure` registers these and the
+/// 404 answer names them, so a route added here is listed there. The dashboard's static files
+/// (`dashboard::assets`) are left out of the list: they are the page's, not the API's.
+fn public_routes() -> [(&'static str, actix_web::Route); 15] {
+    [
+        ("/stats/errors", web::get().to(routes::errors)),
+        ("/stats/keywords", web::get().to(routes::keywords)),
+        ("/stats/keywords/top", web::get().to(routes::top_keywords)),
+        ("/stats/summary", web::get().to(summary::summary)),
+        ("/logs", web::get().to(search::logs)),
+        ("/logs/{topic}/{partition}/{offset}", web::get().to(search::event)),
+        ("/ingest", web::post().to(intake::ingest)),
+        ("/v1/logs", web::post().to(protocols::otlp_logs)),
+        ("/loki/api/v1/push", web::post().to(protocols::loki_push)),
+        ("/logs/tail", web::get().to(tail::tail)),
+        ("/healthz", web::get().to(routes::healthz)),
+        ("/readyz", web::get().to(routes::readyz)),
+        ("/openapi.json", web::get().to(openapi::serve_document)),
+        ("/", web::get().to(dashboard::public_page)),
+        ("/ws", web::get().to(dashboard::public_socket)),
+    ]
+}
+
 /// Routes of the public listener.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stats/errors", web::get().to(routes::errors))
-        .route("/stats/keywords", web::get().to(routes::keywords))
-        .route("/stats/keywords/top", web::get().to(routes::top_keywords))
-        .route("/stats/summary", web::get().to(summary::summary))
-        .route("/logs", web::get().to(search::logs))
-        .route("/logs/{topic}/{partition}/{offset}", web::get().to(search::event))
-        .route("/ingest", web::post().to(intake::ingest))
-        .route("/v1/logs", web::post().to(protocols::otlp_logs))
-        .route("/loki/api/v1/push", web::post().to(protocols::loki_push))
-        .route("/logs/tail", web::get().to(tail::tail))
-        .route("/healthz", web::get().to(routes::healthz))
-        .route("/readyz", web::get().to(routes::readyz))
-        .route("/openapi.json", web::get().to(openapi::serve_document))
-        .route("/", web::get().to(dashboard::public_page))
-        .route("/ws", web::get().to(dashboard::public_socket))
-        .configure(dashboard::assets);
+    for (path, route) in public_routes() {
+        cfg.route(path, route);
+    }
+    cfg.configure(dashboard::assets);
+}
+
+/// What the public listener answers a path no route takes: 404 `not_found`, naming every route.
+async fn no_such_route() -> actix_web::HttpResponse {
+    static MESSAGE: OnceLock<String> = OnceLock::new();
+    let message = MESSAGE.get_or_init(|| {
+        let paths: Vec<&str> = public_routes().iter().map(|(path, _)| *path).collect();
+        format!("no such route: see {}", paths.join(", "))
+    });
+    actix_web::HttpResponse::NotFound().json(serde_json::json!({ "error": "not_found", "message": message }))
 }
 
 /// The id of one request: the caller's `X-Request-Id` when it is a sane token, else a new one.
@@ -176,12 +197,7 @@ pub fn serve(
             .wrap(actix_web::middleware::from_fn(limits::rate_limit))
             .wrap(actix_web::middleware::from_fn(observe))
             .configure(configure)
-            .default_service(web::to(|| async {
-                actix_web::HttpResponse::NotFound().json(serde_json::json!({
-                    "error": "not_found",
-                    "message": "no such route: see /stats/errors, /stats/keywords, /stats/keywords/top, /stats/summary, /logs, /ingest, /v1/logs, /loki/api/v1/push, /openapi.json",
-                }))
-            }))
+            .default_service(web::to(no_such_route))
     })
     .shutdown_timeout(5)
     // A client that does not finish its headers in time is cut (slowloris); one that stops reading
@@ -191,4 +207,44 @@ pub fn serve(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::{call_service, init_service, read_body_json, TestRequest};
+
+    use super::*;
+
+    /// The 404 names every route the listener serves: each documented in the OpenAPI document,
+    /// the dashboard's two, and each registered (a request to it is not the 404).
+    #[actix_rt::test]
+    async fn the_404_names_every_route_and_every_named_route_is_served() {
+        let app = init_service(App::new().configure(configure).default_service(web::to(no_such_route))).await;
+        let res = call_service(&app, TestRequest::get().uri("/no/such/route").to_request()).await;
+        assert_eq!(res.status(), 404);
+        let body: serde_json::Value = read_body_json(res).await;
+        assert_eq!(body["error"], "not_found");
+        let message = body["message"].as_str().expect("a message").to_owned();
+        let listed: Vec<&str> =
+            message.strip_prefix("no such route: see ").expect("the list of routes").split(", ").collect();
+        let documented = openapi::document();
+        let mut wanted: Vec<&str> = documented.paths.paths.keys().map(String::as_str).collect();
+        wanted.extend(["/", "/ws", "/logs", "/logs/tail", "/logs/{topic}/{partition}/{offset}"]);
+        for path in wanted {
+            assert!(listed.contains(&path), "{path} is not in the 404's list: {message}");
+        }
+        for (path, _) in public_routes() {
+            let uri = path.replace("{topic}", "t").replace("{partition}", "0").replace("{offset}", "1");
+            // Each route's own method; no app state, so a served route answers a 500 (or a 4xx of
+            // its own), never the fallback's list.
+            let method = if ["/ingest", "/v1/logs", "/loki/api/v1/push"].contains(&path) { "POST" } else { "GET" };
+            let req = TestRequest::default()
+                .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(&uri)
+                .to_request();
+            let res = call_service(&app, req).await;
+            let body = actix_web::test::read_body(res).await;
+            assert!(!String::from_utf8_lossy(&body).contains("no such route"), "{method} {uri} is not served");
+        }
+    }
 }

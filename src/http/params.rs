@@ -36,6 +36,11 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
+    /// Every (name, value) given, in no particular order (each name once: `parse` refused repeats).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// `window`: `<integer><s|m|h|d>`, from 1 s to `max`.
     pub fn window(&self, default: &str, max: Window) -> Result<Window, ApiError> {
         let text = self.get("window").unwrap_or(default);

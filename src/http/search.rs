@@ -11,9 +11,6 @@ use super::openapi::{ErrorBody, FoundEventBody, LogsQuery, SearchAnswer};
 use super::params::Params;
 use super::AppState;
 
-/// The parameters `GET /logs` takes.
-pub const LOGS_PARAMETERS: [&str; 7] = ["q", "service", "level", "from", "to", "limit", "cursor"];
-
 impl From<BadSearch> for ApiError {
     fn from(bad: BadSearch) -> ApiError {
         ApiError::bad(bad.code, bad.message)
@@ -24,6 +21,7 @@ impl From<SearchFailed> for ApiError {
     fn from(failed: SearchFailed) -> ApiError {
         match failed {
             SearchFailed::Unavailable(why) => ApiError::unavailable("search_unavailable", why),
+            SearchFailed::Corrupt(why) => ApiError::Internal { code: "corrupt_row", message: why },
         }
     }
 }
@@ -44,22 +42,15 @@ pub fn page_body(page: &SearchPage, source: &str) -> serde_json::Value {
         (status = 400, description = "A parameter is malformed, unknown or repeated (bad_query, bad_level, bad_from, bad_cursor, …)", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 429, description = "Over RATE_LIMIT_RPS; see Retry-After", body = ErrorBody),
+        (status = 500, description = "A stored row is corrupt: a level outside 0..=5 or attrs that are not JSON (corrupt_row)", body = ErrorBody),
         (status = 503, description = "The store did not answer in time (search_unavailable)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
 pub async fn logs(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
-    let params = Params::parse(req.query_string(), &LOGS_PARAMETERS)?;
-    let query = SearchParams {
-        q: params.get("q"),
-        service: params.get("service"),
-        level: params.get("level"),
-        from: params.get("from"),
-        to: params.get("to"),
-        limit: params.get("limit"),
-        cursor: params.get("cursor"),
-    }
-    .query()?;
+    // `Params` answers an unknown or repeated name with the route's usual 400 before the core sees it.
+    let params = Params::parse(req.query_string(), &SearchParams::NAMES)?;
+    let query = SearchParams::from_pairs(params.pairs())?.query()?;
     let page = state.search.search(&query).await?;
     Ok(HttpResponse::Ok().json(page_body(&page, state.search.source())))
 }
@@ -76,6 +67,7 @@ pub async fn logs(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No event is stored there (not_found)", body = ErrorBody),
         (status = 429, description = "Over RATE_LIMIT_RPS; see Retry-After", body = ErrorBody),
+        (status = 500, description = "A stored row is corrupt: a level outside 0..=5 or attrs that are not JSON (corrupt_row)", body = ErrorBody),
         (status = 503, description = "The store did not answer in time (search_unavailable)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
@@ -103,5 +95,25 @@ pub async fn event(
             code: "not_found",
             message: format!("no event is stored at {topic}/{partition}/{offset}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::ResponseError;
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn a_store_down_is_a_503_and_a_corrupt_row_a_500() {
+        let down = ApiError::from(SearchFailed::Unavailable("PostgreSQL: gone".into()));
+        assert_eq!(down.status_code(), 503);
+        let corrupt = ApiError::from(SearchFailed::Corrupt("the stored event at logs/0/1 has level 9".into()));
+        assert_eq!(corrupt.status_code(), 500);
+        let body = corrupt.error_response().into_body();
+        let bytes = actix_web::body::to_bytes(body).now_or_never().unwrap().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json, json!({"error": "corrupt_row", "message": "the stored event at logs/0/1 has level 9"}));
     }
 }

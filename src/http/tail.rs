@@ -41,14 +41,7 @@ const CUT: &str = "event: cut\ndata: {\"error\":\"slow_client\",\"message\":\"th
 pub async fn tail(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.auth.check(&req)?;
     let params = Params::parse(req.query_string(), &["q", "service", "level"])?;
-    let filter = SearchParams {
-        q: params.get("q"),
-        service: params.get("service"),
-        level: params.get("level"),
-        ..SearchParams::default()
-    }
-    .filter()
-    .map_err(|e| ApiError::bad(e.code, e.message))?;
+    let filter = SearchParams::from_pairs(params.pairs())?.filter()?;
     let Some(tail) = &state.tail else {
         return Err(ApiError::unavailable("no_tail", "this process serves no live tail"));
     };

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::domain::Level;
-use actors::search::{Cursor, FoundEvent, LogSearch, SearchFailed, SearchPage, SearchQuery};
+use actors::search::{Cursor, FoundEvent, LevelFilter, LogSearch, SearchFailed, SearchPage, SearchQuery};
 use async_trait::async_trait;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
@@ -41,6 +41,7 @@ use diesel::connection::DefaultLoadingMode;
 use super::keywords::{self, second_of};
 use super::stats::bounded;
 use super::SqliteDb;
+use crate::search_rows::EventRow;
 
 const MICROS: i64 = 1_000_000;
 
@@ -110,45 +111,13 @@ struct Examined {
     tokens: String,
 }
 
-/// A matching row, whole.
+/// A matching row, whole, with its rowid (the order the page found it in).
 #[derive(QueryableByName)]
-struct EventRow {
+struct Fetched {
     #[diesel(sql_type = BigInt)]
     id: i64,
-    #[diesel(sql_type = BigInt)]
-    ts: i64,
-    #[diesel(sql_type = Integer)]
-    level: i32,
-    #[diesel(sql_type = Text)]
-    service: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    user_id: Option<String>,
-    #[diesel(sql_type = Text)]
-    message: String,
-    #[diesel(sql_type = Text)]
-    attrs: String,
-    #[diesel(sql_type = Text)]
-    topic: String,
-    #[diesel(sql_type = Integer)]
-    partition: i32,
-    #[diesel(sql_type = BigInt)]
-    offset: i64,
-}
-
-impl EventRow {
-    fn found(self) -> FoundEvent {
-        FoundEvent {
-            ts: FoundEvent::ts_of_micros(self.ts),
-            level: Level::from_i16(self.level as i16).unwrap_or(Level::Info),
-            service: self.service,
-            message: self.message,
-            user_id: self.user_id,
-            attrs: serde_json::from_str(&self.attrs).unwrap_or(serde_json::Value::Null),
-            topic: self.topic,
-            partition: self.partition,
-            offset: self.offset,
-        }
-    }
+    #[diesel(embed)]
+    row: EventRow,
 }
 
 /// One walked second of the token plan.
@@ -202,7 +171,7 @@ fn tail_seconds(conn: &mut SqliteConnection, bound: &Bound, to: Option<i64>) -> 
 struct Matcher {
     include: Vec<String>,
     exclude: Vec<String>,
-    levels: actors::search::LevelFilter,
+    levels: LevelFilter,
     service: Option<String>,
 }
 
@@ -218,7 +187,11 @@ impl Matcher {
     }
 
     fn matches(&self, row: &Examined) -> bool {
-        Level::from_i16(row.level as i16).is_some_and(|l| self.levels.admits(l))
+        // Without a level asked, a row with a level no `Level` has (a corrupt file) matches, as on
+        // PostgreSQL, where the filter then has no level condition: reading it is the error the
+        // caller sees, rather than a row silently left out.
+        (self.levels == LevelFilter::Any
+            || i16::try_from(row.level).ok().and_then(Level::from_i16).is_some_and(|l| self.levels.admits(l)))
             && self.service.as_deref().is_none_or(|s| row.service == s)
             && self.include.iter().all(|t| row.tokens.contains(t.as_str()))
             && !self.exclude.iter().any(|t| row.tokens.contains(t.as_str()))
@@ -253,8 +226,7 @@ const EVENTS: &str =
     "SELECT rowid AS id, ts, level, service, user_id, message, attrs, topic, \"partition\", \"offset\" \
      FROM logs WHERE rowid IN (SELECT value FROM json_each(?1))";
 
-const ONE_EVENT: &str =
-    "SELECT rowid AS id, ts, level, service, user_id, message, attrs, topic, \"partition\", \"offset\" \
+const ONE_EVENT: &str = "SELECT ts, level, service, user_id, message, attrs, topic, \"partition\", \"offset\" \
      FROM logs WHERE \"partition\" = ?2 AND \"offset\" = ?3 AND topic = ?1 LIMIT 1";
 
 /// Where a page stands while it is being read.
@@ -464,7 +436,10 @@ pub fn embedded_search(db: &SqliteDb, max_scan: usize, timeout: Duration) -> Arc
     Arc::new(SqliteLogSearch::new(db.clone(), max_scan).with_timeout(timeout))
 }
 
-fn page(conn: &mut SqliteConnection, query: &SearchQuery, max_scan: usize) -> diesel::QueryResult<SearchPage> {
+/// A page's rows, its next cursor and whether it stopped at the bound.
+type PageRows = (Vec<EventRow>, Option<Cursor>, bool);
+
+fn page(conn: &mut SqliteConnection, query: &SearchQuery, max_scan: usize) -> diesel::QueryResult<PageRows> {
     let filter = &query.filter;
     let mut bound = Bound {
         include: serde_json::Value::from(filter.include.clone()).to_string(),
@@ -492,14 +467,14 @@ fn page(conn: &mut SqliteConnection, query: &SearchQuery, max_scan: usize) -> di
         let more = page.hits.len() > query.limit;
         page.hits.truncate(query.limit);
         let ids: Vec<i64> = page.hits.iter().map(|(id, _)| *id).collect();
-        let mut rows: Vec<EventRow> = if ids.is_empty() {
+        let mut rows: Vec<Fetched> = if ids.is_empty() {
             Vec::new()
         } else {
             diesel::sql_query(EVENTS).bind::<Text, _>(serde_json::Value::from(ids.clone()).to_string()).load(conn)?
         };
         let order: std::collections::HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         rows.sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
-        let events: Vec<FoundEvent> = rows.into_iter().map(EventRow::found).collect();
+        let rows: Vec<EventRow> = rows.into_iter().map(|f| f.row).collect();
         let (next_cursor, truncated) = if more {
             (page.hits.last().map(|(_, p)| p.cursor()), false)
         } else if page.spent() {
@@ -507,7 +482,7 @@ fn page(conn: &mut SqliteConnection, query: &SearchQuery, max_scan: usize) -> di
         } else {
             (None, false)
         };
-        Ok(SearchPage { events, next_cursor, truncated })
+        Ok((rows, next_cursor, truncated))
     })
 }
 
@@ -515,9 +490,12 @@ fn page(conn: &mut SqliteConnection, query: &SearchQuery, max_scan: usize) -> di
 impl LogSearch for SqliteLogSearch {
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, SearchFailed> {
         let (query, max_scan) = (query.clone(), self.max_scan);
-        bounded(&self.db, self.timeout, "search", move |conn| page(conn, &query, max_scan))
-            .await
-            .map_err(|e| SearchFailed::Unavailable(e.to_string()))
+        let (rows, next_cursor, truncated) =
+            bounded(&self.db, self.timeout, "search", move |conn| page(conn, &query, max_scan))
+                .await
+                .map_err(|e| SearchFailed::Unavailable(e.to_string()))?;
+        let events = rows.into_iter().map(EventRow::found).collect::<Result<_, _>>()?;
+        Ok(SearchPage { events, next_cursor, truncated })
     }
 
     async fn event(&self, topic: &str, partition: i32, offset: i64) -> Result<Option<FoundEvent>, SearchFailed> {
@@ -532,7 +510,7 @@ impl LogSearch for SqliteLogSearch {
         })
         .await
         .map_err(|e| SearchFailed::Unavailable(e.to_string()))?;
-        Ok(row.map(EventRow::found))
+        row.map(EventRow::found).transpose()
     }
 
     fn source(&self) -> &'static str {

@@ -253,31 +253,51 @@ pub async fn last_summarized(db: &SqliteDb) -> anyhow::Result<Option<NaiveDate>>
 /// returns the days that had events. One write transaction per hour of events, oldest first: a
 /// day of a busy store in one transaction would hold SQLite's one write lock (and ingest) for
 /// seconds, and an hour's events leave with their index rows, so answers never see half of either.
-/// The keyword indexer's mark and epoch move with them (`keywords::rows_deleted`).
+///
+/// Each transaction finds its hour, then deletes the rows and their index rows: a crash between
+/// two statements rolls both back, and no writer commits in between (an immediate transaction
+/// holds the write lock from its start). Before, the last step (the index rows left below the cut)
+/// ran in a transaction of its own after the loop's last look at `logs`: an event older than the
+/// cut stored in between kept its row but lost its index rows, so the search's token plan (which
+/// reads only the seconds `log_token_seconds` lists) and the keyword counts missed it until the
+/// next day's retention deleted it.
+///
+/// The keyword indexer's mark and epoch move with the rows (`keywords::rows_deleted`), in the same
+/// transaction.
 pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow::Result<Vec<NaiveDate>> {
     let cutoff = micros(day_start(oldest_kept));
     on_connection(db, move |conn| {
         let mut days = BTreeSet::new();
         loop {
-            let oldest: MaybeNumber = diesel::sql_query("SELECT min(ts) AS value FROM logs WHERE ts < ?1")
-                .bind::<BigInt, _>(cutoff)
-                .get_result(conn)?;
-            let Some(oldest) = oldest.value else { break };
-            let hour = keywords::hour_of(oldest);
-            let end = hour.saturating_add(1).saturating_mul(keywords::HOUR_US).min(cutoff);
-            conn.immediate_transaction(|conn| {
-                keywords::forget_hour(conn, hour, end)?;
+            let deleted = conn.immediate_transaction(|conn| {
+                let oldest: MaybeNumber = diesel::sql_query("SELECT min(ts) AS value FROM logs WHERE ts < ?1")
+                    .bind::<BigInt, _>(cutoff)
+                    .get_result(conn)?;
+                let Some(oldest) = oldest.value else {
+                    // Nothing left below the cut: index rows there have no event (none are
+                    // expected), and the seconds before the cut are a prefix of the key.
+                    keywords::forget_before(conn, cutoff)?;
+                    return Ok::<_, diesel::result::Error>(None);
+                };
+                let hour = keywords::hour_of(oldest);
+                let end = hour.saturating_add(1).saturating_mul(keywords::HOUR_US).min(cutoff);
+                // The rows first, then their index rows; one transaction, so the order only
+                // matters to a reader of this code: never an index row missing for a kept row.
                 diesel::sql_query("DELETE FROM logs WHERE ts >= ?1 AND ts < ?2")
                     .bind::<BigInt, _>(oldest)
                     .bind::<BigInt, _>(end)
                     .execute(conn)?;
-                // Rows above the indexer's mark may have gone too (unindexed, so no counts to forget).
-                keywords::rows_deleted(conn)
+                keywords::forget_hour(conn, hour, end)?;
+                // Rows above the indexer's mark may have gone too (unindexed, so no counts to
+                // forget): its mark and epoch move (`keywords::rows_deleted`).
+                keywords::rows_deleted(conn)?;
+                Ok(Some(oldest))
             })?;
-            days.insert(from_micros(oldest).date_naive());
+            match deleted {
+                Some(oldest) => days.insert(from_micros(oldest).date_naive()),
+                None => break,
+            };
         }
-        // Index rows left by anything but this (none are expected): the seconds before are a prefix.
-        conn.immediate_transaction(|conn| keywords::forget_before(conn, cutoff))?;
         Ok(days.into_iter().collect())
     })
     .await

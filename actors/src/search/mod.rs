@@ -180,6 +180,40 @@ impl BadSearch {
 }
 
 impl<'a> SearchParams<'a> {
+    /// Every parameter's name, as `GET /logs` takes them.
+    pub const NAMES: [&'static str; 7] = ["q", "service", "level", "from", "to", "limit", "cursor"];
+
+    /// The parameters of (name, value) pairs, as a query string or a test gives them. A name that is
+    /// not one of [`SearchParams::NAMES`] (`unknown_parameter`) or is given twice
+    /// (`repeated_parameter`) is refused rather than dropped: a typo must not widen the search.
+    pub fn from_pairs<'n>(pairs: impl IntoIterator<Item = (&'n str, &'a str)>) -> Result<SearchParams<'a>, BadSearch> {
+        let mut p = SearchParams::default();
+        for (name, value) in pairs {
+            let slot = match name {
+                "q" => &mut p.q,
+                "service" => &mut p.service,
+                "level" => &mut p.level,
+                "from" => &mut p.from,
+                "to" => &mut p.to,
+                "limit" => &mut p.limit,
+                "cursor" => &mut p.cursor,
+                other => {
+                    return Err(BadSearch::new(
+                        "unknown_parameter",
+                        format!("unknown parameter {other:?}; this route takes {}", SearchParams::NAMES.join(", ")),
+                    ))
+                }
+            };
+            if slot.replace(value).is_some() {
+                return Err(BadSearch::new(
+                    "repeated_parameter",
+                    format!("parameter {name:?} is given more than once"),
+                ));
+            }
+        }
+        Ok(p)
+    }
+
     /// The filter alone (for the tail, which has no range, limit or cursor).
     pub fn filter(&self) -> Result<Filter, BadSearch> {
         let (include, exclude) = parse_terms(self.q.unwrap_or(""))?;
@@ -373,8 +407,13 @@ pub struct SearchPage {
 /// Why a store could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SearchFailed {
+    /// The store did not answer (down, or not within its timeout): worth asking again.
     #[error("{0}")]
     Unavailable(String),
+    /// The store holds a row that is not an event (a level outside 0..=5, attrs that are not
+    /// JSON): asking again gives the same answer; the store needs repair.
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 /// The search port: PostgreSQL and SQLite implement it.

@@ -5,21 +5,7 @@ use super::*;
 use crate::domain::{Fallback, ParseRules};
 
 fn params(pairs: &[(&str, &'static str)]) -> SearchParams<'static> {
-    let mut p = SearchParams::default();
-    for (name, value) in pairs {
-        let slot = match *name {
-            "q" => &mut p.q,
-            "service" => &mut p.service,
-            "level" => &mut p.level,
-            "from" => &mut p.from,
-            "to" => &mut p.to,
-            "limit" => &mut p.limit,
-            "cursor" => &mut p.cursor,
-            other => panic!("no parameter {other}"),
-        };
-        *slot = Some(*value);
-    }
-    p
+    SearchParams::from_pairs(pairs.iter().copied()).expect("known parameters, each once")
 }
 
 fn code(pairs: &[(&str, &'static str)]) -> &'static str {
@@ -74,6 +60,20 @@ fn malformed_questions_name_what_to_fix() {
     assert_eq!(code(&[("from", "2026-12-01T00:00:00Z"), ("to", "2026-12-01T00:00:00Z")]), "bad_range");
     assert_eq!(code(&[("cursor", "nope")]), "bad_cursor");
     assert_eq!(params(&[("limit", "1000")]).query().unwrap().limit, 1000);
+}
+
+#[test]
+fn pairs_name_known_parameters_each_once() {
+    let p = SearchParams::from_pairs([("q", "timeout"), ("cursor", "c"), ("limit", "5")]).unwrap();
+    assert_eq!((p.q, p.cursor, p.limit, p.service), (Some("timeout"), Some("c"), Some("5"), None));
+    let unknown = SearchParams::from_pairs([("q", "x"), ("page", "2")]).unwrap_err();
+    assert_eq!(unknown.code, "unknown_parameter");
+    assert!(unknown.message.contains("\"page\"") && unknown.message.ends_with("limit, cursor"), "{unknown}");
+    assert_eq!(SearchParams::from_pairs([("to", "1"), ("to", "2")]).unwrap_err().code, "repeated_parameter");
+    // Every name it takes is one of NAMES, and every one of NAMES is taken.
+    for name in SearchParams::NAMES {
+        assert!(SearchParams::from_pairs([(name, "v")]).is_ok(), "{name}");
+    }
 }
 
 #[test]

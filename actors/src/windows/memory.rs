@@ -34,9 +34,12 @@ impl From<Unanswerable> for CannotAnswer {
 
 /// Answers memoised per window: many clients ask the same window within the same second, and
 /// summing an hour of buckets each time is the expensive part. Forgotten whenever buckets change.
+/// A refusal (the window holds untracked services' events) is memoised too: finding it out costs
+/// the same sum, and over the cap every request of a popular window would pay it again before
+/// going to the store (~40 ms per request of an hour over 1,000 live services, debug build).
 #[derive(Default)]
 struct Memo {
-    answers: HashMap<(WindowRange, Option<String>, usize), ErrorStats>,
+    answers: HashMap<(WindowRange, Option<String>, usize), Result<ErrorStats, Unanswerable>>,
     /// `by_service` entries held in `answers`.
     services: usize,
 }
@@ -83,17 +86,18 @@ impl Published {
     fn errors(&self, range: WindowRange, service: Option<String>, limit: usize) -> Result<ErrorStats, Unanswerable> {
         let key = (range, service, limit);
         if let Some(answer) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).answers.get(&key) {
-            return Ok(answer.clone());
+            return answer.clone();
         }
         // Summed outside the memo's lock: two readers of one new window both sum, neither waits.
-        let answer = self.buckets.errors(key.0, key.1.as_deref(), key.2)?;
+        let answer = self.buckets.errors(key.0, key.1.as_deref(), key.2).map_err(Unanswerable::from);
+        let listed = answer.as_ref().map_or(0, |a| a.by_service.len());
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        if memo.answers.len() >= MEMO_CAPACITY || memo.services + answer.by_service.len() > MEMO_SERVICES {
+        if memo.answers.len() >= MEMO_CAPACITY || memo.services + listed > MEMO_SERVICES {
             *memo = Memo::default();
         }
-        memo.services += answer.by_service.len();
+        memo.services += listed;
         memo.answers.insert(key, answer.clone());
-        Ok(answer)
+        answer
     }
 
     pub(super) fn answer(
