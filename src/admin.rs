@@ -48,6 +48,8 @@ pub struct Metrics {
     pub summary: crate::jobs::SummaryMetrics,
     /// The in-process generator (`run --generate`).
     pub generator: crate::generate::metrics::GeneratorMetrics,
+    /// The embedded store's keyword indexer.
+    pub keyword_index: Arc<crate::sqlite::indexer::IndexerMetrics>,
 }
 
 impl Metrics {
@@ -94,6 +96,7 @@ impl Metrics {
             http: crate::http::metrics::HttpMetrics::new(&r),
             summary: crate::jobs::SummaryMetrics::new(&r),
             generator: crate::generate::metrics::GeneratorMetrics::new(&r),
+            keyword_index: Arc::new(crate::sqlite::indexer::IndexerMetrics::new(&r)),
             actors,
             registry: r,
         }
@@ -181,6 +184,10 @@ async fn actors(state: web::Data<AdminState>) -> HttpResponse {
                     entry["stored_offset"] = json!(stats.stored_offset.load(Ordering::Relaxed));
                 }
             }
+        }
+        if probe.actor() == "keyword_indexer" {
+            entry["lag_rows"] = json!(state.metrics.keyword_index.lag());
+            entry["indexed_rowid"] = json!(state.metrics.keyword_index.mark());
         }
         list.push(entry);
     }

@@ -101,6 +101,12 @@ pub struct Settings {
     /// reaches it answers what it found with `truncated: true` and a cursor to go on from.
     #[serde(default = "defaults::search_max_scan")]
     pub search_max_scan: u64,
+    /// Embedded mode: the keyword indexer's pause (ms) after each pass.
+    #[serde(default = "defaults::sqlite_index_interval_ms")]
+    pub sqlite_index_interval_ms: u64,
+    /// Embedded mode: rows the keyword indexer counts per transaction at most.
+    #[serde(default = "defaults::sqlite_index_chunk_rows")]
+    pub sqlite_index_chunk_rows: usize,
     /// Ingest gives up on a batch write or an offset load after this many milliseconds, drops the
     /// connection and retries (the partition waits; nothing is skipped).
     #[serde(default = "defaults::database_write_timeout_ms")]
@@ -278,6 +284,12 @@ mod defaults {
     }
     pub fn search_max_scan() -> u64 {
         crate::db::search::DEFAULT_MAX_SCAN
+    }
+    pub fn sqlite_index_interval_ms() -> u64 {
+        crate::sqlite::indexer::DEFAULT_INTERVAL_MS
+    }
+    pub fn sqlite_index_chunk_rows() -> usize {
+        crate::sqlite::indexer::DEFAULT_CHUNK_ROWS
     }
     pub fn database_write_timeout_ms() -> u64 {
         10_000
@@ -515,6 +527,9 @@ impl Settings {
         }
         if self.search_max_scan == 0 {
             return invalid("SEARCH_MAX_SCAN", "must be at least 1");
+        }
+        if self.sqlite_index_interval_ms == 0 || self.sqlite_index_chunk_rows == 0 {
+            return invalid("SQLITE_INDEX_INTERVAL_MS/SQLITE_INDEX_CHUNK_ROWS", "must be at least 1");
         }
         if self.ingest_timeout_ms == 0 {
             return invalid("INGEST_TIMEOUT_MS", "must be at least 1");

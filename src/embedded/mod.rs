@@ -30,6 +30,7 @@ use crate::config::Settings;
 use crate::http::readiness::IngestView;
 use crate::kafka::source::{partition_name, SourceState, TopicPartition};
 use crate::sqlite::event_store::SqliteEventStore;
+use crate::sqlite::indexer::{IndexerConfig, KeywordIndexer};
 use crate::sqlite::offset_store::{load_in, SqliteOffsetStore};
 use crate::sqlite::{micros, SqliteDb};
 
@@ -315,13 +316,16 @@ pub struct EmbeddedIngest {
     queue: Arc<Queue>,
     db: SqliteDb,
     writers: Arc<WriterPool>,
+    /// The keyword indexer behind the writer (held: a supervisor restarts only an actor with an address).
+    _indexer: actix::Addr<KeywordIndexer>,
     arbiters: Vec<Arbiter>,
     log: Logger,
 }
 
 impl EmbeddedIngest {
     /// Loads each partition's stored position from `db`, starts the writer (one: SQLite takes one
-    /// writer at a time), one ConsumerActor per queue partition, and the queue in front of them.
+    /// writer at a time), the keyword indexer behind it, one ConsumerActor per queue partition, and
+    /// the queue in front of them.
     pub fn start(
         settings: &Settings,
         db: SqliteDb,
@@ -365,6 +369,21 @@ impl EmbeddedIngest {
             WriterActor::new(0, store, stats2, probe2, log2)
         });
         let writers = Arc::new(WriterPool::new(vec![(Inbox::new(addr, probe), stats)]));
+        // The keyword counts, behind the writer, on an arbiter and a connection of their own.
+        let indexer_arbiter = Arbiter::new();
+        let indexer_config = IndexerConfig {
+            interval: Duration::from_millis(settings.sqlite_index_interval_ms),
+            chunk_rows: settings.sqlite_index_chunk_rows,
+        };
+        let (indexer_db, indexer_metrics, indexer_probe, indexer_log) = (
+            db.clone(),
+            metrics.keyword_index.clone(),
+            metrics.actors.probe("keyword_indexer", "0"),
+            log.new(slog::o!("indexer" => "keywords")),
+        );
+        let indexer = Supervisor::start_in_arbiter(&indexer_arbiter.handle(), move |_| {
+            KeywordIndexer::new(indexer_db, indexer_config, indexer_metrics, indexer_probe, indexer_log)
+        });
         let consumer_arbiters: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
         let state = Arc::new(SourceState::default());
         let wiring = Wiring {
@@ -413,11 +432,11 @@ impl EmbeddedIngest {
             ownership.do_send(Ownership { owns_all: true });
         }
         metrics.source.watch(state.clone());
-        let mut arbiters = vec![writer_arbiter];
+        let mut arbiters = vec![writer_arbiter, indexer_arbiter];
         arbiters.extend(consumer_arbiters);
         info!(log, "embedded ingest started"; "topic" => &*topic, "partitions" => count,
               "database" => %db.path().display());
-        Ok(EmbeddedIngest { state, queue, db, writers, arbiters, log })
+        Ok(EmbeddedIngest { state, queue, db, writers, _indexer: indexer, arbiters, log })
     }
 
     /// The queue's partitions with their counters (what the Kafka source reports for its own).

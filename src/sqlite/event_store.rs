@@ -1,5 +1,6 @@
 //! `EventStore` and its positions over SQLite: a batch's events and dead letters and the moved
-//! position, in one `BEGIN IMMEDIATE` transaction fenced like PostgreSQL's.
+//! position, in one `BEGIN IMMEDIATE` transaction fenced like PostgreSQL's (the keyword index is
+//! the indexer's, behind it: `super::indexer`).
 //!
 //! Rows go in `ROWS_PER_INSERT` at a time through diesel's statement cache: each statement is
 //! prepared once per connection and only bound and stepped after, as a bare bulk insert does
@@ -87,7 +88,11 @@ pub fn classify(e: DieselError) -> StoreError {
     }
 }
 
-/// Writes `batch` in one immediate transaction on `conn`: fence, events, keyword index, dead letters.
+/// Writes `batch` in one immediate transaction on `conn`: fence, events, dead letters. The keyword
+/// index is not written here: the indexer (`super::indexer`) counts the rows after this commits,
+/// in transactions of its own, and readers count the rows it has not reached yet from their tokens.
+/// Its ~6.5 upserts per event, scattered over the hour's pages when times come out of order, were
+/// most of this transaction's cost (docs/BENCHMARKS.md, "Where the embedded writer's time goes").
 pub fn write_batch(
     conn: &mut SqliteConnection,
     batch: &Batch,
@@ -95,14 +100,6 @@ pub fn write_batch(
     rows_per_insert: usize,
 ) -> Result<(), StoreError> {
     let topic: &str = &batch.topic;
-    // Counted before the write lock is taken: the intake's short transactions (Idempotency-Key
-    // answers, dead letters) wait for that lock, and counting needs only the events at hand.
-    let mut index = crate::sqlite::keywords::TokenSeconds::new();
-    for stored in &batch.events {
-        let e = &stored.event;
-        index.add(micros(e.ts), topic, e.service.as_str(), e.tokens.iter());
-    }
-    let index = index.into_rows();
     let result = conn.immediate_transaction::<_, WriteError, _>(|conn| {
         // The fence first: nothing of a zombie's batch is written.
         let moved = diesel::update(
@@ -124,7 +121,6 @@ pub fn write_batch(
         }
 
         insert_events(conn, batch, now_us, rows_per_insert.max(1))?;
-        crate::sqlite::keywords::write_rows(conn, &index)?;
 
         for r in &batch.rejects {
             let raw = &r.raw[..r.raw.len().min(REJECT_RAW_PREFIX_BYTES)];
@@ -258,8 +254,13 @@ impl EventStore for SqliteEventStore {
     async fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let now_us = micros(chrono::Utc::now());
         let rows_per_insert = self.rows_per_insert;
+        let db = self.db.clone();
         let conn = self.conn()?;
-        let result = write_batch(conn, batch, now_us, rows_per_insert);
+        // Taken in turn with the keyword indexer (`SqliteDb::write_turn`).
+        let result = {
+            let _turn = db.write_turn();
+            write_batch(conn, batch, now_us, rows_per_insert)
+        };
         if matches!(result, Err(StoreError::Unavailable(_))) {
             // The connection's state is unknown after an I/O error: the retry opens a fresh one.
             self.reset();

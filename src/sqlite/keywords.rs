@@ -6,13 +6,21 @@
 //! batch appends after the newest rows (a token-first key dirties one page per distinct token of
 //! the batch), a keyword in a window is one key lookup per second, and retention deletes a prefix
 //! (see docs/BENCHMARKS.md, "SQLite keyword index").
+//!
+//! The counts are written behind the writer, not in its transaction: the writer's transactions
+//! store `logs` rows only, and the indexer ([`index_next`], run by `super::indexer`) adds the counts
+//! of the rows after the mark of `log_index` and moves the mark in one transaction of its own, in
+//! big chunks sorted by key (each page of the index written once per chunk). A kill at any moment
+//! leaves the counts of exactly the rows up to the committed mark. Readers take the mark in the
+//! same read transaction as the counts and count the rows above it (the *tail*) from their JSON
+//! tokens, so every answer is exact however far behind the indexer is.
 
 use std::collections::HashMap;
 
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::Sqlite;
-use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
+use diesel::{Connection, QueryResult, QueryableByName, RunQueryDsl, SqliteConnection};
 
 /// One hour in µs (retention walks `logs` an hour at a time).
 pub const HOUR_US: i64 = 3_600_000_000;
@@ -64,13 +72,13 @@ impl<'a> TokenSeconds<'a> {
         self.events.is_empty()
     }
 
-    /// Adds the counts to `log_token_seconds`, inside the writer's transaction.
+    /// Adds the counts to `log_token_seconds`, inside the caller's transaction.
     pub fn write(self, conn: &mut SqliteConnection) -> QueryResult<()> {
         write_rows(conn, &self.into_rows())
     }
 
     /// The counts as index rows in key order, so that consecutive upserts land on the same pages.
-    /// Sorted here, outside any transaction: the writer holds SQLite's one write lock only for the
+    /// Sorted here, outside any transaction: the indexer holds SQLite's one write lock only for the
     /// upserts themselves.
     pub fn into_rows(self) -> Vec<SecondRow<'a>> {
         let mut rows: Vec<SecondRow<'a>> = self
@@ -136,9 +144,165 @@ impl QueryFragment<Sqlite> for Upsert<'_> {
 
 impl RunQueryDsl<SqliteConnection> for Upsert<'_> {}
 
-/// Indexes the `logs` rows with rowid in `first..=last` from their stored JSON tokens, inside the
-/// writer's transaction: for rows that were not at hand as events (a replay, rows written by SQL).
-/// Counts each event once per distinct token, whatever its `tokens` array holds.
+/// Where the indexer stands: every `logs` row with rowid up to `rowid` is counted in
+/// `log_token_seconds`, none above it. `epoch` moves when rows are deleted.
+#[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    #[diesel(sql_type = BigInt, column_name = indexed_rowid)]
+    pub rowid: i64,
+    #[diesel(sql_type = BigInt)]
+    pub epoch: i64,
+}
+
+/// The committed mark (call inside the transaction whose reads it must agree with).
+pub fn mark(conn: &mut SqliteConnection) -> QueryResult<Mark> {
+    diesel::sql_query("SELECT indexed_rowid, epoch FROM log_index WHERE id = 1").get_result(conn)
+}
+
+/// `token` as the store's JSON text holds it (`serde_json`'s quoting, as the store writes its tokens):
+/// a row whose tokens hold `token` has this in its `tokens` text.
+pub fn quoted(token: &str) -> String {
+    serde_json::to_string(token).unwrap_or_default()
+}
+
+/// Rows above the mark after the deletion of rows: the mark comes down to the newest row left when
+/// that is below it, so that SQLite, which gives a new row the rowid after the largest one in the
+/// table, never gives one a rowid at or below the mark (it would never be counted); and the epoch
+/// moves, so that an indexer step counted before the deletion is thrown away. Call in the
+/// deleting transaction.
+pub fn rows_deleted(conn: &mut SqliteConnection) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE log_index SET epoch = epoch + 1, \
+         indexed_rowid = min(indexed_rowid, coalesce((SELECT max(rowid) FROM logs), 0)) WHERE id = 1",
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+/// One `logs` row as the indexer counts it.
+#[derive(QueryableByName)]
+struct Unindexed {
+    #[diesel(sql_type = BigInt)]
+    rowid: i64,
+    #[diesel(sql_type = BigInt)]
+    ts: i64,
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = Text)]
+    tokens: String,
+}
+
+#[derive(QueryableByName)]
+struct MaybeRowid {
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    rowid: Option<i64>,
+}
+
+/// The newest rowid of `logs` (0 when empty).
+pub fn newest_rowid(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    let row: MaybeRowid = diesel::sql_query("SELECT max(rowid) AS rowid FROM logs").get_result(conn)?;
+    Ok(row.rowid.unwrap_or(0))
+}
+
+/// What one [`index_next`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Rows counted and committed (0: nothing to do, or the step was thrown away).
+    pub rows: usize,
+    /// The committed mark after the step.
+    pub mark: i64,
+    /// Rows above the mark after the step, as the step's snapshot saw them.
+    pub behind: i64,
+    /// The step's rows were deleted meanwhile (retention): nothing was committed, the next step reads again.
+    pub stale: bool,
+}
+
+/// One indexer step: counts the rows after the mark (at most `max_rows` of them) and adds the counts
+/// to `log_token_seconds` with the new mark, in one immediate transaction. The rows are read and
+/// counted in a read transaction first, outside SQLite's one write lock (the writer goes on
+/// meanwhile); the write transaction commits them only if the mark and epoch are still those read.
+/// Counts each row once per distinct token, as [`index_rows`] does.
+pub fn index_next(conn: &mut SqliteConnection, max_rows: usize) -> QueryResult<Step> {
+    index_next_in_turn(conn, max_rows, || ())
+}
+
+/// [`index_next`], holding what `turn` gives (the writer's and the indexer's turn at SQLite's write
+/// lock, [`super::SqliteDb::write_turn`]) from before its write transaction to the commit.
+pub fn index_next_in_turn<T>(
+    conn: &mut SqliteConnection,
+    max_rows: usize,
+    turn: impl FnOnce() -> T,
+) -> QueryResult<Step> {
+    let max_rows = max_rows.max(1) as i64;
+    let (read, newest, rows) = conn.transaction(|conn| {
+        let read = mark(conn)?;
+        let newest = newest_rowid(conn)?;
+        let rows: Vec<Unindexed> = if newest > read.rowid {
+            diesel::sql_query(
+                "SELECT rowid, ts, topic, service, tokens FROM logs WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            )
+            .bind::<BigInt, _>(read.rowid)
+            .bind::<BigInt, _>(max_rows)
+            .load(conn)?
+        } else {
+            Vec::new()
+        };
+        QueryResult::Ok((read, newest, rows))
+    })?;
+    let Some(last) = rows.last().map(|r| r.rowid) else {
+        return Ok(Step { rows: 0, mark: read.rowid, behind: newest - read.rowid, stale: false });
+    };
+    let mut parsed: Vec<(i64, &str, &str, Vec<String>)> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut tokens: Vec<String> =
+            serde_json::from_str(&row.tokens).map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))?;
+        tokens.sort_unstable();
+        tokens.dedup();
+        parsed.push((row.ts, row.topic.as_str(), row.service.as_str(), tokens));
+    }
+    let mut counts = TokenSeconds::new();
+    for (ts, topic, service, tokens) in &parsed {
+        counts.add(*ts, topic, service, tokens.iter().map(String::as_str));
+    }
+    let counted = counts.into_rows();
+    let _turn = turn();
+    let committed = conn.immediate_transaction(|conn| {
+        if mark(conn)? != read {
+            return QueryResult::Ok(false);
+        }
+        write_rows(conn, &counted)?;
+        diesel::sql_query("UPDATE log_index SET indexed_rowid = ?1 WHERE id = 1")
+            .bind::<BigInt, _>(last)
+            .execute(conn)?;
+        Ok(true)
+    })?;
+    Ok(if committed {
+        Step { rows: rows.len(), mark: last, behind: newest - last, stale: false }
+    } else {
+        Step { rows: 0, mark: read.rowid, behind: newest - read.rowid, stale: true }
+    })
+}
+
+/// Indexes every row after the mark with [`index_rows`] (SQL over the stored tokens) and moves the
+/// mark, inside the caller's write transaction: what the indexer does, in one statement (for rows
+/// written by SQL, and to check the indexer against). Returns the new mark.
+pub fn index_all_in(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    let read = mark(conn)?;
+    let newest = newest_rowid(conn)?;
+    if newest > read.rowid {
+        index_rows(conn, read.rowid + 1, newest)?;
+        diesel::sql_query("UPDATE log_index SET indexed_rowid = ?1 WHERE id = 1")
+            .bind::<BigInt, _>(newest)
+            .execute(conn)?;
+    }
+    Ok(newest.max(read.rowid))
+}
+
+/// Counts the `logs` rows with rowid in `first..=last` into `log_token_seconds` from their stored
+/// JSON tokens, inside the caller's transaction, without moving the mark (see [`index_all_in`] for
+/// what does). Counts each event once per distinct token, whatever its `tokens` array holds.
 pub fn index_rows(conn: &mut SqliteConnection, first_rowid: i64, last_rowid: i64) -> QueryResult<()> {
     if first_rowid > last_rowid {
         return Ok(());

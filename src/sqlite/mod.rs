@@ -7,6 +7,7 @@
 
 pub mod event_store;
 pub mod idempotency;
+pub mod indexer;
 pub mod keywords;
 pub mod migrate;
 pub mod offset_store;
@@ -33,10 +34,11 @@ pub const DEFAULT_PATH: &str = "log-analyzer.db";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// WAL pages after which a commit copies the WAL back into the database file (SQLite's default is
-/// 1,000). Events late by up to an hour scatter a batch over the `logs_ts` index and the per-second
-/// keyword counts, so one commit of 5,000 such events writes ~4,800 pages to the WAL
-/// (bench/sqlite_write_pattern.py: 191,732 frames for 200k events against 24,337 in time order): at
-/// the default every commit would also checkpoint, copying its pages again and syncing twice. At
+/// 1,000). Events late by up to an hour scatter a batch over the `logs_ts` index and a keyword
+/// indexer's chunk over the per-second keyword counts (when the writer still wrote those, one
+/// commit of 5,000 such events wrote ~4,800 pages to the WAL
+/// (bench/sqlite_write_pattern.py: 191,732 frames for 200k events against 24,337 in time order)): at
+/// the default every such commit would also checkpoint, copying its pages again and syncing twice. At
 /// 16,384 (64 MiB) a checkpoint comes every few commits and copies a page rewritten by each of them
 /// once. The WAL file keeps its largest size between checkpoints.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
@@ -93,6 +95,32 @@ pub struct SqliteDb {
 struct Inner {
     path: PathBuf,
     readers: Mutex<Vec<SqliteConnection>>,
+    turns: Turns,
+}
+
+/// Turns at SQLite's one write lock for the embedded writer and the keyword indexer, first come
+/// first served. Without them the two meet only in SQLite's busy handler, which retries after
+/// sleeps of up to 100 ms: under load the writer, back in a new transaction within microseconds of
+/// its commit, would keep the indexer out until its busy timeout. With them each waits at most one
+/// transaction of the other. (Other writers, the intake's short transactions and the daily jobs,
+/// still meet them in the busy handler.)
+#[derive(Default)]
+struct Turns {
+    next: std::sync::atomic::AtomicU64,
+    serving: Mutex<u64>,
+    served: std::sync::Condvar,
+}
+
+/// A turn at the write lock, until dropped.
+pub struct WriteTurn<'a> {
+    turns: &'a Turns,
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        *self.turns.serving.lock().expect("write turns") += 1;
+        self.turns.served.notify_all();
+    }
 }
 
 impl std::fmt::Debug for SqliteDb {
@@ -108,7 +136,9 @@ impl SqliteDb {
     }
 
     pub fn at(path: impl Into<PathBuf>) -> SqliteDb {
-        SqliteDb { inner: Arc::new(Inner { path: path.into(), readers: Mutex::new(Vec::new()) }) }
+        SqliteDb {
+            inner: Arc::new(Inner { path: path.into(), readers: Mutex::new(Vec::new()), turns: Turns::default() }),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -133,6 +163,18 @@ impl SqliteDb {
         ))
         .with_context(|| format!("setting up SQLite {url}"))?;
         Ok(conn)
+    }
+
+    /// Waits for this process's turn at SQLite's write lock (see `Turns`): hold it from before
+    /// `BEGIN IMMEDIATE` to the commit. Blocks the thread.
+    pub fn write_turn(&self) -> WriteTurn<'_> {
+        let turns = &self.inner.turns;
+        let ticket = turns.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut serving = turns.serving.lock().expect("write turns");
+        while *serving != ticket {
+            serving = turns.served.wait(serving).expect("write turns");
+        }
+        WriteTurn { turns }
     }
 
     /// Runs `work` on a pooled read connection on a blocking thread.

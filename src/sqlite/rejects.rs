@@ -1,7 +1,8 @@
 //! Dead letters on the embedded store: `rejects list` and `rejects replay`, as `crate::db::rejects`
 //! does them on PostgreSQL (the same rows, filter and report). A replayed reject is marked and its
 //! event stored (and indexed) in one write transaction, so it is replayed at most once, also by two
-//! replays at once: the second finds it marked.
+//! replays at once: the second finds it marked. The keyword indexer counts replayed rows as any
+//! others (they are stored above its mark).
 
 use actors::domain::{LogEvent, ParseRules};
 use anyhow::Context;
@@ -60,12 +61,6 @@ impl From<StoredReject> for RejectRow {
             replayed_at: r.replayed_at.map(from_micros),
         }
     }
-}
-
-#[derive(QueryableByName)]
-struct RowId {
-    #[diesel(sql_type = BigInt)]
-    rowid: i64,
 }
 
 const COLUMNS: &str = "id, source, topic, \"partition\", \"offset\", reason, detail, raw, raw_len, kafka_ts, \
@@ -156,15 +151,14 @@ fn replay_on(
     Ok(report)
 }
 
-/// Marks each reject replayed and, when this call marked it, inserts its event; then indexes the
-/// rows inserted. The caller holds the write transaction.
+/// Marks each reject replayed and, when this call marked it, inserts its event. The caller holds
+/// the write transaction.
 fn store(
     conn: &mut SqliteConnection,
     parsed: &[(RejectRow, LogEvent)],
     topic: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<u64> {
-    let mut stored: Option<(i64, i64)> = None;
     let mut marked = 0_u64;
     for (reject, e) in parsed {
         let won = diesel::sql_query("UPDATE log_rejects SET replayed_at = ?2 WHERE id = ?1 AND replayed_at IS NULL")
@@ -180,9 +174,9 @@ fn store(
             (Some(t), Some(p), Some(o)) => (t.as_str(), p, o),
             _ => (topic, NO_KAFKA_PARTITION, reject.id),
         };
-        let row: RowId = diesel::sql_query(
+        diesel::sql_query(
             "INSERT INTO logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\", \
-             ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING rowid",
+             ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .bind::<BigInt, _>(micros(e.ts))
         .bind::<Integer, _>(i32::from(e.level.as_i16()))
@@ -195,13 +189,9 @@ fn store(
         .bind::<Integer, _>(partition)
         .bind::<BigInt, _>(offset)
         .bind::<BigInt, _>(micros(now))
-        .get_result(conn)
+        .execute(conn)
         .context("storing a replayed event")?;
-        stored = Some(stored.map_or((row.rowid, row.rowid), |(lo, hi)| (lo.min(row.rowid), hi.max(row.rowid))));
     }
-    if let Some((first, last)) = stored {
-        // One writer inserted these in a row: the rowids between are theirs.
-        super::keywords::index_rows(conn, first, last).context("indexing replayed events")?;
-    }
+    // The keyword indexer counts the stored rows after this commits (they are above its mark).
     Ok(marked)
 }

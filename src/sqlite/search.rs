@@ -15,6 +15,12 @@
 //! one, whose cost here is the rows of the seconds holding it. The per-second counts are written
 //! anyway and answer "which seconds" by one key lookup per second.
 //!
+//! The keyword index counts the rows up to the indexer's mark only (`super::keywords`): the rows
+//! above it (the tail, written but not yet indexed) are read in the same snapshot, checked by the
+//! same row test, and the seconds of those that match are walked as well, so a page is as exact
+//! while the indexer is behind as after. That read is not bounded by `max_scan`: its size is the
+//! indexer's lag, which the indexer brings back to zero.
+//!
 //! `max_scan` bounds the work of one page: every `logs` row read and every second walked past
 //! (one that cannot hold a match) counts one. At the bound the page ends `truncated`, its cursor at
 //! the last row (or second) examined.
@@ -28,7 +34,11 @@ use async_trait::async_trait;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 
-use super::keywords::second_of;
+use std::collections::BTreeSet;
+
+use diesel::connection::DefaultLoadingMode;
+
+use super::keywords::{self, second_of};
 use super::stats::bounded;
 use super::SqliteDb;
 use crate::search_rows::EventRow;
@@ -128,6 +138,28 @@ struct Bound {
     from: i64,
     to: i64,
     matcher: Matcher,
+    /// The seconds of the rows above the indexer's mark that match: the keyword index does not
+    /// know them yet.
+    tail: BTreeSet<i64>,
+}
+
+/// The seconds holding a matching row above the indexer's mark, before `to` if given.
+fn tail_seconds(conn: &mut SqliteConnection, bound: &Bound, to: Option<i64>) -> diesel::QueryResult<BTreeSet<i64>> {
+    let mark = keywords::mark(conn)?;
+    let mut seconds = BTreeSet::new();
+    let rows = diesel::sql_query(TAIL)
+        .bind::<BigInt, _>(mark.rowid)
+        .bind::<BigInt, _>(bound.from)
+        .bind::<BigInt, _>(to.map_or(bound.to, |t| t.min(bound.to)))
+        .bind::<Nullable<Text>, _>(bound.service.as_deref())
+        .load_iter::<Examined, DefaultLoadingMode>(conn)?;
+    for row in rows {
+        let row = row?;
+        if bound.matcher.matches(&row) {
+            seconds.insert(second_of(row.ts));
+        }
+    }
+    Ok(seconds)
 }
 
 /// `Filter::matches_row` over a row's stored JSON `tokens`, without parsing them. A token is in a
@@ -184,6 +216,11 @@ const WALK: &str = "WITH RECURSIVE walk(s, n) AS ( \
        WHERE k.second = walk.s AND k.token IN (SELECT value FROM json_each(?4)) \
        AND (?6 IS NULL OR k.service = ?6)) = ?5 AS candidate \
      FROM walk WHERE s IS NOT NULL AND s >= ?2 ORDER BY s DESC";
+
+/// The rows above the indexer's mark `?1` in `[?2, ?3)`, of the service `?4` if asked: a range of
+/// rowids (`+ts` keeps SQLite off `logs_ts`, whose range may be the whole store).
+const TAIL: &str = "SELECT rowid AS id, ts, \"partition\", \"offset\", topic, level, service, tokens FROM logs \
+     WHERE rowid > ?1 AND +ts >= ?2 AND +ts < ?3 AND (?4 IS NULL OR service = ?4)";
 
 const EVENTS: &str =
     "SELECT rowid AS id, ts, level, service, user_id, message, attrs, topic, \"partition\", \"offset\" \
@@ -299,10 +336,12 @@ fn walk_seconds(
             .bind::<BigInt, _>(include_count as i64)
             .bind::<Nullable<Text>, _>(bound.service.as_deref())
             .load(conn)?;
+        let exhausted = (walked.len() as i64) < steps;
+        let floor = if exhausted { lo } else { walked.last().map_or(lo, |w| w.second) };
+        let walked = with_tail(walked, &bound.tail, floor, hi);
         if walked.is_empty() {
             return Ok(());
         }
-        let exhausted = (walked.len() as i64) < steps;
         let mut i = 0;
         while i < walked.len() {
             let newest = walked[i].second;
@@ -343,6 +382,33 @@ fn walk_seconds(
     }
 }
 
+/// The seconds walked in the keyword index, newest first, merged with the tail's matching seconds
+/// of the span they cover (`floor..=hi`: down to the oldest walked, or to the range's start when
+/// the index holds none older); a tail second is a candidate.
+fn with_tail(walked: Vec<Walked>, tail: &BTreeSet<i64>, floor: i64, hi: i64) -> Vec<Walked> {
+    if tail.is_empty() || floor > hi {
+        return walked;
+    }
+    let mut merged: Vec<Walked> = Vec::with_capacity(walked.len());
+    let mut extra = tail.range(floor..=hi).rev().peekable();
+    for w in walked {
+        while let Some(&&s) = extra.peek() {
+            if s <= w.second {
+                break;
+            }
+            merged.push(Walked { second: s, candidate: true });
+            extra.next();
+        }
+        let in_tail = extra.peek().is_some_and(|&&s| s == w.second);
+        if in_tail {
+            extra.next();
+        }
+        merged.push(Walked { second: w.second, candidate: w.candidate || in_tail });
+    }
+    merged.extend(extra.map(|&s| Walked { second: s, candidate: true }));
+    merged
+}
+
 /// `LogSearch` over the embedded store, on pooled read connections (WAL: the writer never waits).
 #[derive(Clone)]
 pub struct SqliteLogSearch {
@@ -375,17 +441,23 @@ type PageRows = (Vec<EventRow>, Option<Cursor>, bool);
 
 fn page(conn: &mut SqliteConnection, query: &SearchQuery, max_scan: usize) -> diesel::QueryResult<PageRows> {
     let filter = &query.filter;
-    let bound = Bound {
+    let mut bound = Bound {
         include: serde_json::Value::from(filter.include.clone()).to_string(),
         service: filter.service.clone(),
         from: query.from_micros.unwrap_or(i64::MIN),
         to: query.to_micros.unwrap_or(i64::MAX),
         matcher: Matcher::new(filter),
+        tail: BTreeSet::new(),
     };
     let start = query.after.as_ref().map(Position::of_cursor);
     let mut page = Page { hits: Vec::new(), want: query.limit.saturating_add(1), budget: max_scan, last: None };
-    // One read transaction: the keyword index and the rows are one snapshot.
+    // One read transaction: the keyword index, its mark and the rows are one snapshot.
     conn.transaction(|conn| {
+        if !filter.include.is_empty() {
+            // Only the token plan reads the index; past a cursor, the seconds after it are not walked.
+            let tail = tail_seconds(conn, &bound, start.as_ref().map(|a| a.ts.saturating_add(1)))?;
+            bound.tail = tail;
+        }
         if filter.include.is_empty() {
             let after = start.unwrap_or_else(|| Position::end_of_second_before(i64::MAX / MICROS));
             read_range(conn, &bound, &mut page, bound.from, bound.to, after)?;
@@ -458,6 +530,25 @@ mod tests {
         assert!(end.precedes(10 * MICROS - 1, i32::MAX, i64::MAX, "Z_-.9"));
         assert!(!end.precedes(10 * MICROS, 0, 0, "a"));
         assert_eq!(Cursor::decode(&end.encode()).unwrap(), end);
+    }
+
+    #[test]
+    fn the_tails_seconds_join_the_walk_in_its_span_as_candidates() {
+        let walk = |seconds: &[(i64, bool)]| -> Vec<Walked> {
+            seconds.iter().map(|&(second, candidate)| Walked { second, candidate }).collect()
+        };
+        let flat = |w: Vec<Walked>| -> Vec<(i64, bool)> { w.into_iter().map(|w| (w.second, w.candidate)).collect() };
+        let tail: BTreeSet<i64> = [3, 5, 8, 12, 20].into_iter().collect();
+        // A walk of 10..=15 that is not the last: the tail's 12 joins, 8 and 20 are outside its span.
+        let walked = walk(&[(15, false), (12, false), (10, true)]);
+        assert_eq!(flat(with_tail(walked, &tail, 10, 15)), [(15, false), (12, true), (10, true)]);
+        // The last walk (down to the range's start 4): the tail's 8 and 5 come after the index's 9.
+        let walked = walk(&[(11, true), (9, false)]);
+        assert_eq!(flat(with_tail(walked, &tail, 4, 11)), [(11, true), (9, false), (8, true), (5, true)]);
+        // Nothing in the index: the tail alone.
+        assert_eq!(flat(with_tail(Vec::new(), &tail, 0, 9)), [(8, true), (5, true), (3, true)]);
+        // No tail: the walk as it was.
+        assert_eq!(flat(with_tail(walk(&[(7, false)]), &BTreeSet::new(), 0, 9)), [(7, false)]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 
-use super::SqliteDb;
+use super::{keywords, SqliteDb};
 
 const MICROS: i64 = 1_000_000;
 
@@ -64,6 +64,25 @@ fn indexed_part(conn: &mut SqliteConnection, range: WindowRange) -> diesel::Quer
         (Some(first), Some(last)) => (range.from.max(first), range.to.min(last.saturating_add(1))),
         _ => (0, 0),
     })
+}
+
+/// The tail queries read `logs` by its rowid range above the mark: `+l.ts` keeps SQLite from
+/// walking `logs_ts` over the whole window instead (the tail is the few rows the indexer has not
+/// reached; the window may hold millions).
+///
+/// The `logs` row `l` (one above the indexer's mark) holds the token bound at `?T` (text), whose
+/// JSON quoting ([`keywords::quoted`]) is bound at `?Q`. The substring test is cheap and passes every
+/// row that holds the token; `json_each` decides exactly on the few that pass.
+macro_rules! tail_has_token {
+    ($t:literal, $q:literal) => {
+        concat!(
+            "(instr(l.tokens, ?",
+            $q,
+            ") > 0 AND EXISTS (SELECT 1 FROM json_each(l.tokens) AS j WHERE j.value = ?",
+            $t,
+            "))"
+        )
+    };
 }
 
 /// `topic` is one of the JSON array bound at `?N`.
@@ -207,7 +226,8 @@ impl SqliteStats {
         ))
     }
 
-    /// Events of the window whose tokens hold `keyword`.
+    /// Events of the window whose tokens hold `keyword`: the counts of the indexed rows, plus the
+    /// rows above the indexer's mark, in one snapshot.
     pub async fn keyword(
         &self,
         range: WindowRange,
@@ -215,29 +235,46 @@ impl SqliteStats {
         service: Option<String>,
     ) -> Result<u64, StoreError> {
         let topics = self.topics_json();
-        let row: CountRow = bounded(&self.db, self.timeout, "keyword", move |conn| {
+        let count: i64 = bounded(&self.db, self.timeout, "keyword", move |conn| {
             conn.transaction(|conn| {
+                let mark = keywords::mark(conn)?;
                 let (from, to) = indexed_part(conn, range)?;
-                diesel::sql_query(concat!(
+                let indexed: CountRow = diesel::sql_query(concat!(
                     seconds_cte!(3, 4),
                     "SELECT coalesce(sum(k.events), 0) AS count FROM log_token_seconds AS k \
                      WHERE k.second IN (SELECT s FROM seconds) AND k.token = ?2 AND ",
                     topic_in!("k.topic", 1),
                     " AND (?5 IS NULL OR k.service = ?5)"
                 ))
-                .bind::<Text, _>(topics)
-                .bind::<Text, _>(keyword)
+                .bind::<Text, _>(&topics)
+                .bind::<Text, _>(&keyword)
                 .bind::<BigInt, _>(from)
                 .bind::<BigInt, _>(to)
-                .bind::<Nullable<Text>, _>(service)
-                .get_result(conn)
+                .bind::<Nullable<Text>, _>(&service)
+                .get_result(conn)?;
+                let tail: CountRow = diesel::sql_query(concat!(
+                    "SELECT count(*) AS count FROM logs AS l WHERE l.rowid > ?1 AND +l.ts >= ?2 AND +l.ts < ?3 AND ",
+                    topic_in!("l.topic", 4),
+                    " AND (?5 IS NULL OR l.service = ?5) AND ",
+                    tail_has_token!(6, 7)
+                ))
+                .bind::<BigInt, _>(mark.rowid)
+                .bind::<BigInt, _>(range.from.saturating_mul(MICROS))
+                .bind::<BigInt, _>(range.to.saturating_mul(MICROS))
+                .bind::<Text, _>(&topics)
+                .bind::<Nullable<Text>, _>(&service)
+                .bind::<Text, _>(&keyword)
+                .bind::<Text, _>(keywords::quoted(&keyword))
+                .get_result(conn)?;
+                Ok(indexed.count + tail.count)
             })
         })
         .await?;
-        Ok(row.count as u64)
+        Ok(count as u64)
     }
 
-    /// The most frequent of `keywords` in the window, by count then keyword bytes.
+    /// The most frequent of `keywords` in the window, by count then keyword bytes: the indexed
+    /// counts plus the rows above the indexer's mark, in one snapshot.
     pub async fn top_keywords(
         &self,
         range: WindowRange,
@@ -248,24 +285,47 @@ impl SqliteStats {
         let tracked = json_list(keywords.iter().map(String::as_str));
         let rows: Vec<KeywordRow> = bounded(&self.db, self.timeout, "top keywords", move |conn| {
             conn.transaction(|conn| {
+                let mark = keywords::mark(conn)?;
                 let (from, to) = indexed_part(conn, range)?;
-                diesel::sql_query(concat!(
+                let mut rows: Vec<KeywordRow> = diesel::sql_query(concat!(
                     seconds_cte!(3, 4),
                     "SELECT k.token AS keyword, sum(k.events) AS count FROM log_token_seconds AS k \
                      WHERE k.second IN (SELECT s FROM seconds) AND k.token IN (SELECT value FROM json_each(?2)) AND ",
                     topic_in!("k.topic", 1),
-                    " GROUP BY k.token ORDER BY count DESC, k.token LIMIT ?5"
+                    " GROUP BY k.token"
                 ))
-                .bind::<Text, _>(topics)
-                .bind::<Text, _>(tracked)
+                .bind::<Text, _>(&topics)
+                .bind::<Text, _>(&tracked)
                 .bind::<BigInt, _>(from)
                 .bind::<BigInt, _>(to)
-                .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
-                .load(conn)
+                .load(conn)?;
+                rows.extend(
+                    diesel::sql_query(concat!(
+                        "SELECT t.value AS keyword, count(DISTINCT l.rowid) AS count \
+                         FROM logs AS l, json_each(l.tokens) AS t \
+                         WHERE l.rowid > ?1 AND +l.ts >= ?2 AND +l.ts < ?3 AND ",
+                        topic_in!("l.topic", 4),
+                        " AND t.value IN (SELECT value FROM json_each(?5)) GROUP BY t.value"
+                    ))
+                    .bind::<BigInt, _>(mark.rowid)
+                    .bind::<BigInt, _>(range.from.saturating_mul(MICROS))
+                    .bind::<BigInt, _>(range.to.saturating_mul(MICROS))
+                    .bind::<Text, _>(&topics)
+                    .bind::<Text, _>(&tracked)
+                    .load::<KeywordRow>(conn)?,
+                );
+                Ok(rows)
             })
         })
         .await?;
-        Ok(rows.into_iter().map(|r| KeywordCount { keyword: r.keyword, count: r.count as u64 }).collect())
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for row in rows {
+            *counts.entry(row.keyword).or_default() += row.count as u64;
+        }
+        Ok(actors::windows::stats::top_keywords(
+            counts.into_iter().map(|(keyword, count)| KeywordCount { keyword, count }),
+            limit,
+        ))
     }
 
     /// True when SQLite answers a trivial query in time.
@@ -296,7 +356,8 @@ impl WindowQuery for SqliteStats {
 }
 
 /// Rebuilds windows from one read transaction: under WAL it sees one snapshot, so counts and
-/// offsets agree with each other whatever the writer commits meanwhile.
+/// offsets agree with each other whatever the writer (and the keyword indexer) commits meanwhile;
+/// keyword hits are the indexed counts plus the rows above the indexer's mark.
 pub struct SqliteBucketSource {
     db: SqliteDb,
     timeout: Duration,
@@ -330,6 +391,7 @@ impl BucketSource for SqliteBucketSource {
         let (from_us, to_us) = (first.saturating_mul(MICROS), last.saturating_add(1).saturating_mul(MICROS));
         bounded(&self.db, self.timeout, "rebuilding windows", move |conn| {
             conn.transaction(|conn| {
+                let mark = keywords::mark(conn)?;
                 let offsets: Vec<OffsetRow> = diesel::sql_query(concat!(
                     "SELECT topic, \"partition\", next_offset FROM kafka_offsets WHERE ",
                     topic_in!("topic", 1)
@@ -348,7 +410,7 @@ impl BucketSource for SqliteBucketSource {
                 .bind::<BigInt, _>(from_us)
                 .bind::<BigInt, _>(to_us)
                 .load(conn)?;
-                let hits: Vec<SecondKeywordRow> = if any_tracked {
+                let mut hits: Vec<SecondKeywordRow> = if any_tracked {
                     diesel::sql_query(concat!(
                         // One range of the key: the rebuild reads every second of it from `logs` too.
                         "SELECT k.second AS second, k.service AS service, k.token AS keyword, sum(k.events) AS hits \
@@ -365,6 +427,26 @@ impl BucketSource for SqliteBucketSource {
                 } else {
                     Vec::new()
                 };
+                if any_tracked {
+                    // The rows above the indexer's mark, counted from their tokens.
+                    hits.extend(
+                        diesel::sql_query(concat!(
+                            "SELECT ",
+                            second_of!("l.ts"),
+                            " AS second, l.service AS service, t.value AS keyword, count(DISTINCT l.rowid) AS hits \
+                             FROM logs AS l, json_each(l.tokens) AS t \
+                             WHERE l.rowid > ?4 AND +l.ts >= ?2 AND +l.ts < ?3 AND ",
+                            topic_in!("l.topic", 1),
+                            " AND t.value IN (SELECT value FROM json_each(?5)) GROUP BY 1, 2, 3"
+                        ))
+                        .bind::<Text, _>(&topics)
+                        .bind::<BigInt, _>(from_us)
+                        .bind::<BigInt, _>(to_us)
+                        .bind::<BigInt, _>(mark.rowid)
+                        .bind::<Text, _>(&tracked)
+                        .load::<SecondKeywordRow>(conn)?,
+                    );
+                }
                 let beyond: MaybeSecond = diesel::sql_query(concat!(
                     "SELECT ",
                     second_of!("max(ts)"),
@@ -405,7 +487,7 @@ impl BucketSource for SqliteBucketSource {
                         .entry(intern(row.service))
                         .or_default();
                     counts.keywords.resize(keywords.len(), 0);
-                    counts.keywords[i] = row.hits as u64;
+                    counts.keywords[i] += row.hits as u64;
                 }
                 Ok(rebuilt)
             })

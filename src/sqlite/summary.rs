@@ -261,6 +261,9 @@ pub async fn last_summarized(db: &SqliteDb) -> anyhow::Result<Option<NaiveDate>>
 /// cut stored in between kept its row but lost its index rows, so the search's token plan (which
 /// reads only the seconds `log_token_seconds` lists) and the keyword counts missed it until the
 /// next day's retention deleted it.
+///
+/// The keyword indexer's mark and epoch move with the rows (`keywords::rows_deleted`), in the same
+/// transaction.
 pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow::Result<Vec<NaiveDate>> {
     let cutoff = micros(day_start(oldest_kept));
     on_connection(db, move |conn| {
@@ -285,6 +288,9 @@ pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow
                     .bind::<BigInt, _>(end)
                     .execute(conn)?;
                 keywords::forget_hour(conn, hour, end)?;
+                // Rows above the indexer's mark may have gone too (unindexed, so no counts to
+                // forget): its mark and epoch move (`keywords::rows_deleted`).
+                keywords::rows_deleted(conn)?;
                 Ok(Some(oldest))
             })?;
             match deleted {

@@ -379,6 +379,171 @@ async fn kill_9_five_times_under_a_steady_post_ingest_load_loses_no_acknowledged
 }
 
 // ---------------------------------------------------------------------------------------------
+// kill -9 while the keyword indexer is behind the writer
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct TokenSecond {
+    #[diesel(sql_type = BigInt)]
+    second: i64,
+    #[diesel(sql_type = Text)]
+    token: String,
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+}
+
+/// The file's keyword index against SQL over the rows up to the indexer's mark (SQLite's own
+/// `json_each` over the stored tokens, nothing of the indexer's code): equal means every row up to
+/// the mark counted once and none above it. Returns (mark, newest rowid).
+fn assert_index_is_the_rows_up_to_the_mark(path: &Path) -> (i64, i64) {
+    let mut conn = sqlite(path);
+    let mark = count(path, "SELECT indexed_rowid AS n FROM log_index WHERE id = 1");
+    let newest = count(path, "SELECT coalesce(max(rowid), 0) AS n FROM logs");
+    let index: Vec<TokenSecond> = diesel::sql_query(
+        "SELECT second, token, topic, service, events FROM log_token_seconds ORDER BY second, token, topic, service",
+    )
+    .load(&mut conn)
+    .expect("reading log_token_seconds");
+    let rows: Vec<TokenSecond> = diesel::sql_query(
+        "SELECT (l.ts - ((l.ts % 1000000) + 1000000) % 1000000) / 1000000 AS second, t.value AS token, l.topic AS topic, \
+         l.service AS service, count(DISTINCT l.rowid) AS events FROM logs AS l, json_each(l.tokens) AS t \
+         WHERE l.rowid <= ?1 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+    )
+    .bind::<BigInt, _>(mark)
+    .load(&mut conn)
+    .expect("counting the rows up to the mark");
+    assert!(mark <= newest, "mark {mark} above the newest row {newest}");
+    assert_eq!(index.len(), rows.len(), "index rows against the rows up to mark {mark}");
+    assert!(index == rows, "the keyword index differs from the rows up to mark {mark}");
+    (mark, newest)
+}
+
+/// The keyword answers (`source=sqlite`: the index plus the rows above its mark) and a search
+/// paged to the end, against what the file's rows are known to hold by their ids.
+async fn assert_keyword_answers(port: u16, truth: &Truth, at: i64) {
+    for service in [None, Some("checkout"), Some("search-api")] {
+        let service_param = service.map(|s| format!("&service={s}")).unwrap_or_default();
+        let want = truth.keyword(at, 3_600, "steady", service);
+        assert!(want > 0);
+        let path = format!("/stats/keywords?q=steady&window=1h&at={at}{service_param}&source=sqlite");
+        let (status, answer) = get_json(port, &path).await;
+        assert_eq!((status, answer["source"].as_str()), (200, Some("sqlite")), "{path}: {answer}");
+        assert_eq!(answer["count"], want, "{path}");
+
+        let mut found = 0_u64;
+        let mut cursor: Option<String> = None;
+        for page in 0.. {
+            assert!(page < 1_000, "paging does not end");
+            let after = cursor.as_deref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let path = format!("/logs?q=steady{service_param}&limit=1000&to={at}{after}");
+            let (status, body) = get_json(port, &path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            found += body["events"].as_array().expect("events").len() as u64;
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        // Every stored row is within the hour before `at`: the search finds the same rows.
+        assert_eq!(found, want, "GET /logs?q=steady{service_param}");
+    }
+}
+
+#[tokio::test]
+async fn kill_9_while_the_keyword_indexer_is_behind_counts_every_row_once_and_answers_stay_exact() {
+    let dir = EmbeddedDir::create();
+    let db = dir.db_path();
+    // A slow indexer: 300 rows a pass, 100 ms between passes (~3,000 rows/s at best) under the load's
+    // 5,000 lines/s, so that each kill finds it behind, and sometimes in a pass.
+    let slow = [("SQLITE_INDEX_CHUNK_ROWS", "300"), ("SQLITE_INDEX_INTERVAL_MS", "100")];
+    let mut app = spawn_embedded(&dir, &slow);
+    wait_up(&mut app).await;
+    let load = SteadyLoad::start(app.port, Duration::from_millis(20));
+    let mut behind_at_kill = Vec::new();
+    for kill in 0..3 {
+        load.wait_acknowledged(30).await;
+        app.process.kill9();
+        let (mark, newest) = assert_index_is_the_rows_up_to_the_mark(&db);
+        eprintln!("kill -9 #{}: indexed up to rowid {mark} of {newest}", kill + 1);
+        behind_at_kill.push(newest - mark);
+        app = spawn_embedded(&dir, &slow);
+        wait_up(&mut app).await;
+        load.retarget(app.port);
+    }
+    load.wait_acknowledged(20).await;
+    let outcomes = load.finish().await;
+    app.process.kill9();
+    let (mark, newest) = assert_index_is_the_rows_up_to_the_mark(&db);
+    behind_at_kill.push(newest - mark);
+    assert!(behind_at_kill.iter().all(|&b| b > 0), "the indexer was behind at every kill: {behind_at_kill:?}");
+
+    // What the file holds, by the ids of the lines sent.
+    let sent: HashMap<String, (i64, &'static str, bool)> = outcomes
+        .iter()
+        .flat_map(|(request, ts_ms, _)| {
+            (0..LINES_PER_REQUEST).map(move |j| {
+                let (service, error) = load_line(*request, j);
+                (format!("r{request}-{j}"), (ts_ms.div_euclid(1000), service, error))
+            })
+        })
+        .collect();
+    let stored: Vec<String> = stored_eids(&db).into_iter().map(|e| e.expect("every row has its eid")).collect();
+    assert_eq!(stored.iter().collect::<HashSet<_>>().len(), stored.len(), "no line stored twice");
+    let truth = Truth {
+        events: stored
+            .iter()
+            .map(|id| {
+                let (second, service, error) = sent[id];
+                (second, service.to_owned(), error, vec!["steady".to_owned()])
+            })
+            .collect(),
+    };
+    let at = truth.events.iter().map(|e| e.0).max().unwrap() + 1;
+
+    // Restarted with the indexer all but stopped (one row a pass, an hour between passes): the
+    // answers come from the rows above its mark.
+    let stopped = [("SQLITE_INDEX_CHUNK_ROWS", "1"), ("SQLITE_INDEX_INTERVAL_MS", "3600000")];
+    let mut app = spawn_embedded(&dir, &stopped);
+    wait_up(&mut app).await;
+    app.wait_memory_ready().await;
+    let (mark, newest) = assert_index_is_the_rows_up_to_the_mark(&db);
+    assert!(newest - mark > 1_000, "the indexer is behind by {} rows", newest - mark);
+    assert_keyword_answers(app.port, &truth, at).await;
+    drop(app);
+
+    // With its defaults it catches up; the lag shows on /metrics and /debug/actors, and goes to 0.
+    let mut app = spawn_embedded(&dir, &[]);
+    wait_up(&mut app).await;
+    let admin = app.admin_port;
+    let mark_line = format!("log_analyzer_sqlite_indexed_rowid {newest}");
+    let mark_line = &mark_line;
+    eventually("the keyword indexer caught up", Duration::from_secs(60), || async move {
+        let (status, body) = http(admin, "GET", "/metrics", b"", &[]).await?;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let caught_up = text.lines().any(|l| l == "log_analyzer_sqlite_index_lag_rows 0")
+            && text.lines().any(|l| l == mark_line.as_str());
+        (status == 200 && caught_up).then_some(())
+    })
+    .await;
+    let (status, actors) = get_json(admin, "/debug/actors").await;
+    assert_eq!(status, 200);
+    let indexer = actors["actors"]
+        .as_array()
+        .and_then(|list| list.iter().find(|a| a["actor"] == "keyword_indexer"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no keyword_indexer in /debug/actors: {actors}"));
+    assert_eq!((indexer["running"].as_bool(), indexer["lag_rows"].as_i64()), (Some(true), Some(0)), "{indexer}");
+    assert_eq!(indexer["indexed_rowid"].as_i64(), Some(newest), "{indexer}");
+    let (mark, newest) = assert_index_is_the_rows_up_to_the_mark(&db);
+    assert_eq!(mark, newest);
+    assert_keyword_answers(app.port, &truth, at).await;
+    drop(app);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The daily summary on SQLite
 
 type UserRow = crate::summary::UserRow;

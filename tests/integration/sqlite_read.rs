@@ -1,8 +1,9 @@
 //! The embedded store's read side on a real SQLite file (a fresh temp directory per test): every
 //! window question, the rebuild snapshot, the summary job and its reader, retention, the scheduler's
-//! lead and the replay of dead letters. Rows are inserted by SQL here (with `keywords::index_rows`
-//! after each batch, as a replay indexes; one test checks the event store's own indexing leaves the
-//! same table) and the expected answers are counted from the same rows.
+//! lead and the replay of dead letters. Rows are inserted by SQL here (indexed with
+//! `keywords::index_all_in` in the same transaction, or left to the indexer's step, or not indexed
+//! at all: the answers must be the same; one test checks the indexer's counting leaves the table
+//! SQL over the stored rows does) and the expected answers are counted from the same rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -80,14 +81,19 @@ struct Count {
     n: i64,
 }
 
-/// Inserts `rows` in one transaction and indexes them, as the event store does.
+/// Inserts `rows` in one transaction and indexes every row up to them, moving the indexer's mark.
 fn insert(conn: &mut SqliteConnection, rows: &[Row]) {
+    insert_rows(conn, rows, true);
+}
+
+/// Inserts `rows` in one transaction, as the event store does, indexing them (and any row before
+/// them not yet indexed) in it when `index`.
+fn insert_rows(conn: &mut SqliteConnection, rows: &[Row], index: bool) {
     conn.immediate_transaction(|conn| {
-        let mut ids = Vec::new();
         for r in rows {
-            let id: RowId = diesel::sql_query(
+            diesel::sql_query(
                 "INSERT INTO logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \
-                 \"offset\", ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8, ?9, ?1) RETURNING rowid",
+                 \"offset\", ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8, ?9, ?1)",
             )
             .bind::<BigInt, _>(r.ts)
             .bind::<Integer, _>(i32::from(r.level))
@@ -98,11 +104,10 @@ fn insert(conn: &mut SqliteConnection, rows: &[Row]) {
             .bind::<Text, _>(&r.topic)
             .bind::<Integer, _>(r.partition)
             .bind::<BigInt, _>(r.offset)
-            .get_result(conn)?;
-            ids.push(id.rowid);
+            .execute(conn)?;
         }
-        if let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) {
-            keywords::index_rows(conn, *first, *last)?;
+        if index {
+            keywords::index_all_in(conn)?;
         }
         diesel::QueryResult::Ok(())
     })
@@ -189,10 +194,11 @@ fn token_seconds(conn: &mut SqliteConnection) -> Vec<TokenSecond> {
     .unwrap()
 }
 
-/// The event store counts its batches' index rows in memory; a replay (and the tests above) count
-/// them in SQL from the stored tokens. Both must leave the same table.
+/// The event store writes rows only; the indexer's steps count them in memory, `index_rows` in SQL
+/// from the stored tokens. Both must leave the same table, and the answers must be exact before,
+/// during and after.
 #[tokio::test]
-async fn the_event_store_indexes_its_batches_as_sql_over_the_stored_rows_does() {
+async fn the_indexer_counts_the_stored_batches_as_sql_over_the_stored_rows_does() {
     let store = TempStore::create().await;
     let start = 1_764_000_000;
     // Events a few µs apart around second and hour boundaries, and a spread over two hours.
@@ -240,6 +246,36 @@ async fn the_event_store_indexes_its_batches_as_sql_over_the_stored_rows_does() 
         write_batch(&mut conn, &batch, 0, ROWS_PER_INSERT).unwrap();
         offset = to;
     }
+    assert!(token_seconds(&mut conn).is_empty(), "the writer's transactions store rows only");
+    let range = WindowRange { from: start + 3_599, to: start + 3_601 };
+    let want = rows.iter().filter(|r| in_window(r, range) && r.tokens.iter().any(|t| t == "timeout")).count() as u64;
+    assert!(want > 0);
+    let q = WindowQuestion::Keyword { range, keyword: Keyword::parse("timeout").unwrap(), service: None };
+    let answer = |store: &TempStore| {
+        let stats = stats(store);
+        let q = q.clone();
+        async move {
+            match stats.answer(&q).await.unwrap() {
+                WindowAnswer::Keyword(got) => got,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(answer(&store).await, want, "every row above the mark, counted from its tokens");
+
+    // The indexer's steps, 1,500 rows each: the answer is exact after each.
+    let mut steps = Vec::new();
+    loop {
+        let step = keywords::index_next(&mut conn, 1_500).unwrap();
+        assert!(!step.stale);
+        if step.rows == 0 {
+            break;
+        }
+        steps.push((step.rows, step.mark, step.behind));
+        assert_eq!(answer(&store).await, want, "after a step to {}", step.mark);
+    }
+    let n = rows.len() as i64;
+    assert_eq!(steps, [(1_500, 1_500, n - 1_500), (1_500, 3_000, n - 3_000), (1_000, n, 0)]);
     let written = token_seconds(&mut conn);
     let tokens: usize = rows.iter().map(|r| r.tokens.len()).sum();
     assert_eq!(written.iter().map(|r| r.events).sum::<i64>(), tokens as i64, "every token of every event");
@@ -247,16 +283,40 @@ async fn the_event_store_indexes_its_batches_as_sql_over_the_stored_rows_does() 
     assert!(written.iter().all(|r| r.topic == TOPIC));
 
     diesel::sql_query("DELETE FROM log_token_seconds").execute(&mut conn).unwrap();
-    keywords::index_rows(&mut conn, 1, rows.len() as i64).unwrap();
+    keywords::index_rows(&mut conn, 1, n).unwrap();
     assert_eq!(token_seconds(&mut conn), written);
+    assert_eq!(answer(&store).await, want);
+}
 
-    let range = WindowRange { from: start + 3_599, to: start + 3_601 };
-    let want = rows.iter().filter(|r| in_window(r, range) && r.tokens.iter().any(|t| t == "timeout")).count() as u64;
-    let q = WindowQuestion::Keyword { range, keyword: Keyword::parse("timeout").unwrap(), service: None };
-    match stats(&store).answer(&q).await.unwrap() {
-        WindowAnswer::Keyword(got) => assert_eq!(got, want),
-        other => panic!("{other:?}"),
-    }
+/// A step counted from a snapshot that a deletion (retention) has since changed is thrown away.
+#[tokio::test]
+async fn a_step_read_before_a_deletion_is_not_committed_after_it() {
+    let store = TempStore::create().await;
+    let rows = random_rows(13, 500, 1_764_000_000, 600);
+    let mut conn = store.db.connect().unwrap();
+    insert_rows(&mut conn, &rows, false);
+    let before = keywords::mark(&mut conn).unwrap();
+    // Between the step's read and its write transaction (where it takes its turn), another
+    // connection deletes rows as retention does.
+    let mut other = store.db.connect().unwrap();
+    let step = keywords::index_next_in_turn(&mut conn, 10_000, || {
+        other
+            .immediate_transaction(|conn| {
+                diesel::sql_query("DELETE FROM logs WHERE rowid > 400").execute(conn)?;
+                keywords::rows_deleted(conn)
+            })
+            .unwrap()
+    })
+    .unwrap();
+    assert!(step.stale, "{step:?}");
+    assert_eq!((step.rows, step.mark), (0, before.rowid));
+    assert!(token_seconds(&mut conn).is_empty(), "nothing of the stale step was committed");
+    assert_eq!(keywords::mark(&mut conn).unwrap().epoch, before.epoch + 1);
+    // The next step reads again: the 400 rows left, once.
+    let step = keywords::index_next(&mut conn, 10_000).unwrap();
+    assert_eq!((step.rows, step.mark, step.behind, step.stale), (400, 400, 0, false));
+    let tokens: usize = rows[..400].iter().map(|r| r.tokens.len()).sum();
+    assert_eq!(count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds"), tokens as i64);
 }
 
 #[tokio::test]
@@ -265,13 +325,23 @@ async fn every_window_question_equals_a_count_of_the_rows() {
     let start = 1_764_000_000;
     let rows = random_rows(7, 3_000, start, 7_200);
     let mut conn = store.db.connect().unwrap();
-    // Several batches, as the event store writes them.
+    // Several batches, as the event store writes them, none indexed yet.
     for chunk in rows.chunks(700) {
-        insert(&mut conn, chunk);
+        insert_rows(&mut conn, chunk, false);
     }
     let stats = stats(&store);
     assert!(stats.ping().await);
+    // The indexer stopped (every row above the mark), behind (half of them), caught up.
+    assert_window_answers(&stats, &rows, start).await;
+    let half = keywords::index_next(&mut conn, 1_500).unwrap();
+    assert_eq!((half.rows, half.behind), (1_500, 1_500));
+    assert_window_answers(&stats, &rows, start).await;
+    assert_eq!(keywords::index_next(&mut conn, 10_000).unwrap().behind, 0);
+    assert_window_answers(&stats, &rows, start).await;
+}
 
+/// Every window question of a grid over `rows` (stored from `start` on) equals a count of them.
+async fn assert_window_answers(stats: &SqliteStats, rows: &[Row], start: i64) {
     let ranges = [
         WindowRange::ending_at(start + 3_600, 3_600),
         WindowRange::ending_at(start + 4_000, 60),
@@ -283,7 +353,7 @@ async fn every_window_question_equals_a_count_of_the_rows() {
     for range in ranges {
         for service in [None, Some("billing"), Some("nope")] {
             let q = WindowQuestion::Errors { range, service: service.map(str::to_owned), limit: 100 };
-            let want = expected_errors(&rows, range, service);
+            let want = expected_errors(rows, range, service);
             nonzero += usize::from(want.total > 0);
             match stats.answer(&q).await.unwrap() {
                 WindowAnswer::Errors(got) => assert_eq!(got, want, "{q:?}"),
@@ -327,7 +397,10 @@ async fn the_snapshot_counts_every_second_and_the_offsets_of_one_moment() {
     let start = 1_764_100_000;
     let rows = random_rows(11, 2_000, start, 600);
     let mut conn = store.db.connect().unwrap();
-    insert(&mut conn, &rows);
+    // Half indexed, half above the indexer's mark: the hits are the sum of both.
+    insert(&mut conn, &rows[..1_000]);
+    insert_rows(&mut conn, &rows[1_000..], false);
+    assert_eq!(keywords::mark(&mut conn).unwrap().rowid, 1_000);
     diesel::sql_query(
         "INSERT INTO kafka_offsets (topic, \"partition\", next_offset, updated_at) VALUES \
          ('logs', 0, 1200, 0), ('logs', 1, 800, 0), ('elsewhere', 0, 5, 0)",
@@ -494,6 +567,66 @@ async fn retention_deletes_old_days_and_their_keyword_index() {
     assert!(matches!(stats(&store).answer(&q).await.unwrap(), WindowAnswer::Keyword(0)));
 }
 
+/// Retention deleting rows above the indexer's mark, and the newest rows: SQLite then gives new rows
+/// rowids it gave before, so the mark comes down with them; nothing is counted twice or never.
+#[tokio::test]
+async fn retention_of_unindexed_and_of_the_newest_rows_keeps_the_counts_exact() {
+    let store = TempStore::create().await;
+    let today = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+    let today_start = Utc.from_utc_datetime(&today.and_hms_opt(0, 0, 0).unwrap()).timestamp();
+    let day = |d: i64, seed: u64, n: usize| random_rows(seed, n, today_start - d * 86_400, 86_400);
+    let mut conn = store.db.connect().unwrap();
+    // Indexed: a day 3 days old, then today's first rows; above the mark: rows 3 days old again.
+    insert(&mut conn, &day(3, 21, 600));
+    insert(&mut conn, &day(0, 22, 400));
+    insert_rows(&mut conn, &day(3, 23, 300), false);
+    assert_eq!(keywords::mark(&mut conn).unwrap().rowid, 1_000);
+
+    let jobs = SqliteDailyJobs::new(store.db.clone(), &logger());
+    assert_eq!(jobs.maintain_partitions(today, 2, 2).await.unwrap().dropped, [today - chrono::Days::new(3)]);
+    // The newest rows (1,001..1,300) went: the newest left is 1,000, the mark stays.
+    assert_eq!(keywords::mark(&mut conn).unwrap().rowid, 1_000);
+    assert_eq!(count(&mut conn, "SELECT max(rowid) AS n FROM logs"), 1_000);
+    let later = day(0, 24, 200);
+    insert_rows(&mut conn, &later, false);
+    assert_eq!(count(&mut conn, "SELECT min(rowid) AS n FROM logs WHERE rowid > 1000"), 1_001, "rowids given again");
+
+    // Today's rows: indexed (601..1,000) and above the mark on reused rowids (1,001..1,200).
+    let mut kept: Vec<Row> = day(0, 22, 400);
+    kept.extend(later.iter().cloned());
+    let answers = |kept: Vec<Row>| {
+        let stats = stats(&store);
+        async move {
+            for word in ["timeout", "payment", "id3"] {
+                let range = WindowRange { from: today_start, to: today_start + 86_400 };
+                let want = kept.iter().filter(|r| in_window(r, range) && r.tokens.iter().any(|t| t == word)).count();
+                let q = WindowQuestion::Keyword { range, keyword: Keyword::parse(word).unwrap(), service: None };
+                match stats.answer(&q).await.unwrap() {
+                    WindowAnswer::Keyword(got) => assert_eq!(got, want as u64, "{word}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    };
+    answers(kept.clone()).await;
+
+    // A whole retention of everything: the table empties, the mark comes down to 0, and rows
+    // stored after (rowid 1 on) are counted.
+    let changes = jobs.maintain_partitions(today + chrono::Days::new(3), 1, 1).await.unwrap();
+    assert!(!changes.dropped.is_empty());
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM logs"), 0);
+    assert_eq!(count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds"), 0);
+    assert_eq!(keywords::mark(&mut conn).unwrap().rowid, 0);
+    let fresh = day(0, 25, 300);
+    insert_rows(&mut conn, &fresh, false);
+    answers(fresh.clone()).await;
+    let step = keywords::index_next(&mut conn, 10_000).unwrap();
+    assert_eq!((step.rows, step.mark, step.behind), (300, 300, 0));
+    answers(fresh).await;
+    let tokens: usize = day(0, 25, 300).iter().map(|r| r.tokens.len()).sum();
+    assert_eq!(count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds"), tokens as i64);
+}
+
 #[tokio::test]
 async fn one_scheduler_per_file_leads_until_it_goes() {
     let store = TempStore::create().await;
@@ -602,12 +735,18 @@ async fn a_fixed_reject_replays_once_and_only_once() {
     assert_eq!((http.topic.as_str(), http.partition, http.offset, http.service.as_str()), (TOPIC, -1, http_id, "web"));
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM log_rejects WHERE replayed_at IS NOT NULL"), 2);
 
-    // The replayed event is in the keyword index.
+    // The replayed event counts, above the indexer's mark and then indexed, once.
     let now = Utc::now().timestamp();
     let q = WindowQuestion::Keyword {
         range: WindowRange::ending_at(now + 60, 3_600),
         keyword: Keyword::parse("payment").unwrap(),
         service: None,
     };
+    assert!(matches!(stats(&store).answer(&q).await.unwrap(), WindowAnswer::Keyword(1)));
+    assert_eq!(keywords::index_next(&mut conn, 100).unwrap().rows, 2);
+    assert_eq!(
+        count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds WHERE token = 'payment'"),
+        1
+    );
     assert!(matches!(stats(&store).answer(&q).await.unwrap(), WindowAnswer::Keyword(1)));
 }

@@ -1,0 +1,184 @@
+//! The keyword indexer of the embedded store: an actor on an arbiter and a SQLite connection of its
+//! own, supervised as the writer is, that adds the per-second keyword counts of the `logs` rows the
+//! writer committed (`keywords::index_next`: rows after the mark, counted outside the write lock,
+//! written with the new mark in one transaction). The writer's transactions then store the rows
+//! only, which is what a 202 waits for.
+//!
+//! A pass indexes one chunk of at most `chunk_rows` rows, then pauses `interval`: under load the
+//! rows of the pause and of the pass itself make the next chunk (each page of the index is written
+//! once per chunk, wherever the chunk's times fall, so bigger chunks cost less per row), the writer
+//! has SQLite's write lock to itself during the pause, and an idle store costs two small reads per
+//! pause. While it is behind, readers count the rows above its mark from their
+//! tokens (`stats`, `search`): answers are exact at every moment, only slower the further behind.
+//!
+//! A failed pass (SQLite busy past its timeout, a full disk) is logged and stops the actor; the
+//! supervisor restarts it with a fresh connection after a growing pause. Nothing is lost or counted
+//! twice by a failure or a kill at any point: the counts and the mark commit together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::actors::ingest::Backoff;
+use ::actors::mailbox::ActorProbe;
+use actix::prelude::*;
+use diesel::SqliteConnection;
+use prometheus::{IntCounter, IntGauge, Registry};
+use slog::{warn, Logger};
+
+use super::keywords::{self, Step};
+use super::SqliteDb;
+use crate::telemetry::metric::{plain_counter, register};
+
+/// `SQLITE_INDEX_INTERVAL_MS`' default: the pause after each pass.
+pub const DEFAULT_INTERVAL_MS: u64 = 100;
+/// `SQLITE_INDEX_CHUNK_ROWS`' default: rows counted per transaction at most (their tokens and
+/// counts are held in memory meanwhile, some 40 MB for 100,000 of the generator's events).
+pub const DEFAULT_CHUNK_ROWS: usize = 100_000;
+
+/// How the indexer paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexerConfig {
+    pub interval: Duration,
+    pub chunk_rows: usize,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        IndexerConfig { interval: Duration::from_millis(DEFAULT_INTERVAL_MS), chunk_rows: DEFAULT_CHUNK_ROWS }
+    }
+}
+
+/// The indexer's figures on `/metrics` (and `/debug/actors`).
+pub struct IndexerMetrics {
+    lag: IntGauge,
+    mark: IntGauge,
+    rows: IntCounter,
+    failures: IntCounter,
+}
+
+impl IndexerMetrics {
+    pub fn new(r: &Registry) -> IndexerMetrics {
+        IndexerMetrics {
+            lag: register(
+                r,
+                IntGauge::new(
+                    "log_analyzer_sqlite_index_lag_rows",
+                    "Rows of logs the keyword indexer has not counted yet, as of its last pass (embedded mode)",
+                )
+                .expect("metric definition"),
+            ),
+            mark: register(
+                r,
+                IntGauge::new(
+                    "log_analyzer_sqlite_indexed_rowid",
+                    "The newest rowid of logs whose keywords are counted (embedded mode)",
+                )
+                .expect("metric definition"),
+            ),
+            rows: plain_counter(
+                r,
+                "log_analyzer_sqlite_indexed_rows_total",
+                "Rows of logs the keyword indexer counted (embedded mode)",
+            ),
+            failures: plain_counter(
+                r,
+                "log_analyzer_sqlite_index_failures_total",
+                "Keyword indexer passes that failed (the indexer restarts; embedded mode)",
+            ),
+        }
+    }
+
+    /// Rows behind, as of the last pass.
+    pub fn lag(&self) -> i64 {
+        self.lag.get()
+    }
+
+    /// The committed mark, as of the last pass.
+    pub fn mark(&self) -> i64 {
+        self.mark.get()
+    }
+}
+
+/// Counts the keywords of the rows the writer stored, behind it.
+pub struct KeywordIndexer {
+    db: SqliteDb,
+    conn: Option<SqliteConnection>,
+    config: IndexerConfig,
+    metrics: Arc<IndexerMetrics>,
+    probe: Arc<ActorProbe>,
+    backoff: Backoff,
+    log: Logger,
+}
+
+impl KeywordIndexer {
+    pub fn new(
+        db: SqliteDb,
+        config: IndexerConfig,
+        metrics: Arc<IndexerMetrics>,
+        probe: Arc<ActorProbe>,
+        log: Logger,
+    ) -> KeywordIndexer {
+        KeywordIndexer { db, conn: None, config, metrics, probe, backoff: Backoff::default(), log }
+    }
+
+    /// One chunk: indexed, or why not.
+    fn step(&mut self) -> anyhow::Result<Step> {
+        if self.conn.is_none() {
+            self.conn = Some(self.db.connect()?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let db = &self.db;
+        match keywords::index_next_in_turn(conn, self.config.chunk_rows, || db.write_turn()) {
+            Ok(step) => Ok(step),
+            Err(e) => {
+                self.conn = None;
+                Err(anyhow::anyhow!("SQLite: {e}"))
+            }
+        }
+    }
+
+    fn pass(&mut self, ctx: &mut Context<Self>) {
+        let probe = self.probe.clone();
+        match probe.time(|| self.step()) {
+            Ok(step) => {
+                self.backoff.succeed();
+                self.metrics.lag.set(step.behind);
+                self.metrics.mark.set(step.mark);
+                self.metrics.rows.inc_by(step.rows as u64);
+                // A step thrown away (rows deleted meanwhile) reads again at once.
+                let pause = if step.stale { Duration::ZERO } else { self.config.interval };
+                ctx.run_later(pause, |indexer, ctx| indexer.pass(ctx));
+            }
+            Err(e) => {
+                self.metrics.failures.inc();
+                self.probe.error(format_args!("{e:#}"));
+                warn!(self.log, "keyword indexer pass failed; restarting it"; "error" => format!("{e:#}"),
+                      "indexed_rowid" => self.metrics.mark(), "lag_rows" => self.metrics.lag());
+                // The supervisor restarts it with a fresh connection after a pause.
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Actor for KeywordIndexer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.probe.started();
+        // Restarted after a failure: let the database recover first.
+        ctx.run_later(self.backoff.delay(), |indexer, ctx| indexer.pass(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.probe.stopped();
+    }
+}
+
+impl Supervised for KeywordIndexer {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.probe.restarted();
+        self.backoff.fail();
+        self.conn = None;
+    }
+}
