@@ -13,6 +13,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+/// One JSON frame, shared by every session: cloning it counts a reference (the socket's codec takes
+/// it as it is), so a tick costs one serialization however many dashboards are open.
+pub type Frame = bytestring::ByteString;
+
 /// Seconds of per-second history a new dashboard gets (its 5-minute sparkline).
 pub const HISTORY_SECONDS: usize = 300;
 /// Services a frame names; the rest are summed in `other` (the page has room for about this many rows).
@@ -72,7 +76,7 @@ struct History {
     seconds: VecDeque<SecondFigures>,
     last: Option<(i64, Totals)>,
     /// The snapshot of the last tick, serialized once for every session joining during it.
-    snapshot: Option<(i64, Arc<str>)>,
+    snapshot: Option<(i64, Frame)>,
 }
 
 impl History {
@@ -103,13 +107,13 @@ impl History {
 
 /// A dashboard's view of the feed: the snapshot to start from, then every frame after it.
 pub struct Subscription {
-    pub snapshot: Option<Arc<str>>,
-    pub frames: broadcast::Receiver<Arc<str>>,
+    pub snapshot: Option<Frame>,
+    pub frames: broadcast::Receiver<Frame>,
 }
 
 /// The one feed of a process; sessions subscribe to it.
 pub struct DashboardFeed {
-    frames: broadcast::Sender<Arc<str>>,
+    frames: broadcast::Sender<Frame>,
     history: Mutex<History>,
     /// Whether the last tick's minute came from memory: then a tick costs nothing outside the
     /// process and the feed keeps the history full while nobody watches.
@@ -141,7 +145,7 @@ impl DashboardFeed {
     }
 
     /// The last 300 s and the last tick's figures, or nothing before the first tick.
-    fn snapshot(&self) -> Option<Arc<str>> {
+    fn snapshot(&self) -> Option<Frame> {
         let mut history = self.history.lock().expect("dashboard history lock");
         let (at, totals) = history.last.clone()?;
         if let Some((cached_at, frame)) = &history.snapshot {
@@ -149,14 +153,14 @@ impl DashboardFeed {
                 return Some(frame.clone());
             }
         }
-        let frame: Arc<str> = frame_json("snapshot", at, history.seconds.iter(), &totals).into();
+        let frame: Frame = frame_json("snapshot", at, history.seconds.iter(), &totals).into();
         history.snapshot = Some((at, frame.clone()));
         Some(frame)
     }
 
     /// Asks the use cases about the time up to `now` (an epoch second), records it and sends the
     /// delta to every session; returns the delta.
-    pub async fn tick(&self, sources: &FeedSources, now: i64) -> Arc<str> {
+    pub async fn tick(&self, sources: &FeedSources, now: i64) -> Frame {
         let reader = &sources.reader;
         let mut fresh = Vec::new();
         for t in now - RESEND_SECONDS..now {
@@ -177,7 +181,7 @@ impl DashboardFeed {
             Err(why) => unanswered(why.code(), why.message()),
         };
         let freshness = (sources.freshness)().await;
-        let frame: Arc<str> = {
+        let frame: Frame = {
             let mut history = self.history.lock().expect("dashboard history lock");
             history.merge(&fresh);
             let totals = Totals { minute, top, freshness, events_per_second: history.events_per_second() };
@@ -372,7 +376,8 @@ mod tests {
         assert_eq!(feed.sessions(), 2);
         for now in 0..(FRAMES_BEHIND as i64 + 3) {
             let sent = feed.tick(&sources, 3_000_000 + now).await;
-            assert!(Arc::ptr_eq(&keeping_up.recv().await.unwrap(), &sent), "the one frame, shared");
+            // The same bytes, not a copy: a session's frame is the feed's.
+            assert!(std::ptr::eq(keeping_up.recv().await.unwrap().as_ptr(), sent.as_ptr()), "the one frame, shared");
         }
         assert_eq!(store.asked.load(Ordering::Relaxed), 5 * (FRAMES_BEHIND + 3), "no question per session");
         assert!(matches!(asleep.recv().await, Err(broadcast::error::RecvError::Lagged(_))));

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::feed::{DashboardFeed, Subscription};
+use super::feed::{DashboardFeed, Frame, Subscription};
 
 /// How long a page has to send `{"token": …}` when auth is on.
 pub const TOKEN_WAIT: Duration = Duration::from_secs(5);
@@ -39,13 +39,14 @@ pub enum Ending {
 #[async_trait(?Send)]
 pub trait FrameSink {
     /// Sends one frame; an error means the socket is gone.
-    async fn send(&mut self, frame: Arc<str>) -> Result<(), ()>;
+    async fn send(&mut self, frame: Frame) -> Result<(), ()>;
 }
 
 #[async_trait(?Send)]
 impl FrameSink for actix_ws::Session {
-    async fn send(&mut self, frame: Arc<str>) -> Result<(), ()> {
-        self.text(frame.to_string()).await.map_err(drop)
+    async fn send(&mut self, frame: Frame) -> Result<(), ()> {
+        // A clone of the one frame every session sends: no copy per socket before the codec frames it.
+        self.text(frame).await.map_err(drop)
     }
 }
 
@@ -81,7 +82,7 @@ pub async fn forward(
     }
 }
 
-async fn send_in_time(sink: &mut impl FrameSink, frame: Arc<str>, within: Duration) -> Option<Ending> {
+async fn send_in_time(sink: &mut impl FrameSink, frame: Frame, within: Duration) -> Option<Ending> {
     match actix_rt::time::timeout(within, sink.send(frame)).await {
         Ok(Ok(())) => None,
         Ok(Err(())) => Some(Ending::ClientLeft),
@@ -198,13 +199,13 @@ mod tests {
 
     /// Takes frames until `stuck_after`, then never again.
     struct Socket {
-        got: Arc<Mutex<Vec<Arc<str>>>>,
+        got: Arc<Mutex<Vec<Frame>>>,
         stuck_after: usize,
     }
 
     #[async_trait(?Send)]
     impl FrameSink for Socket {
-        async fn send(&mut self, frame: Arc<str>) -> Result<(), ()> {
+        async fn send(&mut self, frame: Frame) -> Result<(), ()> {
             if self.got.lock().unwrap().len() >= self.stuck_after {
                 futures::future::pending::<()>().await;
             }
@@ -217,7 +218,7 @@ mod tests {
         futures::future::pending().boxed()
     }
 
-    fn socket(stuck_after: usize) -> (Socket, Arc<Mutex<Vec<Arc<str>>>>) {
+    fn socket(stuck_after: usize) -> (Socket, Arc<Mutex<Vec<Frame>>>) {
         let got = Arc::new(Mutex::new(Vec::new()));
         (Socket { got: got.clone(), stuck_after }, got)
     }
