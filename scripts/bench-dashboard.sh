@@ -73,7 +73,7 @@ bench_dashboard() {
   start_run "$rate"
   # The generator and the windows settle before the first figure.
   sleep 3
-  local load0 rows="" cpus0="" cpus1="" rss0="" rss1="" frames=0 bytes=0 round
+  local load0 rows="" cpus0="" cpus1="" frames=0 bytes=0 round
   load0=$(cut -d' ' -f1-3 /proc/loadavg)
   for round in $(seq 1 "$rounds"); do
     log "dashboard: round $round/$rounds: $rate events/s, no dashboard, ${seconds} s"
@@ -82,7 +82,7 @@ bench_dashboard() {
     log "dashboard: round $round/$rounds: $clients dashboards on ${URL/http/ws}/ws, ${seconds} s"
     dash_with_clients "$client" "$clients" "$seconds"
     local c1=$DASH_CPU r1=$DASH_RSS
-    cpus0+="$c0"$'\n' cpus1+="$c1"$'\n' rss0="$r0" rss1="$r1"
+    cpus0+="$c0"$'\n' cpus1+="$c1"$'\n'
     frames=$((frames + $(sed -E 's/.* frames=([0-9]+).*/\1/' <<<"$DASH_TALLY")))
     bytes=$((bytes + $(sed -E 's/.* bytes=([0-9]+).*/\1/' <<<"$DASH_TALLY")))
     rows+="| $round | $c0 | $c1 | $r0 | $r1 |"$'\n'

@@ -241,7 +241,8 @@ search_plan() {
 search_start_api() {
   local code
   start_api api
-  # As `run`'s: stop_run stops it.
+  # As `run`'s: stop_run (bench.sh) stops it.
+  # shellcheck disable=SC2034
   RUN_PID=$API_PID
   URL=$API_URL
   code=$(curl -s -o "$WORK/route.json" -w '%{http_code}' "$URL/logs?q=$SEARCH_SELECTIVE&limit=100")
