@@ -32,7 +32,8 @@ use crate::telemetry::metric::{plain_counter, register};
 /// `SQLITE_INDEX_INTERVAL_MS`' default: the pause after each pass.
 pub const DEFAULT_INTERVAL_MS: u64 = 100;
 /// `SQLITE_INDEX_CHUNK_ROWS`' default: rows counted per transaction at most (their tokens and
-/// counts are held in memory meanwhile, some 40 MB for 100,000 of the generator's events).
+/// counts are held in memory meanwhile, some 40 MB for 100,000 of the generator's events); a step
+/// also ends at [`keywords::STEP_TOKENS`] tokens.
 pub const DEFAULT_CHUNK_ROWS: usize = 100_000;
 
 /// How the indexer paces itself.
@@ -145,9 +146,9 @@ impl KeywordIndexer {
                 self.metrics.lag.set(step.behind);
                 self.metrics.mark.set(step.mark);
                 self.metrics.rows.inc_by(step.rows as u64);
-                // A step thrown away (rows deleted meanwhile) reads again at once.
-                let pause = if step.stale { Duration::ZERO } else { self.config.interval };
-                ctx.run_later(pause, |indexer, ctx| indexer.pass(ctx));
+                // A step thrown away (unindexed rows deleted meanwhile) reads again after the same
+                // pause: retention deletes hour after hour, and reading again at once would spin.
+                ctx.run_later(self.config.interval, |indexer, ctx| indexer.pass(ctx));
             }
             Err(e) => {
                 self.metrics.failures.inc();

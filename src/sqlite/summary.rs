@@ -281,6 +281,7 @@ pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow
                 };
                 let hour = keywords::hour_of(oldest);
                 let end = hour.saturating_add(1).saturating_mul(keywords::HOUR_US).min(cutoff);
+                let unindexed = keywords::unindexed_between(conn, oldest, end)?;
                 // The rows first, then their index rows; one transaction, so the order only
                 // matters to a reader of this code: never an index row missing for a kept row.
                 diesel::sql_query("DELETE FROM logs WHERE ts >= ?1 AND ts < ?2")
@@ -289,8 +290,9 @@ pub async fn delete_days_before(db: &SqliteDb, oldest_kept: NaiveDate) -> anyhow
                     .execute(conn)?;
                 keywords::forget_hour(conn, hour, end)?;
                 // Rows above the indexer's mark may have gone too (unindexed, so no counts to
-                // forget): its mark and epoch move (`keywords::rows_deleted`).
-                keywords::rows_deleted(conn)?;
+                // forget): its mark comes down, and its epoch moves if they did
+                // (`keywords::rows_deleted`).
+                keywords::rows_deleted(conn, unindexed)?;
                 Ok(Some(oldest))
             })?;
             match deleted {

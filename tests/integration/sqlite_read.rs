@@ -303,7 +303,7 @@ async fn a_step_read_before_a_deletion_is_not_committed_after_it() {
         other
             .immediate_transaction(|conn| {
                 diesel::sql_query("DELETE FROM logs WHERE rowid > 400").execute(conn)?;
-                keywords::rows_deleted(conn)
+                keywords::rows_deleted(conn, true)
             })
             .unwrap()
     })
@@ -317,6 +317,60 @@ async fn a_step_read_before_a_deletion_is_not_committed_after_it() {
     assert_eq!((step.rows, step.mark, step.behind, step.stale), (400, 400, 0, false));
     let tokens: usize = rows[..400].iter().map(|r| r.tokens.len()).sum();
     assert_eq!(count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds"), tokens as i64);
+}
+
+/// A deletion of counted rows only (retention's usual case) leaves a step in flight valid: it
+/// commits, and the epoch stays, so retention running hour after hour does not stop the indexer.
+#[tokio::test]
+async fn a_deletion_of_counted_rows_only_keeps_the_step_in_flight() {
+    let store = TempStore::create().await;
+    let rows = random_rows(17, 500, 1_764_000_000, 600);
+    let mut conn = store.db.connect().unwrap();
+    insert_rows(&mut conn, &rows, false);
+    assert_eq!(keywords::index_next(&mut conn, 300).unwrap().mark, 300);
+    let before = keywords::mark(&mut conn).unwrap();
+    let (oldest, newest) = (rows.iter().map(|r| r.ts).min().unwrap(), rows.iter().map(|r| r.ts).max().unwrap());
+    let mut other = store.db.connect().unwrap();
+    let step = keywords::index_next_in_turn(&mut conn, 10_000, || {
+        other
+            .immediate_transaction(|conn| {
+                // The whole span holds unindexed rows; the first 100 rowids alone do not.
+                assert!(keywords::unindexed_between(conn, oldest, newest + 1)?);
+                diesel::sql_query("DELETE FROM logs WHERE rowid <= 100").execute(conn)?;
+                keywords::rows_deleted(conn, false)
+            })
+            .unwrap()
+    })
+    .unwrap();
+    assert_eq!((step.rows, step.mark, step.behind, step.stale), (200, 500, 0, false), "{step:?}");
+    assert_eq!(keywords::mark(&mut conn).unwrap().epoch, before.epoch, "no unindexed row went");
+    let tokens: usize = rows.iter().map(|r| r.tokens.len()).sum();
+    assert_eq!(
+        count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds"),
+        tokens as i64,
+        "every row counted once (the deleted rows' counts are retention's to forget)"
+    );
+}
+
+/// A step ends at `STEP_TOKENS` tokens, whatever its row limit: events with many tokens (long
+/// messages) make short steps, so the write turn it holds and its memory follow the work.
+#[tokio::test]
+async fn a_step_counts_at_most_step_tokens() {
+    let store = TempStore::create().await;
+    let per_row = 1_000;
+    let n = keywords::STEP_TOKENS / per_row + 50;
+    let mut rows = random_rows(19, n, 1_764_000_000, 60);
+    for row in &mut rows {
+        row.tokens = (0..per_row).map(|i| format!("t{i}")).collect();
+    }
+    let mut conn = store.db.connect().unwrap();
+    insert_rows(&mut conn, &rows, false);
+    let first = keywords::index_next(&mut conn, 1_000_000).unwrap();
+    let cut = keywords::STEP_TOKENS / per_row;
+    assert_eq!((first.rows, first.mark, first.behind), (cut, cut as i64, 50), "{first:?}");
+    let second = keywords::index_next(&mut conn, 1_000_000).unwrap();
+    assert_eq!((second.rows, second.mark, second.behind), (50, n as i64, 0), "{second:?}");
+    assert_eq!(count(&mut conn, "SELECT coalesce(sum(events), 0) AS n FROM log_token_seconds"), (n * per_row) as i64);
 }
 
 #[tokio::test]
