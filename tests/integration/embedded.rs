@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::api::App;
 use crate::ground_truth::{pick, Truth};
 use crate::helpers::*;
+use crate::sqlite_read::TokenSecond;
 
 /// A temporary directory holding one embedded database file, removed when dropped.
 pub struct EmbeddedDir {
@@ -380,20 +381,6 @@ async fn kill_9_five_times_under_a_steady_post_ingest_load_loses_no_acknowledged
 
 // ---------------------------------------------------------------------------------------------
 // kill -9 while the keyword indexer is behind the writer
-
-#[derive(QueryableByName, Debug, PartialEq)]
-struct TokenSecond {
-    #[diesel(sql_type = BigInt)]
-    second: i64,
-    #[diesel(sql_type = Text)]
-    token: String,
-    #[diesel(sql_type = Text)]
-    topic: String,
-    #[diesel(sql_type = Text)]
-    service: String,
-    #[diesel(sql_type = BigInt)]
-    events: i64,
-}
 
 /// The file's keyword index against SQL over the rows up to the indexer's mark (SQLite's own
 /// `json_each` over the stored tokens, nothing of the indexer's code): equal means every row up to

@@ -172,18 +172,19 @@ fn stats(store: &TempStore) -> SqliteStats {
     SqliteStats::new(store.db.clone(), vec![TOPIC.to_owned()], Arc::new(tracked_set()), Duration::from_secs(10))
 }
 
+/// One row of `log_token_seconds` (also read by the embedded kill -9 test).
 #[derive(QueryableByName, Debug, PartialEq)]
-struct TokenSecond {
+pub(crate) struct TokenSecond {
     #[diesel(sql_type = BigInt)]
-    second: i64,
+    pub second: i64,
     #[diesel(sql_type = Text)]
-    token: String,
+    pub token: String,
     #[diesel(sql_type = Text)]
-    topic: String,
+    pub topic: String,
     #[diesel(sql_type = Text)]
-    service: String,
+    pub service: String,
     #[diesel(sql_type = BigInt)]
-    events: i64,
+    pub events: i64,
 }
 
 fn token_seconds(conn: &mut SqliteConnection) -> Vec<TokenSecond> {
