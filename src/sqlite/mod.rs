@@ -155,8 +155,11 @@ impl SqliteDb {
         }
         let url = path.to_str().with_context(|| format!("{} is not valid UTF-8", path.display()))?;
         let mut conn = SqliteConnection::establish(url).with_context(|| format!("opening SQLite {url}"))?;
+        // busy_timeout first: `journal_mode` takes a lock, and while another connection (the
+        // writer, the keyword indexer) holds the file it would fail at once with "database is
+        // locked" instead of waiting like every later statement.
         conn.batch_execute(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {}; \
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {};",
             BUSY_TIMEOUT.as_millis(),
             WAL_AUTOCHECKPOINT_PAGES
