@@ -48,6 +48,8 @@ pub struct Metrics {
     pub summary: crate::jobs::SummaryMetrics,
     /// The in-process generator (`run --generate`).
     pub generator: crate::generate::metrics::GeneratorMetrics,
+    /// The live tails (`GET /logs/tail`).
+    pub tail: crate::http::tail::TailMetrics,
     /// The embedded store's keyword indexer.
     pub keyword_index: Arc<crate::sqlite::indexer::IndexerMetrics>,
 }
@@ -96,6 +98,7 @@ impl Metrics {
             http: crate::http::metrics::HttpMetrics::new(&r),
             summary: crate::jobs::SummaryMetrics::new(&r),
             generator: crate::generate::metrics::GeneratorMetrics::new(&r),
+            tail: crate::http::tail::TailMetrics::new(&r),
             keyword_index: Arc::new(crate::sqlite::indexer::IndexerMetrics::new(&r)),
             actors,
             registry: r,
@@ -129,6 +132,7 @@ impl Metrics {
         self.source.refresh();
         self.generator.refresh();
         self.summary.refresh();
+        self.tail.refresh();
     }
 }
 

@@ -531,6 +531,7 @@ impl Application {
             settings.tail_limits(),
             Some(db::tail::feed(settings.database_url.expose().to_owned(), settings.kafka_topics(), log.clone())),
         );
+        metrics.tail.watch(hub.clone());
         let tail = Some(crate::http::tail::Tail { hub, heartbeat: Duration::from_millis(settings.tail_heartbeat_ms) });
         let ingest_view = ingest.as_ref().map(|i| i.view());
         let parts =
@@ -592,6 +593,7 @@ impl Application {
         let aggregator = actors::mailbox::Inbox::new(aggregator, agg_probe);
         // One process, one writer: what it commits is everything there is to tail.
         let hub = actors::tail::TailHub::new(settings.tail_limits());
+        metrics.tail.watch(hub.clone());
         let ingest = EmbeddedIngest::start_tailed(
             settings,
             db.clone(),

@@ -90,3 +90,57 @@ fn frames(
         }
     })
 }
+
+/// The live tails' metrics: clients open now, events queued to them, clients cut or refused.
+/// The hub counts in atomics on the ingest path; a scrape copies them in.
+pub struct TailMetrics {
+    clients: prometheus::IntGauge,
+    delivered: prometheus::IntCounter,
+    cut: prometheus::IntCounter,
+    refused: prometheus::IntCounter,
+    hub: std::sync::Mutex<Option<Arc<TailHub>>>,
+}
+
+impl TailMetrics {
+    pub fn new(r: &prometheus::Registry) -> TailMetrics {
+        use crate::telemetry::metric::{plain_counter, register};
+        TailMetrics {
+            clients: register(
+                r,
+                prometheus::IntGauge::new("log_analyzer_tail_clients", "Live tails (GET /logs/tail) open now")
+                    .expect("metric definition"),
+            ),
+            delivered: plain_counter(
+                r,
+                "log_analyzer_tail_events_total",
+                "Events queued to live tails (an event sent to three tails counts three)",
+            ),
+            cut: plain_counter(
+                r,
+                "log_analyzer_tail_cut_total",
+                "Live tails cut for falling TAIL_BUFFER_EVENTS behind",
+            ),
+            refused: plain_counter(
+                r,
+                "log_analyzer_tail_refused_total",
+                "Live tails refused (503 too_many_tails) because TAIL_MAX_CLIENTS were open",
+            ),
+            hub: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Exports `hub`'s counters from now on.
+    pub fn watch(&self, hub: Arc<TailHub>) {
+        *self.hub.lock().unwrap_or_else(|e| e.into_inner()) = Some(hub);
+    }
+
+    pub fn refresh(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(hub) = self.hub.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        let raise = |c: &prometheus::IntCounter, value: u64| c.inc_by(value.saturating_sub(c.get()));
+        self.clients.set(hub.clients() as i64);
+        raise(&self.delivered, hub.stats.delivered.load(Relaxed));
+        raise(&self.cut, hub.stats.cut.load(Relaxed));
+        raise(&self.refused, hub.stats.refused.load(Relaxed));
+    }
+}

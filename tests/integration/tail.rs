@@ -169,6 +169,14 @@ impl Sse {
     }
 }
 
+/// The value of an unlabelled metric on `admin`'s /metrics (0 when absent).
+async fn metric(admin: u16, name: &str) -> f64 {
+    let (status, body) = http(admin, "GET", "/metrics", b"", &[]).await.expect("the admin listener answers");
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines().filter_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).next().unwrap_or(0.0)
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -354,6 +362,11 @@ async fn a_slow_client_is_cut_and_frees_its_place_while_ingest_keeps_storing() {
     assert!(body["message"].as_str().unwrap().contains("TAIL_BUFFER_EVENTS"));
     assert!(events < data.len(), "a cut client got everything ({events})");
     assert!(slow.next(Duration::from_secs(10)).await.is_none(), "the stream ends after the cut");
+    // The operator sees it: one refusal, one cut, one tail open (the fresh one), events queued.
+    assert_eq!(metric(api.admin_port, "log_analyzer_tail_refused_total").await, 1.0);
+    assert_eq!(metric(api.admin_port, "log_analyzer_tail_cut_total").await, 1.0);
+    assert_eq!(metric(api.admin_port, "log_analyzer_tail_clients").await, 1.0);
+    assert!(metric(api.admin_port, "log_analyzer_tail_events_total").await >= events as f64);
     assert!(stored_in < Duration::from_secs(120));
     drop((api, client));
     env.db.drop_db().await;
@@ -404,7 +417,8 @@ async fn the_tail_is_guarded_checks_its_filter_and_beats_on_an_idle_stream() {
 #[tokio::test]
 async fn the_embedded_tail_sees_the_lines_posted_to_ingest() {
     let dir = EmbeddedDir::create();
-    let mut app = spawn_embedded(&dir, &[]);
+    // Heartbeats often: a closed tail is noticed when the next one fails to send.
+    let mut app = spawn_embedded(&dir, &[("TAIL_HEARTBEAT_MS", "200")]);
     wait_up(&mut app).await;
     let mut sse = Sse::open_ok(app.port, "/logs/tail?q=disk", &[]).await;
     assert!(sse.next(Duration::from_secs(10)).await.is_some());
@@ -422,5 +436,13 @@ async fn the_embedded_tail_sees_the_lines_posted_to_ingest() {
     // Tailed lines are stored ones: the file holds both, and nothing else matched.
     assert_eq!(crate::embedded::count(&dir.db_path(), "SELECT count(*) AS n FROM logs"), 3);
     assert!(sse.next_event(Duration::from_millis(500)).await.is_none());
+    assert_eq!(metric(app.admin_port, "log_analyzer_tail_clients").await, 1.0);
+    assert_eq!(metric(app.admin_port, "log_analyzer_tail_events_total").await, 2.0);
+    drop(sse);
+    let admin = app.admin_port;
+    eventually("the closed tail leaves the gauge", Duration::from_secs(10), || async move {
+        (metric(admin, "log_analyzer_tail_clients").await == 0.0).then_some(())
+    })
+    .await;
     drop(app);
 }
