@@ -5,13 +5,15 @@
 # ratio, machine, record, and GEN, BIN, WORK, EVENTS, PARTITIONS, QUICK).
 #
 # In order:
-#   1. psql COPY of the same rows (CSV) into a table shaped like `logs` — before the ingests;
+#   1. psql COPY of the same rows (CSV) into a table shaped like `logs`, with every index `logs` has
+#      (the same index inserts the ingest pays) — before the ingests;
 #   2. `log-analyzer ingest`, start to zero lag, MAILBOX_METRICS=on (instrumented, the default);
 #   3. the same binary with MAILBOX_METRICS=off (bare): the instrumentation's cost is the difference;
 #   4. the floor a user can script in minutes: `kcat -C … | psql -c "COPY …"` of the raw JSON values
 #      into a one-jsonb-column table (no field resolution, no exactly-once, no dead letters);
 #   5. psql COPY again — after the ingests; the faster of 1 and 5 is the baseline (the machine is
-#      shared, so one COPY alone may land in someone else's busy second);
+#      shared, so one COPY alone may land in someone else's busy second); then, for comparison, a
+#      COPY into a table with only a BRIN on ts (the baseline before the search indexes existed);
 #   6. a profile of one more (bare) ingest with `perf record` when perf is installed and allowed
 #      (BENCH_PROFILE_INGEST=0 skips it): the top symbols, and the share of allocation and memmove.
 # Each ingest starts from an empty `logs` and no stored offsets, so each reads every event again.
@@ -56,15 +58,38 @@ ingest2_run() {
   [ "$rows" = "$EVENTS" ] || die "ingest ($label): logs holds $rows rows, expected $EVENTS"
 }
 
-# Times one psql COPY of the CSV rows into logs_copy (emptied first); prints the seconds.
+# Times one psql COPY of the CSV rows into table $1 (default logs_copy, emptied first); prints the seconds.
 ingest2_copy() {
-  psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "TRUNCATE logs_copy"
+  local table="${1:-logs_copy}"
+  psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "TRUNCATE $table"
   local t0 t1
   t0=$(now)
   psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" \
-    -c "\\copy logs_copy (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\") FROM '$WORK/rows.csv' CSV"
+    -c "\\copy $table (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\") FROM '$WORK/rows.csv' CSV"
   t1=$(now)
   secs "$t0" "$t1"
+}
+
+# Makes table $1 shaped like `logs` with every index `logs` has, read from the catalogue (what the
+# migrations made, today a BRIN on ts and the search indexes: a btree in search order, a GIN on
+# tokens, a btree on the Kafka position), so the baseline COPY pays the index inserts the ingest pays.
+logs_like_indexed() {
+  psql -X -q -v ON_ERROR_STOP=1 -v t="$1" "$DATABASE_URL" <<'SQL'
+CREATE TABLE :"t" (LIKE logs INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE (ts);
+SELECT regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE INDEX \S+ ON ONLY \S+ ',
+                      format('CREATE INDEX %I ON %I ', :'t' || '_' || c.relname, :'t'))
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = 'logs'::regclass
+\gexec
+SELECT format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', :'t' || '_' || to_char(d, 'YYYYMMDD'), :'t',
+              d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC')
+FROM (SELECT generate_series(current_date - 2, current_date + 1, interval '1 day')::date AS d) days
+\gexec
+SQL
+  local have want
+  have=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM pg_index WHERE indrelid = '$1'::regclass")
+  want=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM pg_index WHERE indrelid = 'logs'::regclass")
+  [ "$have" = "$want" ] || die "$1 has $have indexes, logs has $want"
 }
 
 # kcat from PATH, else scripts/tools.sh installs it (from the distribution).
@@ -85,9 +110,10 @@ bench_ingest2() {
   "$GEN" generate --rate 0 --count "$EVENTS" --seed 7 --to csv:"$WORK/rows.csv" 2>/dev/null
   local bytes
   bytes=$(stat -c %s "$WORK/rows.csv")
-  logs_like logs_copy
+  logs_like_indexed logs_copy
+  logs_like logs_copy_brin
 
-  log "baseline: psql COPY of $EVENTS rows ($((bytes / 1048576)) MiB CSV), before the ingests"
+  log "baseline: psql COPY of $EVENTS rows ($((bytes / 1048576)) MiB CSV) into a table with logs' indexes, before the ingests"
   local copy_before copy_after copy_s
   copy_before=$(ingest2_copy)
 
@@ -113,6 +139,11 @@ bench_ingest2() {
   log "baseline: psql COPY again, after the ingests"
   copy_after=$(ingest2_copy)
   copy_s=$(awk -v a="$copy_before" -v b="$copy_after" 'BEGIN { print (a < b ? a : b) }')
+  # For comparison: the same COPY into a table with only the BRIN on ts (the baseline before the
+  # search indexes of 2026-12-01 existed; the runs before this one were measured against it).
+  log "comparison: psql COPY into a table with only a BRIN on ts"
+  local brin_s
+  brin_s=$(ingest2_copy logs_copy_brin)
 
   local profile="" perf_note=""
   if [ "${BENCH_PROFILE_INGEST:-1}" = 0 ]; then
@@ -139,11 +170,14 @@ bench_ingest2() {
   off_rate=$(rate "$EVENTS" "$off_s")
   copy_rate=$(rate "$EVENTS" "$copy_s")
   kcat_rate=$(rate "$EVENTS" "$kcat_s")
+  local brin_rate
+  brin_rate=$(rate "$EVENTS" "$brin_s")
   printf '\n%-44s %12s %10s %8s\n' "ingest of $EVENTS events" "events/s" "seconds" "CPU s"
   printf '%-44s %12s %10s %8s\n' "log-analyzer ingest, MAILBOX_METRICS=on" "$on_rate" "$on_s" "$on_cpu"
   printf '%-44s %12s %10s %8s\n' "log-analyzer ingest, MAILBOX_METRICS=off" "$off_rate" "$off_s" "$off_cpu"
   printf '%-44s %12s %10s\n' "psql COPY, same rows (faster of before/after)" "$copy_rate" "$copy_s"
   printf '%-44s %12s %10s\n' "  COPY before / after (s)" "" "$copy_before / $copy_after"
+  printf '%-44s %12s %10s\n' "psql COPY, BRIN on ts only (comparison)" "$brin_rate" "$brin_s"
   printf '%-44s %12s %10s\n' "kcat -C | psql COPY (raw JSON → jsonb)" "$kcat_rate" "$kcat_s"
   printf '%-44s %12s\n' "ratio ingest (on) / COPY" "$(ratio "$on_rate" "$copy_rate")"
   printf '%-44s %12s\n' "ratio ingest (off) / COPY" "$(ratio "$off_rate" "$copy_rate")"
@@ -164,7 +198,8 @@ bench_ingest2() {
     echo "|---|---:|---:|---:|"
     echo "| log-analyzer ingest, start to zero lag, \`MAILBOX_METRICS=on\` | $on_rate | $on_s | $on_cpu |"
     echo "| the same binary, \`MAILBOX_METRICS=off\` | $off_rate | $off_s | $off_cpu |"
-    echo "| psql \`COPY\` of the same rows, faster of before ($copy_before s) and after ($copy_after s) | $copy_rate | $copy_s | |"
+    echo "| psql \`COPY\` of the same rows into a table with \`logs\`' indexes (baseline), faster of before ($copy_before s) and after ($copy_after s) | $copy_rate | $copy_s | |"
+    echo "| for comparison: psql \`COPY\` into a table with only a BRIN on ts (the baseline of the runs before the search indexes) | $brin_rate | $brin_s | |"
     echo "| \`kcat -C … \| psql -c COPY\` of the raw JSON into one jsonb column (scripted floor) | $kcat_rate | $kcat_s | |"
     echo "| ratio ingest (on / off) / COPY | $(ratio "$on_rate" "$copy_rate") / $(ratio "$off_rate" "$copy_rate") | | |"
     echo "| ratio ingest (on) / kcat floor | $(ratio "$on_rate" "$kcat_rate") | | |"
