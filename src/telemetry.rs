@@ -27,22 +27,29 @@ impl LogLevelHandle {
     }
 }
 
-/// Drops records less severe than the current level.
+/// Drops records less severe than the current level, on the logging thread: in front of the async
+/// drain, so a record that will be dropped is never serialized or queued to the writer thread (at
+/// 10k requests/s, each request's debug line at the default info level was both).
 struct DynamicLevel<D> {
     drain: D,
     level: LogLevelHandle,
 }
 
 impl<D: Drain> Drain for DynamicLevel<D> {
-    type Ok = Option<D::Ok>;
+    type Ok = ();
     type Err = D::Err;
 
     fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<Self::Ok, Self::Err> {
         if record.level().is_at_least(self.level.get()) {
-            self.drain.log(record, values).map(Some)
+            self.drain.log(record, values).map(|_| ())
         } else {
-            Ok(None)
+            Ok(())
         }
+    }
+
+    /// What `Logger::is_enabled` asks: callers skip building a line (or a child logger) for nothing.
+    fn is_enabled(&self, level: slog::Level) -> bool {
+        level.is_at_least(self.level.get()) && self.drain.is_enabled(level)
     }
 }
 
@@ -52,17 +59,16 @@ pub fn init_logger(settings: &Settings) -> (Logger, LogLevelHandle) {
         settings.log_format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Term } else { LogFormat::Json });
     let level = LogLevelHandle::new(settings.log_level.0);
     let drain = match format {
-        LogFormat::Json => slog_async::Async::new(
-            DynamicLevel { drain: slog_json::Json::default(std::io::stderr()).fuse(), level: level.clone() }.fuse(),
-        )
-        .chan_size(8_192)
-        .build(),
+        LogFormat::Json => {
+            slog_async::Async::new(slog_json::Json::default(std::io::stderr()).fuse()).chan_size(8_192).build()
+        }
         LogFormat::Term => {
             let decorator = slog_term::TermDecorator::new().stderr().build();
             let term = slog_term::FullFormat::new(decorator).build().fuse();
-            slog_async::Async::new(DynamicLevel { drain: term, level: level.clone() }.fuse()).chan_size(8_192).build()
+            slog_async::Async::new(term).chan_size(8_192).build()
         }
     };
+    let drain = DynamicLevel { drain: drain.fuse(), level: level.clone() };
     let logger = Logger::root(drain.fuse(), o!("app" => "log-analyzer", "version" => env!("CARGO_PKG_VERSION")));
     (logger, level)
 }

@@ -68,16 +68,19 @@ pub async fn catch_panics(
     let guard = req.app_data::<web::Data<PanicGuard>>().cloned();
     let method = req.method().clone();
     let path = req.path().to_owned();
-    let log = guard.as_ref().map(|g| match req.extensions().get::<super::RequestId>() {
-        Some(id) => g.log.new(slog::o!("request_id" => id.0.clone())),
-        None => g.log.clone(),
-    });
+    // Only the id is kept: the logger that carries it is made if a panic is to be logged, not for
+    // every request.
+    let id = req.extensions().get::<super::RequestId>().map(|id| id.0.clone());
     // Nothing of the request's state is read after an unwind, so no half-updated value is seen.
     match std::panic::AssertUnwindSafe(next.call(req)).catch_unwind().await {
         Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
         Err(payload) => {
             let text = panic_text(&*payload);
-            if let (Some(guard), Some(log)) = (guard, log) {
+            if let Some(guard) = guard {
+                let log = match id {
+                    Some(id) => guard.log.new(slog::o!("request_id" => id)),
+                    None => guard.log.clone(),
+                };
                 guard.panics.inc();
                 slog::error!(log, "handler panicked"; "method" => %method, "path" => path, "panic" => &text);
             }

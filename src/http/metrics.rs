@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::http::{Method, StatusCode};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, Registry};
-use slog::Logger;
+use slog::{Drain, Logger};
 
 use crate::telemetry::metric::{counter, histogram, latency_buckets, plain_counter};
 
@@ -65,9 +65,27 @@ pub struct RequestHandled<'a> {
 }
 
 impl RequestHandled<'_> {
-    pub fn emit(self, metrics: &HttpMetrics, log: &Logger) {
+    /// Counts the request, and logs it through `log` with `request_id` when its level is on. The
+    /// child logger is made only then: at the default level the line of a request that went well is
+    /// not written, and making one per request (an allocation and a copy of the id) cost for nothing.
+    pub fn emit(self, metrics: &HttpMetrics, log: &Logger, request_id: &str) {
         metrics.requests.with_label_values(&[self.route, self.status.as_str()]).inc();
         metrics.seconds.with_label_values(&[self.route]).observe(self.elapsed.as_secs_f64());
+        let level = if self.status.is_server_error() {
+            if self.status == StatusCode::SERVICE_UNAVAILABLE {
+                slog::Level::Warning
+            } else {
+                slog::Level::Error
+            }
+        } else if self.status.is_client_error() {
+            slog::Level::Info
+        } else {
+            slog::Level::Debug
+        };
+        if !log.is_enabled(level) {
+            return;
+        }
+        let log = log.new(slog::o!("request_id" => request_id.to_owned()));
         let (method, route, status, micros) =
             (self.method, self.route, self.status.as_u16(), self.elapsed.as_micros() as u64);
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

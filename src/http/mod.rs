@@ -154,7 +154,7 @@ async fn observe(
                     elapsed: started.elapsed(),
                     error: Some(e.to_string()),
                 }
-                .emit(&state.metrics.http, &state.log.new(slog::o!("request_id" => id.0)));
+                .emit(&state.metrics.http, &state.log, &id.0);
             }
             return Err(e);
         }
@@ -166,8 +166,11 @@ async fn observe(
     }
     if let Some(state) = state {
         let error = status.is_server_error().then(|| res.response().error().map(|e| e.to_string()).unwrap_or_default());
-        metrics::RequestHandled { method: &method, route: &route, status, elapsed, error }
-            .emit(&state.metrics.http, &state.log.new(slog::o!("request_id" => id.0)));
+        metrics::RequestHandled { method: &method, route: &route, status, elapsed, error }.emit(
+            &state.metrics.http,
+            &state.log,
+            &id.0,
+        );
     }
     Ok(res)
 }
