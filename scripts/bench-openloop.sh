@@ -19,7 +19,12 @@
 #
 # Settings: BENCH_OPENLOOP_RATES (requests/s, default "5000 10000 20000"; --quick: 500),
 # BENCH_OPENLOOP_SECONDS (per step, default 10; --quick: 2), BENCH_OPENLOOP_INGEST (events/s of the
-# second phase, default 20000; --quick: 2000), BENCH_OPENLOOP_WINDOWS (default "10s 5m 1h").
+# second phase, default 20000; --quick: 2000), BENCH_OPENLOOP_WINDOWS (default "10s 5m 1h"),
+# BENCH_OPENLOOP_BASELINE (a second binary, e.g. a release build of main before a change: in each
+# phase it is measured first, then the binary under test, so both rows come from the same run).
+#
+# Server CPU per request: the server's CPU seconds over the step divided by the answers it gave, in
+# µs. Idle, that is the cost of one answer; while ingesting it also holds the ingest's share.
 
 openloop_vegeta() {
   local bin="${TOOLS_BIN:-$HOME/.cache/log-analyzer/bin}"
@@ -33,18 +38,18 @@ openloop_vegeta() {
 }
 
 # One step: vegeta offers $2 requests/s of GET /stats/errors?window=$1 for $OPENLOOP_SECONDS s.
-# Prints "p50_ms p99_ms p999_ms achieved_rps ok errors tool_cpu_pct server_cpu_pct".
+# Prints "p50_ms p99_ms p999_ms achieved_rps ok errors tool_cpu_pct server_cpu_pct server_us_per_req".
 openloop_step() {
   local window=$1 offered=$2 tool_cpu server0 server1
   printf 'GET %s/stats/errors?window=%s\n' "$URL" "$window" >"$WORK/openloop.targets"
-  server0=$(cpu_secs "$RUN_PID")
+  server0=$(openloop_cpu "$RUN_PID")
   local TIMEFORMAT='%U %S'
   # -timeout bounds a request that is never answered; it then counts as an error, not as a latency.
   tool_cpu=$({ time "$VEGETA" attack -targets="$WORK/openloop.targets" -rate="${offered}/1s" \
     -duration="${OPENLOOP_SECONDS}s" -timeout=10s -keepalive=true \
     -workers="$OPENLOOP_CONNECTIONS" -max-connections="$OPENLOOP_CONNECTIONS" >"$WORK/openloop.bin" 2>"$WORK/openloop.err"; } 2>&1) ||
     die "vegeta attack failed: $(head -c 300 "$WORK/openloop.err")"
-  server1=$(cpu_secs "$RUN_PID")
+  server1=$(openloop_cpu "$RUN_PID")
   "$VEGETA" encode --to csv <"$WORK/openloop.bin" >"$WORK/openloop.csv"
   python3 - "$WORK/openloop.csv" "$OPENLOOP_SECONDS" "$tool_cpu" "$server0" "$server1" <<'PY'
 import csv, sys
@@ -71,8 +76,15 @@ span = (last - first) / 1e9 if sent > 1 else seconds
 achieved = sent / span if span > 0 else float("nan")
 tool_cpu = (float(tool[0]) + float(tool[1])) / seconds * 100
 server_cpu = (s1 - s0) / seconds * 100
-print(f"{pct(50):.3f} {pct(99):.3f} {pct(99.9):.3f} {achieved:.0f} {ok} {errors} {tool_cpu:.0f} {server_cpu:.0f}")
+per_request = (s1 - s0) / ok * 1e6 if ok else float("nan")
+print(f"{pct(50):.3f} {pct(99):.3f} {pct(99.9):.3f} {achieved:.0f} {ok} {errors} {tool_cpu:.0f} {server_cpu:.0f} {per_request:.1f}")
 PY
+}
+
+# User + system CPU seconds of process $1, to the clock tick (bench.sh's cpu_secs rounds to 0.1 s,
+# 2 % of a 10 s step at half a core).
+openloop_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
 }
 
 # `go install` leaves `vegeta -version` empty; the module version is in the binary's build info.
@@ -95,35 +107,47 @@ bench_openloop() {
     rates="${BENCH_OPENLOOP_RATES:-500}" ingest="${BENCH_OPENLOOP_INGEST:-2000}" OPENLOOP_SECONDS="${BENCH_OPENLOOP_SECONDS:-2}"
   fi
   setup
-  local rows="" phase generate
-  printf '\n%-9s %-6s %8s | %8s %8s %8s | %9s %7s %6s | %8s %9s\n' phase window offered p50_ms p99_ms p99.9_ms achieved ok errors tool_cpu server_cpu
+  local load
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  local binaries="$BIN" under_test="$BIN"
+  if [ -n "${BENCH_OPENLOOP_BASELINE:-}" ]; then
+    [ -x "$BENCH_OPENLOOP_BASELINE" ] || die "BENCH_OPENLOOP_BASELINE=$BENCH_OPENLOOP_BASELINE is not an executable"
+    binaries="$BENCH_OPENLOOP_BASELINE $BIN"
+  fi
+  local rows="" phase generate binary
+  printf '\n%-9s %-8s %-6s %8s | %8s %8s %8s | %9s %7s %6s | %8s %9s %9s\n' phase binary window offered p50_ms p99_ms p99.9_ms achieved ok errors tool_cpu server_cpu us/req
   for phase in idle ingesting; do
     generate=0
     [ "$phase" = ingesting ] && generate=$ingest
-    start_run "$generate"
-    # The generator's first second is a burst of topic set-up; let ingest settle before measuring.
-    [ "$generate" = 0 ] || sleep 3
-    # A discarded step first: the first seconds of load after a start (connections opened, memo and
-    # allocator warming) had a tail several times the later steps' (in debug: p99 74 ms, then 12 ms,
-    # for the same window), which made whichever window went first look slowest.
-    openloop_step "${windows%% *}" "${rates%% *}" >/dev/null
-    local w r p50 p99 p999 achieved ok errors tool server
-    for w in $windows; do
-      for r in $rates; do
-        read -r p50 p99 p999 achieved ok errors tool server < <(openloop_step "$w" "$r")
-        kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/run.log" >&2; die "run exited during the openloop benchmark"; }
-        local label="$phase"
-        [ "$phase" = ingesting ] && label="ingesting $ingest/s"
-        printf '%-9s %-6s %8s | %8s %8s %8s | %9s %7s %6s | %7s%% %8s%%\n' "$phase" "$w" "$r" "$p50" "$p99" "$p999" "$achieved" "$ok" "$errors" "$tool" "$server"
-        rows+="| $label | $w | $r | $p50 | $p99 | $p999 | $achieved | $errors | $tool % | $server % |"$'\n'
-        # A quick run proves the harness: every answer must have been a 2xx.
-        if [ "$QUICK" = 1 ] && [ "$errors" != 0 ]; then
-          die "openloop $phase $w at $r req/s: $errors requests failed ($(head -c 300 "$WORK/openloop.err"))"
-        fi
+    for binary in $binaries; do
+      local name=tested
+      [ "$binary" = "$under_test" ] || name=baseline
+      BIN=$binary start_run "$generate"
+      # The generator's first second is a burst of topic set-up; let ingest settle before measuring.
+      [ "$generate" = 0 ] || sleep 3
+      # A discarded step first: the first seconds of load after a start (connections opened, memo and
+      # allocator warming) had a tail several times the later steps' (in debug: p99 74 ms, then 12 ms,
+      # for the same window), which made whichever window went first look slowest.
+      openloop_step "${windows%% *}" "${rates%% *}" >/dev/null
+      local w r p50 p99 p999 achieved ok errors tool server per_request
+      for w in $windows; do
+        for r in $rates; do
+          read -r p50 p99 p999 achieved ok errors tool server per_request < <(openloop_step "$w" "$r")
+          kill -0 "$RUN_PID" 2>/dev/null || { tail -n 20 "$WORK/run.log" >&2; die "run exited during the openloop benchmark"; }
+          local label="$phase"
+          [ "$phase" = ingesting ] && label="ingesting $ingest/s"
+          printf '%-9s %-8s %-6s %8s | %8s %8s %8s | %9s %7s %6s | %7s%% %8s%% %9s\n' "$phase" "$name" "$w" "$r" "$p50" "$p99" "$p999" "$achieved" "$ok" "$errors" "$tool" "$server" "$per_request"
+          rows+="| $label | $name | $w | $r | $p50 | $p99 | $p999 | $achieved | $errors | $tool % | $server % | $per_request |"$'\n'
+          # A quick run proves the harness: every answer must have been a 2xx.
+          if [ "$QUICK" = 1 ] && [ "$errors" != 0 ]; then
+            die "openloop $phase $w at $r req/s: $errors requests failed ($(head -c 300 "$WORK/openloop.err"))"
+          fi
+        done
       done
+      stop_run
     done
-    stop_run
   done
+  BIN=$under_test
   cleanup_db
   {
     echo
@@ -135,10 +159,12 @@ bench_openloop() {
     echo "  \`run --generate $ingest\` (the generator inside the process, load tool and server on the same cores);"
     echo "  no PostgreSQL history (memory answers every window within the horizon); latencies in ms of the 2xx"
     echo "  answers; errors: non-2xx or no answer in 10 s; CPU: % of one core over the step (vegeta's from"
-    echo "  bash \`time\`, the server's from /proc/<pid>/stat); goal p99 ≤ 2 ms at 10k req/s while ingesting"
+    echo "  bash \`time\`, the server's from /proc/<pid>/stat); µs/req: the server's CPU per answer; goal p99 ≤ 2 ms"
+    echo "  at 10k req/s while ingesting; load average at the start: $load"
+    echo "- binaries: tested \`$under_test\`$([ -n "${BENCH_OPENLOOP_BASELINE:-}" ] && echo ", baseline \`$BENCH_OPENLOOP_BASELINE\` (each phase: baseline first)")"
     echo
-    echo "| phase | window | offered req/s | p50 | p99 | p99.9 | achieved req/s | errors | load tool CPU | server CPU |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| phase | binary | window | offered req/s | p50 | p99 | p99.9 | achieved req/s | errors | load tool CPU | server CPU | server µs/req |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s' "$rows"
   } | record
 }
