@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # `scripts/bench.sh ingest2`: Kafka → PostgreSQL ingest against its baselines, all in one run on the
 # same pre-produced events (BENCH_EVENTS, default 2,000,000; --quick: 20,000). Sourced by
-# scripts/bench.sh (its helpers: setup, logs_like, cpu_secs, commit_span, log, die, now, secs, rate,
+# scripts/bench.sh (its helpers: setup, logs_like, logs_like_indexed, cpu_secs, commit_span, log, die, now, secs, rate,
 # ratio, machine, record, and GEN, BIN, WORK, EVENTS, PARTITIONS, QUICK).
 #
 # In order:
@@ -68,28 +68,6 @@ ingest2_copy() {
     -c "\\copy $table (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\") FROM '$WORK/rows.csv' CSV"
   t1=$(now)
   secs "$t0" "$t1"
-}
-
-# Makes table $1 shaped like `logs` with every index `logs` has, read from the catalogue (what the
-# migrations made, today a BRIN on ts and the search indexes: a btree in search order, a GIN on
-# tokens, a btree on the Kafka position), so the baseline COPY pays the index inserts the ingest pays.
-logs_like_indexed() {
-  psql -X -q -v ON_ERROR_STOP=1 -v t="$1" "$DATABASE_URL" <<'SQL'
-CREATE TABLE :"t" (LIKE logs INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE (ts);
-SELECT regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE INDEX \S+ ON ONLY \S+ ',
-                      format('CREATE INDEX %I ON %I ', :'t' || '_' || c.relname, :'t'))
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-WHERE i.indrelid = 'logs'::regclass
-\gexec
-SELECT format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', :'t' || '_' || to_char(d, 'YYYYMMDD'), :'t',
-              d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC')
-FROM (SELECT generate_series(current_date - 2, current_date + 1, interval '1 day')::date AS d) days
-\gexec
-SQL
-  local have want
-  have=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM pg_index WHERE indrelid = '$1'::regclass")
-  want=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM pg_index WHERE indrelid = 'logs'::regclass")
-  [ "$have" = "$want" ] || die "$1 has $have indexes, logs has $want"
 }
 
 # kcat from PATH, else scripts/tools.sh installs it (from the distribution).
