@@ -2,7 +2,7 @@
 # `scripts/bench.sh recovery` and `scripts/bench.sh scale`: how the pipeline recovers from a crash and
 # how it grows with partitions, processes and rate. Sourced by scripts/bench.sh (its helpers: setup,
 # prepare, start_run, stop_run, log, die, rate, secs, now, pct, machine, record, poll_until, api_counts,
-# sql_seen_at, free_port, cleanup_db; GEN, BIN, WORK, QUICK, ADMIN_URL, PARTITIONS, RUN_ID).
+# freshness_probes, free_port, cleanup_db; GEN, BIN, WORK, QUICK, ADMIN_URL, PARTITIONS, RUN_ID).
 #
 #   recovery  kill -9 of an ingest process while events flow, restarted at once: seconds from the
 #             restart to its first stored rows, with dynamic membership (no INSTANCE_ID) and with
@@ -181,12 +181,10 @@ scale_freshness_point() {
   setup
   start_run "$rate"
   sleep 2
-  local api=() sql=() base t_start
+  local api=() sql=() post=() wstart=() base t_start
   base=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
   t_start=$(now)
-  for i in $(seq "$probes"); do
-    freshness_probe "$i"
-  done
+  freshness_probes "$probes"
   local stored achieved
   stored=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
   achieved=$(rate $((stored - base)) "$(secs "$t_start" "$(now)")")

@@ -186,6 +186,7 @@ start_run() {
     DATABASE_TIMEOUT_MS=120000 "$BIN" run --generate "$rate" 2>"$WORK/run.log" &
   RUN_PID=$!
   URL="http://127.0.0.1:$port"
+  RUN_ADMIN="http://127.0.0.1:$admin"
   wait_for "$RUN_PID" run "$WORK/run.log" 120 memory_ready
 }
 
@@ -607,42 +608,64 @@ poll_until() {
 }
 
 api_counts() { curl -fs "$URL/stats/errors?window=10s&service=$1&at=$2" | grep -q '"total":1'; }
-# Polls inside PostgreSQL every 2 ms (each statement of a DO block reads a fresh snapshot) until the
-# probe's row is there, then prints the server's clock (ns since the epoch): one connection per probe,
-# opened before the probe is sent, so the baseline's resolution matches the API's.
-sql_seen_at() {
-  psql -X -qtA -v ON_ERROR_STOP=1 "$DATABASE_URL" <<SQL | tail -n 1
-DO \$\$
-DECLARE deadline timestamptz := clock_timestamp() + interval '30 s';
-BEGIN
-  WHILE (SELECT count(*) FROM logs WHERE ts >= to_timestamp($2 - 1) AND service = '$1') = 0 LOOP
-    IF clock_timestamp() > deadline THEN RAISE EXCEPTION 'probe % not stored after 30 s', '$1'; END IF;
-    PERFORM pg_sleep(0.002);
-  END LOOP;
-END \$\$;
-SELECT (extract(epoch FROM clock_timestamp()) * 1e9)::bigint;
-SQL
+# Runs $1 probes (scripts/freshness_probe.py: one at a time, each POSTed to $URL/ingest, then polled
+# every 2 ms over kept-open connections, in /stats/errors and by SQL) and appends to the caller's
+# arrays `post`, `wstart`, `sql` and `api` each probe's ms until the POST was answered (Kafka acked
+# it), until its writer began the transaction that stored it (the row's ingested_at), until the SQL
+# poll found the row and until /stats/errors counted it; sets POLL_API_MS and POLL_SQL_MS (the mean
+# time of one look) and leaves the lines in $WORK/probes.txt.
+freshness_probes() {
+  local a b c d
+  python3 scripts/freshness_probe.py "$URL" "$DATABASE_URL" "$RUN_ID" "$1" >"$WORK/probes.txt" ||
+    die "freshness probes failed"
+  while read -r a b c d; do
+    if [ "$a" = polls ]; then
+      POLL_API_MS=$b POLL_SQL_MS=$c
+      continue
+    fi
+    post+=("$a") wstart+=("$b") sql+=("$c") api+=("$d")
+  done <"$WORK/probes.txt"
 }
 
-# One probe: POSTs an event of a service of its own ($1 numbers it), then appends to the caller's
-# `api` and `sql` arrays the ms until /stats/errors shows it and until PostgreSQL holds it.
-freshness_probe() {
-  local svc="fresh-$RUN_ID-$1" ts t0 t1 sql_pid
-  ts=$(date +%s%3N)
-  # The baseline polls PostgreSQL directly at the same time: when is the row there at all?
-  sql_seen_at "$svc" $((ts / 1000)) >"$WORK/sql_seen" &
-  sql_pid=$!
-  sleep 0.1 # its connection is open before the clock starts
-  ts=$(date +%s%3N)
+# "count mean p50 p99" (ms; p50/p99 interpolated in the buckets) of each histogram named in $2…,
+# summed over its labels, from the Prometheus text in file $1.
+histogram_summary() {
+  python3 - "$@" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+for name in sys.argv[2:]:
+    buckets, total, count = {}, 0.0, 0
+    for m in re.finditer(r'^' + name + r'_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$', text, re.M):
+        le = float('inf') if m.group(1) == '+Inf' else float(m.group(1))
+        buckets[le] = buckets.get(le, 0) + float(m.group(2))
+    for m in re.finditer(r'^' + name + r'_sum(?:\{[^}]*\})? (\S+)$', text, re.M):
+        total += float(m.group(1))
+    for m in re.finditer(r'^' + name + r'_count(?:\{[^}]*\})? (\S+)$', text, re.M):
+        count += int(float(m.group(1)))
+    def quantile(q):
+        rank, lo, below = q * count, 0.0, 0.0
+        for le in sorted(buckets):
+            if buckets[le] >= rank:
+                if le == float('inf'):
+                    return lo
+                return lo + (le - lo) * (rank - below) / max(buckets[le] - below, 1e-9)
+            lo, below = le, buckets[le]
+        return lo
+    scale = 1 if name.endswith('_events') else 1000
+    if count == 0:
+        print(name, 0, '-', '-', '-')
+    else:
+        print(name, count, '%.1f' % (total / count * scale), '%.1f' % (quantile(0.5) * scale), '%.1f' % (quantile(0.99) * scale))
+PY
+}
+
+# ms one poll of the stats API takes as the probe polls it (a curl process and grep), over $1 polls.
+poll_cost() {
+  local n=$1 t0 t1
   t0=$(date +%s%N)
-  curl -fs -X POST --data-binary "{\"level\":\"error\",\"service\":\"$svc\",\"message\":\"probe\",\"ts\":$ts}" \
-    "$URL/ingest" >/dev/null || die "POST /ingest failed"
-  poll_until 30 api_counts "$svc" $((ts / 1000 + 1)) || die "probe $svc not visible in /stats/errors after 30 s"
+  for _ in $(seq "$n"); do api_counts "no-such-service-$RUN_ID" 0 || true; done
   t1=$(date +%s%N)
-  wait "$sql_pid" || die "probe $svc not in PostgreSQL after 30 s"
-  api+=($(((t1 - t0) / 1000000)))
-  sql+=($((($(cat "$WORK/sql_seen") - t0) / 1000000)))
-  sleep 0.05
+  awk -v d=$((t1 - t0)) -v n="$n" 'BEGIN { printf "%.1f", d / n / 1e6 }'
 }
 
 bench_freshness() {
@@ -650,13 +673,19 @@ bench_freshness() {
   local rate="${BENCH_RATE:-2000}" probes="${BENCH_PROBES:-100}"
   if [ "$QUICK" = 1 ]; then rate=200 probes=5; fi
   start_run "$rate"
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
   log "freshness: $probes probes through POST /ingest while ingesting $rate events/s"
-  local api=() sql=()
-  for i in $(seq "$probes"); do
-    freshness_probe "$i"
-  done
-  local stored
+  local api=() sql=() post=() wstart=()
+  freshness_probes "$probes"
+  local stored poll_ms
   stored=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
+  poll_ms=$(poll_cost 50)
+  curl -fs "$RUN_ADMIN/metrics" >"$WORK/metrics.txt" || die "no /metrics from run"
+  local hist
+  hist=$(histogram_summary "$WORK/metrics.txt" log_analyzer_writer_batch_age_seconds log_analyzer_writer_queue_seconds \
+    log_analyzer_writer_batch_seconds log_analyzer_writer_batch_events)
+  local load_end
+  load_end=$(cut -d' ' -f1-3 /proc/loadavg)
   stop_run
   cleanup_db
   local a50 a99 amax s50 s99 smax
@@ -670,6 +699,28 @@ bench_freshness() {
   printf '%-46s %8s %8s %8s\n' "GET /stats/errors counts it" "$a50" "$a99" "$amax"
   printf '%-46s %8s %8s %8s\n' "direct SQL count sees the row (baseline)" "$s50" "$s99" "$smax"
   printf '%-46s %8s %8s\n' "ratio API / SQL" "$(ratio "$a50" "$s50")" "$(ratio "$a99" "$s99")"
+  # Per probe, stage by stage: POST → acked, acked → its writer's transaction began, → the row seen by
+  # the SQL poll (write and commit), → the API counts it (SQL and API are polled at the same time,
+  # so this last one can be below zero).
+  local stage_rows
+  stage_rows=$(awk '$1 != "polls" { print 1, $1; print 2, $2 - $1; print 3, $3 - $2; print 4, $4 - $3 }' "$WORK/probes.txt" |
+    sort -k1,1n -k2,2g | awk '
+    { v[$1, ++n[$1]] = $2; s[$1] += $2 }
+    END {
+      split("POST answered (Kafka acked)|acked → writer began its transaction|→ committed, seen by the SQL poll|→ counted by GET /stats/errors", name, "|")
+      for (c = 1; c <= 4; c++) { i50 = int(n[c] * 0.5 + 0.999); i99 = int(n[c] * 0.99 + 0.999)
+        printf "| %s | %.1f | %.1f | %.1f |\n", name[c], s[c] / n[c], v[c, i50], v[c, i99] } }')
+  local hist_rows
+  hist_rows=$(printf '%s\n' "$hist" | awk '
+    BEGIN { d["log_analyzer_writer_batch_age_seconds"] = "batch age when handed to a writer (first message taken → handed), ms"
+            d["log_analyzer_writer_queue_seconds"] = "handed → the writer starts it (writer queue), ms"
+            d["log_analyzer_writer_batch_seconds"] = "the write: fence, COPY, commit, ms"
+            d["log_analyzer_writer_batch_events"] = "messages per batch" }
+    { printf "| %s | %s | %s | %s | %s |\n", d[$1], $2, $3, $4, $5 }')
+  printf '\nper probe, stage by stage (ms): | stage | mean | p50 | p99 |\n%s\n' "$stage_rows"
+  printf '\nevery batch of the run (/metrics): | | batches | mean | p50 | p99 |\n%s\n' "$hist_rows"
+  printf 'one look: API %s ms, SQL %s ms (kept-open connections); a curl process and grep instead: %s ms\n' \
+    "$POLL_API_MS" "$POLL_SQL_MS" "$poll_ms"
   {
     echo
     echo "## freshness — $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -678,15 +729,32 @@ bench_freshness() {
     echo "- \`${BENCH_RATE:+BENCH_RATE=$BENCH_RATE }${BENCH_PROBES:+BENCH_PROBES=$BENCH_PROBES }scripts/bench.sh freshness\`: \`log-analyzer run --generate $rate\` ingesting $rate events/s ($stored rows"
     echo "  stored during the run); $probes probes, one after the other, each an error event of its own service"
     echo "  POSTed to /ingest (answered once Kafka acked it); the clock starts before the POST. Visible:"
-    echo "  \`/stats/errors?window=10s&service=…\` counts it (polled back to back with curl). Baseline, polled"
-    echo "  at the same time: \`SELECT count(*) FROM logs WHERE service = …\` finds the row (a DO loop inside"
-    echo "  PostgreSQL, every 2 ms, its connection opened before the POST)"
+    echo "  \`/stats/errors?window=10s&service=…\` counts it. Baseline, polled at the same time the same way:"
+    echo "  \`SELECT count(*) FROM logs WHERE ts = <the probe's ms> AND service = …\` finds the row. Both polled"
+    echo "  every 2 ms by scripts/freshness_probe.py over a connection opened before the run (no process"
+    echo "  start or connect per look)"
     echo
     echo "| produce→visible, ms | p50 | p99 | max |"
     echo "|---|---:|---:|---:|"
     echo "| stats API counts it | $a50 | $a99 | $amax |"
     echo "| direct SQL count sees the row (baseline) | $s50 | $s99 | $smax |"
     echo "| ratio API / SQL | $(ratio "$a50" "$s50") | $(ratio "$a99" "$s99") | |"
+    echo
+    echo "- load average (1, 5, 15 min) when the probes began: $LOAD_START; at the end: $load_end (the machine is shared)"
+    echo "- one look took $POLL_API_MS ms (API) and $POLL_SQL_MS ms (SQL) on average; one curl process and grep per look, as"
+    echo "  earlier runs of this benchmark polled, took $poll_ms ms"
+    echo
+    echo "Per probe, stage by stage (ms; each stage's p50/p99 on its own, so they do not add up to the total's):"
+    echo
+    echo "| stage | mean | p50 | p99 |"
+    echo "|---|---:|---:|---:|"
+    echo "$stage_rows"
+    echo
+    echo "Every batch of the run, from \`run\`'s /metrics (p50/p99 interpolated in the histogram's buckets):"
+    echo
+    echo "| | batches | mean | p50 | p99 |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "$hist_rows"
   } | record
 }
 

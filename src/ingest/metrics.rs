@@ -1,4 +1,5 @@
-//! The writers' metrics: batches committed, failed writes by kind, batch sizes and commit latency.
+//! The writers' metrics: batches committed, failed writes by kind, batch sizes, commit latency and
+//! how long batches wait before their write.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,12 @@ use prometheus::{Histogram, HistogramVec, IntCounterVec, Registry};
 
 use crate::telemetry::metric::{counter, histogram, latency_buckets, raise_to, single_histogram};
 
+/// Doubling from 0.5 ms to about 1 s: the stages of freshness (≤ 100 ms end to end) need finer
+/// steps than `latency_buckets`' factor of 4.
+fn freshness_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.000_5, 2.0, 12).expect("valid buckets")
+}
+
 pub struct WriterMetrics {
     batches: IntCounterVec,
     errors: IntCounterVec,
@@ -15,6 +22,10 @@ pub struct WriterMetrics {
     batch_events: Histogram,
     /// Time to commit one batch, per writer.
     batch_seconds: HistogramVec,
+    /// A batch's first message taken → the batch handed to a writer.
+    batch_age_seconds: Histogram,
+    /// Handed to a writer → that writer starts it, per writer.
+    queue_seconds: HistogramVec,
     /// Every writer's counters, by writer id.
     writers: Mutex<Vec<Arc<WriterStats>>>,
 }
@@ -42,6 +53,19 @@ impl WriterMetrics {
                 latency_buckets(),
                 &["writer"],
             ),
+            batch_age_seconds: single_histogram(
+                r,
+                "log_analyzer_writer_batch_age_seconds",
+                "Time from a batch's first message taken by its consumer to the batch handed to a writer",
+                freshness_buckets(),
+            ),
+            queue_seconds: histogram(
+                r,
+                "log_analyzer_writer_queue_seconds",
+                "Time a batch handed to a writer waits before the writer starts it",
+                freshness_buckets(),
+                &["writer"],
+            ),
             writers: Mutex::new(Vec::new()),
         }
     }
@@ -52,6 +76,8 @@ impl WriterMetrics {
         let stats = Arc::new(WriterStats {
             batch_events: Some(self.batch_events.clone()),
             batch_seconds: Some(self.batch_seconds.with_label_values(&[&id.to_string()])),
+            batch_age_seconds: Some(self.batch_age_seconds.clone()),
+            queue_seconds: Some(self.queue_seconds.with_label_values(&[&id.to_string()])),
             ..WriterStats::default()
         });
         let mut writers = self.writers.lock().expect("writer metrics");

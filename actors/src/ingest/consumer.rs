@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{debug, error, info, warn, Logger};
@@ -92,6 +92,8 @@ pub struct ConsumerActor {
     probe: Arc<ActorProbe>,
     /// The batch being written, if any: resolves to whether the partition may go on.
     in_flight: Option<actix_rt::task::JoinHandle<bool>>,
+    /// When the batch being filled took its first message (the writers' batch-age histogram).
+    opened: Option<Instant>,
     log: Logger,
 }
 
@@ -134,6 +136,7 @@ impl ConsumerActor {
             stats: parts.stats,
             probe: parts.probe,
             in_flight: None,
+            opened: None,
         }
     }
 
@@ -146,7 +149,8 @@ impl ConsumerActor {
         }
         self.batch_seq += 1;
         let batch = Arc::new(self.builder.take(self.cancelled.clone()));
-        let write = self.write_task(batch, ctx.address());
+        let opened = self.opened.take();
+        let write = self.write_task(batch, opened, ctx.address());
         match self.in_flight.take() {
             None => self.in_flight = Some(actix_rt::spawn(write)),
             Some(previous) => {
@@ -162,7 +166,12 @@ impl ConsumerActor {
     /// A batch the store keeps refusing for its data is split until the refused messages are
     /// alone; those become `store_rejected` dead letters and the rest is stored, each part fenced
     /// on its own. Resolves to whether the partition may go on.
-    fn write_task(&self, batch: Arc<Batch>, me: Addr<Self>) -> impl std::future::Future<Output = bool> + 'static {
+    fn write_task(
+        &self,
+        batch: Arc<Batch>,
+        mut opened: Option<Instant>,
+        me: Addr<Self>,
+    ) -> impl std::future::Future<Output = bool> + 'static {
         let writer = PartWriter {
             writers: self.writers.clone(),
             stats: self.stats.clone(),
@@ -185,7 +194,7 @@ impl ConsumerActor {
             let mut attempts = rejected_attempts;
             let outcome = loop {
                 let Some(part) = parts.pop_front() else { break Ok(()) };
-                match writer.store(&part, attempts).await {
+                match writer.store(&part, attempts, opened.take()).await {
                     Ok(()) => writer.announce(part).await,
                     Err(StoreError::Rejected(reason)) => {
                         attempts = 1;
@@ -232,13 +241,18 @@ struct PartWriter {
 impl PartWriter {
     /// Stores `part`, retrying for as long as the store is unavailable (never skipping data) and up
     /// to `rejected_attempts` times while it refuses the data.
-    async fn store(&mut self, part: &Arc<Batch>, rejected_attempts: u32) -> Result<(), StoreError> {
+    async fn store(
+        &mut self,
+        part: &Arc<Batch>,
+        rejected_attempts: u32,
+        mut opened: Option<Instant>,
+    ) -> Result<(), StoreError> {
         let mut refused = 0;
         loop {
             if part.is_cancelled() {
                 return Err(StoreError::Cancelled);
             }
-            let failure = match self.writers.pick().send(WriteBatch(part.clone())).await {
+            let failure = match self.writers.pick().send(WriteBatch::new(part.clone(), opened.take())).await {
                 Ok(Ok(())) => {
                     self.backoff.succeed();
                     return Ok(());
@@ -372,6 +386,9 @@ impl ConsumerActor {
         let was_empty = self.builder.is_empty();
         if !self.builder.push(message, self.clock.now()) {
             return;
+        }
+        if was_empty {
+            self.opened = Some(Instant::now());
         }
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
         if self.builder.len() >= self.config.batch_max_events || self.nothing_waits() {

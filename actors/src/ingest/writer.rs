@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -86,12 +86,28 @@ pub struct WriterStats {
     /// Batch sizes (events + rejects) and commit latency, when the process exports them.
     pub batch_events: Option<prometheus::Histogram>,
     pub batch_seconds: Option<prometheus::Histogram>,
+    /// Where a batch's time goes before its write (freshness): from its consumer taking its first
+    /// message to handing it over, and from then until this writer starts it.
+    pub batch_age_seconds: Option<prometheus::Histogram>,
+    pub queue_seconds: Option<prometheus::Histogram>,
 }
 
 /// Write this batch; answers once it is committed (or why not).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
-pub struct WriteBatch(pub Arc<Batch>);
+pub struct WriteBatch {
+    pub batch: Arc<Batch>,
+    /// When the consumer took the batch's first message (none: not known, e.g. a part of a split).
+    pub opened: Option<Instant>,
+    /// When it was handed to a writer.
+    pub handed: Instant,
+}
+
+impl WriteBatch {
+    pub fn new(batch: Arc<Batch>, opened: Option<Instant>) -> WriteBatch {
+        WriteBatch { batch, opened, handed: Instant::now() }
+    }
+}
 
 /// Answered once every batch queued before it is handled (shutdown waits on it).
 #[derive(Message)]
@@ -155,7 +171,13 @@ impl Supervised for WriterActor {
 impl Handler<WriteBatch> for WriterActor {
     type Result = AtomicResponse<Self, Result<(), StoreError>>;
 
-    fn handle(&mut self, WriteBatch(batch): WriteBatch, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, WriteBatch { batch, opened, handed }: WriteBatch, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(h) = &self.stats.queue_seconds {
+            h.observe(handed.elapsed().as_secs_f64());
+        }
+        if let (Some(h), Some(opened)) = (&self.stats.batch_age_seconds, opened) {
+            h.observe(handed.saturating_duration_since(opened).as_secs_f64());
+        }
         if batch.is_cancelled() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return AtomicResponse::new(Box::pin(fut::ready(Err(StoreError::Cancelled))));
