@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 use futures::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 const COPY_LOGS: &str =
     "COPY logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\") \
@@ -105,10 +105,22 @@ impl ToSql for TokenArray<'_> {
 /// Default bound on one batch's whole write (`DATABASE_WRITE_TIMEOUT_MS`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The batch's statements, prepared once per connection: each would otherwise cost a round trip
+/// to be parsed again, for every batch.
+#[derive(Clone)]
+struct Prepared {
+    fence: Statement,
+    fence_announced: Statement,
+    copy_logs: Statement,
+    copy_rejects: Statement,
+}
+
 /// Writes batches over its own connection (COPY needs one the pool cannot lend for long).
 pub struct PgEventStore {
     url: String,
     client: Option<Client>,
+    /// Prepared on `client`; dropped with it.
+    prepared: Option<Prepared>,
     /// Days whose `logs` partition is known to exist.
     known_days: HashSet<NaiveDate>,
     /// A server that stops answering (hung, SIGSTOPped, a dead link) never errors by itself.
@@ -122,6 +134,7 @@ impl PgEventStore {
         PgEventStore {
             url: url.into(),
             client: None,
+            prepared: None,
             known_days: HashSet::new(),
             timeout: DEFAULT_WRITE_TIMEOUT,
             announce: true,
@@ -148,8 +161,25 @@ impl PgEventStore {
                 let _ = connection.await;
             });
             self.client = Some(client);
+            self.prepared = None;
         }
         Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// The connection and its prepared statements.
+    async fn prepared(&mut self) -> Result<(&mut Client, Prepared), StoreError> {
+        self.client().await?;
+        if self.prepared.is_none() {
+            let client = self.client.as_ref().expect("connected above");
+            self.prepared = Some(Prepared {
+                fence: client.prepare(FENCE).await.map_err(store_error)?,
+                fence_announced: client.prepare(FENCE_ANNOUNCED).await.map_err(store_error)?,
+                copy_logs: client.prepare(COPY_LOGS).await.map_err(store_error)?,
+                copy_rejects: client.prepare(COPY_REJECTS).await.map_err(store_error)?,
+            });
+        }
+        let prepared = self.prepared.clone().expect("prepared above");
+        Ok((self.client.as_mut().expect("connected above"), prepared))
     }
 
     /// Makes sure every day in the batch has its partition, outside the batch's transaction so that
@@ -215,6 +245,7 @@ impl EventStore for PgEventStore {
 
     fn reset(&mut self) {
         self.client = None;
+        self.prepared = None;
         // A partition may have been dropped meanwhile; ask again.
         self.known_days.clear();
     }
@@ -224,20 +255,22 @@ impl PgEventStore {
     async fn write_once(&mut self, batch: &Batch) -> Result<(), StoreError> {
         self.ensure_days(batch).await?;
         let announce = self.announce;
-        let client = self.client().await?;
+        let (client, prepared) = self.prepared().await?;
         let tx = client.transaction().await.map_err(store_error)?;
         let topic: &str = &batch.topic;
         // The fence first: its row lock also queues a racing writer of this partition behind us.
         let moved = if announce {
             let payload = announcement(batch).payload();
             tx.execute(
-                FENCE_ANNOUNCED,
+                &prepared.fence_announced,
                 &[&topic, &batch.partition, &batch.from, &batch.to, &crate::db::tail::CHANNEL, &payload],
             )
             .await
             .map_err(store_error)?
         } else {
-            tx.execute(FENCE, &[&topic, &batch.partition, &batch.from, &batch.to]).await.map_err(store_error)?
+            tx.execute(&prepared.fence, &[&topic, &batch.partition, &batch.from, &batch.to])
+                .await
+                .map_err(store_error)?
         };
         if moved != 1 {
             let stored = tx
@@ -253,7 +286,7 @@ impl PgEventStore {
         }
 
         if !batch.events.is_empty() {
-            let sink = tx.copy_in(COPY_LOGS).await.map_err(store_error)?;
+            let sink = tx.copy_in(&prepared.copy_logs).await.map_err(store_error)?;
             let writer = BinaryCopyInWriter::new(sink, &LOGS_TYPES);
             pin_mut!(writer);
             for stored in &batch.events {
@@ -280,7 +313,7 @@ impl PgEventStore {
         }
 
         if !batch.rejects.is_empty() {
-            let sink = tx.copy_in(COPY_REJECTS).await.map_err(store_error)?;
+            let sink = tx.copy_in(&prepared.copy_rejects).await.map_err(store_error)?;
             let writer = BinaryCopyInWriter::new(sink, &REJECTS_TYPES);
             pin_mut!(writer);
             for r in &batch.rejects {

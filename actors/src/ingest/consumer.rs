@@ -92,6 +92,8 @@ pub struct ConsumerActor {
     probe: Arc<ActorProbe>,
     /// The batch being written, if any: resolves to whether the partition may go on.
     in_flight: Option<actix_rt::task::JoinHandle<bool>>,
+    /// The `batch_seq` of the batch in flight: its `Written` is the one that counts.
+    in_flight_seq: u64,
     /// When the batch being filled took its first message (the writers' batch-age histogram).
     opened: Option<Instant>,
     log: Logger,
@@ -136,6 +138,7 @@ impl ConsumerActor {
             stats: parts.stats,
             probe: parts.probe,
             in_flight: None,
+            in_flight_seq: 0,
             opened: None,
         }
     }
@@ -150,12 +153,19 @@ impl ConsumerActor {
         self.batch_seq += 1;
         let batch = Arc::new(self.builder.take(self.cancelled.clone()));
         let opened = self.opened.take();
-        let write = self.write_task(batch, opened, ctx.address());
+        let seq = self.batch_seq;
+        let write = self.write_task(batch, opened, seq, ctx.address());
         match self.in_flight.take() {
-            None => self.in_flight = Some(actix_rt::spawn(write)),
+            None => {
+                self.in_flight = Some(actix_rt::spawn(write));
+                self.in_flight_seq = seq;
+            }
             Some(previous) => {
                 ctx.wait(previous.into_actor(self).map(move |outcome, act, ctx| match outcome {
-                    Ok(true) => act.in_flight = Some(actix_rt::spawn(write)),
+                    Ok(true) => {
+                        act.in_flight = Some(actix_rt::spawn(write));
+                        act.in_flight_seq = seq;
+                    }
                     _ => ctx.stop(),
                 }));
             }
@@ -170,6 +180,7 @@ impl ConsumerActor {
         &self,
         batch: Arc<Batch>,
         mut opened: Option<Instant>,
+        seq: u64,
         me: Addr<Self>,
     ) -> impl std::future::Future<Output = bool> + 'static {
         let writer = PartWriter {
@@ -207,7 +218,12 @@ impl ConsumerActor {
             };
             writer.stats.write_started_ms.store(0, Ordering::Relaxed);
             match outcome {
-                Ok(()) => true,
+                Ok(()) => {
+                    // What filled up meanwhile goes now, not when its age bound or the next message
+                    // comes: the partition's writer has just become idle.
+                    me.do_send(Written(seq));
+                    true
+                }
                 Err(StoreError::Fenced { batch_from, stored }) => {
                     info!(writer.log, "fenced: another writer moved this partition; restarting it from the store";
                           "batch_from" => batch_from, "stored" => ?stored);
@@ -252,7 +268,10 @@ impl PartWriter {
             if part.is_cancelled() {
                 return Err(StoreError::Cancelled);
             }
-            let failure = match self.writers.pick().send(WriteBatch::new(part.clone(), opened.take())).await {
+            let writer = self.writers.pick();
+            let sent = writer.inbox.send(WriteBatch::new(part.clone(), opened.take())).await;
+            drop(writer);
+            let failure = match sent {
                 Ok(Ok(())) => {
                     self.backoff.succeed();
                     return Ok(());
@@ -320,6 +339,23 @@ impl PartWriter {
         if let Some(committed) = &self.committed {
             // Bounded: the aggregator's mailbox applies backpressure here, not memory.
             let _ = committed.send(Committed(part)).await;
+        }
+    }
+}
+
+/// The batch numbered so is stored: a batch waiting for it may go.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Written(u64);
+
+impl Handler<Written> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, Written(seq): Written, ctx: &mut Self::Context) {
+        // Only the write still in flight counts (a later one may have started since), and only when
+        // no message waits in the stream: the last of those flushes as `take` does.
+        if seq == self.in_flight_seq && self.config.flush_when_idle && self.probe.mailbox_depth() <= 0 {
+            self.flush(ctx);
         }
     }
 }

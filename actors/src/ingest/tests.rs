@@ -52,10 +52,32 @@ impl Harness {
 }
 
 fn start(start_offset: i64, config: ConsumerConfig, store: MemoryStore) -> Harness {
+    start_on(start_offset, config, store.clone(), Box::new(store))
+}
+
+/// A store whose every write takes `delay` (on the paused clock) before it lands in `inner`.
+struct SlowStore {
+    inner: MemoryStore,
+    delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl EventStore for SlowStore {
+    async fn write(&mut self, batch: &Batch) -> Result<(), crate::ports::StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.write(batch).await
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset()
+    }
+}
+
+/// The harness with the writer writing through `boxed`, which lands in `store`.
+fn start_on(start_offset: i64, config: ConsumerConfig, store: MemoryStore, boxed: Box<dyn EventStore>) -> Harness {
     paused();
     let writer_stats = Arc::new(WriterStats::default());
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let boxed: Box<dyn EventStore> = Box::new(store.clone());
     let (stats2, log2) = (writer_stats.clone(), log.clone());
     let writer_probe = ActorProbe::detached("writer", "0");
     let probe2 = writer_probe.clone();
@@ -110,6 +132,51 @@ async fn batches_follow_the_backlog_small_when_idle_and_full_under_load() {
     assert_eq!(s.batches[1], (1, 11, 10), "under backlog a batch fills to BATCH_MAX_EVENTS");
     assert_eq!(s.batches.iter().map(|b| b.2).sum::<usize>(), 17);
     assert!(s.batches.windows(2).all(|w| w[0].1 == w[1].0));
+}
+
+#[actix_rt::test]
+async fn a_batch_waiting_for_a_busy_writer_goes_when_the_write_ends_not_at_its_age_bound() {
+    let store = MemoryStore::default();
+    let write = std::time::Duration::from_millis(10);
+    let slow = Box::new(SlowStore { inner: store.clone(), delay: write });
+    let mut h = start_on(0, ConsumerConfig::default(), store, slow);
+    // The first message goes at once and keeps the writer busy for 10 ms; the second waits for it.
+    h.push(event(0)).await;
+    let stats = h.consumer_stats.clone();
+    eventually("the first message taken", || stats.messages.load(Ordering::Relaxed) == 1).await;
+    let queued = tokio::time::Instant::now();
+    h.push(event(1)).await;
+    h.until_stored(2).await;
+    let waited = queued.elapsed();
+    let max_wait = ConsumerConfig::default().batch_max_wait;
+    assert!(waited < max_wait, "stored after {waited:?}: it waited for its age bound ({max_wait:?}), not for the write");
+    assert!(waited >= write, "stored after {waited:?}, before the first write could end");
+    let s = h.store.state.read(Stored::clone);
+    assert_eq!(s.batches, vec![(0, 1, 1), (1, 2, 1)]);
+}
+
+#[actix_rt::test]
+async fn a_batch_goes_to_the_writer_with_the_fewest_batches_out() {
+    paused();
+    let writer = |id: usize| {
+        let probe = ActorProbe::detached("writer", id.to_string());
+        let stats = Arc::new(WriterStats::default());
+        let boxed: Box<dyn EventStore> = Box::new(MemoryStore::default());
+        let (stats2, probe2) = (stats.clone(), probe.clone());
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let addr = Supervisor::start(move |_| WriterActor::new(id, boxed, stats2, probe2, log));
+        (Inbox::new(addr, probe), stats)
+    };
+    let pool = WriterPool::new(vec![writer(0), writer(1)]);
+    let name = |picked: &super::writer::Picked<'_>| picked.inbox.probe().instance().to_owned();
+    let (a, b) = (pool.pick(), pool.pick());
+    assert_eq!((name(&a), name(&b)), ("0".to_owned(), "1".to_owned()), "equals in turn");
+    drop(b);
+    // Round-robin would pick writer 0 now, which still has a batch out.
+    assert_eq!(name(&pool.pick()), "1");
+    drop(a);
+    let (c, d) = (pool.pick(), pool.pick());
+    assert_ne!(name(&c), name(&d), "both idle: one each");
 }
 
 #[actix_rt::test]

@@ -248,25 +248,48 @@ impl Handler<Drain> for WriterActor {
     fn handle(&mut self, _: Drain, _ctx: &mut Self::Context) {}
 }
 
-/// The supervised writers, shared by every consumer. Batches go round-robin: each consumer waits
-/// for its batch before sending the next, so one partition's batches stay in order.
+/// The supervised writers, shared by every consumer. A batch goes to the writer with the fewest
+/// batches handed to it and not yet answered (round-robin among equals), so it does not queue behind
+/// another partition's batch while a writer is idle; each consumer waits for its batch before
+/// sending the next, so one partition's batches stay in order.
 pub struct WriterPool {
     writers: Vec<Inbox<WriterActor>>,
     stats: Vec<Arc<WriterStats>>,
+    /// Per writer, the batches handed to it and not yet answered.
+    outstanding: Vec<Arc<AtomicUsize>>,
     next: AtomicUsize,
+}
+
+/// A writer picked for one batch; counts as outstanding on it until dropped.
+pub struct Picked<'a> {
+    pub inbox: &'a Inbox<WriterActor>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Drop for Picked<'_> {
+    fn drop(&mut self) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl WriterPool {
     pub fn new(writers: Vec<(Inbox<WriterActor>, Arc<WriterStats>)>) -> WriterPool {
         assert!(!writers.is_empty(), "a writer pool needs a writer");
-        let (writers, stats) = writers.into_iter().unzip();
-        WriterPool { writers, stats, next: AtomicUsize::new(0) }
+        let (writers, stats): (Vec<_>, Vec<_>) = writers.into_iter().unzip();
+        let outstanding = writers.iter().map(|_| Arc::default()).collect();
+        WriterPool { writers, stats, outstanding, next: AtomicUsize::new(0) }
     }
 
-    /// The next writer in turn.
-    pub fn pick(&self) -> &Inbox<WriterActor> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.writers.len();
-        &self.writers[i]
+    /// The least busy writer, the next in turn among equals; hold the answer while its batch is out.
+    pub fn pick(&self) -> Picked<'_> {
+        let n = self.writers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let i = (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| self.outstanding[i].load(Ordering::Relaxed))
+            .expect("a writer pool has a writer");
+        self.outstanding[i].fetch_add(1, Ordering::Relaxed);
+        Picked { inbox: &self.writers[i], outstanding: self.outstanding[i].clone() }
     }
 
     pub fn inboxes(&self) -> &[Inbox<WriterActor>] {
