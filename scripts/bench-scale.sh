@@ -181,6 +181,7 @@ scale_freshness_point() {
   setup
   start_run "$rate"
   sleep 2
+  # shellcheck disable=SC2034 # post and wstart: freshness_probes fills them with the others
   local api=() sql=() post=() wstart=() base t_start
   base=$(psql -X -qtA "$DATABASE_URL" -c "SELECT count(*) FROM logs")
   t_start=$(now)

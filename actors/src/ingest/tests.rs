@@ -149,7 +149,10 @@ async fn a_batch_waiting_for_a_busy_writer_goes_when_the_write_ends_not_at_its_a
     h.until_stored(2).await;
     let waited = queued.elapsed();
     let max_wait = ConsumerConfig::default().batch_max_wait;
-    assert!(waited < max_wait, "stored after {waited:?}: it waited for its age bound ({max_wait:?}), not for the write");
+    assert!(
+        waited < max_wait,
+        "stored after {waited:?}: it waited for its age bound ({max_wait:?}), not for the write"
+    );
     assert!(waited >= write, "stored after {waited:?}, before the first write could end");
     let s = h.store.state.read(Stored::clone);
     assert_eq!(s.batches, vec![(0, 1, 1), (1, 2, 1)]);
