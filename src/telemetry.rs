@@ -141,3 +141,38 @@ pub mod metric {
         counter.inc_by(value.saturating_sub(counter.get()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts the records that reach it.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Drain for Counting {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(&self, _: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_level_the_settings_offer_is_logged_once_chosen_at_runtime() {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let level = LogLevelHandle::new(slog::Level::Info);
+        let log = Logger::root(DynamicLevel { drain: Counting(seen.clone()), level: level.clone() }.fuse(), o!());
+        slog::trace!(log, "t");
+        slog::debug!(log, "d");
+        slog::info!(log, "i");
+        assert_eq!(seen.load(Ordering::Relaxed), 1, "below info is dropped at info");
+        // LOG_LEVEL and PUT /debug/log-level accept trace and debug: neither may be compiled out
+        // (slog's defaults drop trace everywhere and debug from release builds).
+        level.set(slog::Level::Trace);
+        slog::trace!(log, "t");
+        slog::debug!(log, "d");
+        assert_eq!(seen.load(Ordering::Relaxed), 3, "trace and debug reach the drain at trace");
+    }
+}
