@@ -52,6 +52,8 @@ pub struct Metrics {
     pub tail: crate::http::tail::TailMetrics,
     /// The embedded store's keyword indexer.
     pub keyword_index: Arc<crate::sqlite::indexer::IndexerMetrics>,
+    /// The embedded store's background WAL checkpoints.
+    pub sqlite_checkpoints: Arc<crate::sqlite::checkpoint::CheckpointMetrics>,
 }
 
 impl Metrics {
@@ -100,6 +102,7 @@ impl Metrics {
             generator: crate::generate::metrics::GeneratorMetrics::new(&r),
             tail: crate::http::tail::TailMetrics::new(&r),
             keyword_index: Arc::new(crate::sqlite::indexer::IndexerMetrics::new(&r)),
+            sqlite_checkpoints: Arc::new(crate::sqlite::checkpoint::CheckpointMetrics::new(&r)),
             actors,
             registry: r,
         }

@@ -68,9 +68,10 @@ pub struct Settings {
     /// Time of day (UTC, `HH:MM`) when the scheduler summarizes the previous day.
     #[serde(default = "defaults::summary_at", deserialize_with = "named::summary_at")]
     pub summary_at: chrono::NaiveTime,
-    /// A consumer sends its batch when it holds this many messages…
-    #[serde(default = "defaults::batch_max_events")]
-    pub batch_max_events: usize,
+    /// A consumer sends its batch when it holds this many messages… (unset or empty: the mode's
+    /// default, [`Settings::batch_max_events`]).
+    #[serde(default, deserialize_with = "named::batch_max_events")]
+    pub batch_max_events: Option<usize>,
     /// …or when its oldest message has waited this many milliseconds.
     #[serde(default = "defaults::batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
@@ -255,8 +256,18 @@ mod defaults {
     pub fn summary_at() -> chrono::NaiveTime {
         chrono::NaiveTime::from_hms_opt(0, 10, 0).expect("a valid time")
     }
+    /// With Kafka and PostgreSQL: two writers' binary COPYs of this many rows keep up with the
+    /// partitions (docs/BENCHMARKS.md, ingest).
     pub fn batch_max_events() -> usize {
         5_000
+    }
+    /// The embedded mode's one SQLite writer: every commit rewrites the `logs_ts` pages its rows'
+    /// times land on and the checkpoints copy them again, so fewer, larger transactions are most of
+    /// what ingest can gain (docs/BENCHMARKS.md, "Where embedded ingest's time goes": 50,000-event
+    /// batches took 22 server CPU s per 1M events against 29-33 at 5,000). Two partitions, each with a
+    /// batch being written and one filling, fill the queue's 65,536 lines at this size.
+    pub fn embedded_batch_max_events() -> usize {
+        16_384
     }
     pub fn batch_max_wait_ms() -> u64 {
         50
@@ -407,6 +418,20 @@ mod named {
         Ok((!text.trim().is_empty()).then_some(text))
     }
 
+    /// `BATCH_MAX_EVENTS`: a count, or empty for the mode's default.
+    pub fn batch_max_events<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        let text = String::deserialize(d)?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<usize>().map(Some).map_err(|_| {
+            D::Error::custom(format!(
+                "BATCH_MAX_EVENTS={text:?} is not a whole number (or leave it empty for the default)"
+            ))
+        })
+    }
+
     pub fn optional_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
         Ok(optional_text(d)?.map(Secret))
     }
@@ -513,7 +538,7 @@ impl Settings {
         if self.max_message_bytes == 0 {
             return invalid("MAX_MESSAGE_BYTES", "must be at least 1");
         }
-        if self.batch_max_events == 0 || self.writer_count == 0 || self.database_pool_size == 0 {
+        if self.batch_max_events == Some(0) || self.writer_count == 0 || self.database_pool_size == 0 {
             return invalid("BATCH_MAX_EVENTS/WRITER_COUNT/DATABASE_POOL_SIZE", "must be at least 1");
         }
         if self.window_skew_seconds < 0 {
@@ -579,6 +604,15 @@ impl Settings {
     }
 
     /// The backend `KAFKA_BROKERS` and `DATABASE_URL` select; any other mix says what to set.
+    /// `BATCH_MAX_EVENTS`, or the mode's default when it is not set: larger in the embedded mode,
+    /// whose one SQLite writer gains most from fewer transactions.
+    pub fn batch_max_events(&self) -> usize {
+        self.batch_max_events.unwrap_or_else(|| match self.backend() {
+            Ok(Backend::Embedded) => defaults::embedded_batch_max_events(),
+            _ => defaults::batch_max_events(),
+        })
+    }
+
     pub fn backend(&self) -> Result<Backend, ConfigError> {
         let url = self.database_url.expose().trim();
         let brokers = !self.kafka_brokers.trim().is_empty();
@@ -765,7 +799,7 @@ mod tests {
         assert_eq!(s.window_horizon.seconds(), 3_600);
         assert_eq!(s.max_message_bytes, 16_384);
         assert_eq!(s.retention_days, 30);
-        assert_eq!(s.batch_max_events, 5_000);
+        assert_eq!(s.batch_max_events(), 16_384, "embedded");
         assert_eq!(s.writer_count, 2);
         assert_eq!(s.summary_at.to_string(), "00:10:00");
         assert!(s.tracked_keywords.contains(&"timeout".to_string()));
@@ -828,6 +862,21 @@ mod tests {
         ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/log_analyzer"),
         ("REDIS_URL", "redis://127.0.0.1:6379"),
     ];
+
+    #[test]
+    fn batch_max_events_defaults_by_mode_and_a_set_value_wins_in_both() {
+        let batch = |pairs: &[(&str, &str)]| Settings::from_vars(vars(pairs)).unwrap().batch_max_events();
+        assert_eq!(batch(&[]), 16_384);
+        assert_eq!(batch(&STACK), 5_000);
+        assert_eq!(batch(&[("BATCH_MAX_EVENTS", "")]), 16_384, "empty is unset");
+        assert_eq!(batch(&[("BATCH_MAX_EVENTS", "700")]), 700);
+        let stack_700: Vec<_> = STACK.iter().copied().chain([("BATCH_MAX_EVENTS", "700")]).collect();
+        assert_eq!(batch(&stack_700), 700);
+        for bad in ["0", "-3", "lots"] {
+            let err = Settings::from_vars(vars(&[("BATCH_MAX_EVENTS", bad)])).unwrap_err().to_string();
+            assert!(err.to_ascii_uppercase().contains("BATCH_MAX_EVENTS"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn kafka_brokers_and_database_url_select_the_backend() {

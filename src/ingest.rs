@@ -76,7 +76,7 @@ impl Ingest {
             instance_id: settings.instance_id.clone(),
             topics: settings.kafka_topics(),
             consumer: ConsumerConfig {
-                batch_max_events: settings.batch_max_events,
+                batch_max_events: settings.batch_max_events(),
                 batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
                 rules: settings.parse_rules(),
                 ..ConsumerConfig::default()

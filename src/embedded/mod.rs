@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Settings;
 use crate::http::readiness::IngestView;
 use crate::kafka::source::{partition_name, SourceState, TopicPartition};
+use crate::sqlite::checkpoint::Checkpointer;
 use crate::sqlite::event_store::SqliteEventStore;
 use crate::sqlite::indexer::{IndexerConfig, KeywordIndexer};
 use crate::sqlite::offset_store::{load_in, SqliteOffsetStore};
@@ -318,6 +319,8 @@ pub struct EmbeddedIngest {
     writers: Arc<WriterPool>,
     /// The keyword indexer behind the writer (held: a supervisor restarts only an actor with an address).
     _indexer: actix::Addr<KeywordIndexer>,
+    /// The WAL checkpoints, off the writer's thread.
+    checkpointer: Checkpointer,
     arbiters: Vec<Arbiter>,
     log: Logger,
 }
@@ -357,6 +360,13 @@ impl EmbeddedIngest {
                 .with_context(|| format!("reading the embedded queue's positions from {}", db.path().display()))?
         };
 
+        // Before the writer's and the indexer's connections open: they leave checkpoints to it.
+        let checkpointer = Checkpointer::start(
+            db.clone(),
+            metrics.sqlite_checkpoints.clone(),
+            log.new(slog::o!("sqlite" => "checkpoint")),
+        )
+        .context("starting the WAL checkpoint thread")?;
         let writer_arbiter = Arbiter::new();
         let stats = metrics.writers.writer(0);
         let probe = metrics.actors.probe("writer", "0");
@@ -392,7 +402,7 @@ impl EmbeddedIngest {
             clock: Arc::new(SystemClock),
             committed,
             config: ConsumerConfig {
-                batch_max_events: settings.batch_max_events,
+                batch_max_events: settings.batch_max_events(),
                 batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
                 rules: settings.parse_rules(),
                 ..ConsumerConfig::default()
@@ -436,7 +446,7 @@ impl EmbeddedIngest {
         arbiters.extend(consumer_arbiters);
         info!(log, "embedded ingest started"; "topic" => &*topic, "partitions" => count,
               "database" => %db.path().display());
-        Ok(EmbeddedIngest { state, queue, db, writers, _indexer: indexer, arbiters, log })
+        Ok(EmbeddedIngest { state, queue, db, writers, _indexer: indexer, checkpointer, arbiters, log })
     }
 
     /// The queue's partitions with their counters (what the Kafka source reports for its own).
@@ -478,6 +488,8 @@ impl EmbeddedIngest {
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
+        // Joins the thread (within one poll); SQLite checkpoints once more as the last connection closes.
+        drop(self.checkpointer);
         info!(self.log, "embedded ingest stopped");
     }
 }

@@ -261,6 +261,9 @@ impl EventStore for SqliteEventStore {
             let _turn = db.write_turn();
             write_batch(conn, batch, now_us, rows_per_insert)
         };
+        if result.is_ok() {
+            db.note_committed((batch.events.len() + batch.rejects.len()) as u64);
+        }
         if matches!(result, Err(StoreError::Unavailable(_))) {
             // The connection's state is unknown after an I/O error: the retry opens a fresh one.
             self.reset();

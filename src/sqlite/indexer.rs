@@ -146,6 +146,7 @@ impl KeywordIndexer {
                 self.metrics.lag.set(step.behind);
                 self.metrics.mark.set(step.mark);
                 self.metrics.rows.inc_by(step.rows as u64);
+                self.db.note_committed(step.rows as u64);
                 // A step thrown away (unindexed rows deleted meanwhile) reads again after the same
                 // pause: retention deletes hour after hour, and reading again at once would spin.
                 ctx.run_later(self.config.interval, |indexer, ctx| indexer.pass(ctx));

@@ -5,6 +5,7 @@
 //! SQLite takes one writer at a time. Readers do not wait for it (WAL), so queries run on pooled
 //! connections of their own, on tokio's blocking threads; writes go through the one writer.
 
+pub mod checkpoint;
 pub mod event_store;
 pub mod idempotency;
 pub mod indexer;
@@ -42,6 +43,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// 16,384 (64 MiB) a checkpoint comes every few commits and copies a page rewritten by each of them
 /// once. The WAL file keeps its largest size between checkpoints.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// The WAL file is cut back to this size when it starts over after a checkpoint: under sustained
+/// load the background checkpoints (`checkpoint`) let it grow past it between restarts.
+const JOURNAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Idle read connections kept for reuse.
 const READERS_KEPT: usize = 8;
@@ -96,6 +101,10 @@ struct Inner {
     path: PathBuf,
     readers: Mutex<Vec<SqliteConnection>>,
     turns: Turns,
+    /// Rows the writer and the keyword indexer committed: what `checkpoint` paces itself by.
+    committed_rows: std::sync::atomic::AtomicU64,
+    /// A `checkpoint::Checkpointer` runs: connections leave the checkpoints to it.
+    background_checkpoints: std::sync::atomic::AtomicBool,
 }
 
 /// Turns at SQLite's one write lock for the embedded writer and the keyword indexer, first come
@@ -137,7 +146,13 @@ impl SqliteDb {
 
     pub fn at(path: impl Into<PathBuf>) -> SqliteDb {
         SqliteDb {
-            inner: Arc::new(Inner { path: path.into(), readers: Mutex::new(Vec::new()), turns: Turns::default() }),
+            inner: Arc::new(Inner {
+                path: path.into(),
+                readers: Mutex::new(Vec::new()),
+                turns: Turns::default(),
+                committed_rows: Default::default(),
+                background_checkpoints: Default::default(),
+            }),
         }
     }
 
@@ -158,14 +173,30 @@ impl SqliteDb {
         // busy_timeout first: `journal_mode` takes a lock, and while another connection (the
         // writer, the keyword indexer) holds the file it would fail at once with "database is
         // locked" instead of waiting like every later statement.
+        let autocheckpoint = if self.inner.background_checkpoints.load(std::sync::atomic::Ordering::SeqCst) {
+            checkpoint::BACKSTOP_PAGES
+        } else {
+            WAL_AUTOCHECKPOINT_PAGES
+        };
         conn.batch_execute(&format!(
             "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {};",
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {autocheckpoint}; \
+             PRAGMA journal_size_limit = {};",
             BUSY_TIMEOUT.as_millis(),
-            WAL_AUTOCHECKPOINT_PAGES
+            JOURNAL_SIZE_LIMIT_BYTES,
         ))
         .with_context(|| format!("setting up SQLite {url}"))?;
         Ok(conn)
+    }
+
+    /// Counts `rows` committed (the writer's and the keyword indexer's): the background checkpoints
+    /// follow this count.
+    pub fn note_committed(&self, rows: u64) {
+        self.inner.committed_rows.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn committed_rows(&self) -> u64 {
+        self.inner.committed_rows.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits for this process's turn at SQLite's write lock (see `Turns`): hold it from before

@@ -96,6 +96,9 @@ pub struct ConsumerActor {
     in_flight_seq: u64,
     /// When the batch being filled took its first message (the writers' batch-age histogram).
     opened: Option<Instant>,
+    /// The batch being filled passed its age bound while the previous one was being written
+    /// (`ConsumerActor::writing`): it goes as soon as that write is stored.
+    overdue: bool,
     log: Logger,
 }
 
@@ -140,6 +143,7 @@ impl ConsumerActor {
             in_flight: None,
             in_flight_seq: 0,
             opened: None,
+            overdue: false,
         }
     }
 
@@ -151,6 +155,7 @@ impl ConsumerActor {
             return;
         }
         self.batch_seq += 1;
+        self.overdue = false;
         let batch = Arc::new(self.builder.take(self.cancelled.clone()));
         let opened = self.opened.take();
         let seq = self.batch_seq;
@@ -354,7 +359,10 @@ impl Handler<Written> for ConsumerActor {
     fn handle(&mut self, Written(seq): Written, ctx: &mut Self::Context) {
         // Only the write still in flight counts (a later one may have started since), and only when
         // no message waits in the stream: the last of those flushes as `take` does.
-        if seq == self.in_flight_seq && self.config.flush_when_idle && self.probe.mailbox_depth() <= 0 {
+        // A batch whose age bound passed while this write ran was kept filling for it (`overdue`):
+        // it goes now too.
+        if seq == self.in_flight_seq && self.config.flush_when_idle && (self.probe.mailbox_depth() <= 0 || self.overdue)
+        {
             self.flush(ctx);
         }
     }
@@ -407,11 +415,22 @@ impl ConsumerActor {
     /// trickle is stored at once instead of after `batch_max_wait`. Under backlog the queue is never
     /// empty, or a write is still running, so the batch keeps filling up to `batch_max_events`
     /// (throughput); between the two it grows to what arrives during one write. The age bound
-    /// still flushes a batch that a busy writer keeps waiting.
+    /// flushes a batch that keeps filling while the writer is idle; while the partition's previous
+    /// batch is being written it waits for that write instead (`writing`).
     fn nothing_waits(&self) -> bool {
         self.config.flush_when_idle
             && self.probe.mailbox_depth() <= 0
             && self.in_flight.as_ref().is_none_or(|write| write.is_finished())
+    }
+
+    /// Whether this partition's previous batch is still being written, with the batch being filled
+    /// free to keep growing meanwhile. Sealing it at its age bound would not store it any sooner
+    /// (one batch per partition is written at a time): it would only wait, smaller, and the next
+    /// batch would pay another transaction for what arrives meanwhile. So under backlog the age
+    /// bound defers to the write in flight, and the batch goes when that write is stored (or when
+    /// it is full). Off with `flush_when_idle` (batches by size and age only).
+    fn writing(&self) -> bool {
+        self.config.flush_when_idle && self.in_flight.as_ref().is_some_and(|write| !write.is_finished())
     }
 
     fn take(&mut self, message: RawMessage, ctx: &mut Context<Self>) {
@@ -433,7 +452,11 @@ impl ConsumerActor {
             let seq = self.batch_seq;
             ctx.run_later(self.config.batch_max_wait, move |act, ctx| {
                 if act.batch_seq == seq {
-                    act.flush(ctx);
+                    if act.writing() {
+                        act.overdue = true;
+                    } else {
+                        act.flush(ctx);
+                    }
                 }
             });
         }

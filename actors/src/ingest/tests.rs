@@ -159,6 +159,32 @@ async fn a_batch_waiting_for_a_busy_writer_goes_when_the_write_ends_not_at_its_a
 }
 
 #[actix_rt::test]
+async fn under_a_long_write_the_next_batch_keeps_filling_past_its_age_bound_and_goes_when_it_is_stored() {
+    let store = MemoryStore::default();
+    let write = std::time::Duration::from_millis(200);
+    let slow = Box::new(SlowStore { inner: store.clone(), delay: write });
+    let mut h = start_on(0, ConsumerConfig::default(), store, slow);
+    h.push(event(0)).await;
+    let stats = h.consumer_stats.clone();
+    eventually("the first message taken", || stats.messages.load(Ordering::Relaxed) == 1).await;
+    // Fifteen messages over 150 ms while the first write takes 200: three age bounds (50 ms) pass.
+    let queued = tokio::time::Instant::now();
+    for offset in 1..16 {
+        h.push(event(offset)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    h.until_stored(16).await;
+    let s = h.store.state.read(Stored::clone);
+    assert_eq!(
+        s.batches,
+        vec![(0, 1, 1), (1, 16, 15)],
+        "sealed at its age bound, the second batch would only have waited for the write, smaller"
+    );
+    // It went when the first write was stored, not a write later.
+    assert!(queued.elapsed() < 2 * write + write / 2, "stored after {:?}", queued.elapsed());
+}
+
+#[actix_rt::test]
 async fn a_batch_goes_to_the_writer_with_the_fewest_batches_out() {
     paused();
     let writer = |id: usize| {
