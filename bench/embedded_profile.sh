@@ -43,5 +43,6 @@ if [ -n "$PP" ]; then
 fi
 curl -s "http://127.0.0.1:$admin/metrics" |
   grep -E "^log_analyzer_writer_batch_(events|seconds)_(sum|count)|^log_analyzer_sqlite_index_lag"
+[ -n "${KEEP_WORK:-}" ] && curl -s "http://127.0.0.1:$admin/metrics" | grep -E "^log_analyzer_sqlite_(checkpoint|wal)"
 kill "$RUN"
 wait "$RUN"

@@ -29,8 +29,16 @@ use super::keywords::{self, Step};
 use super::SqliteDb;
 use crate::telemetry::metric::{plain_counter, register};
 
-/// `SQLITE_INDEX_INTERVAL_MS`' default: the pause after each pass.
-pub const DEFAULT_INTERVAL_MS: u64 = 100;
+/// `SQLITE_INDEX_INTERVAL_MS`' default: the pause after each pass. Each pass's transaction holds
+/// SQLite's one write lock while it upserts counts scattered over the hour's seconds, and the writer
+/// (what a 202 waits for) waits for it: passes every 100 ms held ingest of a 1M-event burst to
+/// 41,047 events/s, every 1,000 ms let it reach 66,090 (bench/embedded_profile.sh, same build, same
+/// run; docs/BENCHMARKS.md). Fewer, larger passes also count more rows per page written.
+pub const DEFAULT_INTERVAL_MS: u64 = 1_000;
+/// Behind by more than this many rows (or four chunks, if more), the indexer passes again after
+/// [`CATCH_UP_PAUSE`] instead of its interval: what readers count from tokens stays bounded.
+pub const CATCH_UP_ROWS: i64 = 400_000;
+const CATCH_UP_PAUSE: Duration = Duration::from_millis(10);
 /// `SQLITE_INDEX_CHUNK_ROWS`' default: rows counted per transaction at most (their tokens and
 /// counts are held in memory meanwhile, some 40 MB for 100,000 of the generator's events); a step
 /// also ends at [`keywords::STEP_TOKENS`] tokens.
@@ -41,6 +49,18 @@ pub const DEFAULT_CHUNK_ROWS: usize = 100_000;
 pub struct IndexerConfig {
     pub interval: Duration,
     pub chunk_rows: usize,
+}
+
+impl IndexerConfig {
+    /// The pause before the next pass: the interval, or [`CATCH_UP_PAUSE`] while far behind.
+    pub fn pause_after(&self, step: &Step) -> Duration {
+        let far = CATCH_UP_ROWS.max(4 * self.chunk_rows.min(i64::MAX as usize / 4) as i64);
+        if step.behind > far && !step.stale {
+            CATCH_UP_PAUSE.min(self.interval)
+        } else {
+            self.interval
+        }
+    }
 }
 
 impl Default for IndexerConfig {
@@ -149,7 +169,7 @@ impl KeywordIndexer {
                 self.db.note_committed(step.rows as u64);
                 // A step thrown away (unindexed rows deleted meanwhile) reads again after the same
                 // pause: retention deletes hour after hour, and reading again at once would spin.
-                ctx.run_later(self.config.interval, |indexer, ctx| indexer.pass(ctx));
+                ctx.run_later(self.config.pause_after(&step), |indexer, ctx| indexer.pass(ctx));
             }
             Err(e) => {
                 self.metrics.failures.inc();
@@ -182,5 +202,32 @@ impl Supervised for KeywordIndexer {
         self.probe.restarted();
         self.backoff.fail();
         self.conn = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_is_the_interval_unless_far_behind() {
+        let config = IndexerConfig::default();
+        let step = |behind, stale| Step { rows: 10, mark: 10, behind, stale };
+        assert_eq!(config.pause_after(&step(0, false)), Duration::from_millis(DEFAULT_INTERVAL_MS));
+        assert_eq!(config.pause_after(&step(CATCH_UP_ROWS, false)), config.interval, "at the bound: not yet");
+        assert_eq!(config.pause_after(&step(CATCH_UP_ROWS + 1, false)), CATCH_UP_PAUSE, "far behind: catching up");
+        assert_eq!(config.pause_after(&step(CATCH_UP_ROWS + 1, true)), config.interval, "thrown away: no spin");
+        let big = IndexerConfig { chunk_rows: 200_000, ..config };
+        assert_eq!(
+            big.pause_after(&step(CATCH_UP_ROWS + 1, false)),
+            big.interval,
+            "four chunks of 200,000 is the bound"
+        );
+        let short = IndexerConfig { interval: Duration::from_millis(1), ..config };
+        assert_eq!(
+            short.pause_after(&step(10 * CATCH_UP_ROWS, false)),
+            Duration::from_millis(1),
+            "never longer than the interval"
+        );
     }
 }
