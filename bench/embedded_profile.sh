@@ -3,7 +3,7 @@
 # client's CPU seconds and the writer's batch counts (docs/BENCHMARKS.md, "Where embedded ingest's
 # time goes under the bench's load"). Not a benchmark of record: no baseline in the same run.
 # Usage: bench/embedded_profile.sh BIN [EVENTS] [1 = perf record -F 499 -g]; EXTRA_ENV="K=V …" for
-# the run's settings. Run it under `flock /tmp/bench.lock`.
+# the run's settings; SHOW_CHECKPOINTS=1 also prints the WAL checkpoint metrics. Run it under `flock /tmp/bench.lock`.
 set -u
 BIN=$1
 N=${2:-1000000}
@@ -43,6 +43,6 @@ if [ -n "$PP" ]; then
 fi
 curl -s "http://127.0.0.1:$admin/metrics" |
   grep -E "^log_analyzer_writer_batch_(events|seconds)_(sum|count)|^log_analyzer_sqlite_index_lag"
-[ -n "${KEEP_WORK:-}" ] && curl -s "http://127.0.0.1:$admin/metrics" | grep -E "^log_analyzer_sqlite_(checkpoint|wal)"
+[ -n "${SHOW_CHECKPOINTS:-}" ] && curl -s "http://127.0.0.1:$admin/metrics" | grep -E "^log_analyzer_sqlite_(checkpoint|wal)"
 kill "$RUN"
 wait "$RUN"
