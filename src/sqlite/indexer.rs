@@ -13,7 +13,10 @@
 //!
 //! A failed pass (SQLite busy past its timeout, a full disk) is logged and stops the actor; the
 //! supervisor restarts it with a fresh connection after a growing pause. Nothing is lost or counted
-//! twice by a failure or a kill at any point: the counts and the mark commit together.
+//! twice by a failure or a kill at any point: the counts and the mark commit together. A row whose
+//! `tokens` is not a JSON array of text is no failure (every pass would fail at it, and the indexer
+//! would never pass it): it counts as the tokens it has readable (`keywords::read_tokens`), as
+//! readers count it, and is logged once and counted in `log_analyzer_sqlite_index_unreadable_rows_total`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +78,7 @@ pub struct IndexerMetrics {
     mark: IntGauge,
     rows: IntCounter,
     failures: IntCounter,
+    unreadable: IntCounter,
 }
 
 impl IndexerMetrics {
@@ -106,6 +110,24 @@ impl IndexerMetrics {
                 "log_analyzer_sqlite_index_failures_total",
                 "Keyword indexer passes that failed (the indexer restarts; embedded mode)",
             ),
+            unreadable: plain_counter(
+                r,
+                "log_analyzer_sqlite_index_unreadable_rows_total",
+                "Rows of logs the keyword indexer counted whose tokens were not a JSON array of text (embedded mode)",
+            ),
+        }
+    }
+
+    /// A committed step's figures; each row of it with unreadable tokens is logged once (a step
+    /// thrown away names none: its rows are read again).
+    fn counted(&self, step: &Step, log: &Logger) {
+        self.lag.set(step.behind);
+        self.mark.set(step.mark);
+        self.rows.inc_by(step.rows as u64);
+        self.unreadable.inc_by(step.unreadable.len() as u64);
+        for rowid in &step.unreadable {
+            warn!(log, "keyword indexer: a row's tokens are not a JSON array of text; counted as its text elements \
+                        (none if not an array)"; "rowid" => rowid);
         }
     }
 
@@ -163,9 +185,7 @@ impl KeywordIndexer {
         match probe.time(|| self.step()) {
             Ok(step) => {
                 self.backoff.succeed();
-                self.metrics.lag.set(step.behind);
-                self.metrics.mark.set(step.mark);
-                self.metrics.rows.inc_by(step.rows as u64);
+                self.metrics.counted(&step, &self.log);
                 self.db.note_committed(step.rows as u64);
                 // A step thrown away (unindexed rows deleted meanwhile) reads again after the same
                 // pause: retention deletes hour after hour, and reading again at once would spin.
@@ -212,7 +232,7 @@ mod tests {
     #[test]
     fn the_pause_is_the_interval_unless_far_behind() {
         let config = IndexerConfig::default();
-        let step = |behind, stale| Step { rows: 10, mark: 10, behind, stale };
+        let step = |behind, stale| Step { rows: 10, mark: 10, behind, stale, unreadable: Vec::new() };
         assert_eq!(config.pause_after(&step(0, false)), Duration::from_millis(DEFAULT_INTERVAL_MS));
         assert_eq!(config.pause_after(&step(CATCH_UP_ROWS, false)), config.interval, "at the bound: not yet");
         assert_eq!(config.pause_after(&step(CATCH_UP_ROWS + 1, false)), CATCH_UP_PAUSE, "far behind: catching up");
@@ -229,5 +249,25 @@ mod tests {
             Duration::from_millis(1),
             "never longer than the interval"
         );
+    }
+
+    #[test]
+    fn a_committed_steps_unreadable_rows_are_counted() {
+        let mut conn = keywords::test_store();
+        keywords::insert_test_row(&mut conn, 0, 1_000_000, "api", r#"["timeout"]"#);
+        keywords::insert_test_row(&mut conn, 1, 1_000_001, "api", "not json");
+        keywords::insert_test_row(&mut conn, 2, 1_000_002, "api", r#"{"a":1}"#);
+        keywords::insert_test_row(&mut conn, 3, 1_000_003, "api", r#"["db"]"#);
+        let registry = Registry::new();
+        let metrics = IndexerMetrics::new(&registry);
+        let step = keywords::index_next(&mut conn, 100).unwrap();
+        metrics.counted(&step, &crate::telemetry::discard());
+        assert_eq!((metrics.rows.get(), metrics.unreadable.get(), metrics.mark(), metrics.lag()), (4, 2, 4, 0));
+        // Passed: the next step has nothing to count and names nothing again.
+        let again = keywords::index_next(&mut conn, 100).unwrap();
+        metrics.counted(&again, &crate::telemetry::discard());
+        assert_eq!((again.rows, metrics.unreadable.get()), (0, 2));
+        let names: Vec<String> = registry.gather().iter().map(|f| f.name().to_owned()).collect();
+        assert!(names.iter().any(|n| n == "log_analyzer_sqlite_index_unreadable_rows_total"), "{names:?}");
     }
 }

@@ -159,6 +159,60 @@ pub fn mark(conn: &mut SqliteConnection) -> QueryResult<Mark> {
     diesel::sql_query("SELECT indexed_rowid, epoch FROM log_index WHERE id = 1").get_result(conn)
 }
 
+/// A row's tokens as every reader counts them: the text elements of `tokens` when it is a JSON
+/// array, none when it is anything else (not JSON, an object, a scalar). The writer stores an array
+/// of text; anything else there (a hand edit, a restore from a damaged file) is *unreadable*: the
+/// row is still a row (its service, level and time count), it just carries no tokens, and a non-text
+/// element of an array is left out while the array's text elements count. SQL over the stored rows
+/// reads them the same way through [`readable_tokens!`] and `type = 'text'`, so that the counts of
+/// the indexed rows and those counted from the rows above the mark agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowTokens {
+    pub tokens: Vec<String>,
+    /// False when `tokens` was not a JSON array of text.
+    pub readable: bool,
+}
+
+/// Reads a row's `tokens` text (see [`RowTokens`]). The writer's form (an array of text) takes one
+/// parse; anything else is read again element by element.
+pub fn read_tokens(text: &str) -> RowTokens {
+    if let Ok(tokens) = serde_json::from_str::<Vec<String>>(text) {
+        return RowTokens { tokens, readable: true };
+    }
+    // Each element as raw JSON, so that a number SQLite reads (1e400) or a deep nesting does not
+    // make the array's text elements unreadable too.
+    let tokens = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text)
+        .map(|items| {
+            items
+                .into_iter()
+                .filter(|raw| raw.get().trim_start().starts_with('"'))
+                .filter_map(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    RowTokens { tokens, readable: false }
+}
+
+/// The SQL text of a `logs` row's tokens column `$col` as readers take it: the column when it is a
+/// JSON array, else `'[]'` (`json_each` of text that is not JSON raises "malformed JSON" and fails
+/// the whole statement; of an object it would give the object's values). The CASE decides in order,
+/// so `json_type` never sees text that is not JSON. Use with `json_each(..)` and `type = 'text'`:
+/// the elements [`read_tokens`] counts.
+macro_rules! readable_tokens {
+    ($col:literal) => {
+        concat!(
+            "(CASE WHEN NOT json_valid(",
+            $col,
+            ") THEN '[]' WHEN json_type(",
+            $col,
+            ") = 'array' THEN ",
+            $col,
+            " ELSE '[]' END)"
+        )
+    };
+}
+pub(crate) use readable_tokens;
+
 /// `token` as the store's JSON text holds it (`serde_json`'s quoting, as the store writes its tokens):
 /// a row whose tokens hold `token` has this in its `tokens` text.
 pub fn quoted(token: &str) -> String {
@@ -243,7 +297,7 @@ pub fn newest_rowid(conn: &mut SqliteConnection) -> QueryResult<i64> {
 }
 
 /// What one [`index_next`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     /// Rows counted and committed (0: nothing to do, or the step was thrown away).
     pub rows: usize,
@@ -253,13 +307,18 @@ pub struct Step {
     pub behind: i64,
     /// The step's rows were deleted meanwhile (retention): nothing was committed, the next step reads again.
     pub stale: bool,
+    /// The rowids of the committed rows whose `tokens` was not a JSON array of text, counted as
+    /// their text elements ([`read_tokens`]; none when not an array). Empty when nothing was committed.
+    pub unreadable: Vec<i64>,
 }
 
 /// One indexer step: counts the rows after the mark (at most `max_rows` of them) and adds the counts
 /// to `log_token_seconds` with the new mark, in one immediate transaction. The rows are read and
 /// counted in a read transaction first, outside SQLite's one write lock (the writer goes on
 /// meanwhile); the write transaction commits them only if the mark and epoch are still those read.
-/// Counts each row once per distinct token, as [`index_rows`] does.
+/// Counts each row once per distinct token, as [`index_rows`] does; a row whose tokens are
+/// unreadable counts as its readable part ([`read_tokens`]) and is named in [`Step::unreadable`],
+/// so that one such row never stops the indexer.
 pub fn index_next(conn: &mut SqliteConnection, max_rows: usize) -> QueryResult<Step> {
     index_next_in_turn(conn, max_rows, || ())
 }
@@ -275,10 +334,11 @@ pub fn index_next_in_turn<T>(
     // Read in pages, parsed as they come, until `max_rows` rows or `STEP_TOKENS` tokens: the step's
     // memory and the time it holds the write turn (one upsert per distinct key) follow the work,
     // not the row count alone (an event of a 16 KiB message may carry thousands of tokens).
-    let (read, newest, parsed) = conn.transaction(|conn| {
+    let (read, newest, parsed, unreadable) = conn.transaction(|conn| {
         let read = mark(conn)?;
         let newest = newest_rowid(conn)?;
         let mut parsed: Vec<Parsed> = Vec::new();
+        let mut unreadable: Vec<i64> = Vec::new();
         let mut tokens_read = 0usize;
         let mut after = read.rowid;
         while newest > after && parsed.len() < max_rows && tokens_read < STEP_TOKENS {
@@ -292,8 +352,10 @@ pub fn index_next_in_turn<T>(
                 break;
             }
             for row in page {
-                let mut tokens: Vec<String> = serde_json::from_str(&row.tokens)
-                    .map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))?;
+                let RowTokens { mut tokens, readable } = read_tokens(&row.tokens);
+                if !readable {
+                    unreadable.push(row.rowid);
+                }
                 tokens.sort_unstable();
                 tokens.dedup();
                 tokens_read += tokens.len();
@@ -304,10 +366,10 @@ pub fn index_next_in_turn<T>(
                 }
             }
         }
-        QueryResult::Ok((read, newest, parsed))
+        QueryResult::Ok((read, newest, parsed, unreadable))
     })?;
     let Some(last) = parsed.last().map(|r| r.rowid) else {
-        return Ok(Step { rows: 0, mark: read.rowid, behind: newest - read.rowid, stale: false });
+        return Ok(Step { rows: 0, mark: read.rowid, behind: newest - read.rowid, stale: false, unreadable });
     };
     let mut counts = TokenSeconds::new();
     for row in &parsed {
@@ -326,9 +388,9 @@ pub fn index_next_in_turn<T>(
         Ok(true)
     })?;
     Ok(if committed {
-        Step { rows: parsed.len(), mark: last, behind: newest - last, stale: false }
+        Step { rows: parsed.len(), mark: last, behind: newest - last, stale: false, unreadable }
     } else {
-        Step { rows: 0, mark: read.rowid, behind: newest - read.rowid, stale: true }
+        Step { rows: 0, mark: read.rowid, behind: newest - read.rowid, stale: true, unreadable: Vec::new() }
     })
 }
 
@@ -349,20 +411,23 @@ pub fn index_all_in(conn: &mut SqliteConnection) -> QueryResult<i64> {
 
 /// Counts the `logs` rows with rowid in `first..=last` into `log_token_seconds` from their stored
 /// JSON tokens, inside the caller's transaction, without moving the mark (see [`index_all_in`] for
-/// what does). Counts each event once per distinct token, whatever its `tokens` array holds.
+/// what does). Counts each event once per distinct token, whatever its `tokens` array holds; a row
+/// whose tokens are unreadable counts as [`read_tokens`] reads it (the text elements of an array).
 pub fn index_rows(conn: &mut SqliteConnection, first_rowid: i64, last_rowid: i64) -> QueryResult<()> {
     if first_rowid > last_rowid {
         return Ok(());
     }
     // The SELECT's WHERE keeps SQLite from reading ON CONFLICT as the ON of a join.
-    diesel::sql_query(
+    diesel::sql_query(concat!(
         "INSERT INTO log_token_seconds (second, token, topic, service, events) \
          SELECT (l.ts - ((l.ts % 1000000) + 1000000) % 1000000) / 1000000, t.value, l.topic, l.service, \
          count(DISTINCT l.rowid) \
-         FROM logs AS l, json_each(l.tokens) AS t WHERE l.rowid BETWEEN ?1 AND ?2 \
+         FROM logs AS l, json_each(",
+        readable_tokens!("l.tokens"),
+        ") AS t WHERE l.rowid BETWEEN ?1 AND ?2 AND t.type = 'text' \
          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 \
-         ON CONFLICT DO UPDATE SET events = events + excluded.events",
-    )
+         ON CONFLICT DO UPDATE SET events = events + excluded.events"
+    ))
     .bind::<BigInt, _>(first_rowid)
     .bind::<BigInt, _>(last_rowid)
     .execute(conn)?;
@@ -389,9 +454,125 @@ pub fn forget_before(conn: &mut SqliteConnection, before_us: i64) -> QueryResult
         .execute(conn)
 }
 
+/// An in-memory database with the embedded store's tables, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_store() -> SqliteConnection {
+    use diesel_migrations::MigrationHarness;
+    let mut conn = SqliteConnection::establish(":memory:").expect("in-memory SQLite");
+    conn.run_pending_migrations(super::migrate::MIGRATIONS).expect("migrations");
+    conn
+}
+
+/// Stores a `logs` row of topic `logs` with `tokens` as given (any text), at offset `offset`.
+#[cfg(test)]
+pub(crate) fn insert_test_row(conn: &mut SqliteConnection, offset: i64, ts_us: i64, service: &str, tokens: &str) {
+    diesel::sql_query(
+        "INSERT INTO logs (ts, level, service, user_id, message, tokens, attrs, topic, \"partition\", \"offset\", \
+         ingested_at) VALUES (?1, 2, ?2, NULL, 'm', ?3, '{}', 'logs', 0, ?4, ?1)",
+    )
+    .bind::<BigInt, _>(ts_us)
+    .bind::<Text, _>(service)
+    .bind::<Text, _>(tokens)
+    .bind::<BigInt, _>(offset)
+    .execute(conn)
+    .expect("inserting a row");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `tokens` texts a hand edit or a damaged file may leave, with the tokens readers count.
+    const ODD_TOKENS: [(&str, &[&str], bool); 14] = [
+        (r#"["timeout","db"]"#, &["timeout", "db"], true),
+        ("[]", &[], true),
+        (r#" [ "timeout" , "db" ] "#, &["timeout", "db"], true),
+        (r#"["time\u006fut"]"#, &["timeout"], true),
+        ("not json", &[], false),
+        ("", &[], false),
+        ("[1,2]", &[], false),
+        (r#"{"a":1}"#, &[], false),
+        (r#"{"timeout":"db"}"#, &[], false),
+        (r#""timeout""#, &[], false),
+        (r#"[1,"timeout",{"db":"x"},["db"],null,true]"#, &["timeout"], false),
+        (r#"["timeout",1e400,"db"]"#, &["timeout", "db"], false),
+        (r#"["timeout","db""#, &[], false),
+        ("[\"time\tout\"]", &[], false),
+    ];
+
+    #[derive(QueryableByName)]
+    struct Value {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+
+    #[test]
+    fn unreadable_tokens_read_as_their_text_elements_in_rust_and_in_sql() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        for (text, want, readable) in ODD_TOKENS {
+            assert_eq!(read_tokens(text), RowTokens { tokens: want.iter().map(|t| t.to_string()).collect(), readable });
+            let sql: Vec<String> = diesel::sql_query(concat!(
+                "SELECT value FROM json_each(",
+                readable_tokens!("?1"),
+                ") WHERE type = 'text' ORDER BY key"
+            ))
+            .bind::<Text, _>(text)
+            .load::<Value>(&mut conn)
+            .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+            assert_eq!(sql, want, "SQL reads {text:?} as Rust does");
+        }
+    }
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct IndexRow {
+        #[diesel(sql_type = BigInt)]
+        second: i64,
+        #[diesel(sql_type = Text)]
+        token: String,
+        #[diesel(sql_type = BigInt)]
+        events: i64,
+    }
+
+    fn index_table(conn: &mut SqliteConnection) -> Vec<IndexRow> {
+        diesel::sql_query("SELECT second, token, events FROM log_token_seconds ORDER BY second, token")
+            .load(conn)
+            .unwrap()
+    }
+
+    /// A row whose tokens are not a JSON array of text made every step fail at it, forever: now
+    /// the step passes it, names it, and counts its text elements as the SQL indexer does.
+    #[test]
+    fn a_step_passes_rows_with_unreadable_tokens_and_names_them() {
+        let mut conn = test_store();
+        for (i, (text, _, _)) in ODD_TOKENS.iter().enumerate() {
+            insert_test_row(&mut conn, i as i64, 5_000_000 + i as i64, "api", text);
+        }
+        let n = ODD_TOKENS.len() as i64;
+        // rowids 1.. in order: the first step's 6 rows hold two unreadable ones (rowids 5, 6).
+        let first = index_next(&mut conn, 6).unwrap();
+        assert_eq!(first, Step { rows: 6, mark: 6, behind: n - 6, stale: false, unreadable: vec![5, 6] });
+        let second = index_next(&mut conn, 100).unwrap();
+        let unreadable: Vec<i64> = (7..=n).collect();
+        assert_eq!(second, Step { rows: n as usize - 6, mark: n, behind: 0, stale: false, unreadable });
+        assert_eq!(index_next(&mut conn, 100).unwrap().rows, 0, "nothing left: the mark is past them");
+        let want: Vec<IndexRow> = ["db", "timeout"]
+            .iter()
+            .map(|t| IndexRow {
+                second: 5,
+                token: (*t).to_owned(),
+                events: ODD_TOKENS.iter().filter(|(_, tokens, _)| tokens.contains(t)).count() as i64,
+            })
+            .collect();
+        let counted = index_table(&mut conn);
+        assert_eq!(counted, want);
+        // The SQL indexer (`index_rows`) counts the same.
+        diesel::sql_query("DELETE FROM log_token_seconds").execute(&mut conn).unwrap();
+        index_rows(&mut conn, 1, n).unwrap();
+        assert_eq!(index_table(&mut conn), counted);
+    }
 
     #[test]
     fn hours_and_seconds_floor_for_any_sign() {

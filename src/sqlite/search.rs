@@ -168,11 +168,52 @@ fn tail_seconds(conn: &mut SqliteConnection, bound: &Bound, to: Option<i64>) -> 
 /// which hold no quote, so the quoted token can only be a whole element of the array. Checked here
 /// rather than in SQL: `json_each` per row and token cost ~10 µs a row (measured), a substring
 /// search a fraction of that.
+///
+/// That holds for the writer's form of `tokens` (a compact array of text without escapes,
+/// [`writers_form`], checked in the same pass over the text). A row whose `tokens` is anything else
+/// (a hand edit, a damaged file: not JSON, an object, escapes, non-text elements) is decided on its
+/// tokens as the keyword index and counts read them (`keywords::read_tokens`), so that the text of
+/// `{"timeout": 1}` is not a row holding `timeout` here while it counts as none in the index.
 struct Matcher {
     include: Vec<String>,
     exclude: Vec<String>,
+    /// The same tokens, unquoted (for rows not in the writer's form).
+    include_plain: Vec<String>,
+    exclude_plain: Vec<String>,
     levels: LevelFilter,
     service: Option<String>,
+}
+
+/// Whether `text` is a compact JSON array of strings none of which holds a quote, a backslash or a
+/// control character: how the writer stores a tokenizer's tokens (letters, digits, `_`), and where
+/// `"token"` is in the text exactly when `token` is an element.
+fn writers_form(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let [b'[', inner @ .., b']'] = bytes else { return false };
+    if inner.is_empty() {
+        return true;
+    }
+    let mut in_string = false;
+    let mut after_string = false;
+    for &b in inner {
+        if in_string {
+            match b {
+                b'"' => {
+                    in_string = false;
+                    after_string = true;
+                }
+                b'\\' | 0..=0x1f => return false,
+                _ => {}
+            }
+        } else {
+            match (b, after_string) {
+                (b'"', false) => in_string = true,
+                (b',', true) => after_string = false,
+                _ => return false,
+            }
+        }
+    }
+    after_string
 }
 
 impl Matcher {
@@ -181,9 +222,25 @@ impl Matcher {
         Matcher {
             include: quoted(&filter.include),
             exclude: quoted(&filter.exclude),
+            include_plain: filter.include.clone(),
+            exclude_plain: filter.exclude.clone(),
             levels: filter.levels,
             service: filter.service.clone(),
         }
+    }
+
+    /// Whether the row's tokens hold every included token and no excluded one.
+    fn tokens_match(&self, tokens: &str) -> bool {
+        if self.include.is_empty() && self.exclude.is_empty() {
+            return true;
+        }
+        if writers_form(tokens) {
+            return self.include.iter().all(|t| tokens.contains(t.as_str()))
+                && !self.exclude.iter().any(|t| tokens.contains(t.as_str()));
+        }
+        let read = keywords::read_tokens(tokens).tokens;
+        let has = |t: &String| read.contains(t);
+        self.include_plain.iter().all(has) && !self.exclude_plain.iter().any(has)
     }
 
     fn matches(&self, row: &Examined) -> bool {
@@ -193,8 +250,7 @@ impl Matcher {
         (self.levels == LevelFilter::Any
             || i16::try_from(row.level).ok().and_then(Level::from_i16).is_some_and(|l| self.levels.admits(l)))
             && self.service.as_deref().is_none_or(|s| row.service == s)
-            && self.include.iter().all(|t| row.tokens.contains(t.as_str()))
-            && !self.exclude.iter().any(|t| row.tokens.contains(t.as_str()))
+            && self.tokens_match(&row.tokens)
     }
 }
 
@@ -549,6 +605,47 @@ mod tests {
         assert_eq!(flat(with_tail(Vec::new(), &tail, 0, 9)), [(8, true), (5, true), (3, true)]);
         // No tail: the walk as it was.
         assert_eq!(flat(with_tail(walk(&[(7, false)]), &BTreeSet::new(), 0, 9)), [(7, false)]);
+    }
+
+    #[test]
+    fn a_row_whose_tokens_are_not_the_writers_form_matches_on_its_tokens_as_the_index_reads_them() {
+        use actors::search::SearchParams;
+        assert!(writers_form(r#"["a","b_1","café"]"#) && writers_form("[]"));
+        for text in [r#"["a",]"#, r#"[,"a"]"#, r#"["a""b"]"#, r#"["a", "b"]"#, r#"["a\"b"]"#, r#"{"a":1}"#, "[1]", "["]
+        {
+            assert!(!writers_form(text), "{text:?}");
+        }
+        let texts = [
+            r#"["timeout","db"]"#,
+            "not json",
+            r#"{"timeout":1}"#,
+            r#"[{"timeout":1},"db"]"#,
+            r#"[1,"timeout"]"#,
+            r#"["time\u006fut"]"#,
+            r#" ["timeout"] "#,
+            r#""timeout""#,
+        ];
+        for text in texts {
+            let row = Examined {
+                id: 1,
+                ts: 0,
+                partition: 0,
+                offset: 0,
+                topic: "logs".into(),
+                level: i32::from(Level::Warn.as_i16()),
+                service: "api".into(),
+                tokens: text.into(),
+            };
+            let tokens = keywords::read_tokens(text).tokens;
+            for q in ["timeout", "-timeout", "db -timeout", "timeout db", "other"] {
+                let filter = SearchParams { q: Some(q), ..SearchParams::default() }.filter().unwrap();
+                assert_eq!(
+                    Matcher::new(&filter).matches(&row),
+                    filter.matches_row(Level::Warn, "api", &tokens),
+                    "{q:?} on {text:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -72,13 +72,17 @@ fn indexed_part(conn: &mut SqliteConnection, range: WindowRange) -> diesel::Quer
 ///
 /// The `logs` row `l` (one above the indexer's mark) holds the token bound at `?T` (text), whose
 /// JSON quoting ([`keywords::quoted`]) is bound at `?Q`. The substring test is cheap and passes every
-/// row that holds the token; `json_each` decides exactly on the few that pass.
+/// row that holds the token; `json_each` decides exactly on the few that pass, over the row's
+/// tokens as the indexer reads them (`keywords::read_tokens`: a `tokens` that is not a JSON array
+/// holds none, a non-text element is none).
 macro_rules! tail_has_token {
     ($t:literal, $q:literal) => {
         concat!(
             "(instr(l.tokens, ?",
             $q,
-            ") > 0 AND EXISTS (SELECT 1 FROM json_each(l.tokens) AS j WHERE j.value = ?",
+            ") > 0 AND EXISTS (SELECT 1 FROM json_each(",
+            keywords::readable_tokens!("l.tokens"),
+            ") AS j WHERE j.type = 'text' AND j.value = ?",
             $t,
             "))"
         )
@@ -301,9 +305,9 @@ impl SqliteStats {
                 .load(conn)?;
                 rows.extend(
                     diesel::sql_query(concat!(
-                        "SELECT t.value AS keyword, count(DISTINCT l.rowid) AS count \
-                         FROM logs AS l, json_each(l.tokens) AS t \
-                         WHERE l.rowid > ?1 AND +l.ts >= ?2 AND +l.ts < ?3 AND ",
+                        "SELECT t.value AS keyword, count(DISTINCT l.rowid) AS count FROM logs AS l, json_each(",
+                        keywords::readable_tokens!("l.tokens"),
+                        ") AS t WHERE l.rowid > ?1 AND +l.ts >= ?2 AND +l.ts < ?3 AND t.type = 'text' AND ",
                         topic_in!("l.topic", 4),
                         " AND t.value IN (SELECT value FROM json_each(?5)) GROUP BY t.value"
                     ))
@@ -434,8 +438,9 @@ impl BucketSource for SqliteBucketSource {
                             "SELECT ",
                             second_of!("l.ts"),
                             " AS second, l.service AS service, t.value AS keyword, count(DISTINCT l.rowid) AS hits \
-                             FROM logs AS l, json_each(l.tokens) AS t \
-                             WHERE l.rowid > ?4 AND +l.ts >= ?2 AND +l.ts < ?3 AND ",
+                             FROM logs AS l, json_each(",
+                            keywords::readable_tokens!("l.tokens"),
+                            ") AS t WHERE l.rowid > ?4 AND +l.ts >= ?2 AND +l.ts < ?3 AND t.type = 'text' AND ",
                             topic_in!("l.topic", 1),
                             " AND t.value IN (SELECT value FROM json_each(?5)) GROUP BY 1, 2, 3"
                         ))

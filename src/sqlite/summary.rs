@@ -138,8 +138,8 @@ fn replace_day(
     let from = micros(day_start(day));
     let to = micros(day_start(day + Days::new(1)));
     let (summary, invalid_rows) = conn.transaction(|conn| {
-        let summary = scan_day(conn, from, to).context("reading the day's events")?;
-        let invalid_rows: BTreeMap<String, u64> = diesel::sql_query(
+        let (summary, unreadable) = scan_day(conn, from, to).context("reading the day's events")?;
+        let mut invalid_rows: BTreeMap<String, u64> = diesel::sql_query(
             "SELECT reason, count(*) AS count FROM log_rejects WHERE rejected_at >= ?1 AND rejected_at < ?2 \
              GROUP BY reason",
         )
@@ -149,6 +149,10 @@ fn replace_day(
         .into_iter()
         .map(|r| (r.reason, r.count as u64))
         .collect();
+        if unreadable > 0 {
+            // Stored rows, not dead letters: a reason no reject has.
+            *invalid_rows.entry(UNREADABLE_TOKENS.to_owned()).or_default() += unreadable;
+        }
         anyhow::Ok((summary, invalid_rows))
     })?;
     conn.immediate_transaction(|conn| write_day(conn, day, run_id, started, &summary, invalid_rows))
@@ -211,16 +215,24 @@ fn write_day(
     Ok(SummaryRun { day, rows, keywords, invalid_rows, duration_ms })
 }
 
-/// Counts the day's events row by row as SQLite steps through them (no copy of the day in memory).
-fn scan_day(conn: &mut SqliteConnection, from: i64, to: i64) -> anyhow::Result<DaySummary> {
+/// The `invalid_rows` reason of the day's stored rows whose `tokens` is not a JSON array of text
+/// (`keywords::read_tokens`): each still counts as an event of its user, with the text elements
+/// of its array as its tokens (none when it is not an array), instead of failing the day.
+pub const UNREADABLE_TOKENS: &str = "unreadable_tokens";
+
+/// Counts the day's events row by row as SQLite steps through them (no copy of the day in memory);
+/// also returns how many had unreadable tokens ([`UNREADABLE_TOKENS`]).
+fn scan_day(conn: &mut SqliteConnection, from: i64, to: i64) -> anyhow::Result<(DaySummary, u64)> {
     let mut day = DayCount::new(STOP_WORDS.iter().map(|w| w.as_bytes()));
     let rows = diesel::sql_query("SELECT user_id, level, service, ts, tokens FROM logs WHERE ts >= ?1 AND ts < ?2")
         .bind::<BigInt, _>(from)
         .bind::<BigInt, _>(to)
         .load_iter::<EventRow, DefaultLoadingMode>(conn)?;
+    let mut unreadable = 0u64;
     for row in rows {
         let row = row?;
-        let tokens: Vec<String> = serde_json::from_str(&row.tokens).context("tokens is not a JSON array of text")?;
+        let keywords::RowTokens { tokens, readable } = keywords::read_tokens(&row.tokens);
+        unreadable += u64::from(!readable);
         let level = i16::try_from(row.level).context("level out of range")?;
         day.event(
             row.user_id.as_deref().map(str::as_bytes),
@@ -230,7 +242,9 @@ fn scan_day(conn: &mut SqliteConnection, from: i64, to: i64) -> anyhow::Result<D
             tokens.iter().map(|t| t.as_bytes()),
         );
     }
-    day.finish(USER_TOP_KEYWORDS as usize, DAY_TOP_KEYWORDS as usize, NO_USER).map_err(anyhow::Error::msg)
+    let summary =
+        day.finish(USER_TOP_KEYWORDS as usize, DAY_TOP_KEYWORDS as usize, NO_USER).map_err(anyhow::Error::msg)?;
+    Ok((summary, unreadable))
 }
 
 /// The newest day with a successful summary run.
