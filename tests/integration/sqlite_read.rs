@@ -395,6 +395,79 @@ async fn every_window_question_equals_a_count_of_the_rows() {
     assert_window_answers(&stats, &rows, start).await;
 }
 
+/// Rows whose `tokens` is not a JSON array of text (a hand edit, a restore from a damaged file)
+/// among good ones. Each made every indexer step fail at it (the indexer never passed it), every
+/// keyword answer over it fail with "malformed JSON", and its day's summary fail. Now each counts
+/// as its text elements (none when not an array) everywhere: the indexer passes and names them,
+/// the answers are the same with it stopped, behind and caught up, and the summary counts them
+/// under `invalid_rows`.
+#[tokio::test]
+async fn rows_with_unreadable_tokens_count_as_their_text_elements_everywhere() {
+    const SPOILED: [(&str, &[&str]); 5] = [
+        ("not json", &[]),
+        ("[1,2]", &[]),
+        (r#"{"a":1}"#, &[]),
+        (r#"{"timeout":"payment"}"#, &[]),
+        (r#"[1,"timeout",{"retry":2},"payment"]"#, &["timeout", "payment"]),
+    ];
+    let store = TempStore::create().await;
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let start = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap()).timestamp() + 3_600;
+    let mut rows = random_rows(23, 3_000, start, 7_200);
+    let mut conn = store.db.connect().unwrap();
+    for chunk in rows.chunks(700) {
+        insert_rows(&mut conn, chunk, false);
+    }
+    // Rowids are 1.. in the rows' order (a fresh table).
+    let mut spoiled = Vec::new();
+    for (i, r) in rows.iter_mut().enumerate().filter(|(i, _)| i % 97 == 5) {
+        let (text, tokens) = SPOILED[spoiled.len() % SPOILED.len()];
+        diesel::sql_query("UPDATE logs SET tokens = ?1 WHERE rowid = ?2")
+            .bind::<Text, _>(text)
+            .bind::<BigInt, _>(i as i64 + 1)
+            .execute(&mut conn)
+            .unwrap();
+        r.tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
+        spoiled.push(i as i64 + 1);
+    }
+    let stats = stats(&store);
+    let set = tracked_set();
+    let (first, last) = (start, start + 7_199);
+    let (want_seconds, _) = expected_seconds(&rows, first, last, &set);
+    let source = SqliteBucketSource::new(store.db.clone());
+    let topics = [TOPIC.to_owned()];
+    let snapshot = || source.snapshot(&topics, first, last, &set);
+
+    // The indexer stopped: every row above the mark, counted from its tokens.
+    assert_window_answers(&stats, &rows, start).await;
+    assert_eq!(snapshot().await.unwrap().seconds, want_seconds);
+    // Behind: half counted; the step passed the spoiled rows among them and named them.
+    let half = keywords::index_next(&mut conn, 1_500).unwrap();
+    assert_eq!((half.rows, half.mark, half.behind), (1_500, 1_500, 1_500));
+    assert_eq!(half.unreadable, spoiled.iter().copied().filter(|&r| r <= 1_500).collect::<Vec<_>>());
+    assert_window_answers(&stats, &rows, start).await;
+    assert_eq!(snapshot().await.unwrap().seconds, want_seconds);
+    // Caught up.
+    let rest = keywords::index_next(&mut conn, 10_000).unwrap();
+    assert_eq!((rest.rows, rest.mark, rest.behind), (1_500, 3_000, 0));
+    assert_eq!(rest.unreadable, spoiled.iter().copied().filter(|&r| r > 1_500).collect::<Vec<_>>());
+    assert_window_answers(&stats, &rows, start).await;
+    assert_eq!(snapshot().await.unwrap().seconds, want_seconds);
+    // The SQL indexer reads them as the steps did.
+    let stepped = token_seconds(&mut conn);
+    diesel::sql_query("DELETE FROM log_token_seconds").execute(&mut conn).unwrap();
+    keywords::index_rows(&mut conn, 1, 3_000).unwrap();
+    assert_eq!(token_seconds(&mut conn), stepped);
+
+    // The day's summary succeeds, the spoiled rows counted as events and under `invalid_rows`.
+    let run = summarize_day(&store.db, day, &logger()).await.unwrap();
+    assert_eq!(run.invalid_rows, BTreeMap::from([("unreadable_tokens".to_owned(), spoiled.len() as u64)]));
+    let read = SqliteSummaryReader::new(store.db.clone()).day(day, None, 100).await.unwrap().expect("summarized");
+    assert_eq!(read.invalid_rows, serde_json::json!({"unreadable_tokens": spoiled.len()}));
+    assert_eq!(read.users.iter().map(|u| u.total).sum::<i64>(), rows.len() as i64);
+    assert_eq!(read.keywords, ranked(rows.iter(), 100));
+}
+
 /// Every window question of a grid over `rows` (stored from `start` on) equals a count of them.
 async fn assert_window_answers(stats: &SqliteStats, rows: &[Row], start: i64) {
     let ranges = [
@@ -468,6 +541,26 @@ async fn the_snapshot_counts_every_second_and_the_offsets_of_one_moment() {
     let rebuilt =
         SqliteBucketSource::new(store.db.clone()).snapshot(&[TOPIC.to_owned()], first, last, &set).await.unwrap();
 
+    let (seconds, newest_us) = expected_seconds(&rows, first, last, &set);
+    let beyond = rows
+        .iter()
+        .filter(|r| r.topic == TOPIC && r.ts >= (last + 1) * 1_000_000)
+        .map(|r| r.ts.div_euclid(1_000_000))
+        .max();
+    assert!(seconds.len() > 100 && beyond.is_some());
+    assert_eq!(rebuilt.seconds, seconds);
+    assert_eq!(rebuilt.newest_ms, newest_us.map(|us| us.div_euclid(1_000)));
+    assert_eq!(rebuilt.beyond_last, beyond);
+    assert_eq!(rebuilt.offsets, BTreeMap::from([((TOPIC.to_owned(), 0), 1200), ((TOPIC.to_owned(), 1), 800)]));
+}
+
+/// The seconds `first..=last` of TOPIC's `rows` as a rebuild counts them, and the newest row's time.
+fn expected_seconds(
+    rows: &[Row],
+    first: i64,
+    last: i64,
+    set: &KeywordSet,
+) -> (BTreeMap<i64, SecondCounts>, Option<i64>) {
     let mut seconds: BTreeMap<i64, SecondCounts> = BTreeMap::new();
     let mut newest_us = None::<i64>;
     for r in rows
@@ -490,16 +583,7 @@ async fn the_snapshot_counts_every_second_and_the_offsets_of_one_moment() {
             }
         }
     }
-    let beyond = rows
-        .iter()
-        .filter(|r| r.topic == TOPIC && r.ts >= (last + 1) * 1_000_000)
-        .map(|r| r.ts.div_euclid(1_000_000))
-        .max();
-    assert!(seconds.len() > 100 && beyond.is_some());
-    assert_eq!(rebuilt.seconds, seconds);
-    assert_eq!(rebuilt.newest_ms, newest_us.map(|us| us.div_euclid(1_000)));
-    assert_eq!(rebuilt.beyond_last, beyond);
-    assert_eq!(rebuilt.offsets, BTreeMap::from([((TOPIC.to_owned(), 0), 1200), ((TOPIC.to_owned(), 1), 800)]));
+    (seconds, newest_us)
 }
 
 fn logger() -> slog::Logger {
