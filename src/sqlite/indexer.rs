@@ -57,7 +57,7 @@ pub struct IndexerConfig {
 impl IndexerConfig {
     /// The pause before the next pass: the interval, or [`CATCH_UP_PAUSE`] while far behind.
     pub fn pause_after(&self, step: &Step) -> Duration {
-        let far = CATCH_UP_ROWS.max(4 * self.chunk_rows.min(i64::MAX as usize / 4) as i64);
+        let far = CATCH_UP_ROWS.max(i64::try_from(self.chunk_rows).unwrap_or(i64::MAX).saturating_mul(4));
         if step.behind > far && !step.stale {
             CATCH_UP_PAUSE.min(self.interval)
         } else {

@@ -607,6 +607,20 @@ mod tests {
         assert_eq!(flat(with_tail(walk(&[(7, false)]), &BTreeSet::new(), 0, 9)), [(7, false)]);
     }
 
+    /// A row of `logs` as the walk examines it, with `tokens` as its stored text.
+    fn examined(level: Level, service: &str, tokens: String) -> Examined {
+        Examined {
+            id: 1,
+            ts: 0,
+            partition: 0,
+            offset: 0,
+            topic: "logs".into(),
+            level: i32::from(level.as_i16()),
+            service: service.into(),
+            tokens,
+        }
+    }
+
     #[test]
     fn a_row_whose_tokens_are_not_the_writers_form_matches_on_its_tokens_as_the_index_reads_them() {
         use actors::search::SearchParams;
@@ -626,16 +640,7 @@ mod tests {
             r#""timeout""#,
         ];
         for text in texts {
-            let row = Examined {
-                id: 1,
-                ts: 0,
-                partition: 0,
-                offset: 0,
-                topic: "logs".into(),
-                level: i32::from(Level::Warn.as_i16()),
-                service: "api".into(),
-                tokens: text.into(),
-            };
+            let row = examined(Level::Warn, "api", text.into());
             let tokens = keywords::read_tokens(text).tokens;
             for q in ["timeout", "-timeout", "db -timeout", "timeout db", "other"] {
                 let filter = SearchParams { q: Some(q), ..SearchParams::default() }.filter().unwrap();
@@ -658,16 +663,7 @@ mod tests {
         for message in messages {
             let tokens: Vec<String> = Tokens::of(message).iter().map(str::to_owned).collect();
             for (level, service) in [(Level::Warn, "api"), (Level::Info, "web")] {
-                let row = Examined {
-                    id: 1,
-                    ts: 0,
-                    partition: 0,
-                    offset: 0,
-                    topic: "logs".into(),
-                    level: i32::from(level.as_i16()),
-                    service: service.into(),
-                    tokens: serde_json::to_string(&tokens).unwrap(),
-                };
+                let row = examined(level, service, serde_json::to_string(&tokens).unwrap());
                 for q in queries {
                     for (svc, lvl) in [(None, None), (Some("api"), Some("warn+"))] {
                         let p = SearchParams { q: Some(q), service: svc, level: lvl, ..SearchParams::default() };

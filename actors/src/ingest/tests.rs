@@ -73,6 +73,18 @@ impl EventStore for SlowStore {
     }
 }
 
+/// The default harness whose every write takes `write`, with its first message taken: its write is
+/// in flight.
+async fn busy_writer(write: std::time::Duration) -> Harness {
+    let store = MemoryStore::default();
+    let slow = Box::new(SlowStore { inner: store.clone(), delay: write });
+    let mut h = start_on(0, ConsumerConfig::default(), store, slow);
+    h.push(event(0)).await;
+    let stats = h.consumer_stats.clone();
+    eventually("the first message taken", || stats.messages.load(Ordering::Relaxed) == 1).await;
+    h
+}
+
 /// The harness with the writer writing through `boxed`, which lands in `store`.
 fn start_on(start_offset: i64, config: ConsumerConfig, store: MemoryStore, boxed: Box<dyn EventStore>) -> Harness {
     paused();
@@ -136,14 +148,9 @@ async fn batches_follow_the_backlog_small_when_idle_and_full_under_load() {
 
 #[actix_rt::test]
 async fn a_batch_waiting_for_a_busy_writer_goes_when_the_write_ends_not_at_its_age_bound() {
-    let store = MemoryStore::default();
     let write = std::time::Duration::from_millis(10);
-    let slow = Box::new(SlowStore { inner: store.clone(), delay: write });
-    let mut h = start_on(0, ConsumerConfig::default(), store, slow);
     // The first message goes at once and keeps the writer busy for 10 ms; the second waits for it.
-    h.push(event(0)).await;
-    let stats = h.consumer_stats.clone();
-    eventually("the first message taken", || stats.messages.load(Ordering::Relaxed) == 1).await;
+    let mut h = busy_writer(write).await;
     let queued = tokio::time::Instant::now();
     h.push(event(1)).await;
     h.until_stored(2).await;
@@ -160,13 +167,8 @@ async fn a_batch_waiting_for_a_busy_writer_goes_when_the_write_ends_not_at_its_a
 
 #[actix_rt::test]
 async fn under_a_long_write_the_next_batch_keeps_filling_past_its_age_bound_and_goes_when_it_is_stored() {
-    let store = MemoryStore::default();
     let write = std::time::Duration::from_millis(200);
-    let slow = Box::new(SlowStore { inner: store.clone(), delay: write });
-    let mut h = start_on(0, ConsumerConfig::default(), store, slow);
-    h.push(event(0)).await;
-    let stats = h.consumer_stats.clone();
-    eventually("the first message taken", || stats.messages.load(Ordering::Relaxed) == 1).await;
+    let mut h = busy_writer(write).await;
     // Fifteen messages over 150 ms while the first write takes 200: three age bounds (50 ms) pass.
     let queued = tokio::time::Instant::now();
     for offset in 1..16 {
