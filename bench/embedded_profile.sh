@@ -31,7 +31,7 @@ fi
 read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$RUN/stat")
 t0=$(date +%s.%N)
 /usr/bin/time -f "client: user %U sys %S wall %e" "$BIN" generate --rate 150000 --count "$N" --seed 21 \
-  --late-ratio 1 --late-max 1h --to "http://127.0.0.1:$port" --batch 5000 --in-flight 8 2>"$W/gen.log"
+  --late-ratio "${LATE_RATIO:-1}" --late-max 1h --to "http://127.0.0.1:$port" --batch 5000 --in-flight 8 2>"$W/gen.log"
 t1=$(date +%s.%N)
 read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$RUN/stat")
 tail -n 2 "$W/gen.log"
@@ -46,3 +46,4 @@ curl -s "http://127.0.0.1:$admin/metrics" |
 [ -n "${SHOW_CHECKPOINTS:-}" ] && curl -s "http://127.0.0.1:$admin/metrics" | grep -E "^log_analyzer_sqlite_(checkpoint|wal)"
 kill "$RUN"
 wait "$RUN"
+[ "$PERF" = 1 ] || [ -n "${KEEP:-}" ] || rm -rf "$W"

@@ -27,8 +27,10 @@
 #                                        so it needs no stack): events/s committed through POST /ingest at
 #                                        a fixed offered rate (open loop, `generate --to http://…`) vs a bare
 #                                        SQLite bulk insert of the same rows in one transaction
-#                                        (examples/sqlite_bulk_baseline.rs); VmRSS of `run` at 10k events/s
-#                                        every 10 s for 10 min (--quick: 20 s); the 1 h window answered from
+#                                        (examples/sqlite_bulk_baseline.rs), times up to an hour late and
+#                                        (each against its own baseline) in arrival order; VmRSS of `run` at
+#                                        10k events/s every 10 s for 10 min (BENCH_EMBEDDED_RSS_SECONDS;
+#                                        --quick: 20 s); the 1 h window answered from
 #                                        memory vs the same question as SQL over the same rows
 #                                        (`source=sqlite`), wrk on both
 #   scripts/bench.sh protocols [--quick] events/s stored through POST /ingest NDJSON (the baseline), OTLP/HTTP
@@ -915,6 +917,26 @@ sqlite_count() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv
 # One JSON field of the answer at $1.
 json_field() { curl -fs "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"; }
 
+# The bare SQLite bulk insert of the NDJSON rows $1, which must store $2 rows
+# (examples/sqlite_bulk_baseline, one transaction; further arguments passed on to it): sets
+# BARE_RATE (rows/s) and BARE_S (seconds).
+embedded_bare_insert() {
+  local rows=$1 expected=$2 out stored profile_flag=()
+  shift 2
+  [ "$PROFILE" = release ] && profile_flag=(--release)
+  out=$(cargo run -q "${profile_flag[@]}" --example sqlite_bulk_baseline -- "$rows" "$WORK/baseline.db" "$@") ||
+    die "sqlite_bulk_baseline $* failed"
+  log "  $out"
+  rm -f "$WORK"/baseline.db*
+  stored=$(sed -n 's/.*rows=\([0-9]*\) .*/\1/p' <<<"$out")
+  [ "$stored" = "$expected" ] || die "the baseline stored $stored rows, expected $expected"
+  BARE_RATE=$(sed -n 's/.*rows_per_s=\([0-9.]*\).*/\1/p' <<<"$out")
+  BARE_S=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$out")
+}
+
+# Whether an embedded ingest rate $1 with ratio $2 to its baseline meets #15's target.
+target_ok() { awk -v r="$1" -v v="$2" 'BEGIN { print (r >= 100000 && v != "n/a" && v >= 0.8) ? "met" : "missed" }'; }
+
 bench_embedded() {
   prepare_build
   command -v wrk >/dev/null || { log "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
@@ -925,7 +947,7 @@ bench_embedded() {
     rss_rate="${BENCH_EMBEDDED_RSS_RATE:-2000}" rss_total=20 every=5 duration=2s
   else
     n="${BENCH_EMBEDDED_EVENTS:-1000000}" rate="${BENCH_EMBEDDED_RATE:-150000}" batch=5000 in_flight=8
-    rss_rate="${BENCH_EMBEDDED_RSS_RATE:-10000}" rss_total=600 every=10 duration=10s
+    rss_rate="${BENCH_EMBEDDED_RSS_RATE:-10000}" rss_total="${BENCH_EMBEDDED_RSS_SECONDS:-600}" every=10 duration=10s
   fi
   # BATCH_MAX_EVENTS (exported) reaches the embedded `run` too: the events per write transaction
   # under backlog, recorded with the other overrides.
@@ -942,32 +964,42 @@ bench_embedded() {
   [ "$late_ratio" = 1 ] || late_text="a share of $late_ratio of the events up to $late_max late, the rest in arrival order"
   [ "$late_ratio" = 0 ] && late_text="times in arrival order (none late)"
 
+  # 0. Times in arrival order (what most logs look like), when the main run sends them late: the
+  # same count through POST /ingest and its own baseline, the same rows in one transaction.
+  local ord_rate=n/a ord_s=n/a ord_base_rate=n/a ord_base_s=n/a
+  if [ "$late_ratio" != 0 ] && [ -f examples/sqlite_bulk_baseline.rs ]; then
+    local in_order=(--count "$n" --seed 21 --late-ratio 0)
+    "$GEN" generate --rate 0 "${in_order[@]}" --to ndjson:"$WORK/rows.ndjson" 2>/dev/null
+    log "in arrival order: the baseline, $n rows in one transaction"
+    embedded_bare_insert "$WORK/rows.ndjson" "$n"
+    ord_base_rate=$BARE_RATE ord_base_s=$BARE_S
+    rm -f "$WORK/rows.ndjson"
+    start_embedded "$WORK/ordered.db"
+    log "in arrival order: POST /ingest, $n events offered at $rate/s"
+    local o0
+    o0=$(now)
+    "$GEN" generate --rate "$rate" "${in_order[@]}" --to "$URL" --batch "$batch" --in-flight "$in_flight" \
+      2>"$WORK/generate.log" || { tail -n 5 "$WORK/generate.log" >&2; die "generate --to $URL failed"; }
+    ord_s=$(secs "$o0" "$(now)")
+    ord_rate=$(rate "$n" "$ord_s")
+    stored=$(sqlite_count "$WORK/ordered.db" "SELECT count(*) FROM logs")
+    [ "$stored" = "$n" ] || die "logs holds $stored rows after every 202 (in arrival order), expected $n"
+    stop_run
+    rm -f "$WORK"/ordered.db*
+  fi
+
   # 1. Baseline: the same rows into a bare SQLite file in one transaction.
   "$GEN" generate --rate 0 "${events[@]}" --to ndjson:"$WORK/rows.ndjson" 2>/dev/null
   local base_rate=n/a base_s=n/a kw_rate=n/a kw_s=n/a
   if [ -f examples/sqlite_bulk_baseline.rs ]; then
     log "baseline: examples/sqlite_bulk_baseline, $n rows ($(($(stat -c %s "$WORK/rows.ndjson") / 1048576)) MiB NDJSON) in one transaction"
-    local profile_flag=()
-    [ "$PROFILE" = release ] && profile_flag=(--release)
-    local out
-    out=$(cargo run -q "${profile_flag[@]}" --example sqlite_bulk_baseline -- "$WORK/rows.ndjson" "$WORK/baseline.db") ||
-      die "sqlite_bulk_baseline failed"
-    log "  $out"
-    base_s=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$out")
-    base_rate=$(sed -n 's/.*rows_per_s=\([0-9.]*\).*/\1/p' <<<"$out")
-    local base_rows
-    base_rows=$(sed -n 's/.*rows=\([0-9]*\) .*/\1/p' <<<"$out")
-    [ "$base_rows" = "$n" ] || die "the baseline stored $base_rows rows, expected $n"
-    rm -f "$WORK"/baseline.db*
+    embedded_bare_insert "$WORK/rows.ndjson" "$n"
+    base_rate=$BARE_RATE base_s=$BARE_S
     # Not the target's baseline: the same bulk insert with the keyword index the embedded store also
     # keeps (per-second token counts), to show what that index costs apart from any batching.
     log "baseline with the keyword index (--keywords), one transaction"
-    out=$(cargo run -q "${profile_flag[@]}" --example sqlite_bulk_baseline -- "$WORK/rows.ndjson" "$WORK/baseline.db" --keywords) ||
-      die "sqlite_bulk_baseline --keywords failed"
-    log "  $out"
-    kw_s=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$out")
-    kw_rate=$(sed -n 's/.*rows_per_s=\([0-9.]*\).*/\1/p' <<<"$out")
-    rm -f "$WORK"/baseline.db*
+    embedded_bare_insert "$WORK/rows.ndjson" "$n" --keywords
+    kw_rate=$BARE_RATE kw_s=$BARE_S
   else
     log "examples/sqlite_bulk_baseline.rs is missing: no baseline this run"
   fi
@@ -1052,7 +1084,12 @@ bench_embedded() {
   [ "$base_rate" = n/a ] || vs_base=$(ratio "$ingest_rate" "$base_rate")
   rps_ratio=$(awk -v a="$m_rps" -v b="$s_rps" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
   lat_ratio=$(awk -v a="$s_p50" -v b="$m_p50" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
-  ingest_ok=$(awk -v r="$ingest_rate" -v v="$vs_base" 'BEGIN { print (r >= 100000 && v != "n/a" && v >= 0.8) ? "met" : "missed" }')
+  ingest_ok=$(target_ok "$ingest_rate" "$vs_base")
+  local ord_vs_base=n/a ord_ok=n/a
+  if [ "$ord_rate" != n/a ]; then
+    ord_vs_base=$(ratio "$ord_rate" "$ord_base_rate")
+    ord_ok=$(target_ok "$ord_rate" "$ord_vs_base")
+  fi
   local one_ratio
   one_ratio=$(awk -v a="$s_one" -v b="$m_p50" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "n/a" }')
   query_ok=$(awk -v r="$rps_ratio" -v o="$one_ratio" \
@@ -1065,6 +1102,11 @@ bench_embedded() {
   printf '%-46s %12s %10s\n' "bare insert + keyword index, one tx (not the target's)" "$kw_rate" "$kw_s"
   printf '%-46s %12s\n' "keyword indexer behind at the last 202 (rows)" "$lag_end"
   printf '%-46s %12s %10s\n' "  caught up after the last 202 (s); to indexed" "$indexed_rate" "$catch_s"
+  if [ "$ord_rate" != n/a ]; then
+    printf '%-46s %12s %10s\n' "in arrival order: POST /ingest, committed" "$ord_rate" "$ord_s"
+    printf '%-46s %12s %10s\n' "in arrival order: bare insert (its baseline)" "$ord_base_rate" "$ord_base_s"
+    printf '%-46s %12s   target >= 100000 and >= 0.8: %s\n' "in arrival order: ratio" "$ord_vs_base" "$ord_ok"
+  fi
   printf '\n%-46s %10s %10s %10s\n' "1 h window over $n rows" "req/s" "p50 ms" "p99 ms"
   printf '%-46s %10s %10s %10s %8s\n' "memory" "$m_rps" "$m_p50" "$m_p99" "non-2xx $m_bad"
   printf '%-46s %10s %10s %10s %8s\n' "SQL over the same rows (source=sqlite)" "$s_rps" "$s_p50" "$s_p99" "non-2xx $s_bad"
@@ -1085,7 +1127,7 @@ bench_embedded() {
     echo
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); $(rustc --version); SQLite (bundled, libsqlite3-sys $(grep -A1 '^name = "libsqlite3-sys"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')), WAL, \`$PROFILE\` build"
     local overrides=""
-    for v in BENCH_PROFILE BENCH_EMBEDDED_EVENTS BENCH_EMBEDDED_RATE BENCH_EMBEDDED_BATCH BENCH_EMBEDDED_IN_FLIGHT BENCH_EMBEDDED_LATE_RATIO BENCH_EMBEDDED_LATE_MAX BENCH_EMBEDDED_RSS_RATE BENCH_HORIZON BATCH_MAX_EVENTS; do
+    for v in BENCH_PROFILE BENCH_EMBEDDED_EVENTS BENCH_EMBEDDED_RATE BENCH_EMBEDDED_BATCH BENCH_EMBEDDED_IN_FLIGHT BENCH_EMBEDDED_LATE_RATIO BENCH_EMBEDDED_LATE_MAX BENCH_EMBEDDED_RSS_RATE BENCH_EMBEDDED_RSS_SECONDS BENCH_HORIZON BATCH_MAX_EVENTS; do
       [ -z "${!v:-}" ] || overrides+="$v=${!v} "
     done
     echo "- \`${overrides}scripts/bench.sh $BENCH_CMD\`: one \`log-analyzer run\` in the embedded mode (no Kafka, PostgreSQL or Redis); the generator on the same machine"
@@ -1103,6 +1145,18 @@ bench_embedded() {
     echo "| the keyword indexer behind the writer: first event to the last row indexed ($lag_end rows behind at the last 202, caught up $catch_s s after it) | $indexed_rate | $(awk -v a="$ingest_s" -v b="$catch_s" 'BEGIN { printf "%.2f", a + b }') |"
     echo
     echo "Target ≥ 100,000 events/s and ≥ 0.8 × the baseline: **$ingest_ok**."
+    if [ "$ord_rate" != n/a ]; then
+      echo
+      echo "The same count with times in arrival order (\`--late-ratio 0\`, what most logs look like: \`logs_ts\` then takes appends), on a fresh file, against its own baseline (those rows, in that order, one transaction):"
+      echo
+      echo "| path, times in arrival order | events/s | seconds |"
+      echo "|---|---:|---:|"
+      echo "| POST /ingest, committed | $ord_rate | $ord_s |"
+      echo "| bare SQLite bulk insert, one transaction (baseline) | $ord_base_rate | $ord_base_s |"
+      echo "| ratio | $ord_vs_base | |"
+      echo
+      echo "Target in arrival order: **$ord_ok**."
+    fi
     echo
     echo "The 1 h window (\`GET /stats/errors?window=1h\`) over those $n rows, wrk $duration each (memory: 2 threads, 8 connections; SQL: 1 thread, 2 connections); both answered $m_total events for the same \`at\`:"
     echo
