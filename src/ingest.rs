@@ -79,6 +79,7 @@ impl Ingest {
                 batch_max_events: settings.batch_max_events(),
                 batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
                 rules: settings.parse_rules(),
+                take_delay: Some(metrics.writers.take_delay()),
                 ..ConsumerConfig::default()
             },
         };

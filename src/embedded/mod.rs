@@ -405,6 +405,7 @@ impl EmbeddedIngest {
                 batch_max_events: settings.batch_max_events(),
                 batch_max_wait: Duration::from_millis(settings.batch_max_wait_ms),
                 rules: settings.parse_rules(),
+                take_delay: Some(metrics.writers.take_delay()),
                 ..ConsumerConfig::default()
             },
             actors: metrics.actors.clone(),

@@ -26,6 +26,8 @@ pub struct WriterMetrics {
     batch_age_seconds: Histogram,
     /// Handed to a writer → that writer starts it, per writer.
     queue_seconds: HistogramVec,
+    /// A message's timestamp (Kafka's, or the embedded queue's) → its consumer takes it.
+    take_delay_seconds: Histogram,
     /// Every writer's counters, by writer id.
     writers: Mutex<Vec<Arc<WriterStats>>>,
 }
@@ -66,8 +68,21 @@ impl WriterMetrics {
                 freshness_buckets(),
                 &["writer"],
             ),
+            take_delay_seconds: single_histogram(
+                r,
+                "log_analyzer_consumer_take_delay_seconds",
+                "Time from a message's timestamp (Kafka: the producer's create time or the broker's append time; \
+                 embedded: its acceptance by the intake) to its consumer taking it",
+                // Up to about a minute: a consumer catching up on a backlog shows here first.
+                prometheus::exponential_buckets(0.000_5, 2.0, 18).expect("valid buckets"),
+            ),
             writers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// What the consumers observe each message's take delay into (`ConsumerConfig::take_delay`).
+    pub fn take_delay(&self) -> Histogram {
+        self.take_delay_seconds.clone()
     }
 
     /// The counters writer `id` reports into: its histograms are observed as it commits, the rest

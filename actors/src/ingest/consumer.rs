@@ -34,6 +34,10 @@ pub struct ConsumerConfig {
     pub retry_max: Duration,
     /// Attempts at a batch the store refuses for its data before it is split to find the rows at fault.
     pub rejected_attempts: u32,
+    /// Observes, for each message with a timestamp, the time from that timestamp (Kafka's: the
+    /// producer's create time or the broker's append time) to this consumer taking it: the first
+    /// stage of freshness, before the batch's age and the write.
+    pub take_delay: Option<prometheus::Histogram>,
 }
 
 impl Default for ConsumerConfig {
@@ -46,6 +50,7 @@ impl Default for ConsumerConfig {
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             rejected_attempts: 3,
+            take_delay: None,
         }
     }
 }
@@ -439,7 +444,12 @@ impl ConsumerActor {
             return;
         }
         let was_empty = self.builder.is_empty();
-        if !self.builder.push(message, self.clock.now()) {
+        let now = self.clock.now();
+        if let (Some(h), Some(sent)) = (&self.config.take_delay, message.timestamp) {
+            // A producer's clock ahead of ours counts as no delay.
+            h.observe((now - sent).to_std().map_or(0.0, |d| d.as_secs_f64()));
+        }
+        if !self.builder.push(message, now) {
             return;
         }
         if was_empty {

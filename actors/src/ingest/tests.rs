@@ -322,3 +322,29 @@ async fn rows_the_store_refuses_become_dead_letters_and_the_rest_is_stored_once(
     assert_eq!(h.writer_stats.restarts.load(Ordering::Relaxed), 0, "a refusal is not an outage");
     assert_eq!(h.consumer_stats.write_started_ms.load(Ordering::Relaxed), 0);
 }
+
+#[actix_rt::test]
+async fn each_message_with_a_timestamp_observes_its_time_from_that_timestamp_to_its_take() {
+    let opts = prometheus::HistogramOpts::new("take_delay_seconds", "test").buckets(vec![0.1, 1.0, 10.0]);
+    let histogram = prometheus::Histogram::with_opts(opts).unwrap();
+    let config = ConsumerConfig { take_delay: Some(histogram.clone()), ..batching(4) };
+    let mut h = start(0, config, MemoryStore::default());
+    let at = |offset: i64, millis_before_now: Option<i64>| RawMessage {
+        timestamp: millis_before_now
+            .map(|ms| chrono::DateTime::from_timestamp(NOW_S, 0).unwrap() - chrono::Duration::milliseconds(ms)),
+        ..event(offset)
+    };
+    // Sent 2.5 s and 40 ms before the consumer's clock; one without a timestamp; one from a
+    // producer whose clock runs 3 s ahead (no delay, not a negative one).
+    h.push(at(0, Some(2_500))).await;
+    h.push(at(1, Some(40))).await;
+    h.push(at(2, None)).await;
+    h.push(at(3, Some(-3_000))).await;
+    h.until_stored(4).await;
+    assert_eq!(histogram.get_sample_count(), 3, "the message without a timestamp is not observed");
+    assert!((histogram.get_sample_sum() - 2.54).abs() < 1e-9, "sum {}", histogram.get_sample_sum());
+    use prometheus::core::Metric as _;
+    let buckets: Vec<u64> =
+        histogram.metric().get_histogram().get_bucket().iter().map(|b| b.cumulative_count()).collect();
+    assert_eq!(buckets, vec![2, 2, 3], "0 s and 40 ms under 0.1 s, 2.5 s under 10 s");
+}
