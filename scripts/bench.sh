@@ -715,7 +715,7 @@ bench_freshness() {
         printf "| %s | %.1f | %.1f | %.1f |\n", name[c], s[c] / n[c], v[c, i50], v[c, i99] } }')
   local hist_rows
   hist_rows=$(printf '%s\n' "$hist" | awk '
-    BEGIN { d["log_analyzer_consumer_take_delay_seconds"] = "a message'"'"'s Kafka timestamp (its producer'"'"'s create time) → its consumer takes it (per message), ms"
+    BEGIN { d["log_analyzer_consumer_take_delay_seconds"] = "a message'"'"'s Kafka timestamp → its consumer takes it (per message; the generator stamps its event'"'"'s time, 2 % up to 2 min late, and lingers up to 20 ms), ms"
             d["log_analyzer_writer_batch_age_seconds"] = "batch age when handed to a writer (first message taken → handed), ms"
             d["log_analyzer_writer_queue_seconds"] = "handed → the writer starts it (writer queue), ms"
             d["log_analyzer_writer_batch_seconds"] = "the write: fence, COPY, commit, ms"

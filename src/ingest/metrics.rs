@@ -71,8 +71,8 @@ impl WriterMetrics {
             take_delay_seconds: single_histogram(
                 r,
                 "log_analyzer_consumer_take_delay_seconds",
-                "Time from a message's timestamp (Kafka: the producer's create time or the broker's append time; \
-                 embedded: its acceptance by the intake) to its consumer taking it",
+                "A message's age when its consumer takes it, by its timestamp (POST /ingest: when the request was \
+                 accepted; other producers: what they stamp, often the event's own time)",
                 // Up to about a minute: a consumer catching up on a backlog shows here first.
                 prometheus::exponential_buckets(0.000_5, 2.0, 18).expect("valid buckets"),
             ),

@@ -34,9 +34,10 @@ pub struct ConsumerConfig {
     pub retry_max: Duration,
     /// Attempts at a batch the store refuses for its data before it is split to find the rows at fault.
     pub rejected_attempts: u32,
-    /// Observes, for each message with a timestamp, the time from that timestamp (Kafka's: the
-    /// producer's create time or the broker's append time) to this consumer taking it: the first
-    /// stage of freshness, before the batch's age and the write.
+    /// Observes, for each message with a timestamp, the time from that timestamp to this consumer
+    /// taking it: the first stage of freshness (before the batch's age and the write) for messages
+    /// stamped when they were accepted, as POST /ingest stamps them; a producer that stamps the
+    /// event's own time (Kafka allows any) adds its lateness.
     pub take_delay: Option<prometheus::Histogram>,
 }
 
