@@ -799,6 +799,17 @@ async fn a_start_with_nothing_configured_in_an_empty_directory_answers_and_keeps
     }
     assert!(dir.path.join("log-analyzer.db").is_file(), "./log-analyzer.db is where the data lives");
     assert_eq!(count(&dir.path.join("log-analyzer.db"), "SELECT count(*) AS n FROM logs"), 3);
+    // The in-process queue stamps each line when POST /ingest accepts it: its consumer timed each
+    // take from that moment, a moment ago.
+    let (status, body) = http(9090, "GET", "/metrics", b"", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.split(' ').next() == Some(name));
+        line.and_then(|l| l.split(' ').nth(1)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(value("log_analyzer_consumer_take_delay_seconds_count"), 3.0);
+    assert!(value("log_analyzer_consumer_take_delay_seconds_sum") < 30.0);
     let status = app.process.terminate(Duration::from_secs(10));
     assert!(status.success(), "{}", app.process.log_tail());
 }
