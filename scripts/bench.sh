@@ -936,6 +936,21 @@ embedded_bare_insert() {
   BARE_S=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$out")
 }
 
+# Starts an embedded `run` on the SQLite file $1 and offers it the generated events of the
+# further arguments through POST /ingest at $rate/s ($batch-line bodies, $in_flight in flight; the
+# caller's locals), timed to the last 202: sets POST_S (seconds). The run is left up.
+embedded_post_ingest() {
+  local db=$1 t0
+  shift
+  start_embedded "$db"
+  log "POST /ingest: $n events offered at $rate/s, $batch-line bodies, $in_flight in flight"
+  t0=$(now)
+  "$GEN" generate --rate "$rate" "$@" --to "$URL" --batch "$batch" --in-flight "$in_flight" \
+    2>"$WORK/generate.log" || { tail -n 5 "$WORK/generate.log" >&2; die "generate --to $URL failed"; }
+  POST_S=$(secs "$t0" "$(now)")
+  tail -n 1 "$WORK/generate.log" >&2
+}
+
 # Whether an embedded ingest rate $1 with ratio $2 to its baseline meets #15's target.
 target_ok() { awk -v r="$1" -v v="$2" 'BEGIN { print (r >= 100000 && v != "n/a" && v >= 0.8) ? "met" : "missed" }'; }
 
@@ -976,13 +991,9 @@ bench_embedded() {
     embedded_bare_insert "$WORK/rows.ndjson" "$n"
     ord_base_rate=$BARE_RATE ord_base_s=$BARE_S
     rm -f "$WORK/rows.ndjson"
-    start_embedded "$WORK/ordered.db"
-    log "in arrival order: POST /ingest, $n events offered at $rate/s"
-    local o0
-    o0=$(now)
-    "$GEN" generate --rate "$rate" "${in_order[@]}" --to "$URL" --batch "$batch" --in-flight "$in_flight" \
-      2>"$WORK/generate.log" || { tail -n 5 "$WORK/generate.log" >&2; die "generate --to $URL failed"; }
-    ord_s=$(secs "$o0" "$(now)")
+    log "in arrival order:"
+    embedded_post_ingest "$WORK/ordered.db" "${in_order[@]}"
+    ord_s=$POST_S
     ord_rate=$(rate "$n" "$ord_s")
     stored=$(sqlite_count "$WORK/ordered.db" "SELECT count(*) FROM logs")
     [ "$stored" = "$n" ] || die "logs holds $stored rows after every 202 (in arrival order), expected $n"
@@ -1010,15 +1021,9 @@ bench_embedded() {
   # 2. POST /ingest at a fixed offered rate: the generator paces itself whatever the answers (open
   # loop, up to --in-flight requests waiting); it exits once every event is acknowledged, and a 202
   # means committed to SQLite.
-  start_embedded "$WORK/embedded.db"
-  log "POST /ingest: $n events offered at $rate/s, $batch-line bodies, $in_flight in flight"
-  local t0 t1 ingest_s ingest_rate stored
-  t0=$(now)
-  "$GEN" generate --rate "$rate" "${events[@]}" --to "$URL" --batch "$batch" --in-flight "$in_flight" \
-    2>"$WORK/generate.log" || { tail -n 5 "$WORK/generate.log" >&2; die "generate --to $URL failed"; }
-  t1=$(now)
-  tail -n 1 "$WORK/generate.log" >&2
-  ingest_s=$(secs "$t0" "$t1")
+  local ingest_s ingest_rate stored
+  embedded_post_ingest "$WORK/embedded.db" "${events[@]}"
+  ingest_s=$POST_S
   ingest_rate=$(rate "$n" "$ingest_s")
   # The keyword indexer counts behind the writer (a 202 does not wait for it): how far behind it
   # is at the last 202, and how long it then takes to count the rest (answers are exact meanwhile,
