@@ -7,6 +7,7 @@ pub mod forwarder;
 mod memory;
 #[cfg(test)]
 mod memory_tests;
+pub mod ranking;
 pub mod read_path;
 #[cfg(test)]
 mod read_path_tests;
@@ -20,6 +21,7 @@ pub use aggregator::{
 pub use buckets::{BucketDelta, BucketRing, Buckets, Counts, KeywordSet, SecondCounts};
 pub use coalesce::Coalesced;
 pub use memory::{MemoryView, MemoryWindows};
+pub use ranking::{Inconsistent, Ranking};
 pub use read_path::{CacheRead, CacheReadObserver, RedisSource, Source, Unanswered, WindowReader};
 pub use stats::{ErrorStats, KeywordCount, ServiceStats, WindowRange};
 
