@@ -187,6 +187,10 @@ pub struct Settings {
     /// `on`: ingest writers announce each committed batch (pg_notify) so tails in any process see it.
     #[serde(default = "defaults::tail_notify", deserialize_with = "named::on_off")]
     pub tail_notify: bool,
+    /// `on`: PostgreSQL answers of long windows' `by_service` rankings keep their per-service counts
+    /// and answer the next second from the rows that changed (`db::ranking`); `off`: count in full.
+    #[serde(default = "defaults::ranking_kept", deserialize_with = "named::on_off")]
+    pub ranking_kept: bool,
     /// Whether ADMIN_ADDR was set: only its default may give way to a free port when taken.
     #[serde(skip)]
     pub admin_addr_given: bool,
@@ -348,6 +352,9 @@ mod defaults {
         100
     }
     pub fn tail_notify() -> bool {
+        true
+    }
+    pub fn ranking_kept() -> bool {
         true
     }
     pub fn http_body_timeout_ms() -> u64 {

@@ -409,7 +409,8 @@ impl Application {
         let redis = optional_redis(settings).await?;
         let db_timeout = Duration::from_millis(settings.database_timeout_ms);
         let pool = db::pool(settings.database_url.expose(), settings.database_pool_size, db_timeout);
-        let pg = PgStats::new(pool.clone(), settings.kafka_topics(), keywords.clone(), db_timeout);
+        let pg = PgStats::new(pool.clone(), settings.kafka_topics(), keywords.clone(), db_timeout)
+            .keeping_rankings(settings.ranking_kept);
 
         let metrics = Arc::new(crate::admin::Metrics::with_mailbox_timing(settings.mailbox_metrics));
         let mut arbiters = Vec::new();

@@ -160,6 +160,9 @@ impl PgEventStore {
                 // Errors surface on the client's next call; nothing to do here.
                 let _ = connection.await;
             });
+            // Every row this connection adds to `logs` is fenced (see the `logs_epoch` migration): its
+            // COPY does not bump the epoch that readers of kept window counts check.
+            client.batch_execute("SET log_analyzer.fenced = 'on'").await.map_err(store_error)?;
             self.client = Some(client);
             self.prepared = None;
         }

@@ -5,6 +5,7 @@ pub mod event_store;
 pub mod idempotency;
 pub mod migrate;
 pub mod offset_store;
+pub mod ranking;
 pub mod rejects;
 pub mod schema;
 pub mod search;

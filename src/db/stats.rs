@@ -13,6 +13,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use super::ranking::{self, RankingCounts, Rankings};
 use super::PgPool;
 
 /// A listed service, or (service NULL) the sum of the services after the listed ones.
@@ -98,6 +99,9 @@ pub struct PgStats {
     /// The tracked keywords: the top-keywords answer ranks only these.
     keywords: Arc<KeywordSet>,
     timeout: Duration,
+    /// Long windows' per-service counts, kept between questions (see `db::ranking`); None with
+    /// `RANKING_KEPT=off`.
+    rankings: Option<Arc<Rankings>>,
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
@@ -106,7 +110,7 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 
 impl PgStats {
     pub fn new(pool: PgPool, topics: Vec<String>, keywords: Arc<KeywordSet>, timeout: Duration) -> PgStats {
-        PgStats { pool, topics, keywords, timeout }
+        PgStats { pool, topics, keywords, timeout, rankings: Some(Arc::default()) }
     }
 
     /// Runs `work` on a pooled connection, giving up on the whole (pool wait included) at the timeout;
@@ -144,6 +148,17 @@ impl PgStats {
         service: Option<String>,
         limit: usize,
     ) -> Result<ErrorStats, StoreError> {
+        if let (Some(rankings), None, true) =
+            (self.rankings.clone(), &service, range.to - range.from >= ranking::MIN_WINDOW_SECS)
+        {
+            let topics = self.topics.clone();
+            let kept = self
+                .bounded(async move |conn| rankings.answer(conn, &topics, range, limit, ERRORS_WORK_MEM).await)
+                .await?;
+            if let Some(stats) = kept {
+                return Ok(stats);
+            }
+        }
         let topics = self.topics.clone();
         let rows: Vec<RankedRow> = self
             .bounded(async move |conn| {
@@ -243,6 +258,17 @@ impl PgStats {
             })
             .await?;
         Ok(rows.into_iter().map(|r| KeywordCount { keyword: r.keyword, count: r.count as u64 }).collect())
+    }
+
+    /// Keeps long windows' rankings between questions (the default), or counts every one in full.
+    pub fn keeping_rankings(mut self, keep: bool) -> PgStats {
+        self.rankings = keep.then(Arc::default);
+        self
+    }
+
+    /// How the long windows' rankings were answered so far.
+    pub fn ranking_counts(&self) -> RankingCounts {
+        self.rankings.as_ref().map(|r| r.counts()).unwrap_or_default()
     }
 
     /// True when PostgreSQL answers a trivial query in time.

@@ -17,6 +17,7 @@ mod loghub;
 mod multi_topic;
 mod observability;
 mod protocols;
+mod ranking;
 mod search;
 mod search_cases;
 mod search_sqlite;
