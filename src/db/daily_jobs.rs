@@ -58,7 +58,15 @@ pub async fn drop_partitions_before(client: &Client, oldest_kept: NaiveDate) -> 
         if day < oldest_kept {
             // Names come from the catalog; quote them anyway.
             let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-            client.batch_execute(&format!("DROP TABLE IF EXISTS {}.{}", quoted(&schema), quoted(&name))).await?;
+            // One implicit transaction: kept window counts (db::ranking) that held the day's rows
+            // see the epoch move with the drop.
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {}.{}; UPDATE logs_epoch SET n = n + 1",
+                    quoted(&schema),
+                    quoted(&name)
+                ))
+                .await?;
             dropped.push(day);
         }
     }

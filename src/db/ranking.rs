@@ -8,11 +8,12 @@
 //!
 //! "Stored since" is exact because every row the ingest writers add lies between its partition's
 //! `kafka_offsets.next_offset` before and after the batch, committed together; the counts keep the
-//! offsets of their snapshot. Any other write to `logs`, and any offset jump, bumps `logs_epoch`
-//! (migration `2026-12-03-000001_logs_epoch`), and a changed epoch, an offset that went back, or a
-//! partition that once jumped back over offsets the counts may hold, sends the question to a full
-//! count again. Why: an hour of 100k services costs the backend ~0.65 CPU seconds to count, and a live
-//! window is a new question every second (docs/BENCHMARKS.md, cardinality).
+//! offsets of their snapshot. Any other write to `logs`, any offset jump and retention's drop of a
+//! day bump `logs_epoch` (migration `2026-12-03-000001_logs_epoch`, `daily_jobs`). A changed epoch,
+//! an offset that went back, or a partition that once jumped back over offsets the counts may hold
+//! sends the question to a full count again. Why: an hour of 100k services costs the backend ~0.65
+//! CPU seconds to count, and a live window is a new question every second (docs/BENCHMARKS.md,
+//! cardinality).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,9 +27,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 /// Windows shorter than this are counted in full each time: their rows are few.
 pub const MIN_WINDOW_SECS: i64 = 300;
 /// Distinct window lengths whose counts are kept (each is as big as its services).
-const MAX_KEPT_WINDOWS: usize = 8;
-/// A window with more services than this is not kept (~60 bytes a service): it is counted each time.
-pub const MAX_KEPT_SERVICES: usize = 1_000_000;
+const MAX_KEPT_WINDOWS: usize = 4;
+/// A window with more services than this is not kept: it is counted in full each time. A kept service
+/// costs ~109 bytes (`cargo test -p actors bytes_per_kept_service -- --ignored --nocapture`), so the
+/// kept counts stay under ~27 MiB a window length and ~110 MiB in all.
+pub const MAX_KEPT_SERVICES: usize = 250_000;
 
 type Fence = HashMap<(String, i32), i64>;
 

@@ -206,3 +206,41 @@ async fn the_kept_ranking_of_an_hour_is_the_full_count_whatever_is_written_meanw
     drop(ranked);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn retention_dropping_a_day_under_a_kept_window_is_seen_by_the_next_answer() {
+    let db = TestDatabase::create().await;
+    log_analyzer::db::migrate::run_migrations(&db.url).await.expect("migrate");
+    let topic_name = unique("ranking_drop");
+    let topic: Arc<str> = Arc::from(topic_name.as_str());
+    let pool = log_analyzer::db::pool(&db.url, 2, Duration::from_secs(20));
+    let ranked = Ranked {
+        stats: PgStats::new(pool, vec![topic_name.clone()], Arc::new(KeywordSet::default()), Duration::from_secs(20)),
+        client: db.client().await,
+        topic: topic_name.clone(),
+    };
+    ranked
+        .client
+        .execute("INSERT INTO kafka_offsets (topic, \"partition\", next_offset) VALUES ($1, 0, 0)", &[&topic_name])
+        .await
+        .unwrap();
+    // An hour across a midnight three days ago: half its rows in each day's partition.
+    let midnight = (Utc::now() - chrono::Duration::days(3)).date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let to = midnight.timestamp() + 1_800;
+    let mut rng = Rng::new(17);
+    let mut writer = Writer { store: PgEventStore::new(&db.url), next: HashMap::new(), topic };
+    writer.write(0, spread(&mut rng, 2_000, to - HOUR - 10, to + 10, 50)).await;
+    ranked.check(to, 100, "counted in full").await;
+    ranked.check(to + 1, 100, "kept").await;
+    assert_eq!(ranked.stats.ranking_counts().updated, 1);
+
+    let dropped =
+        log_analyzer::db::daily_jobs::drop_partitions_before(&ranked.client, midnight.date_naive()).await.unwrap();
+    assert_eq!(dropped, vec![midnight.date_naive() - chrono::Days::new(1)]);
+    ranked.check(to + 2, 100, "after the day before midnight was dropped").await;
+    let counts = ranked.stats.ranking_counts();
+    assert_eq!((counts.invalidated, counts.counted), (1, 2), "{counts:?}");
+
+    drop(ranked);
+    db.drop_db().await;
+}

@@ -154,4 +154,26 @@ mod tests {
         assert!(ranking.apply("z", -1, 0).is_err());
         assert_eq!(ranking, before);
     }
+
+    /// What one kept service costs, the figure the store adapter's bound on kept counts is chosen
+    /// from (`db::ranking::MAX_KEPT_SERVICES`). Run alone:
+    /// `cargo test -p actors bytes_per_kept_service -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bytes_per_kept_service() {
+        fn rss_bytes() -> u64 {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+            statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4_096
+        }
+        let n = 250_000u64;
+        let before = rss_bytes();
+        let ranking = Ranking::counted((0..n).map(|i| (format!("service-{i:06}"), 6, 2)));
+        let after = rss_bytes();
+        println!(
+            "{} bytes for {n} services named like service-000001: {} bytes a service",
+            after - before,
+            (after - before) / n
+        );
+        assert_eq!(ranking.services(), n as usize);
+    }
 }
