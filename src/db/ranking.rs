@@ -99,16 +99,21 @@ const COUNT_SERVICES: &str = "SELECT service, count(*)::bigint AS total, \
 /// The signed change per service between two windows: `f` lists each partition's offsets stored
 /// since the counts ([lo, hi)); $6–$7 is the second(s) that left, $8–$9 those that entered, $10–$11
 /// the seconds both share.
+///
+/// `l.topic || ''` keeps the position index (topic, partition, offset) out of the edges' plans: on a
+/// partition not analyzed yet (a new day, a fresh bulk load) the planner's default estimates tie the
+/// topic and the one-second range, it picked the topic, and each edge read every row of the day
+/// (0.56 s for 600k rows, `EXPLAIN ANALYZE`) instead of one second's by the `ts` index.
 const CHANGED_SERVICES: &str = "WITH f AS MATERIALIZED ( \
          SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS f(topic, part, lo, hi)), \
      d AS ( \
          SELECT l.service, l.level, -1 AS sign FROM logs l \
-             WHERE l.topic = ANY($1) AND l.ts >= to_timestamp($6) AND l.ts < to_timestamp($7) \
+             WHERE l.topic || '' = ANY($1) AND l.ts >= to_timestamp($6) AND l.ts < to_timestamp($7) \
              AND NOT EXISTS (SELECT 1 FROM f WHERE f.topic = l.topic AND f.part = l.\"partition\" \
                  AND l.\"offset\" >= f.lo AND l.\"offset\" < f.hi) \
          UNION ALL \
          SELECT l.service, l.level, 1 FROM logs l \
-             WHERE l.topic = ANY($1) AND l.ts >= to_timestamp($8) AND l.ts < to_timestamp($9) \
+             WHERE l.topic || '' = ANY($1) AND l.ts >= to_timestamp($8) AND l.ts < to_timestamp($9) \
          UNION ALL \
          SELECT n.service, n.level, 1 FROM f CROSS JOIN LATERAL ( \
              SELECT l.service, l.level FROM logs l WHERE l.topic = f.topic AND l.\"partition\" = f.part \
