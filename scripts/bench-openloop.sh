@@ -19,7 +19,8 @@
 #
 # Settings: BENCH_OPENLOOP_RATES (requests/s, default "5000 10000 20000"; --quick: 500),
 # BENCH_OPENLOOP_SECONDS (per step, default 10; --quick: 2), BENCH_OPENLOOP_INGEST (events/s of the
-# second phase, default 20000; --quick: 2000), BENCH_OPENLOOP_WINDOWS (default "10s 5m 1h"),
+# second phase, default 20000; --quick: 2000), BENCH_OPENLOOP_WINDOWS (default "healthz 10s 5m 1h":
+# `healthz` is GET /healthz at the same rates, the floor of HTTP, the process and the machine),
 # BENCH_OPENLOOP_BASELINE (a second binary, e.g. a release build of main before a change: in each
 # phase it is measured first, then the binary under test, so both rows come from the same run).
 #
@@ -37,11 +38,15 @@ openloop_vegeta() {
   echo "$bin/vegeta"
 }
 
-# One step: vegeta offers $2 requests/s of GET /stats/errors?window=$1 for $OPENLOOP_SECONDS s.
+# One step: vegeta offers $2 requests/s of GET /stats/errors?window=$1 (GET /healthz for the window
+# "healthz") for $OPENLOOP_SECONDS s.
 # Prints "p50_ms p99_ms p999_ms achieved_rps ok errors tool_cpu_pct server_cpu_pct server_us_per_req".
 openloop_step() {
   local window=$1 offered=$2 tool_cpu server0 server1
-  printf 'GET %s/stats/errors?window=%s\n' "$URL" "$window" >"$WORK/openloop.targets"
+  local target="$URL/stats/errors?window=$window"
+  # The floor: a route with no window work, to tell the answer's tail from the process's and machine's.
+  [ "$window" = healthz ] && target="$URL/healthz"
+  printf 'GET %s\n' "$target" >"$WORK/openloop.targets"
   server0=$(openloop_cpu "$RUN_PID")
   local TIMEFORMAT='%U %S'
   # -timeout bounds a request that is never answered; it then counts as an error, not as a latency.
@@ -97,7 +102,7 @@ openloop_vegeta_version() {
 bench_openloop() {
   VEGETA=$(openloop_vegeta)
   local rates="${BENCH_OPENLOOP_RATES:-5000 10000 20000}" ingest="${BENCH_OPENLOOP_INGEST:-20000}"
-  local windows="${BENCH_OPENLOOP_WINDOWS:-10s 5m 1h}"
+  local windows="${BENCH_OPENLOOP_WINDOWS:-healthz 10s 5m 1h}"
   OPENLOOP_SECONDS="${BENCH_OPENLOOP_SECONDS:-10}"
   # Connections capped: uncapped, vegeta opens a new one whenever answers slow down, and on two shared
   # cores the handshakes and buffers of thousands of connections (the tool's CPU above 200 %) starved
@@ -160,7 +165,8 @@ bench_openloop() {
     echo "  no PostgreSQL history (memory answers every window within the horizon); latencies in ms of the 2xx"
     echo "  answers; errors: non-2xx or no answer in 10 s; CPU: % of one core over the step (vegeta's from"
     echo "  bash \`time\`, the server's from /proc/<pid>/stat); µs/req: the server's CPU per answer; goal p99 ≤ 2 ms"
-    echo "  at 10k req/s while ingesting; load average at the start: $load"
+    echo "  at 10k req/s while ingesting; load average at the start: $load. Window \`healthz\`: GET /healthz at"
+    echo "  the same rates in the same phase, no window work: the floor that HTTP, the process and the machine set"
     echo "- binaries: tested \`$under_test\`$([ -n "${BENCH_OPENLOOP_BASELINE:-}" ] && echo ", baseline \`$BENCH_OPENLOOP_BASELINE\` (each phase: baseline first)")"
     echo
     echo "| phase | binary | window | offered req/s | p50 | p99 | p99.9 | achieved req/s | errors | load tool CPU | server CPU | server µs/req |"
