@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::OwnedMutexGuard;
+
 use actors::windows::{ErrorStats, Ranking, WindowRange};
 use diesel::sql_types::{Array, BigInt, Integer, Text};
 use diesel::QueryableByName;
@@ -36,7 +38,7 @@ pub const MAX_KEPT_SERVICES: usize = 250_000;
 type Fence = HashMap<(String, i32), i64>;
 
 /// One window length's counts, with what they were counted from.
-struct Kept {
+pub(crate) struct Kept {
     range: WindowRange,
     ranking: Ranking,
     /// `kafka_offsets` of the topics, in the snapshot the counts were made in.
@@ -141,20 +143,26 @@ impl Rankings {
         Some(slots.entry(seconds).or_default().clone())
     }
 
-    /// The window's ranking from kept counts when they can be brought to `range`, else counted in
-    /// full (and kept). None: this question is better answered by the plain ranked query (a window
-    /// length not kept, or a question older than the kept counts that they cannot reach).
+    /// The kept counts of windows `seconds` long, held until the guard drops (one question of a
+    /// length at a time: the next one builds on what this one leaves). Taken before a pooled
+    /// connection, so that questions waiting here hold none. None: this length is not kept.
+    pub(crate) async fn lock(&self, seconds: i64) -> Option<OwnedMutexGuard<Option<Kept>>> {
+        Some(self.slot(seconds)?.lock_owned().await)
+    }
+
+    /// The window's ranking from kept counts (`kept`, locked by the caller) when they can be brought
+    /// to `range`, else counted in full (and kept). None: this question is better answered by the
+    /// plain ranked query (one older than the kept counts, out of their reach).
     pub(crate) async fn answer(
         &self,
         conn: &mut AsyncPgConnection,
+        kept: &mut Option<Kept>,
         topics: &[String],
         range: WindowRange,
         limit: usize,
         work_mem: &str,
     ) -> Result<Option<ErrorStats>, diesel::result::Error> {
         let seconds = range.to - range.from;
-        let Some(slot) = self.slot(seconds) else { return Ok(None) };
-        let mut kept = slot.lock().await;
         // Taken out: a failure below leaves nothing half-applied behind.
         let previous = kept.take();
         let reach = seconds / 4;

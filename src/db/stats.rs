@@ -151,12 +151,20 @@ impl PgStats {
         if let (Some(rankings), None, true) =
             (self.rankings.clone(), &service, range.to - range.from >= ranking::MIN_WINDOW_SECS)
         {
-            let topics = self.topics.clone();
-            let kept = self
-                .bounded(async move |conn| rankings.answer(conn, &topics, range, limit, ERRORS_WORK_MEM).await)
-                .await?;
-            if let Some(stats) = kept {
-                return Ok(stats);
+            let ms = self.timeout.as_millis();
+            let slot = tokio::time::timeout(self.timeout, rankings.lock(range.to - range.from))
+                .await
+                .map_err(|_| StoreError::Unavailable(format!("PostgreSQL did not answer within {ms} ms")))?;
+            if let Some(mut kept) = slot {
+                let topics = self.topics.clone();
+                let answer = self
+                    .bounded(async move |conn| {
+                        rankings.answer(conn, &mut kept, &topics, range, limit, ERRORS_WORK_MEM).await
+                    })
+                    .await?;
+                if let Some(stats) = answer {
+                    return Ok(stats);
+                }
             }
         }
         let topics = self.topics.clone();

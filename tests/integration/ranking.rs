@@ -203,6 +203,18 @@ async fn the_kept_ranking_of_an_hour_is_the_full_count_whatever_is_written_meanw
     ranked.check(t0 + 15, 100, "kept again").await;
     assert_eq!(ranked.stats.ranking_counts().updated, kept_again.updated + 1);
 
+    // Questions of one length asked together (a dashboard's second and the next): each waits for the
+    // other's update and is exact.
+    let seconds: Vec<i64> = vec![t0 + 18, t0 + 16, t0 + 20, t0 + 17, t0 + 19, t0 + 16];
+    let answers = futures::future::join_all(
+        seconds.iter().map(|&to| ranked.stats.errors(WindowRange::ending_at(to, HOUR as u64), None, 100)),
+    )
+    .await;
+    for (to, answer) in seconds.iter().zip(answers) {
+        let range = WindowRange::ending_at(*to, HOUR as u64);
+        assert_eq!(answer.unwrap(), counted(&ranked.client, &topic_name, range, 100).await, "asked together: {to}");
+    }
+
     drop(ranked);
     db.drop_db().await;
 }
