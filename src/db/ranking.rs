@@ -10,19 +10,24 @@
 //! `kafka_offsets.next_offset` before and after the batch, committed together; the counts keep the
 //! offsets of their snapshot. Any other write to `logs`, any offset jump and retention's drop of a
 //! day bump `logs_epoch` (migration `2026-12-03-000001_logs_epoch`, `daily_jobs`). A changed epoch,
-//! an offset that went back, or a partition that once jumped back over offsets the counts may hold
-//! sends the question to a full count again. Why: an hour of 100k services costs the backend ~0.65
+//! an offset that went back, or a row of the window at or above its partition's fence (the earlier
+//! life of a recreated topic, a partition moved back) sends the question to a full count again, and
+//! counts holding such rows are not kept. Why: an hour of 100k services costs the backend ~0.65
 //! CPU seconds to count, and a live window is a new question every second (docs/BENCHMARKS.md,
 //! cardinality).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedMutexGuard;
 
 use actors::windows::{ErrorStats, Ranking, WindowRange};
-use diesel::sql_types::{Array, BigInt, Integer, Text};
+
+use super::rejects::NO_KAFKA_PARTITION;
+use super::stats::ERRORS_WORK_MEM;
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -57,13 +62,63 @@ pub struct RankingCounts {
     pub invalidated: u64,
 }
 
-/// The kept counts of a process's windows, by length.
-#[derive(Default)]
+/// The kept counts of a process's windows, by length (each with when it was last asked).
 pub struct Rankings {
-    slots: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<Kept>>>>>,
+    slots: Mutex<HashMap<i64, (Arc<Slot>, Instant)>>,
+    /// How long a length whose counts could not be kept is answered by the plain query.
+    pause: Duration,
     counted: AtomicU64,
     updated: AtomicU64,
     invalidated: AtomicU64,
+}
+
+/// One window length: its kept counts, and what is known of them without waiting for them.
+pub(crate) struct Slot {
+    kept: Arc<tokio::sync::Mutex<Option<Kept>>>,
+    /// `range.to` of the kept counts, `i64::MIN` while there are none.
+    kept_to: AtomicI64,
+    /// Until then this length is answered by the plain ranked query: its counts could not be kept
+    /// (too many services, offsets that cannot tell what was stored since) or took too long.
+    plain_until: Mutex<Option<Instant>>,
+}
+
+/// How long a length whose counts could not be kept goes to the plain query before trying again.
+pub const PLAIN_PAUSE: Duration = Duration::from_secs(60);
+
+impl Slot {
+    fn new() -> Slot {
+        Slot { kept: Arc::default(), kept_to: AtomicI64::new(i64::MIN), plain_until: Mutex::new(None) }
+    }
+
+    /// Whether `range` is worth waiting for the kept counts: not paused, and not an older window
+    /// out of their reach (an `at=` question leaves them to the live one).
+    pub(crate) fn worth_waiting(&self, range: WindowRange) -> bool {
+        let paused = self.plain_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| Instant::now() < t);
+        let kept_to = AtomicI64::load(&self.kept_to, Ordering::Relaxed);
+        let older_out_of_reach = kept_to != i64::MIN && range.to < kept_to - reach(range);
+        !paused && !older_out_of_reach
+    }
+
+    /// Sends this length to the plain query for `pause`.
+    pub(crate) fn pause(&self, pause: Duration) {
+        *self.plain_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + pause);
+    }
+
+    /// The kept counts, held until the guard drops: one question of a length at a time, the next one
+    /// builds on what this one leaves. Taken before a pooled connection, so that questions waiting
+    /// here hold none.
+    pub(crate) async fn lock(&self) -> OwnedMutexGuard<Option<Kept>> {
+        self.kept.clone().lock_owned().await
+    }
+
+    fn note(&self, kept: &Option<Kept>) {
+        self.kept_to.store(kept.as_ref().map_or(i64::MIN, |k| k.range.to), Ordering::Relaxed);
+    }
+}
+
+/// How far kept counts are brought: a quarter of the window (then the edges are small next to it).
+fn reach(range: WindowRange) -> i64 {
+    (range.to - range.from) / 4
 }
 
 #[derive(QueryableByName)]
@@ -93,10 +148,45 @@ struct EpochRow {
 }
 
 /// The window's whole count per service (no parallel workers, enough `work_mem`: see
-/// `PgStats::errors`).
-const COUNT_SERVICES: &str = "SELECT service, count(*)::bigint AS total, \
-     count(*) FILTER (WHERE level >= 4)::bigint AS errors \
-     FROM logs WHERE topic = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) GROUP BY service";
+/// `PgStats::errors`), and in the same scan each partition's highest offset in the window (rows
+/// with `by_partition` = 1, `service` NULL).
+const COUNT_SERVICES: &str = "SELECT service, topic, \"partition\", count(*)::bigint AS total, \
+     count(*) FILTER (WHERE level >= 4)::bigint AS errors, max(\"offset\") AS top, \
+     GROUPING(service) AS by_partition \
+     FROM logs WHERE topic = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) \
+     GROUP BY GROUPING SETS ((service), (topic, \"partition\"))";
+
+/// Each partition's highest offset among the rows of seconds that entered the window.
+const ENTERED_TOPS: &str = "SELECT topic, \"partition\", max(\"offset\") AS \"offset\" FROM logs \
+     WHERE topic || '' = ANY($1) AND ts >= to_timestamp($2) AND ts < to_timestamp($3) GROUP BY 1, 2";
+
+#[derive(QueryableByName)]
+struct CountedRow {
+    #[diesel(sql_type = Nullable<Text>)]
+    service: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    topic: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    partition: Option<i32>,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+    #[diesel(sql_type = BigInt)]
+    errors: i64,
+    #[diesel(sql_type = BigInt)]
+    top: i64,
+    #[diesel(sql_type = Integer)]
+    by_partition: i32,
+}
+
+/// Whether every row of `tops` (a partition and its highest offset among some rows) lies below the
+/// partition's fence, as the rows the ingest writers store do. A row at or above it (the earlier
+/// life of a recreated topic, a partition an operator moved back, a partition with no offsets row)
+/// could not be told from rows stored later by offset: counts holding it are not kept.
+fn below_fence(fence: &Fence, mut tops: impl Iterator<Item = (String, i32, i64)>) -> bool {
+    tops.all(|(topic, partition, top)| {
+        partition == NO_KAFKA_PARTITION || fence.get(&(topic, partition)).is_some_and(|&next| top < next)
+    })
+}
 
 /// The signed change per service between two windows: `f` lists each partition's offsets stored
 /// since the counts ([lo, hi)); $6–$7 is the second(s) that left, $8–$9 those that entered, $10–$11
@@ -126,6 +216,22 @@ const CHANGED_SERVICES: &str = "WITH f AS MATERIALIZED ( \
      FROM d GROUP BY service";
 
 impl Rankings {
+    /// No counts kept yet; a length whose counts cannot be kept goes to the plain query for `pause`.
+    pub fn new(pause: Duration) -> Rankings {
+        Rankings {
+            slots: Mutex::default(),
+            pause,
+            counted: AtomicU64::default(),
+            updated: AtomicU64::default(),
+            invalidated: AtomicU64::default(),
+        }
+    }
+
+    /// Sends the length of `slot` to the plain query for a while (its counts failed or took too long).
+    pub(crate) fn pause(&self, slot: &Slot) {
+        slot.pause(self.pause);
+    }
+
     pub fn counts(&self) -> RankingCounts {
         RankingCounts {
             counted: AtomicU64::load(&self.counted, Ordering::Relaxed),
@@ -134,43 +240,48 @@ impl Rankings {
         }
     }
 
-    /// The slot of windows `seconds` long, or None when that many lengths are kept already.
-    fn slot(&self, seconds: i64) -> Option<Arc<tokio::sync::Mutex<Option<Kept>>>> {
+    /// The slot of windows `seconds` long. When `MAX_KEPT_WINDOWS` lengths are kept already, the
+    /// one asked least recently that no question holds gives its place; None if all are held.
+    pub(crate) fn slot(&self, seconds: i64) -> Option<Arc<Slot>> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if !slots.contains_key(&seconds) && slots.len() >= MAX_KEPT_WINDOWS {
-            return None;
+        let now = Instant::now();
+        if let Some((slot, used)) = slots.get_mut(&seconds) {
+            *used = now;
+            return Some(slot.clone());
         }
-        Some(slots.entry(seconds).or_default().clone())
+        if slots.len() >= MAX_KEPT_WINDOWS {
+            let idle = slots
+                .iter()
+                .filter(|(_, (slot, _))| slot.kept.try_lock().is_ok())
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(&length, _)| length)?;
+            slots.remove(&idle);
+        }
+        let slot = Arc::new(Slot::new());
+        slots.insert(seconds, (slot.clone(), now));
+        Some(slot)
     }
 
-    /// The kept counts of windows `seconds` long, held until the guard drops (one question of a
-    /// length at a time: the next one builds on what this one leaves). Taken before a pooled
-    /// connection, so that questions waiting here hold none. None: this length is not kept.
-    pub(crate) async fn lock(&self, seconds: i64) -> Option<OwnedMutexGuard<Option<Kept>>> {
-        Some(self.slot(seconds)?.lock_owned().await)
-    }
-
-    /// The window's ranking from kept counts (`kept`, locked by the caller) when they can be brought
-    /// to `range`, else counted in full (and kept). None: this question is better answered by the
-    /// plain ranked query (one older than the kept counts, out of their reach).
+    /// The window's ranking from kept counts (`kept`, of `slot`, locked by the caller) when they can
+    /// be brought to `range`, else counted in full (and kept when they can be). None: this question
+    /// is better answered by the plain ranked query (one older than the kept counts, out of reach).
     pub(crate) async fn answer(
         &self,
+        slot: &Slot,
         conn: &mut AsyncPgConnection,
         kept: &mut Option<Kept>,
         topics: &[String],
         range: WindowRange,
         limit: usize,
-        work_mem: &str,
     ) -> Result<Option<ErrorStats>, diesel::result::Error> {
-        let seconds = range.to - range.from;
         // Taken out: a failure below leaves nothing half-applied behind.
         let previous = kept.take();
-        let reach = seconds / 4;
+        slot.note(kept);
         let previous = match previous {
-            Some(k) if (k.range.to - range.to).abs() <= reach => Some(k),
+            Some(k) if (k.range.to - range.to).abs() <= reach(range) => Some(k),
             Some(k) if range.to < k.range.to => {
-                // An older window (an `at=` question): the kept counts stay for the live one.
                 *kept = Some(k);
+                slot.note(kept);
                 return Ok(None);
             }
             _ => None,
@@ -181,6 +292,7 @@ impl Rankings {
                     self.updated.fetch_add(1, Ordering::Relaxed);
                     let stats = next.ranking.answer(limit);
                     *kept = Some(next);
+                    slot.note(kept);
                     return Ok(Some(stats));
                 }
                 Err(_) => {
@@ -188,11 +300,14 @@ impl Rankings {
                 }
             }
         }
-        let (counted, keepable) = count(conn, topics, range, work_mem).await?;
+        let (counted, keepable) = count(conn, topics, range).await?;
         let stats = counted.ranking.answer(limit);
         if keepable {
             self.counted.fetch_add(1, Ordering::Relaxed);
             *kept = Some(counted);
+            slot.note(kept);
+        } else {
+            slot.pause(self.pause);
         }
         Ok(Some(stats))
     }
@@ -203,7 +318,16 @@ impl Rankings {
 enum Stale {
     Epoch,
     OffsetBack,
+    /// A row entering the window lies at or above its partition's fence.
+    AboveFence,
     Inconsistent,
+}
+
+/// The first statement of a counting transaction, before its snapshot is taken: a day's partition
+/// cannot be dropped (retention takes `logs` exclusively) between the snapshot that reads the epoch
+/// and the queries that read the rows. Dropped before: the snapshot sees the epoch it moved.
+async fn hold_partitions(conn: &mut AsyncPgConnection) -> Result<(), diesel::result::Error> {
+    diesel::sql_query("LOCK TABLE logs IN ACCESS SHARE MODE").execute(conn).await.map(|_| ())
 }
 
 async fn fence(conn: &mut AsyncPgConnection, topics: &[String]) -> Result<(i64, Fence), diesel::result::Error> {
@@ -217,45 +341,39 @@ async fn fence(conn: &mut AsyncPgConnection, topics: &[String]) -> Result<(i64, 
     Ok((epoch.n, offsets.into_iter().map(|o| ((o.topic, o.partition), o.offset)).collect()))
 }
 
-/// Counts the whole window in one snapshot with its fence; keepable unless a partition once jumped
-/// back over offsets above its fence (a recreated topic: rows of its earlier life may carry offsets
-/// that later batches reuse, so "stored since" could not be told by offset).
+/// Counts the whole window in one snapshot with its fence; keepable when every row of the window
+/// lies below its partition's fence ([`below_fence`]) and the services are not too many.
 async fn count(
     conn: &mut AsyncPgConnection,
     topics: &[String],
     range: WindowRange,
-    work_mem: &str,
 ) -> Result<(Kept, bool), diesel::result::Error> {
     let topics = topics.to_vec();
-    let work_mem = work_mem.to_owned();
     conn.build_transaction()
         .repeatable_read()
         .read_only()
         .run(async move |conn| {
+            hold_partitions(conn).await?;
             diesel::sql_query(
                 "SELECT set_config('work_mem', $1, true), set_config('max_parallel_workers_per_gather', '0', true)",
             )
-            .bind::<Text, _>(&work_mem)
+            .bind::<Text, _>(ERRORS_WORK_MEM)
             .execute(conn)
             .await?;
             let (epoch, fence) = fence(conn, &topics).await?;
-            let jumped_back: Vec<PositionRow> = diesel::sql_query(
-                "SELECT topic, \"partition\", max(from_offset) AS \"offset\" FROM offset_gaps \
-                     WHERE topic = ANY($1) AND to_offset < from_offset GROUP BY 1, 2",
-            )
-            .bind::<Array<Text>, _>(&topics)
-            .load(conn)
-            .await?;
-            let rows: Vec<ServiceRow> = diesel::sql_query(COUNT_SERVICES)
+            let rows: Vec<CountedRow> = diesel::sql_query(COUNT_SERVICES)
                 .bind::<Array<Text>, _>(&topics)
                 .bind::<BigInt, _>(range.from)
                 .bind::<BigInt, _>(range.to)
                 .load(conn)
                 .await?;
-            let ambiguous =
-                jumped_back.iter().any(|j| j.offset > fence.get(&(j.topic.clone(), j.partition)).copied().unwrap_or(0));
-            let keepable = !ambiguous && rows.len() <= MAX_KEPT_SERVICES;
-            let ranking = Ranking::counted(rows.into_iter().map(|r| (r.service, r.total as u64, r.errors as u64)));
+            let (partitions, services): (Vec<CountedRow>, Vec<CountedRow>) =
+                rows.into_iter().partition(|r| r.by_partition == 1);
+            let tops = partitions.into_iter().map(|r| (r.topic.unwrap_or_default(), r.partition.unwrap_or(0), r.top));
+            let keepable = below_fence(&fence, tops) && services.len() <= MAX_KEPT_SERVICES;
+            let ranking = Ranking::counted(
+                services.into_iter().map(|r| (r.service.unwrap_or_default(), r.total as u64, r.errors as u64)),
+            );
             Ok((Kept { range, ranking, fence, epoch }, keepable))
         })
         .await
@@ -284,6 +402,7 @@ async fn update(
         .repeatable_read()
         .read_only()
         .run(async move |conn| {
+            hold_partitions(conn).await?;
             let (epoch, now) = fence(conn, &topics).await?;
             if epoch != kept.epoch {
                 return Ok(Err(Stale::Epoch));
@@ -303,6 +422,15 @@ async fn update(
             }
             let left = minus(kept.range, range);
             let entered = minus(range, kept.range);
+            let tops: Vec<PositionRow> = diesel::sql_query(ENTERED_TOPS)
+                .bind::<Array<Text>, _>(&topics)
+                .bind::<BigInt, _>(entered.from)
+                .bind::<BigInt, _>(entered.to)
+                .load(conn)
+                .await?;
+            if !below_fence(&now, tops.into_iter().map(|r| (r.topic, r.partition, r.offset))) {
+                return Ok(Err(Stale::AboveFence));
+            }
             let shared =
                 WindowRange { from: kept.range.from.max(range.from), to: kept.range.to.min(range.to).max(range.from) };
             let rows: Vec<ServiceRow> = diesel::sql_query(CHANGED_SERVICES)

@@ -88,7 +88,7 @@ struct MaybeSecond {
 /// services takes ~15 MB (measured, PostgreSQL 15), which the server's 4 MB default (× the hash
 /// multiplier, 2) spills to disk. 32 MB keeps ~400k services in memory; it is a bound per query,
 /// not an allocation, and the pool (DATABASE_POOL_SIZE, 8) caps how many run at once.
-const ERRORS_WORK_MEM: &str = "32MB";
+pub(crate) const ERRORS_WORK_MEM: &str = "32MB";
 
 /// Stats queries against `logs`, bounded by a timeout.
 #[derive(Clone)]
@@ -110,7 +110,7 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 
 impl PgStats {
     pub fn new(pool: PgPool, topics: Vec<String>, keywords: Arc<KeywordSet>, timeout: Duration) -> PgStats {
-        PgStats { pool, topics, keywords, timeout, rankings: Some(Arc::default()) }
+        PgStats { pool, topics, keywords, timeout, rankings: Some(Arc::new(Rankings::new(ranking::PLAIN_PAUSE))) }
     }
 
     /// Runs `work` on a pooled connection, giving up on the whole (pool wait included) at the timeout;
@@ -151,19 +151,25 @@ impl PgStats {
         if let (Some(rankings), None, true) =
             (self.rankings.clone(), &service, range.to - range.from >= ranking::MIN_WINDOW_SECS)
         {
-            let ms = self.timeout.as_millis();
-            let slot = tokio::time::timeout(self.timeout, rankings.lock(range.to - range.from))
-                .await
-                .map_err(|_| StoreError::Unavailable(format!("PostgreSQL did not answer within {ms} ms")))?;
-            if let Some(mut kept) = slot {
-                let topics = self.topics.clone();
-                let answer = self
-                    .bounded(async move |conn| {
-                        rankings.answer(conn, &mut kept, &topics, range, limit, ERRORS_WORK_MEM).await
-                    })
-                    .await?;
-                if let Some(stats) = answer {
-                    return Ok(stats);
+            if let Some(slot) = rankings.slot(range.to - range.from).filter(|slot| slot.worth_waiting(range)) {
+                // Waiting longer than half the bound for the kept counts: the plain query instead.
+                if let Ok(mut kept) = tokio::time::timeout(self.timeout / 2, slot.lock()).await {
+                    let topics = self.topics.clone();
+                    let held = slot.clone();
+                    let answer = self
+                        .bounded(async move |conn| rankings.answer(&held, conn, &mut kept, &topics, range, limit).await)
+                        .await;
+                    match answer {
+                        Ok(Some(stats)) => return Ok(stats),
+                        Ok(None) => {}
+                        Err(e) => {
+                            // Too slow or failed: the next questions of this length take the plain way.
+                            if let Some(rankings) = &self.rankings {
+                                rankings.pause(&slot);
+                            }
+                            return Err(e);
+                        }
+                    }
                 }
             }
         }
@@ -270,7 +276,16 @@ impl PgStats {
 
     /// Keeps long windows' rankings between questions (the default), or counts every one in full.
     pub fn keeping_rankings(mut self, keep: bool) -> PgStats {
-        self.rankings = keep.then(Arc::default);
+        self.rankings = keep.then(|| Arc::new(Rankings::new(ranking::PLAIN_PAUSE)));
+        self
+    }
+
+    /// How long a window length whose counts could not be kept (or took too long) is answered by
+    /// the plain ranked query before they are tried again (`ranking::PLAIN_PAUSE` unless set).
+    pub fn pausing_rankings(mut self, pause: Duration) -> PgStats {
+        if self.rankings.is_some() {
+            self.rankings = Some(Arc::new(Rankings::new(pause)));
+        }
         self
     }
 

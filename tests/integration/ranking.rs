@@ -108,7 +108,9 @@ async fn the_kept_ranking_of_an_hour_is_the_full_count_whatever_is_written_meanw
     let topic: Arc<str> = Arc::from(topic_name.as_str());
     let pool = log_analyzer::db::pool(&db.url, 2, Duration::from_secs(20));
     let ranked = Ranked {
-        stats: PgStats::new(pool, vec![topic_name.clone()], Arc::new(KeywordSet::default()), Duration::from_secs(20)),
+        // Counts that cannot be kept are tried again at once (by default a length waits a minute).
+        stats: PgStats::new(pool, vec![topic_name.clone()], Arc::new(KeywordSet::default()), Duration::from_secs(20))
+            .pausing_rankings(Duration::ZERO),
         client: db.client().await,
         topic: topic_name.clone(),
     };
@@ -174,6 +176,32 @@ async fn the_kept_ranking_of_an_hour_is_the_full_count_whatever_is_written_meanw
     assert_eq!(after_replay.counted, before.counted + 1);
     ranked.client.execute("DELETE FROM logs WHERE service = 'svc-replayed'", &[]).await.unwrap();
     ranked.check(t0 + 9, 100, "after an operator's DELETE").await;
+    // Straight on a day's partition, not through `logs`: its own trigger moves the epoch.
+    let day = format!("logs_{}", Utc.timestamp_opt(t0 - 100, 0).unwrap().format("%Y%m%d"));
+    let before = ranked.stats.ranking_counts();
+    let deleted = ranked
+        .client
+        .execute(
+            &format!("DELETE FROM {day} WHERE service = 'svc-0007' AND ts > to_timestamp($1)"),
+            &[&((t0 - 1_800) as f64)],
+        )
+        .await
+        .unwrap();
+    assert!(deleted > 0, "the test deletes rows of the window");
+    ranked.check(t0 + 9, 100, "after a DELETE on the day's partition").await;
+    assert_eq!(ranked.stats.ranking_counts().invalidated, before.invalidated + 1);
+
+    // An operator moves partition 1 back (no gap recorded) and ingest stores its offsets again: the
+    // rows it adds reuse offsets the counts hold.
+    ranked
+        .client
+        .execute("UPDATE kafka_offsets SET next_offset = 0 WHERE topic = $1 AND \"partition\" = 1", &[&topic_name])
+        .await
+        .unwrap();
+    let p1 = writer.next.insert(1, 0).unwrap();
+    writer.write(1, spread(&mut rng, p1 as usize + 5, t0 + 9 - HOUR, t0 + 9, 300)).await;
+    ranked.check(t0 + 9, 100, "after partition 1 was reset and stored again").await;
+    assert_eq!(ranked.stats.ranking_counts().counted, before.counted + 2, "counted again after the reset");
 
     // The topic is recreated: partition 0 starts again at offset 0 (ingest records the jump in
     // offset_gaps) and its new rows reuse offsets the hour already holds. The answers stay exact: the

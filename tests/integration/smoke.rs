@@ -56,8 +56,8 @@ async fn migrate_creates_tables_partitions_and_topic_and_is_idempotent() {
     let first = startup::migrate(&settings, &log).await.unwrap();
     assert_eq!(
         first.applied.len(),
-        5,
-        "create_logs, daily_summary, offset_gaps, ingest_idempotency and search_indexes"
+        6,
+        "create_logs, daily_summary, offset_gaps, ingest_idempotency, search_indexes and logs_epoch"
     );
     assert_eq!(first.partitions_created as u64, PARTITIONS_AHEAD_DAYS + 2);
     assert_eq!(first.topic, TopicState::Created);
