@@ -60,7 +60,11 @@ pub fn init_logger(settings: &Settings) -> (Logger, LogLevelHandle) {
     let level = LogLevelHandle::new(settings.log_level.0);
     let drain = match format {
         LogFormat::Json => {
-            slog_async::Async::new(slog_json::Json::default(std::io::stderr()).fuse()).chan_size(8_192).build()
+            // slog_json writes a record in many small writes; unbuffered, a line printed to stdout
+            // meanwhile (a command's report) could land inside it when both go to one file. Buffered
+            // to its newline, each record is one write.
+            let stderr = std::io::LineWriter::with_capacity(64 * 1024, std::io::stderr());
+            slog_async::Async::new(slog_json::Json::default(stderr).fuse()).chan_size(8_192).build()
         }
         LogFormat::Term => {
             let decorator = slog_term::TermDecorator::new().stderr().build();
